@@ -1,0 +1,57 @@
+import pytest
+from pydantic import ValidationError
+
+from codedyn.config import CodedynConfig, ConfigError, DatasetConfig, load_config
+
+
+def test_default_preset_loads_with_documented_splits():
+    config = load_config("default")
+    assert config.dataset.source == "humaneval"
+    assert (config.dataset.splits.analysis, config.dataset.splits.tuning, config.dataset.splits.validation) == (
+        0.5, 0.1, 0.4,
+    )
+
+
+def test_overrides_apply_and_none_is_ignored():
+    config = load_config("default", {"dataset": {"seed": 7, "limit_problems": None, "sandbox": {"workers": 1}}})
+    assert config.dataset.seed == 7
+    assert config.dataset.limit_problems is None
+    assert config.dataset.sandbox.workers == 1
+
+
+def test_unknown_key_is_rejected_with_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset:\n  sede: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*dataset.sede"):
+        load_config(str(bad))
+
+
+def test_config_is_frozen():
+    config = load_config("default")
+    with pytest.raises(ValidationError):
+        config.dataset.seed = 5  # type: ignore[misc]
+
+
+def test_invalid_values_are_rejected():
+    with pytest.raises(ValueError, match="sum to 1"):
+        DatasetConfig(splits={"analysis": 0.5, "tuning": 0.5, "validation": 0.5})
+    with pytest.raises(ValueError, match="unknown mutation operator"):
+        DatasetConfig(operators=("swap_everything",))
+    with pytest.raises(ValueError, match="problems_path"):
+        DatasetConfig(source="jsonl")
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(ConfigError, match="default"):
+        load_config("no-such-preset")
+
+
+def test_every_field_is_documented():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no docstring"
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, CodedynConfig.__mro__[1]):
+                walk(annotation)
+
+    walk(CodedynConfig)

@@ -16,6 +16,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/codedyn data build
+	$(BIN)/codedyn suite train-toy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

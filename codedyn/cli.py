@@ -20,6 +20,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build and inspect verified correct / incorrect code datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+suite_app = typer.Typer(
+    help="Checkpoint suites: Pythia revisions and the self-trained toy suite.", no_args_is_help=True
+)
+app.add_typer(suite_app, name="suite")
 
 PresetOption = Annotated[str, typer.Option("--preset", "-p", help="Preset name in configs/ or a YAML file.")]
 OutOption = Annotated[Path | None, typer.Option("--out", help="Write results under this folder.")]
@@ -38,11 +42,12 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from codedyn.config import ConfigError
         from codedyn.data.problems import DataSourceError, SourceUnavailable
+        from codedyn.models.suite import SuiteError
 
         try:
             return func(*args, **kwargs)
-        except (ConfigError, DataSourceError, SourceUnavailable, FileNotFoundError) as exc:
-            _console().print(f"[bold red]error:[/] {exc}")
+        except (ConfigError, DataSourceError, SourceUnavailable, SuiteError, FileNotFoundError) as exc:
+            _console().print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
             raise typer.Exit(code=2) from None
 
     return wrapper
@@ -115,6 +120,128 @@ def data_info(dataset: Annotated[str, typer.Argument(help="Dataset folder or its
     from codedyn.data.pairs import CARD_MD, resolve_dataset_path
 
     typer.echo((resolve_dataset_path(dataset) / CARD_MD).read_text())
+
+
+def _hub_cache(out: Path | None) -> Path | None:
+    return out / "hub" if out is not None else None
+
+
+def _resolve_suite(name: str, preset: str, out: Path | None):
+    """``toy`` means the toy suite of the preset's config; anything else is looked up by name."""
+    from codedyn.config import load_config
+    from codedyn.data.corpus import CodeCorpus
+    from codedyn.models.suite import get_suite
+    from codedyn.models.toy import suite_name
+
+    if name == "toy":
+        name = suite_name(load_config(preset).toy, CodeCorpus.stdlib().fingerprint)
+    return get_suite(name, hub_cache=_hub_cache(out) if name.startswith("toy") else None)
+
+
+@suite_app.command("train-toy")
+@user_errors
+def suite_train_toy(
+    preset: PresetOption = "default",
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for initialisation and data.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    out: OutOption = None,
+) -> None:
+    """Train the toy suite (tiny Pythia-style model on stdlib code) and record when induction heads form."""
+    from codedyn.config import load_config
+    from codedyn.models.toy import train_toy_suite
+    from codedyn.progress import rich_progress
+
+    config = load_config(preset, {"toy": {"steps": steps, "seed": seed, "threads": threads}})
+    console = _console()
+    with rich_progress(console) as progress:
+        result = train_toy_suite(config.toy, hub_cache=_hub_cache(out), progress=progress)
+    _print_training_log(console, result.log, result.formation)
+    typer.echo(result.suite.name)
+
+
+def _print_training_log(console, log: list[dict], formation: dict) -> None:
+    from rich.table import Table
+
+    table = Table("step", "val loss", "induction (per layer)", "copy1", "copy2", "drop", title="toy suite")
+    for entry in log:
+        table.add_row(
+            str(entry["step"]), f"{entry['val_loss']:.3f}", " ".join(f"{x:.2f}" for x in entry["layer_scores"]),
+            f"{entry['copy1_loss']:.2f}", f"{entry['copy2_loss']:.2f}", f"{entry['in_context_drop']:+.2f}",
+        )
+    console.print(table)
+    if formation["formed"]:
+        console.print(
+            f"[green]induction heads formed[/] between step {formation['last_step_before']} and "
+            f"{formation['first_formed_step']} ({formation['criterion']})"
+        )
+    else:
+        console.print(f"[yellow]no induction heads by the last step[/] ({formation['criterion']})")
+
+
+@suite_app.command("list")
+def suite_list(out: OutOption = None) -> None:
+    """List toy suites in the cache and Pythia models in the HF cache, with their cached steps."""
+    from codedyn.models.suite import PYTHIA_SIZES, get_suite, pythia_suite, toy_suites
+
+    for name in toy_suites(_hub_cache(out)):
+        steps = get_suite(name, _hub_cache(out)).cached_steps()
+        typer.echo(f"{name}\t{len(steps)} checkpoints\t{_step_range(steps)}")
+    for size in PYTHIA_SIZES:
+        for deduped in (False, True):
+            suite = pythia_suite(size, deduped=deduped)
+            steps = suite.cached_steps()
+            if steps:
+                typer.echo(f"{suite.name}\t{len(steps)} checkpoints\t{_step_range(steps)}")
+
+
+def _step_range(steps: tuple[int, ...]) -> str:
+    return f"steps {steps[0]}..{steps[-1]}" if steps else "no steps cached"
+
+
+@suite_app.command("info")
+@user_errors
+def suite_info(
+    name: Annotated[str, typer.Argument(help="pythia-<size>, toy-<hash>, or 'toy' for the preset's toy suite.")],
+    preset: PresetOption = "default",
+    out: OutOption = None,
+) -> None:
+    """Show a suite's schedule, what is cached locally, and (toy) its training log."""
+    import json
+
+    suite = _resolve_suite(name, preset, out)
+    cached = suite.cached_steps()
+    typer.echo(f"{suite.name} ({suite.repo_id}): {len(suite.schedule)} scheduled steps, {len(cached)} cached")
+    typer.echo(f"cache: {suite.repo_cache}")
+    typer.echo(f"cached steps: {list(cached)}")
+    record = suite.repo_cache.parent.parent / suite.name / "suite.json"
+    if suite.local_only and record.is_file():
+        data = json.loads(record.read_text())
+        _print_training_log(_console(), data["log"], data["formation"])
+
+
+@suite_app.command("prefetch")
+@user_errors
+def suite_prefetch(
+    name: Annotated[str, typer.Argument(help="pythia-<size>[-deduped].")],
+    steps: Annotated[str, typer.Option(help="Comma-separated steps, e.g. 0,1000,143000.")],
+) -> None:
+    """Download Pythia revisions into the HF cache (run on a machine with network, then copy HF_HOME)."""
+    from codedyn.models.suite import get_suite
+    from codedyn.progress import rich_progress
+
+    suite = get_suite(name)
+    wanted = suite.validate_steps(_int_list(steps, "--steps"))
+    with rich_progress(_console()) as progress:
+        fetched = suite.prefetch(wanted, progress=progress)
+    typer.echo(f"fetched {len(fetched)} revisions of {suite.repo_id} into {suite.repo_cache}")
+
+
+def _int_list(value: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value) or ()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint=option) from None
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:

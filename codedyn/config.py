@@ -104,11 +104,116 @@ class DatasetConfig(Frozen):
         return self
 
 
+class ToySuiteConfig(Frozen):
+    """The self-trained toy suite: a tiny Pythia-style model on standard-library code, trained long enough for
+    induction heads to form between two of its checkpoints (recipe and measurements: BENCHMARKS.md)."""
+
+    vocab_size: int = Field(1024, ge=260)
+    """Byte-level BPE vocabulary trained on the corpus (small, so every token is seen often)."""
+    d_model: int = Field(64, ge=8)
+    """Residual stream width."""
+    n_layers: int = Field(2, ge=1)
+    """Transformer blocks (induction needs two: a previous-token head feeding an induction head)."""
+    n_heads: int = Field(4, ge=1)
+    """Attention heads per layer."""
+    d_ff: int = Field(128, ge=8)
+    """MLP hidden width."""
+    rotary_pct: float = Field(0.5, gt=0, le=1)
+    """Fraction of each head's dimensions that are rotary (Pythia: 0.25; 0.5 leaves 8 rotary dims at d_head 16,
+    enough to learn a previous-token head quickly)."""
+    context: int = Field(64, ge=16)
+    """Training sequence length in tokens."""
+    batch_size: int = Field(8, ge=1)
+    """Sequences per step: small batches buy the many optimizer steps induction formation needs."""
+    lr: float = Field(3e-3, gt=0)
+    """AdamW learning rate (constant after warm-up)."""
+    warmup_steps: int = Field(100, ge=0)
+    """Linear learning-rate warm-up."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW weight decay on matrices (not on biases and norms)."""
+    grad_clip: float = Field(1.0, gt=0)
+    """Gradient-norm clip."""
+    steps: int = Field(7000, ge=1)
+    """Optimizer steps."""
+    repeat_fraction: float = Field(1.0, ge=0, le=1)
+    """Fraction of training windows into which a span is copied again later (the in-context repetition that
+    rewards induction; natural code repeats identifiers too, but rarely enough within 64 tokens)."""
+    span_min: int = Field(4, ge=1)
+    """Shortest copied span."""
+    span_max: int = Field(16, ge=1)
+    """Longest copied span."""
+    copies: int = Field(2, ge=1)
+    """Extra copies of the span, at random non-overlapping later positions (varying gaps defeat fixed offsets)."""
+    random_span_fraction: float = Field(0.5, ge=0, le=1)
+    """Share of copied spans whose content is replaced by random frequent tokens (so copying, not memorised code,
+    is the only way to predict them)."""
+    random_span_vocab: int = Field(128, ge=2)
+    """Random span tokens are drawn from this many most frequent tokens."""
+    checkpoint_every: int = Field(500, ge=1)
+    """Checkpoints at 0, 1, 2, 4, ... (powers of two) and every this many steps, like Pythia's schedule."""
+    eval_span: int = Field(32, ge=4)
+    """Span length of the held-out repeated sequences used for the induction score."""
+    eval_sequences: int = Field(32, ge=1)
+    """Held-out sequences per evaluation."""
+    threads: int = Field(1, ge=1)
+    """Torch CPU threads (1 is fastest for a model this small on 2 cores)."""
+    seed: int = 0
+    """Seed for initialisation and the data stream."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ToySuiteConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.span_min > self.span_max:
+            raise ValueError("span_min must not exceed span_max")
+        if (self.copies + 1) * self.span_max > self.context + 1:
+            raise ValueError("(copies + 1) * span_max must fit in the context")
+        return self
+
+
+class SuiteConfig(Frozen):
+    name: str = "toy"
+    """``toy`` (the toy suite of this config's ``toy`` section), ``toy-<hash>``, or ``pythia-<size>``."""
+    steps: tuple[int, ...] = (0, 256, 1000, 2000, 4000, 5000, 5500, 6000, 7000)
+    """Checkpoints the experiments run on (validated against the suite's schedule)."""
+    device: str = "cpu"
+    """Torch device for loading checkpoints."""
+
+
+class SamplingConfig(Frozen):
+    """Localised RMSProp-SGLD around each checkpoint (one posterior serves influence, LLC and susceptibilities)."""
+
+    lr: float = Field(1e-4, gt=0)
+    """Step size epsilon."""
+    n_beta: float = Field(30.0, gt=0)
+    """Inverse temperature times sample size (n*beta)."""
+    localization: float = Field(300.0, ge=0)
+    """Strength gamma of the pull towards the checkpoint's weights."""
+    chains: int = Field(4, ge=1)
+    """Independent chains."""
+    draws: int = Field(100, ge=2)
+    """Draws kept per chain after burn-in."""
+    burn_in: int = Field(100, ge=0)
+    """SGLD steps discarded before the first draw."""
+    steps_between_draws: int = Field(1, ge=1)
+    """SGLD steps per kept draw."""
+    batch_size: int = Field(32, ge=1)
+    """Sequences per SGLD gradient step."""
+    seed: int = 0
+    """Seed of chain initial noise and minibatch order."""
+
+
 class CodedynConfig(Frozen):
     name: str = "default"
     """Name of the study; the run directory is runs/<name> unless --out says otherwise."""
     dataset: DatasetConfig = DatasetConfig()
     """The verified correct/incorrect code dataset."""
+    toy: ToySuiteConfig = ToySuiteConfig()
+    """How the embedded toy checkpoint suite is trained."""
+    suite: SuiteConfig = SuiteConfig()
+    """Which checkpoint suite and steps the experiments run on."""
+    sampling: SamplingConfig = SamplingConfig()
+    """Posterior sampling hyperparameters, one set for every checkpoint of a study."""
 
 
 class ConfigError(ValueError):

@@ -55,3 +55,21 @@ def test_every_field_is_documented():
                 walk(annotation)
 
     walk(CodedynConfig)
+
+
+@pytest.mark.parametrize("size", ["14m", "70m", "160m"])
+def test_pythia_presets_are_valid_and_scale_the_step_size(size):
+    from codedyn.models.suite import pythia_suite
+
+    config = load_config(f"pythia-{size}")
+    assert config.suite.name == f"pythia-{size}"
+    pythia_suite(size).validate_steps(config.suite.steps)
+    assert (config.sampling.localization, config.sampling.n_beta, config.sampling.batch_size) == (300, 30, 32)
+    assert config.sampling.lr == {"14m": 1e-3, "70m": 3e-4, "160m": 1e-4}[size]
+
+
+def test_toy_config_rejects_spans_that_do_not_fit():
+    from codedyn.config import ToySuiteConfig
+
+    with pytest.raises(ValidationError, match="fit in the context"):
+        ToySuiteConfig(context=16, span_max=16, copies=2)

@@ -170,6 +170,9 @@ def write_revision(hub_cache: Path, repo_id: str, step: int, model: Any, tokeniz
     The snapshot id is a hash of (repo, step), standing in for a commit sha; ``refs/step{N}`` points at it, which is
     what ``from_pretrained(..., revision="step{N}")`` resolves offline.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per tiny shard would drown codedyn's own progress display
     repo_cache = Path(hub_cache) / ("models--" + repo_id.replace("/", "--"))
     sha = hashlib.sha1(f"{repo_id}@step{step}".encode()).hexdigest()
     snapshot = repo_cache / "snapshots" / sha
@@ -179,3 +182,26 @@ def write_revision(hub_cache: Path, repo_id: str, step: int, model: Any, tokeniz
     refs.mkdir(parents=True, exist_ok=True)
     (refs / f"step{step}").write_text(sha)  # written last: a revision is visible only once complete
     return snapshot
+
+
+def toy_suites(hub_cache: Path | None = None) -> list[str]:
+    """Names of the completed toy suites in the cache."""
+    root = (hub_cache or toy_hub_cache()).parent
+    return sorted(p.name for p in root.glob("toy-*") if (p / "completed").is_file())
+
+
+def get_suite(name: str, hub_cache: Path | None = None) -> CheckpointSuite:
+    """A suite by name: ``pythia-<size>[-deduped]`` or a trained ``toy-<hash>``."""
+    import json
+
+    if name.startswith("pythia-"):
+        size = name.removeprefix("pythia-")
+        deduped = size.endswith("-deduped")
+        return pythia_suite(size.removesuffix("-deduped"), deduped=deduped, hub_cache=hub_cache)
+    toy_cache = hub_cache or toy_hub_cache()
+    record_path = toy_cache.parent / name / "suite.json"
+    if name.startswith("toy-") and (toy_cache.parent / name / "completed").is_file():
+        record = json.loads(record_path.read_text())
+        return toy_suite(name, record["schedule"], hub_cache=toy_cache)
+    known = ", ".join(toy_suites(hub_cache)) or "none trained yet (codedyn suite train-toy)"
+    raise SuiteError(f"unknown suite {name!r}: expected pythia-<size> or a toy suite ({known})")

@@ -1,0 +1,269 @@
+"""Train the toy checkpoint suite: a tiny Pythia-style GPT-NeoX on standard-library code.
+
+The suite exists to contain a known developmental event, the formation of induction heads, with checkpoints before,
+during and after it, so that LLC, influence and susceptibility curves can be checked against a real transition.
+It is written as revisions ``stepN`` of ``codedyn/toy-<hash>`` in a hub-cache layout and loaded through the same
+code as Pythia (:mod:`codedyn.models.suite`).
+
+The recipe (see :class:`codedyn.config.ToySuiteConfig` and BENCHMARKS.md): vocabulary 1024, 2 layers of width 64,
+context 64, batches of 8, constant lr 3e-3, and every window carrying a span copied twice more at random later
+positions (half of the spans random frequent tokens). What makes induction form within minutes on a CPU is many
+small optimizer steps, not many tokens: the layer-0 previous-token head appears only after thousands of steps.
+
+Training resumes after a crash from the last checkpoint's optimizer and data-stream state, and gives the same
+weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codedyn.config import ToySuiteConfig
+from codedyn.data.corpus import CodeCorpus, encode_stream
+from codedyn.models.induction import measure_induction, repeated_spans
+from codedyn.models.suite import CheckpointSuite, toy_hub_cache, toy_suite, write_revision
+from codedyn.progress import SILENT, Progress
+from codedyn.runs.store import content_hash, is_completed, write_json, write_text
+
+EOS = "<|endoftext|>"
+TRAINER_VERSION = 1  # bump when a change to this module changes the trained weights
+SUITE_FILE = "suite.json"
+RESUME_FILE = "resume.pt"
+# "Induction heads formed": the strongest head puts this much attention on the induction target, and the second
+# copy of a repeated span is predicted this much better (nats) than the first.
+FORMED_SCORE = 0.3
+FORMED_DROP = 1.0
+
+
+def checkpoint_schedule(steps: int, every: int) -> tuple[int, ...]:
+    """0, powers of two, then every ``every`` steps, and the last step: log-spaced early like Pythia's."""
+    schedule = {0, steps}
+    power = 1
+    while power < steps:
+        schedule.add(power)
+        power *= 2
+    schedule.update(range(every, steps + 1, every))
+    return tuple(sorted(schedule))
+
+
+def suite_name(config: ToySuiteConfig, corpus_fingerprint: str) -> str:
+    return "toy-" + content_hash(
+        {"config": config.model_dump(mode="json"), "corpus": corpus_fingerprint, "trainer": TRAINER_VERSION},
+        length=10,
+    )
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE trained on ``texts`` (deterministic for a fixed text order)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    # Pythia's tokenizers use one token for bos/eos/unk; pad is needed for batching variable-length samples.
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS
+    )
+
+
+def make_model(config: ToySuiteConfig, vocab_size: int, eos_id: int):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    model_config = GPTNeoXConfig(
+        vocab_size=vocab_size, hidden_size=config.d_model, num_hidden_layers=config.n_layers,
+        num_attention_heads=config.n_heads, intermediate_size=config.d_ff, rotary_pct=config.rotary_pct,
+        max_position_embeddings=max(2 * config.eval_span, config.context, 2048), use_parallel_residual=True,
+        tie_word_embeddings=False, hidden_dropout=0.0, attention_dropout=0.0, initializer_range=0.02,
+        bos_token_id=eos_id, eos_token_id=eos_id,
+    )
+    return GPTNeoXForCausalLM(model_config)
+
+
+class RepeatedSpanBatches:
+    """Training windows of natural code, most with one span copied ``copies`` more times at random later positions.
+
+    The state is one numpy Generator, so the stream can be saved and resumed exactly.
+    """
+
+    def __init__(self, stream: np.ndarray, config: ToySuiteConfig, seed: int) -> None:
+        self.stream = stream
+        self.config = config
+        counts = np.bincount(stream)
+        self.frequent = np.argsort(-counts, kind="stable")[: config.random_span_vocab]
+        self.rng = np.random.default_rng(seed)
+
+    def next(self) -> np.ndarray:
+        """[batch, context + 1] token ids (inputs are [:, :-1], targets [:, 1:])."""
+        c = self.config
+        width = c.context + 1
+        starts = self.rng.integers(0, self.stream.shape[0] - width, c.batch_size)
+        batch = np.stack([self.stream[s : s + width] for s in starts])
+        for row in batch:
+            if self.rng.random() >= c.repeat_fraction:
+                continue
+            length = int(self.rng.integers(c.span_min, min(c.span_max, width // (c.copies + 1)) + 1))
+            slack = width - (c.copies + 1) * length
+            offsets = np.sort(self.rng.integers(0, slack + 1, c.copies + 1))
+            positions = [int(offsets[k]) + k * length for k in range(c.copies + 1)]
+            if self.rng.random() < c.random_span_fraction:
+                row[positions[0] : positions[0] + length] = self.frequent[
+                    self.rng.integers(0, len(self.frequent), length)
+                ]
+            span = row[positions[0] : positions[0] + length].copy()
+            for start in positions[1:]:
+                row[start : start + length] = span
+        return batch
+
+
+@dataclass(frozen=True)
+class ToySuiteResult:
+    suite: CheckpointSuite
+    folder: Path
+    log: list[dict[str, Any]]
+    formation: dict[str, Any]
+
+
+def induction_formation(log: list[dict[str, Any]]) -> dict[str, Any]:
+    """The checkpoint interval in which induction heads formed, by the FORMED_SCORE / FORMED_DROP criterion."""
+    formed_at = next(
+        (e["step"] for e in log if e["induction_score"] >= FORMED_SCORE and e["in_context_drop"] >= FORMED_DROP),
+        None,
+    )
+    if formed_at is None:
+        return {"formed": False, "criterion": f"score >= {FORMED_SCORE} and drop >= {FORMED_DROP} nats"}
+    before = max(e["step"] for e in log if e["step"] < formed_at)
+    return {
+        "formed": True,
+        "first_formed_step": formed_at,
+        "last_step_before": before,
+        "criterion": f"score >= {FORMED_SCORE} and drop >= {FORMED_DROP} nats",
+    }
+
+
+def _evaluate(model, induction_seqs: np.ndarray, heldout_windows: np.ndarray) -> dict[str, Any]:
+    import torch
+
+    report = measure_induction(model, induction_seqs)
+    ids = torch.as_tensor(heldout_windows)
+    with torch.no_grad():
+        logits = model(input_ids=ids[:, :-1]).logits
+    val = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    return {"val_loss": round(float(val), 4), **report.to_dict()}
+
+
+def train_toy_suite(
+    config: ToySuiteConfig,
+    hub_cache: Path | None = None,
+    progress: Progress = SILENT,
+    corpus: CodeCorpus | None = None,
+) -> ToySuiteResult:
+    """Train (or resume, or find already trained) the toy suite described by ``config``.
+
+    ``corpus`` defaults to the whole standard library; tests pass a few files.
+    """
+    import torch
+
+    hub_cache = Path(hub_cache) if hub_cache else toy_hub_cache()
+    corpus = corpus or CodeCorpus.stdlib()
+    name = suite_name(config, corpus.fingerprint)
+    schedule = checkpoint_schedule(config.steps, config.checkpoint_every)
+    suite = toy_suite(name, schedule, hub_cache=hub_cache)
+    folder = hub_cache.parent / name
+    if is_completed(folder):
+        record = json.loads((folder / SUITE_FILE).read_text())
+        return ToySuiteResult(suite, folder, record["log"], record["formation"])
+    folder.mkdir(parents=True, exist_ok=True)
+
+    torch.set_num_threads(config.threads)
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(corpus.texts("train"), config.vocab_size)
+    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    train_stream = encode_stream(tokenizer.backend_tokenizer, corpus.texts("train"), eos_id)
+    heldout_stream = encode_stream(tokenizer.backend_tokenizer, corpus.texts("heldout"), eos_id)
+    prep_seconds = time.perf_counter() - started
+    progress.log(f"toy suite {name}: {train_stream.shape[0]:,} training tokens, vocab {len(tokenizer)}")
+
+    induction_seqs = repeated_spans(heldout_stream, config.eval_sequences, config.eval_span, seed=1234)
+    window_rng = np.random.default_rng(4321)
+    starts = window_rng.integers(0, heldout_stream.shape[0] - config.context - 1, config.eval_sequences)
+    heldout_windows = np.stack([heldout_stream[s : s + config.context + 1] for s in starts])
+
+    torch.manual_seed(config.seed)
+    model = make_model(config, len(tokenizer), eos_id)
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": config.weight_decay}, {"params": vectors, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.95), eps=1e-8,
+    )
+    batches = RepeatedSpanBatches(train_stream, config, seed=config.seed)
+    log: list[dict[str, Any]] = []
+    start_step = 0
+    resume = folder / RESUME_FILE
+    if resume.exists():  # a previous run was interrupted: continue from its last checkpoint
+        state = torch.load(resume, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        batches.rng.bit_generator.state = state["data_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        log, start_step = state["log"], state["step"]
+        progress.log(f"resuming toy suite training at step {start_step}")
+
+    def lr_at(step: int) -> float:
+        return config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+
+    bar = progress.task(f"training {name}", total=config.steps)
+    bar.advance(start_step)
+    train_seconds = 0.0
+    for step in range(start_step, config.steps + 1):
+        if step in schedule and not (log and log[-1]["step"] == step):
+            entry = {"step": step, **_evaluate(model, induction_seqs, heldout_windows)}
+            log.append(entry)
+            write_revision(hub_cache, suite.repo_id, step, model, tokenizer)
+            torch.save(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "log": log,
+                 "data_rng": batches.rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                resume,
+            )
+        if step == config.steps:
+            break
+        tick = time.perf_counter()
+        batch = torch.as_tensor(batches.next())
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        logits = model(input_ids=batch[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        if not math.isfinite(loss.item()):
+            raise RuntimeError(f"toy suite training diverged at step {step} (loss {loss.item()})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        train_seconds += time.perf_counter() - tick
+        bar.advance()
+
+    formation = induction_formation(log)
+    record = {
+        "name": name, "repo_id": suite.repo_id, "schedule": list(schedule), "config": config.model_dump(mode="json"),
+        "corpus_fingerprint": corpus.fingerprint, "n_train_tokens": int(train_stream.shape[0]),
+        "n_parameters": sum(p.numel() for p in model.parameters()), "log": log, "formation": formation,
+        "seconds": {"prepare": round(prep_seconds, 1), "train_steps": round(train_seconds, 1),
+                    "total": round(time.perf_counter() - started, 1)},
+    }
+    write_json(folder / SUITE_FILE, record)
+    resume.unlink()
+    write_text(folder / "completed", "")
+    return ToySuiteResult(suite, folder, log, formation)

@@ -1,0 +1,140 @@
+"""The toy suite trainer: schedule, data stream, checkpoints loadable by revision, exact resume after a crash."""
+
+import numpy as np
+import pytest
+import torch
+
+from codedyn.config import ToySuiteConfig
+from codedyn.data.corpus import CodeCorpus
+from codedyn.models.induction import measure_induction, repeated_spans
+from codedyn.models.toy import (
+    RepeatedSpanBatches,
+    checkpoint_schedule,
+    induction_formation,
+    make_model,
+    train_toy_suite,
+)
+
+TINY = ToySuiteConfig(
+    vocab_size=300, d_model=16, n_layers=2, n_heads=2, d_ff=32, context=32, batch_size=4, steps=12,
+    warmup_steps=2, span_min=2, span_max=8, checkpoint_every=5, eval_span=8, eval_sequences=4,
+)
+
+
+@pytest.fixture(scope="module")
+def small_corpus():
+    corpus = CodeCorpus.stdlib()
+    train = corpus.split("train")[:25]
+    heldout = corpus.split("heldout")[:3]
+    return CodeCorpus(corpus.root, tuple(sorted(train + heldout, key=corpus.relative)))
+
+
+def test_schedule_is_log_spaced_then_regular():
+    assert checkpoint_schedule(7000, 500) == (
+        0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 500, 512, 1000, 1024, 1500, 2000, 2048, 2500, 3000, 3500, 4000,
+        4096, 4500, 5000, 5500, 6000, 6500, 7000,
+    )
+    assert checkpoint_schedule(12, 5) == (0, 1, 2, 4, 5, 8, 10, 12)
+
+
+def test_corpus_split_is_disjoint_and_excludes_tests():
+    corpus = CodeCorpus.stdlib()
+    train, heldout = set(corpus.split("train")), set(corpus.split("heldout"))
+    assert train and heldout and not train & heldout
+    assert all("/test/" not in corpus.relative(p) and not corpus.relative(p).startswith("test/") for p in train)
+
+
+def _max_ngram_count(row: np.ndarray, n: int) -> int:
+    grams: dict[tuple, int] = {}
+    for i in range(len(row) - n + 1):
+        key = tuple(row[i : i + n])
+        grams[key] = grams.get(key, 0) + 1
+    return max(grams.values())
+
+
+def test_batches_carry_copied_spans_and_are_reproducible():
+    stream = np.arange(100_000, dtype=np.int64)  # no natural repetition: every repeat is a planted copy
+    config = TINY.model_copy(update={"random_span_fraction": 0.0, "copies": 2})
+    batch = RepeatedSpanBatches(stream, config, seed=1).next()
+    assert batch.shape == (4, 33)
+    assert all(_max_ngram_count(row, config.span_min) >= 3 for row in batch)
+    np.testing.assert_array_equal(batch, RepeatedSpanBatches(stream, config, seed=1).next())
+    plain = RepeatedSpanBatches(stream, config.model_copy(update={"repeat_fraction": 0.0}), seed=1).next()
+    assert all(_max_ngram_count(row, 2) == 1 for row in plain)
+
+
+def test_induction_score_of_uniform_attention_is_one_over_position():
+    """At init (weights ~0.02) attention is near uniform, so attention to any one earlier token is ~1/(t+1)."""
+    torch.manual_seed(0)
+    model = make_model(TINY.model_copy(update={"d_model": 32}), vocab_size=300, eos_id=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.01)  # flatten the logits further: attention becomes uniform up to ~1e-4
+    span = 10
+    seqs = repeated_spans(np.arange(5000) % 300, n=8, span=span, seed=0)
+    implementation = model.config._attn_implementation
+    report = measure_induction(model, seqs)
+    assert model.config._attn_implementation == implementation  # the caller's setting is restored
+    expected = np.mean([1.0 / (t + 1) for t in range(span, 2 * span - 1)])
+    np.testing.assert_allclose(report.head_scores, expected, rtol=1e-2)
+    np.testing.assert_allclose(report.prev_token_scores, np.mean([1 / (t + 1) for t in range(1, 2 * span)]), rtol=1e-2)
+    assert abs(report.in_context_drop) < 1e-3
+
+
+def test_formation_window_from_log():
+    log = [
+        {"step": 0, "induction_score": 0.02, "in_context_drop": 0.0},
+        {"step": 4000, "induction_score": 0.05, "in_context_drop": 0.2},
+        {"step": 5000, "induction_score": 0.31, "in_context_drop": 1.2},
+        {"step": 6000, "induction_score": 0.35, "in_context_drop": 1.4},
+    ]
+    assert induction_formation(log) == {
+        "formed": True, "first_formed_step": 5000, "last_step_before": 4000,
+        "criterion": "score >= 0.3 and drop >= 1.0 nats",
+    }
+    assert not induction_formation(log[:2])["formed"]
+
+
+def test_trains_checkpoints_loadable_by_revision(tmp_path, small_corpus):
+    result = train_toy_suite(TINY, hub_cache=tmp_path / "hub", corpus=small_corpus)
+    schedule = checkpoint_schedule(TINY.steps, TINY.checkpoint_every)
+    assert result.suite.cached_steps() == schedule
+    assert [e["step"] for e in result.log] == list(schedule)
+    assert (result.folder / "completed").is_file() and not (result.folder / "resume.pt").exists()
+    first, last = result.suite.load(0), result.suite.load(TINY.steps)
+    assert not torch.equal(first.model.get_output_embeddings().weight, last.model.get_output_embeddings().weight)
+    config = last.model.config
+    assert config.use_parallel_residual and not config.tie_word_embeddings
+    assert last.tokenizer.eos_token == "<|endoftext|>" and last.tokenizer.pad_token_id is not None
+    # Asking again finds the finished suite instead of retraining.
+    assert train_toy_suite(TINY, hub_cache=tmp_path / "hub", corpus=small_corpus).log == result.log
+
+
+class _CrashAfter:
+    """A progress reporter whose bar raises after n steps: a crash in the middle of training."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def task(self, description, total):
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise KeyboardInterrupt
+
+    def log(self, message: str) -> None:
+        pass
+
+
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, small_corpus):
+    reference = train_toy_suite(TINY, hub_cache=tmp_path / "a" / "hub", corpus=small_corpus)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy_suite(TINY, hub_cache=tmp_path / "b" / "hub", corpus=small_corpus, progress=_CrashAfter(7))
+    resumed = train_toy_suite(TINY, hub_cache=tmp_path / "b" / "hub", corpus=small_corpus)
+    assert resumed.log == reference.log
+    a = reference.suite.load(TINY.steps).model.state_dict()
+    b = resumed.suite.load(TINY.steps).model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

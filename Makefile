@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/codedyn suite train-toy
 
 test: $(STAMP)
+	$(BIN)/ruff check codedyn tests
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

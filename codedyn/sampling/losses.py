@@ -1,0 +1,95 @@
+"""Per-sample losses of code samples: the quantity every posterior readout is built from.
+
+ℓ_i(w) is the mean next-token loss of sample i over its scored tokens (the solution, by default). Samples are
+tokenised once, grouped in length buckets and right-padded; pads are masked out and, under causal attention,
+invisible to real tokens, so a sample's loss does not depend on its batch (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from codedyn.data.tokenize import MaskMode, bucketed_batches, encode_sample
+
+
+@dataclass(frozen=True)
+class EvalBatch:
+    indices: np.ndarray  # [B] positions of these samples in the evaluation set
+    input_ids: object  # torch.LongTensor [B, T]
+    attention_mask: object  # torch.LongTensor [B, T]
+    loss_mask: object  # torch.BoolTensor [B, T]: True where token t is scored
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Tokenised, bucketed evaluation samples, ready to be scored at every posterior draw."""
+
+    batches: tuple[EvalBatch, ...]
+    n_samples: int
+    n_tokens: int  # real (non-pad) tokens
+    n_positions: int  # padded positions computed
+
+    @classmethod
+    def build(
+        cls,
+        tokenizer,
+        prompts: Sequence[str],
+        solutions: Sequence[str],
+        mask: MaskMode = "code",
+        max_length: int | None = None,
+        max_tokens: int = 8192,
+        device: str = "cpu",
+    ) -> EvalSet:
+        import torch
+
+        encoded = [encode_sample(tokenizer, p, s, mask, max_length) for p, s in zip(prompts, solutions, strict=True)]
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        batches = []
+        for indices, arrays in bucketed_batches(encoded, pad_id, max_tokens=max_tokens):
+            batches.append(
+                EvalBatch(
+                    indices=np.asarray(indices),
+                    input_ids=torch.as_tensor(arrays["input_ids"], device=device),
+                    attention_mask=torch.as_tensor(arrays["attention_mask"], device=device),
+                    loss_mask=torch.as_tensor(arrays["loss_mask"], device=device),
+                )
+            )
+        return cls(
+            batches=tuple(batches),
+            n_samples=len(encoded),
+            n_tokens=sum(len(e) for e in encoded),
+            n_positions=sum(int(b.input_ids.numel()) for b in batches),
+        )
+
+
+def token_losses(model, input_ids, attention_mask=None):
+    """Next-token cross-entropy per position: [B, T-1], entry j scores token j + 1."""
+    import torch
+
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none"
+    )
+
+
+def masked_mean_losses(token_loss, loss_mask):
+    """Mean over each row's scored tokens: [B]."""
+    mask = loss_mask[:, 1:].to(token_loss.dtype)
+    return (token_loss * mask).sum(dim=1) / mask.sum(dim=1)
+
+
+def sample_losses(model, evalset: EvalSet):
+    """ℓ_i(w) for every sample of ``evalset``, in its original order: float32 tensor [N] on the model's device."""
+    import torch
+
+    out = None
+    with torch.no_grad():
+        for batch in evalset.batches:
+            losses = masked_mean_losses(token_losses(model, batch.input_ids, batch.attention_mask), batch.loss_mask)
+            if out is None:
+                out = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
+            out[torch.as_tensor(batch.indices, device=losses.device)] = losses.float()
+    return out

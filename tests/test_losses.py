@@ -1,0 +1,49 @@
+"""Per-sample losses: bucketing and padding change nothing, order is the caller's."""
+
+import numpy as np
+import pytest
+import torch
+
+from codedyn.sampling.losses import EvalSet, sample_losses
+from tests.test_suite import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tokenizer = tiny_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    model = tiny_model(seed=0, vocab=len(tokenizer)).eval()
+    rng = np.random.default_rng(0)
+    prompts = [f"def f{i}(x):\n" for i in range(12)]
+    solutions = ["    return x + 1\n" * int(n) for n in rng.integers(1, 6, size=12)]
+    return tokenizer, model, prompts, solutions
+
+
+def _one_by_one(model, tokenizer, prompts, solutions):
+    out = []
+    for p, s in zip(prompts, solutions, strict=True):
+        single = EvalSet.build(tokenizer, [p], [s])
+        out.append(float(sample_losses(model, single)[0]))
+    return np.asarray(out)
+
+
+def test_bucketed_losses_equal_unbatched_losses(setup):
+    tokenizer, model, prompts, solutions = setup
+    evalset = EvalSet.build(tokenizer, prompts, solutions, max_tokens=64)
+    assert len(evalset.batches) > 1 and evalset.n_positions > evalset.n_tokens  # several buckets, some padding
+    np.testing.assert_allclose(
+        sample_losses(model, evalset).numpy(), _one_by_one(model, tokenizer, prompts, solutions), atol=1e-5
+    )
+
+
+def test_losses_are_code_token_means(setup):
+    tokenizer, model, prompts, solutions = setup
+    ids = tokenizer(prompts[0] + solutions[0], add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = torch.tensor([ids["input_ids"]])
+    with torch.no_grad():
+        logits = model(input_ids=input_ids).logits
+    token_loss = torch.nn.functional.cross_entropy(logits[0, :-1], input_ids[0, 1:], reduction="none")
+    is_code = torch.tensor([end > len(prompts[0]) for _, end in ids["offset_mapping"]])[1:]
+    expected = float(token_loss[is_code].mean())
+    got = float(sample_losses(model, EvalSet.build(tokenizer, prompts[:1], solutions[:1]))[0])
+    assert got == pytest.approx(expected, abs=1e-6)

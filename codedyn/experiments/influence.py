@@ -54,7 +54,9 @@ class SampleStructure:
         problem_codes = {pid: k for k, pid in enumerate(sorted(set(samples["problem_id"])))}
         position = {sid: k for k, sid in enumerate(samples["sample_id"])}
         pairs = [
-            (position[ref], k) for k, ref in enumerate(samples["paired_with"]) if isinstance(ref, str) and ref in position
+            (position[ref], k)
+            for k, ref in enumerate(samples["paired_with"])
+            if isinstance(ref, str) and ref in position
         ]
         return cls(
             is_correct=samples["is_correct"].to_numpy(dtype=bool),

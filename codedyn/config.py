@@ -199,8 +199,18 @@ class SamplingConfig(Frozen):
     """SGLD steps per kept draw."""
     batch_size: int = Field(32, ge=1)
     """Sequences per SGLD gradient step."""
+    rmsprop_alpha: float = Field(0.99, gt=0, lt=1)
+    """Decay of the RMSProp running mean of squared gradients."""
+    rmsprop_eps: float = Field(0.1, gt=0)
+    """Added to sqrt(V) in the preconditioner G = 1 / (sqrt(V) + eps)."""
+    noise_level: float = Field(1.0, ge=0)
+    """Scale of the Langevin noise (1 samples the posterior; 0 turns the sampler into preconditioned descent)."""
+    reference_batches: int = Field(8, ge=1)
+    """Minibatches (the first ones of the chains' shared order) on which L_n(w*) is evaluated once."""
+    sampling_windows: int = Field(1024, ge=1)
+    """Corpus windows forming the sampling dataset."""
     seed: int = 0
-    """Seed of chain initial noise and minibatch order."""
+    """Seed of chain noise (seed + chain) and of the minibatch order."""
 
 
 class CodedynConfig(Frozen):

@@ -1,0 +1,43 @@
+"""Stored posterior draws: one xarray Dataset per checkpoint, saved as zarr with named dimensions.
+
+Variables (dims):
+
+* ``sample_loss`` (chain, draw, sample): ℓ_i at each kept draw, the input of BIF and susceptibilities;
+* ``init_sample_loss`` (sample): ℓ_i at the checkpoint itself (w*);
+* ``sampling_loss`` (chain, step): the SGLD minibatch loss at every step, burn-in included (diagnostics, LLC);
+* ``init_sampling_loss`` (): L_n(w*) on the fixed reference batches;
+* ``observable`` (chain, draw, observable) and ``init_observable`` (observable), when observables are registered;
+* per-chain diagnostics (chain): gradient and noise norms, fraction of draws below the init loss, healthy flag.
+
+Attributes hold the resolved sampling config and n_beta (JSON), so analyses need nothing but this file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TRACES_FILE = "traces.zarr"
+
+
+def save_traces(dataset, folder: Path) -> Path:
+    """Write the traces under ``folder``; the caller marks the folder completed afterwards."""
+    path = Path(folder) / TRACES_FILE
+    dataset.to_zarr(path, mode="w", consolidated=False)
+    return path
+
+
+def load_traces(folder_or_path: Path):
+    import xarray as xr
+
+    path = Path(folder_or_path)
+    if path.name != TRACES_FILE:
+        path = path / TRACES_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no stored posterior traces")
+    return xr.open_zarr(path, consolidated=False).load()
+
+
+def config_attr(dataset, key: str = "sampling_config") -> dict[str, Any]:
+    return json.loads(dataset.attrs[key])

@@ -43,10 +43,12 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         from codedyn.config import ConfigError
         from codedyn.data.problems import DataSourceError, SourceUnavailable
         from codedyn.models.suite import SuiteError
+        from codedyn.sampling.sgld import SamplingDiverged
 
+        user_mistakes = (ConfigError, DataSourceError, SourceUnavailable, SuiteError, SamplingDiverged)
         try:
             return func(*args, **kwargs)
-        except (ConfigError, DataSourceError, SourceUnavailable, SuiteError, FileNotFoundError) as exc:
+        except (*user_mistakes, FileNotFoundError) as exc:
             _console().print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
             raise typer.Exit(code=2) from None
 
@@ -235,6 +237,40 @@ def suite_prefetch(
     with rich_progress(_console()) as progress:
         fetched = suite.prefetch(wanted, progress=progress)
     typer.echo(f"fetched {len(fetched)} revisions of {suite.repo_id} into {suite.repo_cache}")
+
+
+@app.command("influence")
+@user_errors
+def influence(
+    preset: PresetOption = "default",
+    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
+    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
+    chains: Annotated[int | None, typer.Option(help="SGLD chains per checkpoint.")] = None,
+    draws: Annotated[int | None, typer.Option(help="Kept draws per chain.")] = None,
+    lr: Annotated[float | None, typer.Option(help="SGLD step size epsilon.")] = None,
+    n_beta: Annotated[float | None, typer.Option(help="Inverse temperature n*beta.")] = None,
+    localization: Annotated[float | None, typer.Option(help="Localization strength gamma.")] = None,
+    out: OutOption = None,
+) -> None:
+    """Experiment 1: Bayesian influence (CC / CI / II) across checkpoints, with LLC and transition calls."""
+    from codedyn.config import load_config
+    from codedyn.experiments.influence import run_influence
+    from codedyn.experiments.study import prepare_study
+    from codedyn.progress import rich_progress
+
+    config = load_config(preset, {
+        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
+        "sampling": {"chains": chains, "draws": draws, "lr": lr, "n_beta": n_beta, "localization": localization},
+    })
+    run_dir = out or Path("runs") / config.name
+    console = _console()
+    with rich_progress(console) as progress:
+        result = run_influence(prepare_study(config, run_dir, progress), progress)
+    for name, found in result["calls"].items():
+        console.print(f"[bold]{name}[/]: {found['verdict']}", soft_wrap=True)
+        for event in found["events"]:
+            console.print(f"  {event['kind']} at step {event['step']}: {event['detail']}", soft_wrap=True)
+    typer.echo(str(result["folder"]))
 
 
 def _int_list(value: str, option: str) -> list[int]:

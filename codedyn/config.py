@@ -209,6 +209,12 @@ class SamplingConfig(Frozen):
     """Minibatches (the first ones of the chains' shared order) on which L_n(w*) is evaluated once."""
     sampling_windows: int = Field(1024, ge=1)
     """Corpus windows forming the sampling dataset."""
+    window_length: int = Field(65, ge=2)
+    """Tokens per sampling window (the toy suite's context + 1)."""
+    max_sample_tokens: int = Field(512, ge=8)
+    """Dataset samples longer than this keep their last tokens (the code) when their losses are read out."""
+    n_bootstrap: int = Field(1000, ge=10)
+    """Bootstrap replicates behind every confidence interval."""
     seed: int = 0
     """Seed of chain noise (seed + chain) and of the minibatch order."""
 

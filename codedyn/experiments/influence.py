@@ -100,3 +100,175 @@ def block_means(bif: np.ndarray, structure: SampleStructure, problem_weights: np
     else:
         out["paired"] = float("nan")
     return {name: out[name] for name in AGGREGATES}
+
+
+def bootstrap_aggregates(
+    losses: np.ndarray, structure: SampleStructure, n_boot: int, seed: int, normalised: bool = False
+) -> dict[str, np.ndarray]:
+    """Bootstrap replicates [n_boot] of every aggregate.
+
+    Each replicate resamples chains with replacement, draws within each chain by circular blocks (draws are
+    autocorrelated; block length ~ sqrt(draws)), and problems with replacement (as block-mean weights).
+    """
+    from codedyn.analysis.stats import bootstrap_draws
+
+    rng = np.random.default_rng(seed)
+    chains, draws, _ = losses.shape
+    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, rng)
+    replicates = {name: np.empty(n_boot) for name in AGGREGATES}
+    for b in range(n_boot):
+        resampled = losses[chain_idx[b][:, None], draw_idx[b]]
+        weights = np.bincount(rng.integers(0, structure.n_problems, structure.n_problems),
+                              minlength=structure.n_problems)
+        values = block_means(bif_matrix(resampled, normalised), structure, weights)
+        for name in AGGREGATES:
+            replicates[name][b] = values[name]
+    return replicates
+
+
+# ---------------------------------------------------------------------------------------------------- run / compute
+
+INFLUENCE_DIR = "influence"
+
+
+def llc_replicates(traces, n_boot: int, seed: int) -> tuple[float, np.ndarray]:
+    """LLC = nβ (E[L_n] - L_n(w*)) over post-burn-in steps of healthy chains, and its chain + block bootstrap
+    replicates [n_boot]."""
+    import json
+
+    from codedyn.analysis.stats import bootstrap_draws
+
+    burn_in = json.loads(traces.attrs["sampling_config"])["burn_in"]
+    losses = traces["sampling_loss"].values[traces["healthy"].values, burn_in:]
+    init = float(traces["init_sampling_loss"])
+    n_beta = float(traces.attrs["n_beta"])
+    chain_idx, draw_idx = bootstrap_draws(losses.shape[0], losses.shape[1], n_boot, np.random.default_rng(seed))
+    replicates = np.array([losses[chain_idx[b][:, None], draw_idx[b]].mean() for b in range(n_boot)])
+    return float(n_beta * (losses.mean() - init)), n_beta * (replicates - init)
+
+
+def checkpoint_summary(traces, structure: SampleStructure, n_boot: int, seed: int) -> tuple[list[dict], dict]:
+    """One checkpoint: tidy rows (every aggregate in both variants, and the LLC) with percentile CIs, and the
+    bootstrap replicates behind them, keyed (quantity, variant)."""
+    from codedyn.analysis.stats import percentile_ci
+    from codedyn.sampling.sgld import healthy_sample_losses
+
+    step = int(traces.attrs["step"])
+    losses = healthy_sample_losses(traces)
+    rows, replicates = [], {}
+    for variant, normalised in (("cov", False), ("corr", True)):
+        point = block_means(bif_matrix(losses, normalised), structure)
+        boot = bootstrap_aggregates(losses, structure, n_boot, seed, normalised)
+        for name in AGGREGATES:
+            replicates[(name, variant)] = boot[name]
+            rows.append({"step": step, "quantity": name, "variant": variant,
+                         **percentile_ci(boot[name], point[name]).to_dict()})
+    llc, llc_boot = llc_replicates(traces, n_boot, seed)
+    replicates[("LLC", "llc")] = llc_boot
+    rows.append({"step": step, "quantity": "LLC", "variant": "llc", **percentile_ci(llc_boot, llc).to_dict()})
+    return rows, replicates
+
+
+def run_influence(study, progress=None) -> dict:
+    """Sample every checkpoint's posterior (cached units), then compute and store the influence results."""
+    from codedyn.progress import SILENT
+    from codedyn.sampling.posterior import run_posterior
+
+    progress = progress or SILENT
+    config = study.config
+    bar = progress.task("influence: checkpoints", total=len(study.steps))
+    for step in study.steps:
+        checkpoint = study.suite.load(step, device=config.suite.device)
+        run_posterior(checkpoint, study.suite.name, study.dataset, config.sampling, study.run_dir, progress=progress)
+        bar.advance()
+    return compute_influence(study, progress)
+
+
+def compute_influence(study, progress=None) -> dict:
+    """Pure analysis of the stored posteriors: tables (parquet), transition calls, figures (PNG + PDF)."""
+    import pandas as pd
+
+    from codedyn.report.plots import matrix_heatmap, save_figure
+    from codedyn.runs.store import write_json
+    from codedyn.sampling.posterior import posterior_key, posterior_unit_dir
+    from codedyn.sampling.traces import load_traces
+
+    config = study.config
+    out = study.run_dir / INFLUENCE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    structure = SampleStructure.from_frame(study.dataset.samples)
+    rows, replicates = [], {}
+    for step in study.steps:
+        key = posterior_key(study.suite.name, step, study.dataset.card["hash"], config.sampling, [])
+        traces = load_traces(posterior_unit_dir(study.run_dir, step, key))
+        step_rows, step_replicates = checkpoint_summary(
+            traces, structure, config.sampling.n_bootstrap, config.sampling.seed
+        )
+        rows.extend(step_rows)
+        for name, values in step_replicates.items():
+            replicates.setdefault(name, []).append(values)
+        if step in (study.steps[0], study.steps[-1]):
+            from codedyn.sampling.sgld import healthy_sample_losses
+
+            labels = ["correct" if c else "incorrect" for c in structure.is_correct]
+            figure = matrix_heatmap(bif_matrix(healthy_sample_losses(traces), normalised=True), labels,
+                                    title=f"Normalised BIF at step {step}", cbar_label="-Corr(ℓ_i, ℓ_j)",
+                                    mask_diagonal=True)
+            save_figure(figure, out / f"bif_matrix_step{step}")
+    table = pd.DataFrame(rows)
+    table.to_parquet(out / "influence.parquet", index=False)
+    np.savez_compressed(
+        out / "bootstrap_replicates.npz", steps=np.asarray(study.steps),
+        **{f"{q}/{v}": np.stack(r) for (q, v), r in replicates.items()},
+    )
+    calls = transition_calls(table, {name: np.stack(r) for name, r in replicates.items()})
+    write_json(out / "transitions.json", calls)
+    for variant in ("cov", "corr"):
+        save_figure(influence_figure(table, variant, calls, study), out / f"influence_{variant}")
+    return {"table": table, "calls": calls, "folder": out}
+
+
+def _curve(table, quantity: str, variant: str):
+    part = table[(table["quantity"] == quantity) & (table["variant"] == variant)].sort_values("step")
+    return part["step"].to_numpy(), part["value"].to_numpy(), part["low"].to_numpy(), part["high"].to_numpy()
+
+
+def transition_calls(table, replicates: dict) -> dict:
+    """For every curve (aggregate x variant, and the LLC): sign flips, interior peaks and troughs,
+    non-monotonicity and the sharp-vs-gradual verdict, each with the statistics behind it."""
+    from codedyn.analysis.transitions import classify_trajectory, interior_peaks, monotonicity, sign_flips
+
+    calls = {}
+    curves = [(q, v) for v in ("cov", "corr") for q in AGGREGATES] + [("LLC", "llc")]
+    for quantity, variant in curves:
+        steps, values, lows, highs = _curve(table, quantity, variant)
+        reps = replicates[(quantity, variant)]
+        events = sign_flips(steps, values, lows, highs) + interior_peaks(steps, reps, values=values)
+        trend = monotonicity(steps, reps, values=values)
+        verdict = classify_trajectory(steps, reps, values=values)
+        calls[f"{quantity}/{variant}"] = {
+            "events": [e.to_dict() for e in events] + ([trend.to_dict()] if trend else []),
+            "verdict": verdict["verdict"],
+            "verdict_test": verdict["test"],
+        }
+    return calls
+
+
+def influence_figure(table, variant: str, calls: dict, study):
+    from codedyn.report.plots import training_curves
+
+    steps, *_ = _curve(table, "CC", variant)
+    curves = {name: _curve(table, name, variant)[1:] for name in ("CC", "CI", "II", "paired")}
+    llc = _curve(table, "LLC", "llc")[1:]
+    events = [
+        {"step": e["step"], "kind": e["kind"], "label": f"{name.split('/')[0]} {e['kind'].replace('_', ' ')}"}
+        for name, found in calls.items() if name.endswith(f"/{variant}") and not name.startswith("unpaired")
+        for e in found["events"] if e["kind"] == "sign_flip"
+    ]
+    formation = (study.suite_record or {}).get("formation", {})
+    if formation.get("formed"):
+        events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
+    label = "BIF = -Cov(ℓ_i, ℓ_j)" if variant == "cov" else "normalised BIF = -Corr(ℓ_i, ℓ_j)"
+    return training_curves(steps, curves, ylabel=f"mean off-diagonal {label}",
+                           title="Influence between correct (C) and incorrect (I) code over training",
+                           llc=llc, events=events)

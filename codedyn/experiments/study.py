@@ -1,0 +1,49 @@
+"""What every experiment needs before it starts: the dataset, the checkpoint suite and the steps to visit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codedyn.config import CodedynConfig
+from codedyn.progress import SILENT, Progress
+from codedyn.runs.store import manifest, write_json
+
+
+@dataclass(frozen=True)
+class Study:
+    config: CodedynConfig
+    run_dir: Path
+    dataset: Any  # codedyn.data.pairs.CodeDataset
+    suite: Any  # codedyn.models.suite.CheckpointSuite
+    steps: tuple[int, ...]
+    suite_record: dict[str, Any] | None  # the toy suite's training log (induction formation), None for Pythia
+
+
+def prepare_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT) -> Study:
+    """Build (or reuse) the dataset and the suite, validate the steps, write the run manifest."""
+    import json
+
+    from codedyn.data.pairs import build_dataset, load_dataset
+    from codedyn.models.suite import get_suite
+    from codedyn.models.toy import SUITE_FILE, train_toy_suite
+
+    dataset = load_dataset(build_dataset(config.dataset, progress=progress))
+    record = None
+    if config.suite.name == "toy":
+        trained = train_toy_suite(config.toy, progress=progress)
+        suite = trained.suite
+        record = json.loads((trained.folder / SUITE_FILE).read_text())
+    else:
+        suite = get_suite(config.suite.name)
+    steps = suite.validate_steps(config.suite.steps)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(
+        run_dir / "manifest.json",
+        manifest(config.model_dump(mode="json"), data_hash=dataset.card["hash"], suite=suite.name,
+                 steps=list(steps), seeds={"dataset": config.dataset.seed, "toy": config.toy.seed,
+                                           "sampling": config.sampling.seed}),
+    )
+    return Study(config, run_dir, dataset, suite, steps, record)

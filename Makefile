@@ -19,11 +19,11 @@ demo: $(STAMP)
 	$(BIN)/codedyn suite train-toy
 
 test: $(STAMP)
-	$(BIN)/ruff check codedyn tests
+	$(BIN)/ruff check codedyn tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check codedyn tests
+	$(BIN)/ruff check codedyn tests benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

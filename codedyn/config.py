@@ -174,7 +174,7 @@ class ToySuiteConfig(Frozen):
 class SuiteConfig(Frozen):
     name: str = "toy"
     """``toy`` (the toy suite of this config's ``toy`` section), ``toy-<hash>``, or ``pythia-<size>``."""
-    steps: tuple[int, ...] = (0, 256, 1000, 2000, 4000, 5000, 5500, 6000, 7000)
+    steps: tuple[int, ...] = (0, 500, 2000, 4000, 5000, 5500, 6000, 7000)
     """Checkpoints the experiments run on (validated against the suite's schedule)."""
     device: str = "cpu"
     """Torch device for loading checkpoints."""
@@ -189,11 +189,11 @@ class SamplingConfig(Frozen):
     """Inverse temperature times sample size (n*beta)."""
     localization: float = Field(300.0, ge=0)
     """Strength gamma of the pull towards the checkpoint's weights."""
-    chains: int = Field(4, ge=1)
+    chains: int = Field(2, ge=1)
     """Independent chains."""
-    draws: int = Field(100, ge=2)
+    draws: int = Field(40, ge=2)
     """Draws kept per chain after burn-in."""
-    burn_in: int = Field(100, ge=0)
+    burn_in: int = Field(40, ge=0)
     """SGLD steps discarded before the first draw."""
     steps_between_draws: int = Field(1, ge=1)
     """SGLD steps per kept draw."""
@@ -211,7 +211,11 @@ class SamplingConfig(Frozen):
     """Corpus windows forming the sampling dataset."""
     window_length: int = Field(65, ge=2)
     """Tokens per sampling window (the toy suite's context + 1)."""
-    max_sample_tokens: int = Field(512, ge=8)
+    max_problems: int | None = Field(50, ge=2)
+    """Problems whose samples (reference and mutants) are read out at every draw, chosen by seed; None = all.
+    Reading out every sample at every draw is the dominant cost; 50 problems give the ~100 samples the
+    influence and susceptibility estimates need."""
+    max_sample_tokens: int = Field(256, ge=8)
     """Dataset samples longer than this keep their last tokens (the code) when their losses are read out."""
     n_bootstrap: int = Field(1000, ge=10)
     """Bootstrap replicates behind every confidence interval."""

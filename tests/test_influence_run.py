@@ -66,3 +66,14 @@ def test_analysis_reruns_from_stored_traces_without_sampling(study_result, monke
     pd.testing.assert_frame_equal(again["table"], result["table"])
     # The run entry point also finds every posterior unit cached.
     pd.testing.assert_frame_equal(run_influence(study)["table"], result["table"])
+
+
+def test_diagnostics_and_loss_traces_per_checkpoint(study_result):
+    _, result = study_result
+    diagnostics = pd.read_parquet(result["folder"] / "diagnostics.parquet")
+    assert len(diagnostics) == 3 * 2  # checkpoints x chains
+    assert diagnostics["healthy"].all()
+    assert diagnostics["fraction_below_init"].between(0, 1).all()
+    assert (diagnostics["drift_to_noise"] > 0).all()
+    for step in (0, 4, 12):
+        assert (result["folder"] / "traces" / f"loss_traces_step{step}.png").is_file()

@@ -75,18 +75,10 @@ from typing import Any, TypeVar
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-OPERATORS: tuple[str, ...] = (
-    "comparison_swap",
-    "arithmetic_swap",
-    "off_by_one",
-    "range_bound",
-    "index_shift",
-    "negate_condition",
-    "boolean_swap",
-    "return_value",
-    "argument_swap",
-    "statement_deletion",
-)
+from codedyn.config import MUTATION_OPERATORS
+
+# One list of operator names for the whole project; the config validates against it without importing libcst.
+OPERATORS: tuple[str, ...] = MUTATION_OPERATORS
 
 
 class MutationError(ValueError):

@@ -169,6 +169,33 @@ def checkpoint_summary(traces, structure: SampleStructure, n_boot: int, seed: in
     return rows, replicates
 
 
+def chain_diagnostics(traces) -> list[dict]:
+    """Per-chain health of one posterior: did it diverge, does its loss stay above the init loss (a chain that
+    finds lower loss than the checkpoint means w* is not a local minimum at this temperature), how strong is the
+    gradient drift against the noise, and how well do the chains mix (split R-hat, ESS of the sampling loss)."""
+    import json
+
+    from codedyn.analysis.stats import effective_sample_size, split_rhat
+
+    burn_in = json.loads(traces.attrs["sampling_config"])["burn_in"]
+    losses = traces["sampling_loss"].values[:, burn_in:]
+    healthy = traces["healthy"].values
+    mixing = losses[healthy]
+    rhat = split_rhat(mixing) if mixing.shape[0] >= 1 and mixing.shape[1] >= 4 else float("nan")
+    ess = effective_sample_size(mixing) if mixing.shape[1] >= 4 else float("nan")
+    init = float(traces["init_sampling_loss"])
+    return [
+        {
+            "step": int(traces.attrs["step"]), "chain": chain, "healthy": bool(healthy[chain]),
+            "init_loss": init, "mean_loss_after_burn_in": float(np.nanmean(losses[chain])),
+            "fraction_below_init": float(traces["fraction_below_init"].values[chain]),
+            "drift_to_noise": float(traces["drift_to_noise"].values[chain]),
+            "split_rhat": rhat, "ess_sampling_loss": ess,
+        }
+        for chain in range(losses.shape[0])
+    ]
+
+
 def run_influence(study, progress=None) -> dict:
     """Sample every checkpoint's posterior (cached units), then compute and store the influence results."""
     from codedyn.progress import SILENT
@@ -188,25 +215,34 @@ def compute_influence(study, progress=None) -> dict:
     """Pure analysis of the stored posteriors: tables (parquet), transition calls, figures (PNG + PDF)."""
     import pandas as pd
 
-    from codedyn.report.plots import matrix_heatmap, save_figure
+    from codedyn.report.plots import loss_traces, matrix_heatmap, save_figure
     from codedyn.runs.store import write_json
-    from codedyn.sampling.posterior import posterior_key, posterior_unit_dir
+    from codedyn.sampling.posterior import posterior_key, posterior_unit_dir, readout_samples
     from codedyn.sampling.traces import load_traces
 
     config = study.config
     out = study.run_dir / INFLUENCE_DIR
     out.mkdir(parents=True, exist_ok=True)
-    structure = SampleStructure.from_frame(study.dataset.samples)
-    rows, replicates = [], {}
+    samples = readout_samples(study.dataset, config.sampling)
+    structure = SampleStructure.from_frame(samples)
+    rows, replicates, diagnostics = [], {}, []
     for step in study.steps:
         key = posterior_key(study.suite.name, step, study.dataset.card["hash"], config.sampling, [])
         traces = load_traces(posterior_unit_dir(study.run_dir, step, key))
+        if list(traces["sample"].values) != samples["sample_id"].tolist():
+            raise RuntimeError(f"stored posterior of step {step} read out other samples than this analysis expects")
         step_rows, step_replicates = checkpoint_summary(
             traces, structure, config.sampling.n_bootstrap, config.sampling.seed
         )
         rows.extend(step_rows)
         for name, values in step_replicates.items():
             replicates.setdefault(name, []).append(values)
+        diagnostics.extend(chain_diagnostics(traces))
+        save_figure(
+            loss_traces(traces["sampling_loss"].values, float(traces["init_sampling_loss"]),
+                        title=f"SGLD minibatch loss at step {step}", burn_in=config.sampling.burn_in),
+            out / "traces" / f"loss_traces_step{step}",
+        )
         if step in (study.steps[0], study.steps[-1]):
             from codedyn.sampling.sgld import healthy_sample_losses
 
@@ -217,6 +253,7 @@ def compute_influence(study, progress=None) -> dict:
             save_figure(figure, out / f"bif_matrix_step{step}")
     table = pd.DataFrame(rows)
     table.to_parquet(out / "influence.parquet", index=False)
+    pd.DataFrame(diagnostics).to_parquet(out / "diagnostics.parquet", index=False)
     np.savez_compressed(
         out / "bootstrap_replicates.npz", steps=np.asarray(study.steps),
         **{f"{q}/{v}": np.stack(r) for (q, v), r in replicates.items()},

@@ -98,6 +98,7 @@ class CheckpointSuite:
         """Load the model and tokenizer at ``step`` by revision, from the cache (or the hub when online)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        _quiet_transformers()
         self.validate_steps([step])
         revision = self.revision(step)
         kwargs: dict[str, Any] = {"revision": revision, "local_files_only": self._offline()}
@@ -144,6 +145,14 @@ class CheckpointSuite:
         return fetched
 
 
+def _quiet_transformers() -> None:
+    """transformers draws a progress bar for every load and save; for many small checkpoints they would drown
+    codedyn's own progress display."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def pythia_suite(size: str, deduped: bool = False, hub_cache: Path | None = None) -> CheckpointSuite:
     size = size.removeprefix("pythia-")
     if size not in PYTHIA_SIZES:
@@ -170,9 +179,7 @@ def write_revision(hub_cache: Path, repo_id: str, step: int, model: Any, tokeniz
     The snapshot id is a hash of (repo, step), standing in for a commit sha; ``refs/step{N}`` points at it, which is
     what ``from_pretrained(..., revision="step{N}")`` resolves offline.
     """
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one bar per tiny shard would drown codedyn's own progress display
+    _quiet_transformers()
     repo_cache = Path(hub_cache) / ("models--" + repo_id.replace("/", "--"))
     sha = hashlib.sha1(f"{repo_id}@step{step}".encode()).hexdigest()
     snapshot = repo_cache / "snapshots" / sha

@@ -70,9 +70,12 @@ def token_losses(model, input_ids, attention_mask=None):
     import torch
 
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none"
+    batch, length, vocab = logits.shape
+    # Flattened rows, not a transposed class dimension: the strided layout is twice as slow on CPU.
+    flat = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, vocab).float(), input_ids[:, 1:].reshape(-1), reduction="none"
     )
+    return flat.view(batch, length - 1)
 
 
 def masked_mean_losses(token_loss, loss_mask):

@@ -58,6 +58,17 @@ def posterior_unit_dir(run_dir: Path, step: int, key: str) -> Path:
     return Path(run_dir) / UNITS_DIR / f"posterior-step{step}-{key}"
 
 
+def readout_samples(dataset, config: SamplingConfig):
+    """The samples read out at every draw: all samples of ``max_problems`` problems drawn with the sampling seed
+    (whole problems, so every correct reference keeps its mutants), in dataset order."""
+    samples = dataset.samples
+    problems = sorted(set(samples["problem_id"]))
+    if config.max_problems is not None and config.max_problems < len(problems):
+        chosen = set(np.random.default_rng(config.seed).choice(problems, config.max_problems, replace=False))
+        samples = samples[samples["problem_id"].isin(chosen)]
+    return samples.reset_index(drop=True)
+
+
 def run_posterior(
     checkpoint,
     suite_name: str,
@@ -75,7 +86,7 @@ def run_posterior(
         return load_traces(unit)
     tokenizer = checkpoint.tokenizer
     device = next(checkpoint.model.parameters()).device
-    samples = dataset.samples
+    samples = readout_samples(dataset, config)
     evalset = EvalSet.build(
         tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(), max_length=config.max_sample_tokens,
         device=str(device),

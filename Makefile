@@ -17,6 +17,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/codedyn data build
 	$(BIN)/codedyn suite train-toy
+	$(BIN)/codedyn influence
 
 test: $(STAMP)
 	$(BIN)/ruff check codedyn tests benchmarks

@@ -31,10 +31,11 @@ def fixed_length_sequences(tokenizer, samples, length: int) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=96, help="a multiple of 32 (devinterp batches observables)")
-    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--length", type=int, default=65, help="devinterp needs observables as long as the windows")
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--draws", type=int, default=50)
     parser.add_argument("--burn-in", type=int, default=20)
+    parser.add_argument("--between", type=int, default=1, help="SGLD steps between kept draws")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--step", type=int, default=7000)
     parser.add_argument("--threads", type=int, default=2)
@@ -56,19 +57,25 @@ def main() -> None:
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     dataset = load_dataset(build_dataset(DatasetConfig()))
     frame = dataset.samples
-    # Keep whole pairs so that CC / CI / II are defined.
-    pairs = dataset.pairs().head(args.samples // 2)
+    n_tokens = {sid: len(tokenizer(p + s, add_special_tokens=False)["input_ids"])
+                for sid, p, s in zip(frame["sample_id"], frame["prompt"], frame["solution"], strict=True)}
+    # Whole pairs (so that CC / CI / II are defined) whose both samples have at least --length tokens.
+    pairs = dataset.pairs()
+    long_enough = [min(n_tokens[c], n_tokens[i]) >= args.length
+                   for c, i in zip(pairs["sample_id_correct"], pairs["sample_id_incorrect"], strict=True)]
+    pairs = pairs[long_enough].head(args.samples // 2)
+    if len(pairs) < args.samples // 2:
+        raise SystemExit(f"only {len(pairs)} pairs have {args.length} tokens; lower --length or --samples")
     keep = set(pairs["sample_id_correct"]) | set(pairs["sample_id_incorrect"])
     frame = frame[frame["sample_id"].isin(keep)].reset_index(drop=True)
     sequences = fixed_length_sequences(tokenizer, frame, args.length)
-    if len(sequences) != len(frame):
-        raise SystemExit(f"some samples are shorter than {args.length} tokens; lower --length")
     structure = SampleStructure.from_frame(frame)
 
     results = {}
     for seed in range(args.seeds):
         config = SamplingConfig(lr=1e-4, n_beta=30.0, localization=300.0, chains=args.chains, draws=args.draws,
-                                burn_in=args.burn_in, batch_size=32, sampling_windows=1024, seed=seed)
+                                burn_in=args.burn_in, steps_between_draws=args.between, batch_size=32,
+                                sampling_windows=1024, seed=seed)
         windows = sampling_windows(tokenizer, config)
 
         def readout(m):
@@ -85,7 +92,7 @@ def main() -> None:
 
         if seed == 0:
             # Model compute alone: the same forward/backward passes with no sampler around them.
-            n_steps = args.chains * (args.burn_in + args.draws)
+            n_steps = args.chains * (args.burn_in + args.draws * args.between)
             started = time.perf_counter()
             for step in range(n_steps):
                 lm_token_loss(model, windows[(step * 32) % 992:(step * 32) % 992 + 32]).float().mean().backward()
@@ -99,6 +106,7 @@ def main() -> None:
             obs_ds = Dataset.from_dict({"input_ids": sequences.tolist()}).with_format("torch")
             kwargs = dict(lr=config.lr, n_beta=config.n_beta, localization=config.localization,
                           num_chains=args.chains, num_draws=args.draws, num_burnin_steps=args.burn_in,
+                          num_steps_bw_draws=args.between,
                           batch_size=32, sampling_method="rmsprop_sgld", device="cpu", init_seed=seed)
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:

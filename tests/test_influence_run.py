@@ -77,3 +77,19 @@ def test_diagnostics_and_loss_traces_per_checkpoint(study_result):
     assert (diagnostics["drift_to_noise"] > 0).all()
     for step in (0, 4, 12):
         assert (result["folder"] / "traces" / f"loss_traces_step{step}.png").is_file()
+
+
+def test_cli_runs_the_experiment_from_a_preset_file(study_result, tmp_path):
+    """`codedyn influence --preset file.yaml --out DIR`: the same study, found cached, prints verdicts."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from codedyn.cli import app
+
+    study, result = study_result
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(json.loads(json.dumps(TINY_STUDY))))
+    outcome = CliRunner().invoke(app, ["influence", "--preset", str(preset), "--out", str(study.run_dir)])
+    assert outcome.exit_code == 0, outcome.output
+    assert outcome.stdout.strip().endswith(str(result["folder"]))
+    assert "CC/cov:" in outcome.output and "LLC/llc:" in outcome.output

@@ -1,0 +1,79 @@
+"""Component observables: per-head and MLP output norms against brute-force recomputation; hooks never leak."""
+
+import pytest
+import torch
+
+from codedyn.models.hooks import ComponentNorms, component_names, forward_hooks
+
+
+@pytest.fixture(scope="module")
+def model_and_probe():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=32, max_position_embeddings=64, rotary_pct=0.25)
+    model = GPTNeoXForCausalLM(config).eval()
+    ids = torch.randint(0, 100, (3, 10), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0  # a padded row: pads must not count
+    return model, ids, mask
+
+
+def _brute_force_head_norm(model, ids, mask, layer: int, head: int) -> float:
+    """Keep only one head's attention output (zero the others) and read what the projection adds, minus bias."""
+    dense = model.gpt_neox.layers[layer].attention.dense
+    heads = model.config.num_attention_heads
+    out = {}
+
+    def keep_one(module, args):
+        z = args[0].clone()
+        b, t, w = z.shape
+        z = z.view(b, t, heads, w // heads)
+        z[:, :, [h for h in range(heads) if h != head]] = 0
+        return (z.view(b, t, w),)
+
+    def grab(module, args, output):
+        out["y"] = output - module.bias
+
+    with forward_hooks([(dense, keep_one, True), (dense, grab, False)]), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    norms = out["y"].norm(dim=-1)
+    return float((norms * mask).sum() / mask.sum())
+
+
+def test_head_norms_match_one_head_at_a_time(model_and_probe):
+    model, ids, mask = model_and_probe
+    values = ComponentNorms(ids, mask)(model)
+    names = component_names(model)
+    assert len(values) == len(names) == 2 * (4 + 1)
+    for layer in range(2):
+        for head in range(4):
+            got = float(values[names.index(f"L{layer}.H{head}")])
+            assert got == pytest.approx(_brute_force_head_norm(model, ids, mask, layer, head), rel=1e-5)
+
+
+def test_mlp_norm_matches_its_output(model_and_probe):
+    model, ids, mask = model_and_probe
+    captured = {}
+    mlp = model.gpt_neox.layers[1].mlp
+    with forward_hooks([(mlp, lambda m, a, o: captured.setdefault("o", o), False)]), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    expected = float((captured["o"].norm(dim=-1) * mask).sum() / mask.sum())
+    got = float(ComponentNorms(ids, mask)(model)[component_names(model).index("L1.MLP")])
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_hooks_are_removed_even_when_the_forward_fails(model_and_probe):
+    model, ids, mask = model_and_probe
+    ComponentNorms(ids, mask)(model)
+    modules = list(model.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    with pytest.raises(RuntimeError):
+        ComponentNorms(ids[:, :5], mask)(model)  # mask/ids shape mismatch -> error inside the forward
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def test_non_neox_models_are_rejected():
+    with pytest.raises(TypeError, match="not a GPT-NeoX model"):
+        component_names(torch.nn.Linear(2, 2))

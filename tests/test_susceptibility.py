@@ -1,0 +1,63 @@
+"""Susceptibility estimator against planted covariances; constant observables; opposite responders."""
+
+import numpy as np
+import pytest
+
+from codedyn.experiments.susceptibility import (
+    bootstrap_susceptibilities,
+    distribution_losses,
+    opposite_responders,
+    susceptibilities,
+)
+
+
+def _planted(seed: int = 0, chains: int = 4, draws: int = 500):
+    """Losses of 6 samples (3 correct, 3 incorrect) and 3 observables: one rises with the correct-code loss and falls
+    with the incorrect one, one is constant, one is independent noise."""
+    rng = np.random.default_rng(seed)
+    factor_c = rng.normal(size=(chains, draws, 1))
+    factor_i = rng.normal(size=(chains, draws, 1))
+    sample_loss = np.concatenate([factor_c + 0.1 * rng.normal(size=(chains, draws, 3)),
+                                  factor_i + 0.1 * rng.normal(size=(chains, draws, 3))], axis=-1)
+    observed = np.concatenate([
+        2.0 * factor_c - 1.5 * factor_i,
+        np.full((chains, draws, 1), 3.0),
+        rng.normal(size=(chains, draws, 1)),
+    ], axis=-1)
+    groups = {"correct": np.array([1, 1, 1, 0, 0, 0], bool), "incorrect": np.array([0, 0, 0, 1, 1, 1], bool)}
+    return observed, distribution_losses(sample_loss, groups)
+
+
+def test_chi_is_minus_the_covariance():
+    observed, losses = _planted()
+    chi = susceptibilities(observed, losses)
+    pooled_phi, pooled_loss = observed.reshape(-1, 3), losses.reshape(-1, 2)
+    for k in range(3):
+        for j in range(2):
+            expected = -np.cov(pooled_phi[:, k], pooled_loss[:, j])[0, 1]
+            assert chi[k, j] == pytest.approx(expected, abs=1e-12)
+    # Planted: Cov(2 f_c - 1.5 f_i, f_c) = 2, Cov(., f_i) = -1.5  ->  chi = -2, +1.5
+    assert chi[0, 0] == pytest.approx(-2.0, abs=0.15) and chi[0, 1] == pytest.approx(1.5, abs=0.15)
+
+
+def test_constant_observable_has_zero_chi_with_an_interval_covering_zero():
+    observed, losses = _planted()
+    chi, low, high = bootstrap_susceptibilities(observed, losses, n_boot=200, seed=1)
+    assert (chi[1] == 0).all() and (low[1] <= 0).all() and (high[1] >= 0).all()
+    assert (low[2] <= 0).all() and (high[2] >= 0).all()  # independent noise: covers zero too
+    standardised = susceptibilities(observed, losses, standardised=True)
+    assert (standardised[1] == 0).all()
+    assert standardised[0, 0] == pytest.approx(chi[0, 0] / observed[..., 0].std(ddof=1), rel=1e-9)
+
+
+def test_opposite_responders_are_found_and_ranked():
+    observed, losses = _planted()
+    chi, low, high = bootstrap_susceptibilities(observed, losses, n_boot=200, seed=2)
+    table = opposite_responders(["mixed", "constant", "noise"], chi, low, high)
+    assert table.loc[0, "component"] == "mixed" and bool(table.loc[0, "opposite"])
+    assert not table.set_index("component").loc[["constant", "noise"], "opposite"].any()
+
+
+def test_empty_distribution_is_an_error():
+    with pytest.raises(ValueError, match="selects no samples"):
+        distribution_losses(np.zeros((2, 3)), {"none": np.zeros(3, bool)})

@@ -273,6 +273,33 @@ def influence(
     typer.echo(str(result["folder"]))
 
 
+@app.command("susceptibility")
+@user_errors
+def susceptibility(
+    preset: PresetOption = "default",
+    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
+    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
+    out: OutOption = None,
+) -> None:
+    """Experiment 3: susceptibility of every head and MLP to correct vs incorrect code, across checkpoints."""
+    from codedyn.config import load_config
+    from codedyn.experiments.study import prepare_study
+    from codedyn.experiments.susceptibility import run_susceptibility
+    from codedyn.progress import rich_progress
+
+    config = load_config(preset, {"suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None}})
+    console = _console()
+    with rich_progress(console) as progress:
+        result = run_susceptibility(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+    opposite = result["responders"][result["responders"]["opposite"]]
+    console.print(f"{len(opposite)} (component, checkpoint) pairs respond oppositely to correct and incorrect code")
+    for _, row in opposite.head(10).iterrows():
+        console.print(f"  step {row['step']}: {row['component']} χ_correct {row['chi_a']:+.3g} "
+                      f"[{row['low_a']:+.3g}, {row['high_a']:+.3g}], χ_incorrect {row['chi_b']:+.3g} "
+                      f"[{row['low_b']:+.3g}, {row['high_b']:+.3g}]", soft_wrap=True)
+    typer.echo(str(result["folder"]))
+
+
 def _int_list(value: str, option: str) -> list[int]:
     try:
         return [int(v) for v in _csv(value) or ()]

@@ -215,6 +215,8 @@ class SamplingConfig(Frozen):
     """Problems whose samples (reference and mutants) are read out at every draw, chosen by seed; None = all.
     Reading out every sample at every draw is the dominant cost; 50 problems give the ~100 samples the
     influence and susceptibility estimates need."""
+    probe_samples: int = Field(16, ge=1)
+    """Read-out samples (seeded choice) forming the fixed probe batch on which component observables are measured."""
     max_sample_tokens: int = Field(256, ge=8)
     """Dataset samples longer than this keep their last tokens (the code) when their losses are read out."""
     n_bootstrap: int = Field(1000, ge=10)

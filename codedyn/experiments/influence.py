@@ -199,15 +199,9 @@ def chain_diagnostics(traces) -> list[dict]:
 def run_influence(study, progress=None) -> dict:
     """Sample every checkpoint's posterior (cached units), then compute and store the influence results."""
     from codedyn.progress import SILENT
-    from codedyn.sampling.posterior import run_posterior
+    from codedyn.sampling.posterior import sample_checkpoints
 
-    progress = progress or SILENT
-    config = study.config
-    bar = progress.task("influence: checkpoints", total=len(study.steps))
-    for step in study.steps:
-        checkpoint = study.suite.load(step, device=config.suite.device)
-        run_posterior(checkpoint, study.suite.name, study.dataset, config.sampling, study.run_dir, progress=progress)
-        bar.advance()
+    sample_checkpoints(study, progress or SILENT)
     return compute_influence(study, progress)
 
 
@@ -217,8 +211,7 @@ def compute_influence(study, progress=None) -> dict:
 
     from codedyn.report.plots import loss_traces, matrix_heatmap, save_figure
     from codedyn.runs.store import write_json
-    from codedyn.sampling.posterior import posterior_key, posterior_unit_dir, readout_samples
-    from codedyn.sampling.traces import load_traces
+    from codedyn.sampling.posterior import load_posterior, readout_samples
 
     config = study.config
     out = study.run_dir / INFLUENCE_DIR
@@ -227,8 +220,7 @@ def compute_influence(study, progress=None) -> dict:
     structure = SampleStructure.from_frame(samples)
     rows, replicates, diagnostics = [], {}, []
     for step in study.steps:
-        key = posterior_key(study.suite.name, step, study.dataset.card["hash"], config.sampling, [])
-        traces = load_traces(posterior_unit_dir(study.run_dir, step, key))
+        traces = load_posterior(study.run_dir, study.suite.name, step, study.dataset.card["hash"], config.sampling)
         if list(traces["sample"].values) != samples["sample_id"].tolist():
             raise RuntimeError(f"stored posterior of step {step} read out other samples than this analysis expects")
         step_rows, step_replicates = checkpoint_summary(

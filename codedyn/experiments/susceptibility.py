@@ -74,3 +74,83 @@ def opposite_responders(names, chi: np.ndarray, low: np.ndarray, high: np.ndarra
     frame["gap"] = np.abs(chi[:, a] - chi[:, b])
     frame["opposite"] = excludes[:, a] & excludes[:, b] & (np.sign(chi[:, a]) != np.sign(chi[:, b]))
     return frame.sort_values("gap", ascending=False).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------- run / compute
+
+SUSCEPTIBILITY_DIR = "susceptibility"
+MIN_GROUP_SAMPLES = 3  # an operator subset smaller than this gives no usable loss average
+
+
+def sample_groups(samples) -> dict[str, np.ndarray]:
+    """The perturbation directions: correct code, incorrect code, and incorrect code per mutation operator."""
+    correct = samples["is_correct"].to_numpy(dtype=bool)
+    groups = {"correct": correct, "incorrect": ~correct}
+    for operator in sorted(samples["operator"].dropna().unique()):
+        mask = (samples["operator"] == operator).to_numpy()
+        if mask.sum() >= MIN_GROUP_SAMPLES:
+            groups[f"incorrect:{operator}"] = mask
+    return groups
+
+
+def run_susceptibility(study, progress=None) -> dict:
+    """Experiment 3 over the study's checkpoints, reusing (or creating) the shared posterior units."""
+    from codedyn.progress import SILENT
+    from codedyn.sampling.posterior import sample_checkpoints
+
+    sample_checkpoints(study, progress or SILENT)
+    return compute_susceptibility(study)
+
+
+def compute_susceptibility(study) -> dict:
+    """χ tables (raw and standardised, with CIs), opposite responders per checkpoint, trajectory figure."""
+    import pandas as pd
+
+    from codedyn.report.plots import save_figure
+    from codedyn.sampling.posterior import load_posterior, readout_samples
+    from codedyn.sampling.sgld import healthy_sample_losses
+
+    config = study.config
+    out = study.run_dir / SUSCEPTIBILITY_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    groups = sample_groups(readout_samples(study.dataset, config.sampling))
+    rows, responders = [], []
+    for step in study.steps:
+        traces = load_posterior(study.run_dir, study.suite.name, step, study.dataset.card["hash"], config.sampling)
+        names = [str(n) for n in traces["observable"].values]
+        observed = traces["observed"].values[traces["healthy"].values]
+        losses = distribution_losses(healthy_sample_losses(traces), groups)
+        for variant, standardised in (("raw", False), ("standardised", True)):
+            chi, low, high = bootstrap_susceptibilities(
+                observed, losses, config.sampling.n_bootstrap, config.sampling.seed, standardised
+            )
+            for k, name in enumerate(names):
+                for g, group in enumerate(groups):
+                    rows.append({"step": step, "component": name, "distribution": group, "variant": variant,
+                                 "chi": chi[k, g], "low": low[k, g], "high": high[k, g]})
+            if variant == "raw":
+                ranked = opposite_responders(names, chi[:, :2], low[:, :2], high[:, :2])
+                responders.append(ranked.assign(step=step))
+    table = pd.DataFrame(rows)
+    table.to_parquet(out / "susceptibility.parquet", index=False)
+    ranked = pd.concat(responders, ignore_index=True)
+    ranked.to_parquet(out / "opposite_responders.parquet", index=False)
+    save_figure(trajectory_figure(table, ranked), out / "susceptibility_trajectories")
+    return {"table": table, "responders": ranked, "folder": out}
+
+
+def trajectory_figure(table, ranked, top: int = 3):
+    """Standardised χ for correct and incorrect code over training, for the components with the largest gaps."""
+    from codedyn.report.plots import training_curves
+
+    leaders = ranked.groupby("component")["gap"].max().sort_values(ascending=False).head(top).index
+    part = table[(table["variant"] == "standardised") & table["distribution"].isin(["correct", "incorrect"])]
+    steps = sorted(part["step"].unique())
+    curves = {}
+    for component in leaders:
+        for distribution in ("correct", "incorrect"):
+            rows = part[(part["component"] == component) & (part["distribution"] == distribution)].sort_values("step")
+            curves[f"{component} / {distribution}"] = (rows["chi"].to_numpy(), rows["low"].to_numpy(),
+                                                      rows["high"].to_numpy())
+    return training_curves(steps, curves, ylabel="standardised χ = -Cov(φ, L) / sd(φ)",
+                           title="Susceptibility to correct vs incorrect code (largest gaps)")

@@ -47,10 +47,15 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
     return torch.as_tensor(random_windows(stream, config.sampling_windows, config.window_length, rng))
 
 
-def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, observables: list[str]) -> str:
+# Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.
+OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batch (codedyn.models.hooks)
+UNITS_FORMAT = 1  # bump when a change here changes what a unit stores
+
+
+def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig) -> str:
     return content_hash(
         {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": config.model_dump(mode="json"),
-         "observables": sorted(observables)}
+         "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
     )
 
 
@@ -69,18 +74,40 @@ def readout_samples(dataset, config: SamplingConfig):
     return samples.reset_index(drop=True)
 
 
+def probe_observables(tokenizer, samples, config: SamplingConfig, device) -> dict[str, Observable]:
+    """Component norms on a fixed probe batch: ``probe_samples`` read-out samples chosen with the sampling seed."""
+    import torch
+
+    from codedyn.data.tokenize import collate, encode_sample
+    from codedyn.models.hooks import ComponentNorms
+
+    rng = np.random.default_rng(config.seed + 1)
+    rows = sorted(rng.choice(len(samples), min(config.probe_samples, len(samples)), replace=False))
+    encoded = [
+        encode_sample(tokenizer, samples["prompt"][r], samples["solution"][r], max_length=config.max_sample_tokens)
+        for r in rows
+    ]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch = collate(encoded, pad)
+    return {"components": ComponentNorms(torch.as_tensor(batch["input_ids"], device=device),
+                                         torch.as_tensor(batch["attention_mask"], device=device))}
+
+
+def load_posterior(run_dir: Path, suite_name: str, step: int, dataset_hash: str, config: SamplingConfig) -> Any:
+    """The stored traces of one checkpoint's posterior (FileNotFoundError when it was never sampled)."""
+    return load_traces(posterior_unit_dir(run_dir, step, posterior_key(suite_name, step, dataset_hash, config)))
+
+
 def run_posterior(
     checkpoint,
     suite_name: str,
     dataset,
     config: SamplingConfig,
     run_dir: Path,
-    observables: dict[str, Observable] | None = None,
     progress: Progress = SILENT,
 ) -> Any:
     """Sample (or load the cached) posterior of ``checkpoint`` and return its traces (xarray Dataset)."""
-    observables = observables or {}
-    key = posterior_key(suite_name, checkpoint.step, dataset.card["hash"], config, list(observables))
+    key = posterior_key(suite_name, checkpoint.step, dataset.card["hash"], config)
     unit = posterior_unit_dir(run_dir, checkpoint.step, key)
     if is_completed(unit):
         return load_traces(unit)
@@ -92,11 +119,14 @@ def run_posterior(
         device=str(device),
     )
     windows = sampling_windows(tokenizer, config).to(device)
+    observables = probe_observables(tokenizer, samples, config, device)
     traces = sample_posterior(
         checkpoint.model, windows, evalset_readout(evalset), config, observables=observables, progress=progress,
         description=f"sampling step {checkpoint.step}",
     )
-    traces = traces.assign_coords(sample=samples["sample_id"].tolist())
+    from codedyn.models.hooks import component_names
+
+    traces = traces.assign_coords(sample=samples["sample_id"].tolist(), observable=component_names(checkpoint.model))
     traces.attrs.update({"suite": suite_name, "step": checkpoint.step, "dataset": dataset.card["hash"]})
     with staging_dir(unit) as stage:
         save_traces(traces, stage)
@@ -104,3 +134,12 @@ def run_posterior(
                                          "dataset": dataset.card["hash"], "key": key,
                                          "sampling": config.model_dump(mode="json")})
     return traces
+
+
+def sample_checkpoints(study, progress: Progress = SILENT) -> None:
+    """Make sure every checkpoint of the study has its posterior unit (sampling only the missing ones)."""
+    bar = progress.task("posteriors: checkpoints", total=len(study.steps))
+    for step in study.steps:
+        checkpoint = study.suite.load(step, device=study.config.suite.device)
+        run_posterior(checkpoint, study.suite.name, study.dataset, study.config.sampling, study.run_dir, progress)
+        bar.advance()

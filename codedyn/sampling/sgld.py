@@ -198,8 +198,8 @@ def sample_posterior(
     )
     if obs_names:
         labels = [f"{name}[{k}]" for name, size in zip(obs_names, obs_sizes, strict=True) for k in range(size)]
-        dataset["observable"] = (("chain", "draw", "observable"), observed.cpu().numpy())
-        dataset["init_observable"] = (
+        dataset["observed"] = (("chain", "draw", "observable"), observed.cpu().numpy())
+        dataset["init_observed"] = (
             ("observable",), torch.cat([init_obs[k].reshape(-1).float() for k in obs_names]).cpu().numpy()
         )
         dataset = dataset.assign_coords(observable=labels)

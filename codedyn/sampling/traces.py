@@ -6,7 +6,8 @@ Variables (dims):
 * ``init_sample_loss`` (sample): ℓ_i at the checkpoint itself (w*);
 * ``sampling_loss`` (chain, step): the SGLD minibatch loss at every step, burn-in included (diagnostics, LLC);
 * ``init_sampling_loss`` (): L_n(w*) on the fixed reference batches;
-* ``observable`` (chain, draw, observable) and ``init_observable`` (observable), when observables are registered;
+* ``observed`` (chain, draw, observable) and ``init_observed`` (observable): component observables (coordinate
+  ``observable`` names them, e.g. ``L0.H1``, ``L1.MLP``);
 * per-chain diagnostics (chain): gradient and noise norms, fraction of draws below the init loss, healthy flag.
 
 Attributes hold the resolved sampling config and n_beta (JSON), so analyses need nothing but this file.

@@ -1,4 +1,5 @@
-"""Experiment 1 end to end on a tiny study: dataset -> toy suite -> posteriors -> tables, calls, figures."""
+"""Experiments 1 and 3 end to end on a tiny study: dataset -> toy suite -> shared posteriors -> tables, calls,
+figures."""
 
 import json
 
@@ -93,3 +94,25 @@ def test_cli_runs_the_experiment_from_a_preset_file(study_result, tmp_path):
     assert outcome.exit_code == 0, outcome.output
     assert outcome.stdout.strip().endswith(str(result["folder"]))
     assert "CC/cov:" in outcome.output and "LLC/llc:" in outcome.output
+
+
+def test_susceptibilities_come_from_the_same_posteriors(study_result, monkeypatch):
+    import codedyn.sampling.posterior as posterior
+    from codedyn.experiments.susceptibility import run_susceptibility
+
+    study, _ = study_result
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("susceptibilities must reuse the influence posteriors")
+
+    monkeypatch.setattr(posterior, "sample_posterior", forbidden)
+    result = run_susceptibility(study)
+    table = pd.read_parquet(result["folder"] / "susceptibility.parquet")
+    components = set(table["component"])
+    assert {"L0.H0", "L0.H1", "L0.MLP", "L1.H0", "L1.H1", "L1.MLP"} == components  # 2 layers x (2 heads + MLP)
+    assert {"correct", "incorrect"} <= set(table["distribution"])
+    assert sorted(set(table["step"])) == [0, 4, 12]
+    assert (table["low"] <= table["chi"] + 1e-12).all() and (table["chi"] <= table["high"] + 1e-12).all()
+    responders = pd.read_parquet(result["folder"] / "opposite_responders.parquet")
+    assert len(responders) == 3 * len(components)
+    assert (result["folder"] / "susceptibility_trajectories.png").is_file()

@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/codedyn data build
 	$(BIN)/codedyn suite train-toy
 	$(BIN)/codedyn influence
+	$(BIN)/codedyn susceptibility
 
 test: $(STAMP)
 	$(BIN)/ruff check codedyn tests benchmarks

@@ -55,14 +55,19 @@ def test_figures_and_calls_are_written(study_result):
         assert all(e["detail"] for e in found["events"])
 
 
-def test_analysis_reruns_from_stored_traces_without_sampling(study_result, monkeypatch):
-    study, result = study_result
+@pytest.fixture()
+def no_sampling(monkeypatch):
+    """Any attempt to sample a posterior fails the test: analyses must reuse the stored units."""
     import codedyn.sampling.posterior as posterior
 
     def forbidden(*args, **kwargs):
-        raise AssertionError("re-running the analysis must not sample again")
+        raise AssertionError("a stored posterior unit was sampled again")
 
     monkeypatch.setattr(posterior, "sample_posterior", forbidden)
+
+
+def test_analysis_reruns_from_stored_traces_without_sampling(study_result, no_sampling):
+    study, result = study_result
     again = compute_influence(study)
     pd.testing.assert_frame_equal(again["table"], result["table"])
     # The run entry point also finds every posterior unit cached.
@@ -96,16 +101,10 @@ def test_cli_runs_the_experiment_from_a_preset_file(study_result, tmp_path):
     assert "CC/cov:" in outcome.output and "LLC/llc:" in outcome.output
 
 
-def test_susceptibilities_come_from_the_same_posteriors(study_result, monkeypatch):
-    import codedyn.sampling.posterior as posterior
+def test_susceptibilities_come_from_the_same_posteriors(study_result, no_sampling):
     from codedyn.experiments.susceptibility import run_susceptibility
 
     study, _ = study_result
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("susceptibilities must reuse the influence posteriors")
-
-    monkeypatch.setattr(posterior, "sample_posterior", forbidden)
     result = run_susceptibility(study)
     table = pd.read_parquet(result["folder"] / "susceptibility.parquet")
     components = set(table["component"])

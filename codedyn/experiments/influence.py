@@ -202,16 +202,17 @@ def run_influence(study, progress=None) -> dict:
     from codedyn.sampling.posterior import sample_checkpoints
 
     sample_checkpoints(study, progress or SILENT)
-    return compute_influence(study, progress)
+    return compute_influence(study)
 
 
-def compute_influence(study, progress=None) -> dict:
+def compute_influence(study) -> dict:
     """Pure analysis of the stored posteriors: tables (parquet), transition calls, figures (PNG + PDF)."""
     import pandas as pd
 
     from codedyn.report.plots import loss_traces, matrix_heatmap, save_figure
     from codedyn.runs.store import write_json
     from codedyn.sampling.posterior import load_posterior, readout_samples
+    from codedyn.sampling.sgld import healthy_sample_losses
 
     config = study.config
     out = study.run_dir / INFLUENCE_DIR
@@ -236,8 +237,6 @@ def compute_influence(study, progress=None) -> dict:
             out / "traces" / f"loss_traces_step{step}",
         )
         if step in (study.steps[0], study.steps[-1]):
-            from codedyn.sampling.sgld import healthy_sample_losses
-
             labels = ["correct" if c else "incorrect" for c in structure.is_correct]
             figure = matrix_heatmap(bif_matrix(healthy_sample_losses(traces), normalised=True), labels,
                                     title=f"Normalised BIF at step {step}", cbar_label="-Corr(ℓ_i, ℓ_j)",

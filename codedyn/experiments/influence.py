@@ -134,12 +134,10 @@ INFLUENCE_DIR = "influence"
 def llc_replicates(traces, n_boot: int, seed: int) -> tuple[float, np.ndarray]:
     """LLC = nβ (E[L_n] - L_n(w*)) over post-burn-in steps of healthy chains, and its chain + block bootstrap
     replicates [n_boot]."""
-    import json
-
     from codedyn.analysis.stats import bootstrap_draws
+    from codedyn.sampling.traces import post_burn_in_losses
 
-    burn_in = json.loads(traces.attrs["sampling_config"])["burn_in"]
-    losses = traces["sampling_loss"].values[traces["healthy"].values, burn_in:]
+    losses = post_burn_in_losses(traces)[traces["healthy"].values]
     init = float(traces["init_sampling_loss"])
     n_beta = float(traces.attrs["n_beta"])
     chain_idx, draw_idx = bootstrap_draws(losses.shape[0], losses.shape[1], n_boot, np.random.default_rng(seed))
@@ -173,12 +171,10 @@ def chain_diagnostics(traces) -> list[dict]:
     """Per-chain health of one posterior: did it diverge, does its loss stay above the init loss (a chain that
     finds lower loss than the checkpoint means w* is not a local minimum at this temperature), how strong is the
     gradient drift against the noise, and how well do the chains mix (split R-hat, ESS of the sampling loss)."""
-    import json
-
     from codedyn.analysis.stats import effective_sample_size, split_rhat
+    from codedyn.sampling.traces import post_burn_in_losses
 
-    burn_in = json.loads(traces.attrs["sampling_config"])["burn_in"]
-    losses = traces["sampling_loss"].values[:, burn_in:]
+    losses = post_burn_in_losses(traces)
     healthy = traces["healthy"].values
     mixing = losses[healthy]
     rhat = split_rhat(mixing) if mixing.shape[0] >= 1 and mixing.shape[1] >= 4 else float("nan")

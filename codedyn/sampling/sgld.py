@@ -213,6 +213,7 @@ def healthy_sample_losses(traces) -> np.ndarray:
 
 def llc_per_chain(traces) -> np.ndarray:
     """LLC_c = n_beta (mean post-burn-in minibatch loss of chain c - L_n(w*)), healthy chains only."""
-    config = json.loads(traces.attrs["sampling_config"])
-    losses = traces["sampling_loss"].values[traces["healthy"].values, config["burn_in"]:]
+    from codedyn.sampling.traces import post_burn_in_losses
+
+    losses = post_burn_in_losses(traces)[traces["healthy"].values]
     return traces.attrs["n_beta"] * (losses.mean(axis=1) - float(traces["init_sampling_loss"]))

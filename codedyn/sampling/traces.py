@@ -15,9 +15,7 @@ Attributes hold the resolved sampling config and n_beta (JSON), so analyses need
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 TRACES_FILE = "traces.zarr"
 
@@ -45,5 +43,9 @@ def load_traces(folder_or_path: Path):
     return xr.open_zarr(path, consolidated=False).load()
 
 
-def config_attr(dataset, key: str = "sampling_config") -> dict[str, Any]:
-    return json.loads(dataset.attrs[key])
+def post_burn_in_losses(traces):
+    """The minibatch sampling loss after burn-in: [chains, steps] for every chain (healthy or not)."""
+    import json
+
+    burn_in = json.loads(traces.attrs["sampling_config"])["burn_in"]
+    return traces["sampling_loss"].values[:, burn_in:]

@@ -207,17 +207,14 @@ def compute_influence(study) -> dict:
 
     from codedyn.report.plots import loss_traces, matrix_heatmap, save_figure
     from codedyn.runs.store import write_json
-    from codedyn.sampling.posterior import load_posterior, readout_samples
     from codedyn.sampling.sgld import healthy_sample_losses
 
     config = study.config
-    out = study.run_dir / INFLUENCE_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    samples = readout_samples(study.dataset, config.sampling)
+    out = study.output_dir(INFLUENCE_DIR)
+    samples = study.readout_samples()
     structure = SampleStructure.from_frame(samples)
     rows, replicates, diagnostics = [], {}, []
-    for step in study.steps:
-        traces = load_posterior(study.run_dir, study.suite.name, step, study.dataset.card["hash"], config.sampling)
+    for step, traces in study.posteriors():
         if list(traces["sample"].values) != samples["sample_id"].tolist():
             raise RuntimeError(f"stored posterior of step {step} read out other samples than this analysis expects")
         step_rows, step_replicates = checkpoint_summary(

@@ -20,6 +20,26 @@ class Study:
     steps: tuple[int, ...]
     suite_record: dict[str, Any] | None  # the toy suite's training log (induction formation), None for Pythia
 
+    def output_dir(self, name: str) -> Path:
+        """``<run>/<name>/``, created: where one experiment writes its tables and figures."""
+        folder = self.run_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def readout_samples(self):
+        """The dataset samples every posterior of this study reads out (see sampling.posterior)."""
+        from codedyn.sampling.posterior import readout_samples
+
+        return readout_samples(self.dataset, self.config.sampling)
+
+    def posteriors(self):
+        """``(step, traces)`` for every checkpoint, from the stored posterior units (never samples)."""
+        from codedyn.sampling.posterior import load_posterior
+
+        for step in self.steps:
+            yield step, load_posterior(self.run_dir, self.suite.name, step, self.dataset.card["hash"],
+                                       self.config.sampling)
+
 
 def prepare_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT) -> Study:
     """Build (or reuse) the dataset and the suite, validate the steps, write the run manifest."""

@@ -107,16 +107,13 @@ def compute_susceptibility(study) -> dict:
     import pandas as pd
 
     from codedyn.report.plots import save_figure
-    from codedyn.sampling.posterior import load_posterior, readout_samples
     from codedyn.sampling.sgld import healthy_sample_losses
 
     config = study.config
-    out = study.run_dir / SUSCEPTIBILITY_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    groups = sample_groups(readout_samples(study.dataset, config.sampling))
+    out = study.output_dir(SUSCEPTIBILITY_DIR)
+    groups = sample_groups(study.readout_samples())
     rows, responders = [], []
-    for step in study.steps:
-        traces = load_posterior(study.run_dir, study.suite.name, step, study.dataset.card["hash"], config.sampling)
+    for step, traces in study.posteriors():
         names = [str(n) for n in traces["observable"].values]
         observed = traces["observed"].values[traces["healthy"].values]
         losses = distribution_losses(healthy_sample_losses(traces), groups)

@@ -197,3 +197,32 @@ def test_analysis_without_units_says_what_to_run(restricted_study, tmp_path):
     study, _ = restricted_study
     with pytest.raises(FileNotFoundError, match="--estimator weight_restricted"):
         compute_susceptibility(replace(study, run_dir=tmp_path / "empty"))
+
+
+def test_cli_selects_the_estimator(restricted_study, tmp_path, monkeypatch):
+    """`codedyn susceptibility --estimator weight_restricted --components ...`: the stored units are found (nothing
+    sampled: same config), the summary names the estimator; an unknown estimator is one clear error."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from codedyn.cli import app
+    from tests.test_experiments_run import TINY_STUDY
+
+    import codedyn.sampling.sgld as sgld
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a stored restricted unit was sampled again")
+
+    monkeypatch.setattr(sgld, "sample_posterior", forbidden)
+    study, result = restricted_study
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(json.loads(json.dumps(
+        {**TINY_STUDY, "suite": {"steps": [4, 12]}, "susceptibility": {"burn_in": 2, "observation_windows": 8}}))))
+    args = ["susceptibility", "--preset", str(preset), "--out", str(study.run_dir), "--estimator", "weight_restricted",
+            "--components", "L0.H0,L1.H1,L1.MLP", "--restricted-draws", "6"]
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    assert "weight_restricted estimator:" in outcome.output
+    assert outcome.stdout.strip().endswith(str(result["folder"]))
+    bad = CliRunner().invoke(app, [*args[:5], "--estimator", "bayes"])
+    assert bad.exit_code == 2 and "susceptibility.estimator" in bad.output

@@ -205,10 +205,9 @@ def test_cli_selects_the_estimator(restricted_study, tmp_path, monkeypatch):
     import yaml
     from typer.testing import CliRunner
 
+    import codedyn.sampling.sgld as sgld
     from codedyn.cli import app
     from tests.test_experiments_run import TINY_STUDY
-
-    import codedyn.sampling.sgld as sgld
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a stored restricted unit was sampled again")

@@ -29,13 +29,15 @@ class _StopForward(Exception):
 
 def resolve_layers(n_layers: int, layers: Sequence[int] | None) -> tuple[int, ...]:
     """Sorted unique non-negative layer indices; None = a middle layer ((n - 1) // 2) and the last."""
+    from codedyn.config import ConfigError
+
     if layers is None:
         return tuple(sorted({(n_layers - 1) // 2, n_layers - 1}))
     resolved = set()
     for layer in layers:
         index = layer + n_layers if layer < 0 else layer
         if not 0 <= index < n_layers:
-            raise ValueError(f"layer {layer} does not exist in a model with {n_layers} layers")
+            raise ConfigError(f"emergence.layers: layer {layer} does not exist in a model with {n_layers} layers")
         resolved.add(index)
     return tuple(sorted(resolved))
 

@@ -227,7 +227,8 @@ def test_operator_breakdown_counts_flagged_incorrect_samples():
     assert rows["off_by_one"]["value"] == 1.0 and rows["off_by_one"]["low"] == 1.0
     assert rows["comparison_swap"]["value"] == 0.0 and rows["return_value"]["high"] == 0.0
     assert rows["correct (false alarm)"]["value"] == 0.0
-    assert rows["off_by_one"]["n"] == int(((frame["operator"] == "off_by_one") & (frame["split"] == "validation")).sum())
+    in_validation = (frame["operator"] == "off_by_one") & (frame["split"] == "validation")
+    assert rows["off_by_one"]["n"] == int(in_validation.sum())
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -113,7 +113,7 @@ class TopKSAE:
 
 
 def init_sae(x, width: int, k: int, seed: int):
-    """A fresh SAE for activations x [N, d]: scale and b_dec from the data, random unit decoder rows, W_enc = W_dec^T."""
+    """A fresh SAE for activations x [N, d]: scale and b_dec from the data, unit decoder rows, W_enc = W_dec^T."""
     import torch
 
     x = x.float()
@@ -198,7 +198,8 @@ def train_sae(
             z = torch.zeros_like(pre).scatter(-1, indices, values)
             error = batch - (z @ sae.W_dec + sae.b_dec)
             loss = error.pow(2).sum(dim=-1).mean() / variance
-            fired = torch.zeros(width, dtype=torch.bool, device=x.device).scatter_(0, indices[values > 0].reshape(-1), True)
+            fired = torch.zeros(width, dtype=torch.bool, device=x.device)
+            fired[indices[values > 0]] = True
             since_fired += batch.shape[0]
             since_fired[fired] = 0
             dead = since_fired >= dead_tokens

@@ -175,15 +175,20 @@ def test_auroc_and_classification_metrics_match_sklearn():
         f1_score(positive[dup], predicted[dup]))
 
 
-def test_best_threshold_maximises_f1():
+def test_best_threshold_maximises_f1_over_non_trivial_thresholds():
     from sklearn.metrics import f1_score
 
     rng = np.random.default_rng(1)
     score, positive = rng.normal(size=60), rng.random(60) < 0.5
     score[positive] += 0.8
     threshold = best_threshold(score, positive)
-    best = max(f1_score(positive, score > t) for t in np.concatenate([[-np.inf], score]))
+    best = max(f1_score(positive, score > t) for t in score)  # every rule that leaves some sample negative
     assert f1_score(positive, score > threshold) == pytest.approx(best)
+    assert (score <= threshold).any()
+    # A useless score: max-F1 would call everything positive; the non-trivial rule flags only part of the samples.
+    noise = rng.normal(size=60)
+    assert (noise <= best_threshold(noise, positive)).any()
+    assert best_threshold(np.zeros(5), positive[:5]) == 0.0  # never fires: predicts its class when it fires
 
 
 def test_welch_t_matches_scipy_and_scores_are_separations():

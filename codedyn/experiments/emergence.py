@@ -12,7 +12,8 @@ Autoencoders", applied at every checkpoint with the same SAE architecture and hy
    tokens are dropped ("general" latents, the thesis' per-sample filter);
 4. pick the top correct-predicting latent (largest separation, ties by t) and the top incorrect-predicting one
    (smallest separation); the "best latent" is the one of the two with the larger AUROC on the analysis split;
-5. choose each predictor's threshold on the **tuning split** (max F1; "score > threshold" predicts its class), and
+5. choose each predictor's threshold on the **tuning split** (max F1 over non-trivial thresholds, see
+   :func:`best_threshold`; "score > threshold" predicts the predictor's class), and
    report AUROC, F1, precision and recall on the **validation split**, with bootstrap intervals that resample
    validation problems (a problem's samples stay together). The same problem resamples are used at every
    checkpoint, so differences between checkpoints are paired;
@@ -40,7 +41,7 @@ import numpy as np
 from codedyn.progress import SILENT, Progress
 
 EMERGENCE_DIR = "emergence"
-UNIT_FORMAT = 1  # bump when a change here changes what a unit stores
+UNIT_FORMAT = 2  # bump when a change here changes what a unit stores
 SPLITS = ("analysis", "tuning", "validation")
 METRICS = ("auroc", "f1", "precision", "recall")
 PREDICTORS = ("best_latent", "correct_latent", "incorrect_latent", "probe", "shuffled", "random_latent")
@@ -155,11 +156,16 @@ def classification_metrics(predicted: np.ndarray, positive: np.ndarray, weights:
 
 
 def best_threshold(score: np.ndarray, positive: np.ndarray) -> float:
-    """The threshold maximising F1 of "score > threshold" on these (tuning) samples: midpoints between sorted
-    distinct scores and one below the minimum; ties go to the lowest threshold."""
+    """The threshold maximising F1 of "score > threshold" on these (tuning) samples, among the midpoints between
+    sorted distinct scores; ties go to the lowest threshold. The trivial rule "everything is positive" is not a
+    candidate: it is no detector, yet wins max-F1 whenever the signal is weak (F1 = 2p / (1 + p), 0.67 for balanced
+    classes). With a single distinct score the threshold is that score (a latent that never fires on the tuning
+    split predicts its class when it fires)."""
     values = np.unique(np.asarray(score, dtype=np.float64))
-    candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2]) if values.size else [0.0]
-    predicted = np.asarray(score)[None, :] > np.asarray(candidates)[:, None]  # [C, n]
+    if values.size < 2:
+        return float(values[0]) if values.size else 0.0
+    candidates = (values[:-1] + values[1:]) / 2
+    predicted = np.asarray(score)[None, :] > candidates[:, None]  # [C, n]
     tp = (predicted & positive).sum(axis=1)
     f1 = 2 * tp / (predicted.sum(axis=1) + positive.sum())
     return float(candidates[int(np.argmax(f1))])
@@ -603,8 +609,8 @@ def compute_emergence(study) -> dict:
     return {"table": table, "calls": calls, "folder": out}
 
 
-LABELS = {"best_latent": "best SAE latent", "probe": "linear probe (raw residual)",
-          "shuffled": "best latent, shuffled labels", "random_latent": "random latent"}
+LABELS = {"best_latent": "best latent", "probe": "probe (raw residual)", "shuffled": "shuffled labels",
+          "random_latent": "random latent"}
 
 
 def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:

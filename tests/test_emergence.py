@@ -358,3 +358,27 @@ def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch):
     bad = CliRunner().invoke(app, ["emergence", "--preset", str(preset), "--layers", "7", "--out",
                                    str(tmp_path / "x")])
     assert bad.exit_code == 2 and "layer 7" in bad.output
+
+
+def test_llc_of_experiment_one_is_read_when_every_step_has_it(tiny):
+    from codedyn.experiments.emergence import _llc_curve, compute_emergence, emergence_figure
+
+    study, _ = tiny
+    folder = study.output_dir("influence")
+    rows = [{"step": s, "quantity": "LLC", "variant": "llc", "value": 1.0 + s, "low": 0.5 + s, "high": 1.5 + s,
+             "level": 0.95} for s in (0, 4)]
+    pd.DataFrame(rows).to_parquet(folder / "influence.parquet", index=False)
+    try:
+        assert _llc_curve(study, [0, 4, 12]) is None  # step 12 missing: no partial LLC curve
+        rows.append({**rows[0], "step": 12, "value": 13.0, "low": 12.5, "high": 13.5})
+        pd.DataFrame(rows).to_parquet(folder / "influence.parquet", index=False)
+        values, lows, highs = _llc_curve(study, [0, 4, 12])
+        np.testing.assert_array_equal(values, [1.0, 5.0, 13.0])
+        np.testing.assert_array_equal(lows, [0.5, 4.5, 12.5])
+        result = compute_emergence(study)
+        table = result["table"]
+        figure = emergence_figure(table[table["split"] == "validation"], 1, "auroc", result["calls"], study,
+                                  [0, 4, 12], (values, lows, highs))
+        assert any(line.get_gid() == "llc" for ax in figure.axes for line in ax.get_lines())  # twin LLC axis
+    finally:
+        (folder / "influence.parquet").unlink()

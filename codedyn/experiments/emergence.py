@@ -15,8 +15,10 @@ Autoencoders", applied at every checkpoint with the same SAE architecture and hy
 5. choose each predictor's threshold on the **tuning split** (max F1 over non-trivial thresholds, see
    :func:`best_threshold`; "score > threshold" predicts the predictor's class), and
    report AUROC, F1, precision and recall on the **validation split**, with bootstrap intervals that resample
-   validation problems (a problem's samples stay together). The same problem resamples are used at every
-   checkpoint, so differences between checkpoints are paired;
+   validation problems (a problem's samples stay together). The best latent's interval redoes the selection and
+   the threshold in every replicate on resampled analysis and tuning problems (:func:`selection_bootstrap`), so it
+   also covers the luck of picking a latent; the other intervals are conditional on the chosen predictor. The same
+   problem resamples are used at every checkpoint, so differences between checkpoints are paired;
 6. controls: a logistic-regression probe on the raw standardised residual (fitted on analysis, threshold on
    tuning), the same selection under labels permuted within the analysis split (``shuffles`` permutations: how
    good does a latent look that was selected on noise?), and a seeded random live, non-general latent;
@@ -41,7 +43,7 @@ import numpy as np
 from codedyn.progress import SILENT, Progress
 
 EMERGENCE_DIR = "emergence"
-UNIT_FORMAT = 2  # bump when a change here changes what a unit stores
+UNIT_FORMAT = 3  # bump when a change here changes what a unit stores
 SPLITS = ("analysis", "tuning", "validation")
 METRICS = ("auroc", "f1", "precision", "recall")
 PREDICTORS = ("best_latent", "correct_latent", "incorrect_latent", "probe", "shuffled", "random_latent")
@@ -155,19 +157,21 @@ def classification_metrics(predicted: np.ndarray, positive: np.ndarray, weights:
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def best_threshold(score: np.ndarray, positive: np.ndarray) -> float:
+def best_threshold(score: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None) -> float:
     """The threshold maximising F1 of "score > threshold" on these (tuning) samples, among the midpoints between
-    sorted distinct scores; ties go to the lowest threshold. The trivial rule "everything is positive" is not a
-    candidate: it is no detector, yet wins max-F1 whenever the signal is weak (F1 = 2p / (1 + p), 0.67 for balanced
-    classes). With a single distinct score the threshold is that score (a latent that never fires on the tuning
-    split predicts its class when it fires)."""
-    values = np.unique(np.asarray(score, dtype=np.float64))
+    sorted distinct scores; ties go to the lowest threshold; ``weights`` [n] are bootstrap multiplicities. The
+    trivial rule "everything is positive" is not a candidate: it is no detector, yet wins max-F1 whenever the signal
+    is weak (F1 = 2p / (1 + p), 0.67 for balanced classes). With a single distinct score the threshold is that score
+    (a latent that never fires on the tuning split predicts its class when it fires)."""
+    score = np.asarray(score, dtype=np.float64)
+    w = np.ones(score.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+    values = np.unique(score[w > 0])
     if values.size < 2:
         return float(values[0]) if values.size else 0.0
     candidates = (values[:-1] + values[1:]) / 2
-    predicted = np.asarray(score)[None, :] > candidates[:, None]  # [C, n]
-    tp = (predicted & positive).sum(axis=1)
-    f1 = 2 * tp / (predicted.sum(axis=1) + positive.sum())
+    predicted = score[None, :] > candidates[:, None]  # [C, n]
+    tp = predicted.astype(np.float64) @ (w * positive)
+    f1 = 2 * tp / (predicted.astype(np.float64) @ w + (w * positive).sum())
     return float(candidates[int(np.argmax(f1))])
 
 
@@ -231,6 +235,43 @@ def _select_predictors(latents: np.ndarray, is_correct_analysis: np.ndarray, eli
                  for p in chosen]
     best = chosen[int(np.argmax(in_sample))]
     return chosen, best, scores
+
+
+def selection_bootstrap(latents: np.ndarray, labels: Labels, eligible: np.ndarray,
+                        weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Validation replicates [B] of the best latent's metrics with the **selection redone in every replicate**:
+    replicate b resamples analysis, tuning and validation problems (``weights[split][b]``), picks the top correct-
+    and incorrect-predicting latents by weighted separation (ties by the weighted difference of mean activations,
+    a stand-in for Welch's t), keeps the one with the higher weighted analysis AUROC, thresholds it on the weighted
+    tuning split and evaluates it on the weighted validation split. Its spread holds the luck of the selection as
+    well as the validation sampling, which matters when the chosen latent changes between checkpoints."""
+    analysis, tune, valid = labels.rows("analysis"), labels.rows("tuning"), labels.rows("validation")
+    acts = latents[analysis].astype(np.float64)
+    fires = (acts > 0).astype(np.float64)
+    correct = labels.is_correct[analysis]
+    w_a = weights["analysis"]
+    w_c, w_i = w_a * correct, w_a * ~correct  # [B, n_a]
+    n_c, n_i = w_c.sum(axis=1, keepdims=True), w_i.sum(axis=1, keepdims=True)
+    sep = w_c @ fires / n_c - w_i @ fires / n_i  # [B, m]
+    diff = w_c @ acts / n_c - w_i @ acts / n_i
+    key = sep + 1e-6 * diff / (1 + np.abs(diff))  # the tie-breaker never outweighs one sample of separation
+    top_c = np.where(eligible, key, -np.inf).argmax(axis=1)
+    top_i = np.where(eligible, key, np.inf).argmin(axis=1)
+    out = {m: np.empty(w_a.shape[0]) for m in METRICS}
+    for b in range(w_a.shape[0]):
+        options = []
+        for latent, positive_correct in ((top_c[b], True), (top_i[b], False)):
+            positive = correct if positive_correct else ~correct
+            options.append((float(auroc(acts[:, latent], positive, w_a[b : b + 1])[0]), latent, positive_correct))
+        _, latent, positive_correct = max(options, key=lambda o: -np.inf if np.isnan(o[0]) else o[0])
+        score = latents[:, latent].astype(np.float64)
+        positive = labels.is_correct if positive_correct else ~labels.is_correct
+        threshold = best_threshold(score[tune], positive[tune], weights["tuning"][b])
+        w_v = weights["validation"][b : b + 1]
+        out["auroc"][b] = auroc(score[valid], positive[valid], w_v)[0]
+        for m, value in classification_metrics(score[valid] > threshold, positive[valid], w_v).items():
+            out[m][b] = value[0]
+    return out
 
 
 def fit_probe(resid: np.ndarray, labels: Labels, c: float, seed: int) -> Predictor:
@@ -298,6 +339,12 @@ def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarr
                                 "metric": metric, **percentile_ci(reps, value).to_dict()})
                 if split == "validation":
                     replicates[f"{predictor.name}/{metric}"] = reps
+        if split == "validation":  # the best latent's interval also covers the luck of its selection
+            redone = selection_bootstrap(latents, labels, eligible, weights)
+            for row in metrics:
+                if row["predictor"] == "best_latent" and row["split"] == "validation":
+                    row.update(percentile_ci(redone[row["metric"]], row["value"]).to_dict())
+                    replicates[f"best_latent/{row['metric']}"] = redone[row["metric"]]
         # Shuffled control: mean over permutations; replicate b comes from permutation b mod shuffles, so the
         # interval holds both the permutation spread and the validation resampling.
         results = [evaluate(p, labels, split, weights[split]) for p in shuffled]

@@ -295,7 +295,7 @@ class SusceptibilityConfig(Frozen):
     """Chains per restricted posterior (None = the sampling section's)."""
     draws: int | None = Field(10, ge=2)
     """Kept draws per chain of a restricted posterior (None = the sampling section's). The default keeps one
-    checkpoint of the toy suite (10 components + the full posterior) near 1-2 minutes on 2 CPU cores."""
+    checkpoint of the toy suite (10 components + the full posterior) near 1 min 45 s of CPU (BENCHMARKS.md)."""
     burn_in: int | None = Field(14, ge=0)
     """Burn-in steps of a restricted posterior (None = the sampling section's)."""
     observation_windows: int = Field(32, ge=1)

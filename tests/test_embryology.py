@@ -127,13 +127,23 @@ def test_knn_and_balanced_accuracy_match_sklearn():
     rng = np.random.default_rng(0)
     points = rng.normal(size=(80, 2))
     labels = np.where(points[:, 0] + 0.5 * rng.normal(size=80) > 0, "a", "b")
-    ours = knn_predictions(points, labels, k=5)
+    ours = knn_predictions(points, labels, k=5, prior_corrected=False)
     theirs = cross_val_predict(KNeighborsClassifier(n_neighbors=5), points, labels, cv=LeaveOneOut())
-    assert np.mean(ours == theirs) > 0.97  # sklearn breaks vote ties differently; k odd makes ties impossible here
-    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(ours, theirs)  # k odd, two classes: no ties to break differently
     accuracy, low, high = balanced_accuracy_ci(labels, ours, n_boot=200, seed=0)
     assert accuracy == pytest.approx(balanced_accuracy_score(labels, ours))
     assert low <= accuracy <= high
+
+
+def test_prior_corrected_knn_finds_a_rare_clustered_class():
+    """10 rare points clustered inside 190 common ones: a majority vote hardly predicts the rare class (balanced
+    accuracy near 0.5), the prior-corrected vote finds it."""
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(size=(190, 2)), 0.25 * rng.normal(size=(10, 2)) + 0.5])
+    labels = np.array([False] * 190 + [True] * 10)
+    plain = balanced_accuracy_ci(labels, knn_predictions(points, labels, prior_corrected=False), 50, 0)[0]
+    corrected = balanced_accuracy_ci(labels, knn_predictions(points, labels), 50, 0)[0]
+    assert plain < 0.6 and corrected > 0.85
 
 
 def test_component_metadata():
@@ -166,6 +176,8 @@ def tiny_embryology(tmp_path_factory):
 def test_end_to_end_writes_every_output(tiny_embryology):
     import xarray as xr
 
+    from codedyn.experiments.token_susceptibility import token_susceptibilities
+
     study, result = tiny_embryology
     folder = result["folder"]
     for name in ("embryology_grid", "embryology_structure"):
@@ -187,6 +199,10 @@ def test_end_to_end_writes_every_output(tiny_embryology):
     assert set(components["component"]) == {"L0.H0", "L0.H1", "L0.MLP", "L1.H0", "L1.H1", "L1.MLP"}
     chi = xr.open_zarr(folder / "susceptibility" / "step4.zarr", consolidated=False)
     assert chi["chi"].dims == ("observable", "sample", "token") and chi.sizes["observable"] == 6
+    traces = dict(study.posteriors())[4]
+    healthy = traces["healthy"].values
+    direct, _ = token_susceptibilities(traces["observed"].values[healthy], traces["token_loss"].values[healthy])
+    np.testing.assert_allclose(chi["chi"].values, direct.astype(np.float32), rtol=1e-6, equal_nan=True)
     structure = pd.read_parquet(folder / "structure.parquet")
     assert {"kind", "label", "in_mutation"} <= set(structure["labelling"]) and set(structure["space"]) == {"umap",
                                                                                                          "chi"}

@@ -18,9 +18,9 @@ identity relations. Both are seeded (``random_state``, fixed epochs) and therefo
 is the default because AlignedUMAP is far slower on a few CPU cores (BENCHMARKS.md).
 
 How much of the layout is explained by what the tokens are: at every checkpoint a leave-one-out k-nearest-neighbour
-classifier on the 2-d coordinates predicts each token's kind, its sample's label (correct / incorrect) and its
-in-mutation flag; balanced accuracies carry bootstrap intervals over tokens and are compared with the same
-classifier in the full χ space (does the picture keep what the vectors hold?).
+classifier (votes corrected for class frequency) on the 2-d coordinates predicts each token's kind, its sample's
+label (correct / incorrect) and its in-mutation flag; balanced accuracies carry bootstrap intervals over tokens and
+are compared with the same classifier in the full χ space (does the picture keep what the vectors hold?).
 
 Outputs in ``<run>/embryology/``: ``susceptibility/step<N>.zarr`` (full per-token χ and ρ), ``embedding.parquet``
 (view, step, point, x, y + metadata), ``structure.parquet`` (kNN accuracies with intervals), figures
@@ -156,16 +156,24 @@ def _jitter_duplicates(matrix: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------- structure
 
 
-def knn_predictions(points: np.ndarray, labels: np.ndarray, k: int = KNN_NEIGHBOURS) -> np.ndarray:
-    """Leave-one-out k-nearest-neighbour majority vote (ties to the smallest label) for every point."""
+def knn_predictions(points: np.ndarray, labels: np.ndarray, k: int = KNN_NEIGHBOURS,
+                    prior_corrected: bool = True) -> np.ndarray:
+    """Leave-one-out k-nearest-neighbour vote for every point (ties to the first class in sorted order).
+
+    ``prior_corrected``: each class's votes are divided by its frequency, so a rare class (in-mutation tokens) is
+    predicted where it is over-represented among a point's neighbours relative to its base rate; a plain majority
+    vote would almost never predict it and pin the balanced accuracy at 0.5.
+    """
     from sklearn.neighbors import NearestNeighbors
 
     labels = np.asarray(labels)
-    classes, codes = np.unique(labels, return_inverse=True)
+    classes, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
     k = min(k, len(points) - 1)
     _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
     votes = np.zeros((len(points), len(classes)))
     np.add.at(votes, (np.repeat(np.arange(len(points)), k), codes[neighbours[:, 1:]].reshape(-1)), 1)
+    if prior_corrected:
+        votes = votes / counts
     return classes[votes.argmax(axis=1)]
 
 
@@ -280,33 +288,34 @@ def compute_embryology(study, progress=None) -> dict:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
-    steps, chis, components, tokens, meta, intervals, first = [], [], None, None, None, [], None
+    steps, raws, token_vectors, intervals = [], [], [], []
+    components = tokens = meta = first = None
     bar = progress.task("embryology: per-token susceptibilities", total=len(study.steps))
     for step, traces in study.posteriors():
         suscept = checkpoint_token_susceptibilities(traces)
         save_token_susceptibilities(suscept, chi_dir / f"step{step}.zarr")
         if first is None:
-            first = suscept
+            first = suscept["token_id"].values
             components = [str(c) for c in suscept["observable"].values]
             tokens = select_tokens(suscept["token_id"].values, suscept["token_in_mutation"].values,
                                    config.max_tokens, config.seed)
             meta = token_metadata_frame(suscept, study.readout_samples(), tokens)
         elif [str(c) for c in suscept["observable"].values] != components or not np.array_equal(
-                suscept["token_id"].values, first["token_id"].values):
+                suscept["token_id"].values, first):
             raise ValueError(f"step {step}: components or code tokens differ from step {steps[0]}; "
                              "checkpoints of one study must share them to be aligned")
         chi = suscept["chi"].values.astype(np.float64)
+        token_vectors.append(token_features(chi, tokens))
+        raws.append(chi[:, tokens[:, 0], tokens[:, 1]])  # [K, P]: only the embedded tokens are kept in memory
         healthy = traces["healthy"].values
         selected = traces["token_loss"].values[healthy][..., tokens[:, 0], tokens[:, 1]]
         low, high = bootstrap_token_intervals(traces["observed"].values[healthy], selected, config.n_bootstrap,
                                               config.seed)
         steps.append(step)
-        chis.append(chi)
         intervals.append((low, high))
         bar.advance()
     timings["susceptibilities_s"] = time.perf_counter() - clock
 
-    token_vectors = [token_features(chi, tokens) for chi in chis]
     component_vectors = [v.T.copy() for v in token_vectors]  # profiles over the embedded tokens
     clock = time.perf_counter()
     bar = progress.task("embryology: aligned UMAP", total=2)
@@ -319,7 +328,7 @@ def compute_embryology(study, progress=None) -> dict:
     frames, structure = [], []
     parts = component_metadata(components)
     for index, step in enumerate(steps):
-        raw = chis[index][:, tokens[:, 0], tokens[:, 1]]  # [K, P]
+        raw = raws[index]
         low, high = intervals[index]
         top = np.abs(token_vectors[index]).argmax(axis=1)
         point = np.arange(len(tokens))

@@ -55,8 +55,9 @@ class _Panels:
         self.label_group = _label_group(first)
         self.kinds = first["kind"].to_numpy()
         comp = self.components[self.components["step"] == self.components["step"].iloc[0]]
-        self.layers = sorted(set(comp["layer"]))
         self.comp_meta = comp[["component", "layer", "type"]].reset_index(drop=True)
+        self.comp_meta["layer"] = self.comp_meta["layer"].astype(int)  # float after the views were concatenated
+        self.layers = sorted(set(self.comp_meta["layer"]))
 
     def coords(self, view: str, step: int) -> np.ndarray:
         frame = self.tokens if view == "tokens" else self.components
@@ -134,28 +135,40 @@ def embryology_grid(embedding, steps) -> object:
 
 
 def structure_figure(structure) -> object:
-    """kNN balanced accuracy of token kind / sample label / in-mutation from the 2-d layout (and from the full
-    χ vectors, dashed comparison) over training, with bootstrap intervals and chance levels."""
+    """kNN balanced accuracy of token kind / sample label / in-mutation from the 2-d layout (solid) and from the full
+    χ vectors (dashed, same colour) over training, with bootstrap intervals and chance levels (dotted)."""
     from codedyn.report.plots import training_curves
 
     steps = sorted(structure["step"].unique())
     curves = {}
     names = {"kind": "token kind", "label": "sample label", "in_mutation": "in mutation"}
     for labelling in ("kind", "label", "in_mutation"):
-        for space, suffix in (("umap", "2-d layout"), ("chi", "χ vectors")):
+        for space, suffix in (("umap", "2-d"), ("chi", "χ")):
             rows = structure[(structure["labelling"] == labelling) & (structure["space"] == space)]
             if rows.empty:
                 continue
             rows = rows.set_index("step").reindex(steps)
             curves[f"{names[labelling]} ({suffix})"] = (rows["accuracy"].to_numpy(), rows["low"].to_numpy(),
                                                         rows["high"].to_numpy())
-    fig = training_curves(steps, curves, ylabel="kNN balanced accuracy (k = 10, leave-one-out)",
-                          title="What the embedding separates, over training (95% bootstrap CIs)",
-                          zero_line=False)
+    fig = training_curves(steps, curves, ylabel="kNN balanced accuracy\n(k = 10, leave-one-out)",
+                          title="What the layout separates, over training (95% bootstrap CIs)", zero_line=False)
     ax = fig.axes[0]
+    lines = [line for line in ax.get_lines() if line.get_gid() == "curve"]
+    bands = [band for band in ax.collections if band.get_gid() == "ci"]
+    for k, name in enumerate(curves):  # a χ-space curve takes the colour of its 2-d partner, dashed
+        if name.endswith("(χ)") and k > 0:
+            colour = lines[k - 1].get_color()
+            lines[k].set_color(colour)
+            lines[k].set_linestyle("--")
+            if len(bands) == len(lines):
+                bands[k].set_facecolor(colour)
+                bands[k].set_alpha(0.08)
     for chance in sorted(structure["chance"].unique()):
         ax.axhline(chance, color="0.6", linewidth=0.6, linestyle=":", zorder=0)
-    ax.annotate("dotted: chance levels", xy=(0.01, 0.01), xycoords="axes fraction", fontsize=6.5, color="0.45")
+    ax.legend(lines, list(curves), loc="lower center", bbox_to_anchor=(0.5, 1.01), ncols=3, fontsize=7,
+              frameon=False, handlelength=2.6)
+    ax.annotate("solid: 2-d layout; dashed: full χ vectors; dotted: chance", xy=(0.01, 0.01),
+                xycoords="axes fraction", fontsize=6.5, color="0.45")
     return fig
 
 
@@ -197,11 +210,21 @@ def animate(embedding, steps, base: Path, frame_seconds: float, progress=None, t
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=3 if view == "tokens" else 2,
                       fontsize=6, markerscale=2.0 if view == "tokens" else 0.8, handletextpad=0.1,
                       columnspacing=0.6)
-        label = fig.suptitle("", fontsize=10)
+        label = fig.suptitle("step", fontsize=10)
+        fig.canvas.draw()
+        fig.set_layout_engine("none")  # freeze the constrained layout: later frames only move points
+        moving = [label] + [a for _, artists in movers for artist, _ in artists
+                            for a in (artist if isinstance(artist, list) else [artist])]
+        for artist in moving:
+            artist.set_animated(True)
+        canvas = fig.canvas
+        canvas.draw()  # everything static (axes, legends), once
+        background = canvas.copy_from_bbox(fig.bbox)
         images, durations = [], []
         frames = _frames(steps, tween)
         bar = progress.task("embryology: animation frames", total=len(frames))
         for a, b, w, hold in frames:
+            canvas.restore_region(background)
             for view, artists in movers:
                 xy = (1 - w) * coords[view][a] + w * coords[view][b]
                 for artist, mask in artists:
@@ -211,8 +234,9 @@ def animate(embedding, steps, base: Path, frame_seconds: float, progress=None, t
                     else:
                         artist.set_offsets(xy[mask])
             label.set_text(f"step {steps[a]}" if hold else f"step {steps[a]} → {steps[b]}")
-            fig.canvas.draw()
-            images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()))
+            for artist in moving:
+                fig.draw_artist(artist)
+            images.append(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy()))
             durations.append(int(1000 * (frame_seconds if hold else 0.08)))
             bar.advance()
     gif = base.parent / f"{base.name}.gif"
@@ -248,26 +272,26 @@ def _mp4(images, durations, path: Path, fps: int = 25) -> Path:
 
 
 def _token_hover(rows) -> list[str]:
+    """The static part of a token's hover text (what the token is); the per-checkpoint χ comes as customdata."""
     return [
         f"<b>{html.escape(repr(t))}</b> ({k}{', in mutation' if m else ''})<br>sample {html.escape(str(s))} "
-        f"[{lab}{', ' + op if op else ''}]<br>problem {html.escape(str(p))}<br>"
-        f"largest |z|: {c} χ = {chi:+.3g} [{lo:+.3g}, {hi:+.3g}], z = {z:+.2f}<br>|z| over components: {nz:.2f}"
-        for t, k, m, s, lab, op, p, c, chi, lo, hi, z, nz in zip(
-            rows["text"], rows["kind"], rows["in_mutation"], rows["sample_id"], rows["label"], rows["operator"],
-            rows["problem_id"], rows["component"], rows["chi"], rows["chi_low"], rows["chi_high"], rows["chi_z"],
-            rows["chi_norm"], strict=True)
+        f"[{lab}{', ' + op if op else ''}]<br>problem {html.escape(str(p))}"
+        for t, k, m, s, lab, op, p in zip(rows["text"], rows["kind"], rows["in_mutation"], rows["sample_id"],
+                                          rows["label"], rows["operator"], rows["problem_id"], strict=True)
     ]
 
 
-def _component_hover(rows) -> list[str]:
-    return [f"<b>{c}</b> ({t}, layer {lay})<br>mean χ over embedded tokens {m:+.3g}<br>mean |χ| {a:.3g}"
-            for c, t, lay, m, a in zip(rows["component"], rows["type"], rows["layer"], rows["chi_mean"],
-                                       rows["chi_abs_mean"], strict=True)]
+TOKEN_TEMPLATE = ("%{text}<br>largest |z|: %{customdata[0]}, χ = %{customdata[1]:+.3g} "
+                  "[%{customdata[2]:+.3g}, %{customdata[3]:+.3g}] (95% CI)<br>"
+                  "z = %{customdata[4]:+.2f}, |z| over components %{customdata[5]:.2f}<extra></extra>")
+COMPONENT_TEMPLATE = ("%{text}<br>mean χ over embedded tokens %{customdata[0]:+.3g}<br>"
+                      "mean |χ| %{customdata[1]:.3g}<extra></extra>")
 
 
 def interactive_html(embedding, steps, path: Path) -> Path:
     """Self-contained HTML (plotly.js inlined): tokens (colour by label or by kind, buttons) and components side
-    by side, a slider and play button over checkpoints, hover details per point."""
+    by side, a slider and play button over checkpoints, hover details per point (static description as text,
+    per-checkpoint χ as customdata, so frames carry only coordinates and numbers)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -278,37 +302,45 @@ def interactive_html(embedding, steps, path: Path) -> Path:
     groups = [g for g in groups if g[2].any()]
     comp_groups = [(kind, layer) for kind in dict.fromkeys(panels.comp_meta["type"]) for layer in panels.layers
                    if ((panels.comp_meta["type"] == kind) & (panels.comp_meta["layer"] == layer)).any()]
+    first_tokens = panels.tokens[panels.tokens["step"] == steps[0]].sort_values("point")
+    token_text = np.asarray(_token_hover(first_tokens), dtype=object)
 
-    def step_traces(step):
+    def step_traces(step, full: bool):
         tokens = panels.tokens[panels.tokens["step"] == step].sort_values("point")
-        hover = np.asarray(_token_hover(tokens), dtype=object)
         xy = tokens[["x", "y"]].to_numpy()
+        custom = np.stack([tokens["component"].to_numpy(dtype=object)]
+                          + [tokens[c].to_numpy().round(5).astype(object)
+                             for c in ("chi", "chi_low", "chi_high", "chi_z", "chi_norm")], axis=1)
         traces = []
         for colouring, name, mask, colour in groups:
-            traces.append(go.Scattergl(
-                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=name, legendgroup=colouring,
-                legendgrouptitle_text="tokens by " + colouring, visible=colouring == "label",
-                marker={"size": 6 if name == "in mutation" else 4, "color": _css(colour), "opacity": 0.75},
-                hovertext=list(hover[mask]), hoverinfo="text"))
+            extra = {} if not full else {
+                "mode": "markers", "name": name, "legendgroup": colouring, "visible": colouring == "label",
+                "legendgrouptitle_text": "tokens by " + colouring, "text": list(token_text[mask]),
+                "hovertemplate": TOKEN_TEMPLATE,
+                "marker": {"size": 7 if name == "in mutation" else 4, "color": _css(colour), "opacity": 0.75}}
+            traces.append(go.Scattergl(x=xy[mask, 0].round(4), y=xy[mask, 1].round(4),
+                                       customdata=custom[mask].tolist(), **extra))
         comps = panels.components[panels.components["step"] == step].sort_values("point")
         for kind, layer in comp_groups:
-            rows = comps[(comps["type"] == kind) & (comps["layer"] == layer)]
-            traces.append(go.Scatter(
-                x=rows["x"], y=rows["y"], mode="markers+text" if len(comps) <= 24 else "markers",
-                text=list(rows["component"]), textposition="top right", textfont={"size": 9},
-                name=f"L{layer} {kind}" if layer >= 0 else kind, legendgroup="components",
-                legendgrouptitle_text="components", xaxis="x2", yaxis="y2",
-                marker={"size": 11, "color": _css(_layer_colour(layer, panels.layers)),
-                        "symbol": "square" if kind == "mlp" else "circle"},
-                hovertext=_component_hover(rows), hoverinfo="text"))
+            rows = comps[(comps["type"] == kind) & (comps["layer"].astype(int) == layer)]
+            extra = {} if not full else {
+                "mode": "markers+text" if len(comps) <= 24 else "markers", "textposition": "top right",
+                "text": list(rows["component"]),
+                "textfont": {"size": 9},
+                "name": f"L{layer} {kind}" if layer >= 0 else kind, "legendgroup": "components",
+                "legendgrouptitle_text": "components",
+                "hovertemplate": COMPONENT_TEMPLATE.replace("%{text}", f"<b>%{{text}}</b> ({kind}, layer {layer})"),
+                "marker": {"size": 11, "color": _css(_layer_colour(layer, panels.layers)),
+                           "symbol": "square" if kind == "mlp" else "circle"}}
+            traces.append(go.Scatter(x=rows["x"].round(4), y=rows["y"].round(4), xaxis="x2", yaxis="y2",
+                                     customdata=rows[["chi_mean", "chi_abs_mean"]].to_numpy().tolist(), **extra))
         return traces
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("code tokens", "components"), horizontal_spacing=0.06)
-    for trace in step_traces(steps[0]):
+    for trace in step_traces(steps[0], full=True):
         fig.add_trace(trace, row=1, col=1 if trace.xaxis in (None, "x") else 2)
-    fig.frames = [go.Frame(data=step_traces(step), name=str(step), traces=list(range(len(fig.data))))
+    fig.frames = [go.Frame(data=step_traces(step, full=False), name=str(step), traces=list(range(len(fig.data))))
                   for step in steps]
-    n_token_traces = len(groups)
     visibility = {c: [g[0] == c for g in groups] + [True] * len(comp_groups) for c in ("label", "kind")}
     (x0, x1), (y0, y1) = panels.limits["tokens"]
     (cx0, cx1), (cy0, cy1) = panels.limits["components"]
@@ -331,7 +363,6 @@ def interactive_html(embedding, steps, path: Path) -> Path:
             {"label": str(step), "method": "animate",
              "args": [[str(step)], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate",
                                     "transition": {"duration": 300}}]} for step in steps]}],
-        meta={"token_traces": n_token_traces},
     )
     fig.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False)
     return path

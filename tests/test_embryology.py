@@ -90,6 +90,10 @@ def test_procrustes_recovers_a_similarity_transform():
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     source = 3.0 * (target @ rotation) * np.array([1, -1]) + np.array([5.0, -2.0])  # rotated, reflected, scaled
     np.testing.assert_allclose(procrustes_onto(source, target), target, atol=1e-10)
+    # An imperfect fit keeps the target's size (a least-squares scale would shrink it by the correlation).
+    noisy = procrustes_onto(source + rng.normal(size=source.shape) * 3, target)
+    centred = target - target.mean(axis=0)
+    assert np.linalg.norm(noisy - noisy.mean(axis=0)) == pytest.approx(np.linalg.norm(centred))
 
 
 def test_select_tokens_keeps_mutations_skips_padding_and_is_seeded():

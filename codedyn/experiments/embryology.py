@@ -13,9 +13,9 @@ both embedded in 2-d by UMAP and aligned across checkpoints so that the sequence
 Alignment (``embryology.method``): ``anchored`` (default) embeds the first checkpoint from UMAP's spectral
 initialisation, then every later checkpoint starting from the previous layout (same points, ``anchored_epochs`` at
 a lowered learning rate, so the layout is refined rather than rebuilt), and maps it onto that layout by a Procrustes
-fit (rotation / reflection, scale, shift); ``aligned`` runs umap-learn's AlignedUMAP over all checkpoints with
-identity relations. Both are seeded (``random_state``, fixed epochs) and therefore deterministic (tested). Anchored
-is the default because AlignedUMAP is far slower on a few CPU cores (BENCHMARKS.md).
+fit (rotation / reflection and shift, same RMS radius); ``aligned`` runs umap-learn's AlignedUMAP over all
+checkpoints with identity relations. Both are seeded (``random_state``, fixed epochs) and therefore deterministic
+(tested). Anchored is the default because AlignedUMAP is far slower on a few CPU cores (BENCHMARKS.md).
 
 How much of the layout is explained by what the tokens are: at every checkpoint a leave-one-out k-nearest-neighbour
 classifier (votes corrected for class frequency) on the 2-d coordinates predicts each token's kind, its sample's
@@ -83,7 +83,9 @@ def token_features(chi: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 
 
 def procrustes_onto(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``source`` [n, 2] rotated / reflected, scaled and shifted to best match ``target`` (least squares)."""
+    """``source`` [n, 2] rotated / reflected (least squares), shifted onto ``target``'s centroid and scaled to its
+    RMS radius. Not the least-squares scale, which shrinks an imperfect fit towards the centroid and would make a
+    chain of checkpoints collapse step by step."""
     from scipy.linalg import orthogonal_procrustes
 
     mu_s, mu_t = source.mean(axis=0), target.mean(axis=0)
@@ -91,8 +93,8 @@ def procrustes_onto(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(a)
     if norm == 0:
         return np.broadcast_to(mu_t, source.shape).copy()
-    rotation, singular_sum = orthogonal_procrustes(a, b)
-    return (a @ rotation) * (singular_sum / norm**2) + mu_t
+    rotation, _ = orthogonal_procrustes(a, b)
+    return (a @ rotation) * (np.linalg.norm(b) / norm) + mu_t
 
 
 def _umap(n_points: int, config: EmbryologyConfig, epochs: int, init, learning_rate: float = 1.0):

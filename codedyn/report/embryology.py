@@ -21,7 +21,7 @@ KIND_ORDER = ("keyword", "builtin", "identifier", "operator", "number", "string"
 KIND_COLOURS = dict(zip(KIND_ORDER, (*OKABE_ITO[:6], OKABE_ITO[7], "0.55", "0.8"), strict=True))
 TYPE_MARKERS = {"head": "o", "mlp": "s"}
 ROWS = (("tokens", "label", "tokens by sample label"), ("tokens", "kind", "tokens by kind"),
-        ("components", "layer", "components by layer / type"))
+        ("components", "layer", "components (layer, type)"))
 
 
 def _label_group(frame) -> np.ndarray:

@@ -50,7 +50,7 @@ def readout(args) -> None:
             cpu[name].append(time.process_time() - start_cpu)
     for name in variants:
         print(f"{name}: median {1000 * np.median(wall[name]):.1f} ms wall, {1000 * np.median(cpu[name]):.1f} ms CPU "
-              f"per read-out of {evalset.n_samples} samples ({evalset.n_tokens} code tokens)")
+              f"per read-out of {evalset.n_samples} samples ({evalset.n_tokens} tokens)")
     base, tokens = np.median(cpu["sample losses"]), np.median(cpu["sample + token losses"])
     print(f"per-token storage overhead (CPU time, medians): {100 * (tokens / base - 1):+.1f}%")
 

@@ -356,6 +356,39 @@ def emergence(
     typer.echo(str(result["folder"]))
 
 
+@app.command("embryology")
+@user_errors
+def embryology(
+    preset: PresetOption = "default",
+    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
+    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Code tokens embedded (the same at every checkpoint).")] = None,
+    method: Annotated[str | None, typer.Option(help="anchored (UMAP from the previous layout) or aligned.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the token subsample and of every UMAP.")] = None,
+    out: OutOption = None,
+) -> None:
+    """Experiment 4: aligned UMAP of per-token susceptibilities over checkpoints (grid, animation, HTML)."""
+    from codedyn.config import load_config
+    from codedyn.experiments.embryology import run_embryology
+    from codedyn.experiments.study import prepare_study
+    from codedyn.progress import rich_progress
+
+    config = load_config(preset, {
+        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
+        "embryology": {"max_tokens": max_tokens, "method": method, "seed": seed},
+    })
+    console = _console()
+    with rich_progress(console) as progress:
+        result = run_embryology(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+    timings = ", ".join(f"{name.removesuffix('_s')} {value:.1f} s" for name, value in result["timings"].items())
+    console.print(f"{result['embedding']['point'][result['embedding']['view'] == 'tokens'].nunique()} tokens and "
+                  f"{result['embedding']['point'][result['embedding']['view'] == 'components'].nunique()} components "
+                  f"embedded at {result['embedding']['step'].nunique()} checkpoints ({timings})", soft_wrap=True)
+    for path in result["files"]:
+        console.print(f"  {path.name}", highlight=False)
+    typer.echo(str(result["folder"]))
+
+
 def _int_list(value: str, option: str) -> list[int]:
     try:
         return [int(v) for v in _csv(value) or ()]

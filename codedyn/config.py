@@ -303,6 +303,38 @@ class SusceptibilityConfig(Frozen):
     at every draw."""
 
 
+class EmbryologyConfig(Frozen):
+    """Experiment 4: aligned UMAP embeddings of per-token susceptibilities across checkpoints."""
+
+    max_tokens: int = Field(2500, ge=10)
+    """Code tokens embedded (the same tokens at every checkpoint): every in-mutation token, then a seeded
+    random choice of the others."""
+    method: Literal["anchored", "aligned"] = "anchored"
+    """``anchored``: one UMAP per checkpoint initialised from the previous embedding, then Procrustes-aligned
+    to it; ``aligned``: umap-learn's AlignedUMAP over all checkpoints at once (several times slower,
+    BENCHMARKS.md)."""
+    n_neighbors: int = Field(15, ge=2)
+    """UMAP neighbourhood size (capped at the number of points minus one)."""
+    min_dist: float = Field(0.1, ge=0)
+    """UMAP minimum distance between embedded points."""
+    n_epochs: int = Field(200, ge=10)
+    """UMAP optimisation epochs per embedding (fixed, so runs are reproducible)."""
+    anchored_epochs: int = Field(50, ge=10)
+    """Epochs of an anchored embedding that starts from the previous checkpoint's layout."""
+    anchored_learning_rate: float = Field(0.3, gt=0)
+    """UMAP learning rate of an anchored embedding: below UMAP's 1.0, so the previous layout is refined rather
+    than rebuilt (slowly drifting data then moves ~0.1 of the layout's radius per checkpoint, an independent UMAP
+    plus Procrustes 0.2-0.75; tests/test_embryology.py)."""
+    alignment_regularisation: float = Field(0.01, ge=0)
+    """AlignedUMAP's pull between a point's positions at consecutive checkpoints (method ``aligned``)."""
+    n_bootstrap: int = Field(200, ge=10)
+    """Bootstrap replicates behind the per-token χ intervals and the separability intervals."""
+    frame_seconds: float = Field(1.2, gt=0)
+    """Seconds each checkpoint is shown in the animation."""
+    seed: int = 0
+    """Seed of the token subsample and of every UMAP (random_state)."""
+
+
 class CodedynConfig(Frozen):
     name: str = "default"
     """Name of the study; the run directory is runs/<name> unless --out says otherwise."""
@@ -318,6 +350,8 @@ class CodedynConfig(Frozen):
     """Experiment 2: SAE per checkpoint, correctness latents and controls."""
     susceptibility: SusceptibilityConfig = SusceptibilityConfig()
     """Experiment 3's estimator and its weight-restricted posteriors."""
+    embryology: EmbryologyConfig = EmbryologyConfig()
+    """Experiment 4: the developmental (embryology) view of per-token susceptibilities."""
 
 
 class ConfigError(ValueError):

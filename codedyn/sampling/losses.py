@@ -21,6 +21,9 @@ class EvalBatch:
     input_ids: object  # torch.LongTensor [B, T]
     attention_mask: object  # torch.LongTensor [B, T]
     loss_mask: object  # torch.BoolTensor [B, T]: True where token t is scored
+    scored_rows: object  # torch.LongTensor [S]: batch row of each scored token (row-major order)
+    scored_cols: object  # torch.LongTensor [S]: its column in the [B, T-1] token-loss matrix
+    scored_slots: object  # torch.LongTensor [S]: its rank among its sample's scored tokens (0, 1, ...)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class EvalSet:
     n_samples: int
     n_tokens: int  # real (non-pad) tokens
     n_positions: int  # padded positions computed
+    max_scored: int  # most scored tokens of one sample: the width of the per-token loss matrix
 
     @classmethod
     def build(
@@ -49,12 +53,18 @@ class EvalSet:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         batches = []
         for indices, arrays in bucketed_batches(encoded, pad_id, max_tokens=max_tokens):
+            scored = arrays["loss_mask"][:, 1:]  # entry j of a token-loss row scores token j + 1
+            rows, cols = np.nonzero(scored)
+            slots = (np.cumsum(scored, axis=1) - 1)[rows, cols]
             batches.append(
                 EvalBatch(
                     indices=np.asarray(indices),
                     input_ids=torch.as_tensor(arrays["input_ids"], device=device),
                     attention_mask=torch.as_tensor(arrays["attention_mask"], device=device),
                     loss_mask=torch.as_tensor(arrays["loss_mask"], device=device),
+                    scored_rows=torch.as_tensor(rows, device=device),
+                    scored_cols=torch.as_tensor(cols, device=device),
+                    scored_slots=torch.as_tensor(slots, device=device),
                 )
             )
         return cls(
@@ -62,6 +72,7 @@ class EvalSet:
             n_samples=len(encoded),
             n_tokens=sum(len(e) for e in encoded),
             n_positions=sum(int(b.input_ids.numel()) for b in batches),
+            max_scored=max(int(e.loss_mask.sum()) for e in encoded),
         )
 
 
@@ -96,3 +107,26 @@ def sample_losses(model, evalset: EvalSet):
                 out = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
             out[torch.as_tensor(batch.indices, device=losses.device)] = losses.float()
     return out
+
+
+def sample_token_losses(model, evalset: EvalSet):
+    """ℓ_i(w) [N] and the per-token losses behind them [N, max_scored] from one forward pass per batch.
+
+    Row i of the token matrix holds sample i's scored tokens in order (entry t: the t-th code token), NaN after
+    its last one; the mean of a row's real entries is ℓ_i up to float32 summation order (tested).
+    """
+    import torch
+
+    out = tokens = None
+    with torch.no_grad():
+        for batch in evalset.batches:
+            per_token = token_losses(model, batch.input_ids, batch.attention_mask)
+            losses = masked_mean_losses(per_token, batch.loss_mask)
+            if out is None:
+                out = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
+                tokens = torch.full((evalset.n_samples, evalset.max_scored), float("nan"), device=losses.device)
+            index = torch.as_tensor(batch.indices, device=losses.device)
+            out[index] = losses.float()
+            tokens[index[batch.scored_rows], batch.scored_slots] = per_token[batch.scored_rows,
+                                                                             batch.scored_cols].float()
+    return out, tokens

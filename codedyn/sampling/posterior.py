@@ -49,7 +49,7 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
 
 # Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.
 OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batch (codedyn.models.hooks)
-UNITS_FORMAT = 1  # bump when a change here changes what a unit stores
+UNITS_FORMAT = 2  # bump when a change here changes what a unit stores (2: per-token losses and token metadata)
 
 
 def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig) -> str:
@@ -93,6 +93,32 @@ def probe_observables(tokenizer, samples, config: SamplingConfig, device) -> dic
                                          torch.as_tensor(batch["attention_mask"], device=device))}
 
 
+def token_metadata(tokenizer, samples, config: SamplingConfig, width: int) -> dict:
+    """Static (sample, token) variables describing the code tokens whose losses ``token_loss`` records: ``token_id``
+    (-1 after a sample's last token), ``token_start`` / ``token_end`` (characters of the solution), ``token_text``,
+    ``token_kind`` (see :mod:`codedyn.data.token_kinds`) and ``token_in_mutation`` (incorrect samples only)."""
+    from codedyn.data.token_kinds import code_tokens
+
+    n = len(samples)
+    token_id = np.full((n, width), -1, dtype=np.int64)
+    start = np.full((n, width), -1, dtype=np.int64)
+    end = np.full((n, width), -1, dtype=np.int64)
+    text = np.full((n, width), "", dtype=object)
+    kind = np.full((n, width), "", dtype=object)
+    in_mutation = np.zeros((n, width), dtype=bool)
+    solutions = dict(zip(samples["sample_id"], samples["solution"], strict=True))
+    for row, sample in enumerate(samples.itertuples(index=False)):
+        original = solutions.get(sample.paired_with) if isinstance(sample.paired_with, str) else None
+        tokens = code_tokens(tokenizer, sample.prompt, sample.solution, original, config.max_sample_tokens)
+        k = tokens.token_id.shape[0]
+        token_id[row, :k], start[row, :k], end[row, :k] = tokens.token_id, tokens.start, tokens.end
+        text[row, :k], kind[row, :k], in_mutation[row, :k] = tokens.text, tokens.kind, tokens.in_mutation
+    dims = ("sample", "token")
+    return {"token_id": (dims, token_id), "token_start": (dims, start), "token_end": (dims, end),
+            "token_text": (dims, text.astype(str)), "token_kind": (dims, kind.astype(str)),
+            "token_in_mutation": (dims, in_mutation)}
+
+
 def load_posterior(run_dir: Path, suite_name: str, step: int, dataset_hash: str, config: SamplingConfig) -> Any:
     """The stored traces of one checkpoint's posterior (FileNotFoundError when it was never sampled)."""
     return load_traces(posterior_unit_dir(run_dir, step, posterior_key(suite_name, step, dataset_hash, config)))
@@ -121,12 +147,13 @@ def run_posterior(
     windows = sampling_windows(tokenizer, config).to(device)
     observables = probe_observables(tokenizer, samples, config, device)
     traces = sample_posterior(
-        checkpoint.model, windows, evalset_readout(evalset), config, observables=observables, progress=progress,
-        description=f"sampling step {checkpoint.step}",
+        checkpoint.model, windows, evalset_readout(evalset, tokens=True), config, observables=observables,
+        progress=progress, description=f"sampling step {checkpoint.step}",
     )
     from codedyn.models.hooks import component_names
 
     traces = traces.assign_coords(sample=samples["sample_id"].tolist(), observable=component_names(checkpoint.model))
+    traces = traces.assign(token_metadata(tokenizer, samples, config, traces.sizes["token"]))
     traces.attrs.update({"suite": suite_name, "step": checkpoint.step, "dataset": dataset.card["hash"]})
     with staging_dir(unit) as stage:
         save_traces(traces, stage)

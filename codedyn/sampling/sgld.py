@@ -26,7 +26,7 @@ import numpy as np
 
 from codedyn.config import SamplingConfig
 from codedyn.progress import SILENT, Progress
-from codedyn.sampling.losses import EvalSet, sample_losses
+from codedyn.sampling.losses import EvalSet, sample_losses, sample_token_losses
 
 # An observable maps the current model (no grad) to a 1-d tensor of component readings (see susceptibilities).
 Observable = Callable[[object], object]
@@ -106,9 +106,17 @@ def _param_groups(model, param_masks: Mapping[str, object] | None):
     return groups
 
 
-def evalset_readout(evalset: EvalSet) -> Callable[[object], object]:
-    """The default readout: ℓ_i(w) of every dataset sample."""
+def evalset_readout(evalset: EvalSet, tokens: bool = False) -> Callable[[object], object]:
+    """The default readout: ℓ_i(w) of every dataset sample; with ``tokens``, also their per-token losses (the pair
+    ``(ℓ [N], token losses [N, T])`` from the same forward pass, see :func:`sample_token_losses`)."""
+    if tokens:
+        return lambda model: sample_token_losses(model, evalset)
     return lambda model: sample_losses(model, evalset)
+
+
+def _split_readout(value):
+    """A readout returns ℓ [N] or the pair (ℓ [N], per-token losses [N, T])."""
+    return (value[0], value[1]) if isinstance(value, tuple) else (value, None)
 
 
 def sample_posterior(
@@ -126,7 +134,8 @@ def sample_posterior(
 
     ``windows``: tensor [M, ...] of sampling data (token windows for a language model), on the model's device;
     ``loss_fn(model, batch)`` gives per-token (or per-example) losses whose mean is the sampling loss;
-    ``readout(model)`` gives the per-sample losses ℓ_i recorded at every draw (:func:`evalset_readout`).
+    ``readout(model)`` gives the per-sample losses ℓ_i recorded at every draw (:func:`evalset_readout`), or the pair
+    (ℓ_i, per-token losses [N, T], NaN-padded), recorded as ``token_loss`` (chain, draw, sample, token).
     ``param_masks``: sample only these parameters (devinterp's ``ParamMasks``: parameter name -> boolean mask of
     the entries that move, or None for the whole tensor); every other weight stays at w* (weight-restricted
     posteriors, :mod:`codedyn.sampling.restricted`). None samples every parameter.
@@ -148,7 +157,8 @@ def sample_posterior(
              for k in range(config.reference_batches)]
         )
         init_sampling_loss = float(reference.mean())
-        init_sample_loss = readout(model).float().cpu().numpy()
+        init_sample_loss, init_token_loss = _split_readout(readout(model))
+        init_sample_loss = init_sample_loss.float().cpu().numpy()
         init_obs = {name: fn(model) for name, fn in observables.items()}
     n = init_sample_loss.shape[0]
     obs_names = sorted(observables)
@@ -156,6 +166,9 @@ def sample_posterior(
 
     sampling_loss = torch.full((chains, n_steps), float("nan"), device=device)
     sample_loss = torch.full((chains, draws, n), float("nan"), device=device)
+    token_loss = None if init_token_loss is None else torch.full(
+        (chains, draws, *init_token_loss.shape), float("nan"), device=device
+    )
     observed = torch.full((chains, draws, sum(obs_sizes)), float("nan"), device=device)
     health: list[ChainHealth] = []
     bar = progress.task(description, total=chains * n_steps)
@@ -180,7 +193,10 @@ def sample_posterior(
             if draw >= 0 and remainder == 0:
                 ratios.append(_drift_to_noise(optimizer, config))
                 with torch.no_grad():
-                    sample_loss[chain, draw] = readout(sampler_model)
+                    read_sample, read_tokens = _split_readout(readout(sampler_model))
+                    sample_loss[chain, draw] = read_sample
+                    if token_loss is not None:
+                        token_loss[chain, draw] = read_tokens
                     if obs_names:
                         observed[chain, draw] = torch.cat([observables[k](sampler_model).reshape(-1).float()
                                                            for k in obs_names])
@@ -222,6 +238,10 @@ def sample_posterior(
                 "sample": np.arange(n)},
         attrs={"sampling_config": json.dumps(config.model_dump(mode="json")), "n_beta": config.n_beta},
     )
+    if token_loss is not None:
+        dataset["token_loss"] = (("chain", "draw", "sample", "token"), token_loss.cpu().numpy())
+        dataset["init_token_loss"] = (("sample", "token"), init_token_loss.float().cpu().numpy())
+        dataset = dataset.assign_coords(token=np.arange(init_token_loss.shape[1]))
     if obs_names:
         labels = [f"{name}[{k}]" for name, size in zip(obs_names, obs_sizes, strict=True) for k in range(size)]
         dataset["observed"] = (("chain", "draw", "observable"), observed.cpu().numpy())

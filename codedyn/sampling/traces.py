@@ -8,6 +8,11 @@ Variables (dims):
 * ``init_sampling_loss`` (): L_n(w*) on the fixed reference batches;
 * ``observed`` (chain, draw, observable) and ``init_observed`` (observable): component observables (coordinate
   ``observable`` names them, e.g. ``L0.H1``, ``L1.MLP``);
+* ``token_loss`` (chain, draw, sample, token) and ``init_token_loss`` (sample, token): the loss of every code token
+  of every read-out sample (token t = the sample's t-th scored token, NaN after its last), from the same forward
+  pass as ``sample_loss`` (whose mean over a sample's tokens they are); with static ``token_id``, ``token_start`` /
+  ``token_end`` (characters of the solution), ``token_text``, ``token_kind`` and ``token_in_mutation``
+  (sample, token), see :mod:`codedyn.data.token_kinds`;
 * per-chain diagnostics (chain): gradient and noise norms, fraction of draws below the init loss, healthy flag.
 
 Attributes hold the resolved sampling config and n_beta (JSON), so analyses need nothing but this file.

@@ -254,6 +254,10 @@ class CalibrationConfig(Frozen):
     max_nonstationarity: float = Field(0.5, gt=0)
     """Largest allowed |mean(second half) - mean(first half)| of a chain's post-burn-in loss, in units of that
     chain's post-burn-in standard deviation: larger means the chain is still drifting after burn-in."""
+    max_spikiness: float = Field(6.0, gt=0)
+    """Largest allowed excursion of a chain's post-burn-in loss above its median, in robust standard deviations
+    (1.4826 x the median absolute deviation): Gaussian fluctuations over ~100 steps stay below ~4, a skewed but
+    healthy low-dimensional posterior below ~5; isolated spikes far beyond mean steps that throw the chain away."""
     max_llc_rel_sd: float = Field(0.25, gt=0)
     """Largest allowed standard deviation of the per-chain LLCs relative to their mean."""
     min_drift_to_noise: float = Field(0.01, ge=0)

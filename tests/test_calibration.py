@@ -75,6 +75,16 @@ def test_disagreeing_chains_tiny_drift_and_divergence():
     assert score_setting({0: diverged_metrics(2)}, RULES)["rejected"]
 
 
+def test_a_spiky_trace_is_penalised():
+    rng = np.random.default_rng(6)
+    spiky = 1.2 + _noise(rng)
+    spiky[0, 70] = 1.5  # one step 15 noise sds above the median
+    metrics, score = _score(spiky)
+    assert metrics["spikiness"] > RULES.max_spikiness and any("spikiness" in r for r in score["reasons"])
+    calm, _ = _score(1.2 + _noise(rng))
+    assert calm["spikiness"] < RULES.max_spikiness
+
+
 def test_llc_above_the_regular_bound_fails():
     rng = np.random.default_rng(4)
     traces = 1.0 + 600 / 10.0 + _noise(rng)  # LLC 600 > d/2 = 500
@@ -218,6 +228,7 @@ def test_rescoring_reuses_the_stored_sweep(calibrated, monkeypatch):
     from codedyn.experiments.study import prepare_study
 
     preset, run, _ = calibrated
+    monkeypatch.setenv("CODEDYN_HOME", str(run.parent))  # the fixture's cache: dataset and suite are reused
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a stored calibration unit was sampled again")

@@ -15,6 +15,9 @@ Scoring rules, per checkpoint, on the post-burn-in minibatch loss of the healthy
   <= ``max_fraction_below_init``;
 * ``nonstationarity`` (max over chains of |mean of the second half - mean of the first half| / sd of the chain's
   post-burn-in loss) must be <= ``max_nonstationarity``: a chain that still drifts has not reached its posterior;
+* ``spikiness`` (max over chains of (max - median) / (1.4826 MAD) of the post-burn-in loss, the largest excursion
+  in robust standard deviations) must be <= ``max_spikiness``: isolated spikes far above the chain's typical loss
+  mean unstable steps, which the mean-based criteria average away;
 * ``llc_rel_sd`` (sd across chains of the per-chain LLCs / |their mean|) must be <= ``max_llc_rel_sd``;
 * ``drift_to_noise`` (mean over chains of |gradient drift| / |Langevin noise| per step) must lie in
   [``min_drift_to_noise``, ``max_drift_to_noise``]: below, the loss barely steers the chain (the posterior is the
@@ -56,6 +59,7 @@ UNIT_FORMAT = 1  # bump when a change here changes what a calibration unit store
 CRITERIA: dict[str, tuple[str, str]] = {
     "max_fraction_below_init": ("fraction_below_init", "max"),
     "max_nonstationarity": ("nonstationarity", "max"),
+    "max_spikiness": ("spikiness", "max"),
     "max_llc_rel_sd": ("llc_rel_sd", "max"),
     "min_drift_to_noise": ("drift_to_noise", "min"),
     "max_drift_to_noise": ("drift_to_noise", "max"),
@@ -117,11 +121,11 @@ def trace_metrics(
 ) -> dict[str, float]:
     """The diagnostics of one posterior from its minibatch-loss traces [chains, steps] (burn-in included).
 
-    Returns ``diverged_chains``, ``fraction_below_init``, ``nonstationarity``, ``llc`` (mean of the per-chain LLCs),
-    ``llc_rel_sd``, ``llc_bound_ratio`` (LLC / (n_params / 2)), ``drift_to_noise`` (mean over healthy chains; NaN
-    when not given), ``ess`` (effective sample size of the pooled post-burn-in loss) and ``mean_excess_loss``
-    (mean post-burn-in loss - L(w*)). Diverged (unhealthy, or with non-finite post-burn-in losses) chains are
-    counted and excluded; with no healthy chain every other metric is NaN.
+    Returns ``diverged_chains``, ``fraction_below_init``, ``nonstationarity``, ``spikiness``, ``llc`` (mean of the
+    per-chain LLCs), ``llc_rel_sd``, ``llc_bound_ratio`` (LLC / (n_params / 2)), ``drift_to_noise`` (mean over
+    healthy chains; NaN when not given), ``ess`` (effective sample size of the pooled post-burn-in loss) and
+    ``mean_excess_loss`` (mean post-burn-in loss - L(w*)). Diverged (unhealthy, or with non-finite post-burn-in
+    losses) chains are counted and excluded; with no healthy chain every other metric is NaN.
     """
     from codedyn.analysis.stats import effective_sample_size
 
@@ -142,6 +146,10 @@ def trace_metrics(
     spread = good.std(axis=1, ddof=1)
     shift = np.abs(good[:, half:].mean(axis=1) - good[:, :half].mean(axis=1))
     nonstationarity = np.divide(shift, spread, out=np.where(shift > 0, np.inf, 0.0), where=spread > 0)
+    median = np.median(good, axis=1)
+    robust_sd = 1.4826 * np.median(np.abs(good - median[:, None]), axis=1)
+    peak = good.max(axis=1) - median
+    spikiness = np.divide(peak, robust_sd, out=np.where(peak > 0, np.inf, 0.0), where=robust_sd > 0)
     llcs = n_beta * (good.mean(axis=1) - init_loss)
     llc = float(llcs.mean())
     rel_sd = float(llcs.std(ddof=1) / abs(llc)) if llcs.size >= 2 and llc != 0 else float("nan")
@@ -151,6 +159,7 @@ def trace_metrics(
     return out | {
         "fraction_below_init": float(np.mean(good < init_loss)),
         "nonstationarity": float(nonstationarity.max()),
+        "spikiness": float(spikiness.max()),
         "llc": llc,
         "llc_rel_sd": rel_sd,
         "llc_bound_ratio": llc / (n_params / 2),
@@ -160,8 +169,8 @@ def trace_metrics(
     }
 
 
-METRICS = ("fraction_below_init", "nonstationarity", "llc", "llc_rel_sd", "llc_bound_ratio", "drift_to_noise",
-           "ess", "mean_excess_loss")
+METRICS = ("fraction_below_init", "nonstationarity", "spikiness", "llc", "llc_rel_sd", "llc_bound_ratio",
+           "drift_to_noise", "ess", "mean_excess_loss")
 
 
 def _excess(kind: str, value: float, threshold: float) -> float:

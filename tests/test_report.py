@@ -118,10 +118,14 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     shutil.copytree(study.run_dir, run, ignore=shutil.ignore_patterns("units"))
     emergence = run / "emergence"
     emergence.mkdir()
-    calls = {"auroc/best_latent": {"events": [{"kind": "jump", "step": 12, "detail": "largest jump 4 -> 12"}],
-                                   "verdict": "phase transition at step 12", "verdict_test": "max-T"}}
+    calls = {  # the layout Experiment 2 writes: classify_trajectory's output per layer / predictor / metric
+        "L1/best_latent/auroc": {"evidence": [{"kind": "jump", "step": 12, "detail": "largest jump 4 -> 12"}],
+                                 "verdict": "phase transition at step 12", "step": 12, "test": "max-T"},
+        "L1/probe/auroc": {"evidence": [], "verdict": "gradual", "step": None, "test": "max-T"},
+    }
     (emergence / "transitions.json").write_text(json.dumps(calls))
-    pd.DataFrame({"step": [0, 4, 12], "value": [0.5, 0.55, 0.9], "low": [0.4, 0.45, 0.85],
+    pd.DataFrame({"step": [0, 4, 12], "layer": 1, "predictor": "best_latent", "split": "validation",
+                  "metric": "auroc", "value": [0.5, 0.55, 0.9], "low": [0.4, 0.45, 0.85],
                   "high": [0.6, 0.65, 0.95]}).to_parquet(emergence / "emergence.parquet")
     embryology = run / "embryology"
     embryology.mkdir()
@@ -136,7 +140,8 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     outcome = CliRunner().invoke(app, ["report", str(run)])  # from the run folder alone (manifest + cache)
     assert outcome.exit_code == 0, outcome.output
     page = _page(run / "report.html")
-    assert 'data-curve="auroc/best_latent">phase transition at step 12<' in page
+    assert 'data-curve="L1/best_latent/auroc">phase transition at step 12<' in page
+    assert 'data-curve="L1/probe/auroc"' not in page  # the SAE row is the best latent's
     assert "largest jump 4 -&gt; 12" in page
     assert "0.9 [0.85, 0.95]" in _section(page, "emergence")
     assert 'href="embryology/umap_interactive.html"' in page

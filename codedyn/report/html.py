@@ -221,17 +221,33 @@ def _key_tables(name: str, folder: Path) -> str:
             out.append(f"<h3>Block means of the {'' if variant == 'cov' else 'normalised '}BIF, value [95% CI]</h3>"
                        + _table([str(c) for c in wide.columns], wide.astype(object).values.tolist()))
         return "".join(out)
-    if name == "susceptibility" and (folder / "opposite_responders.parquet").is_file():
-        ranked = pd.read_parquet(folder / "opposite_responders.parquet")
-        opposite = ranked[ranked["opposite"]]
-        out.append(f"<h3>Opposite responders</h3><p>{len(opposite)} (component, checkpoint) pairs whose χ_correct "
-                   "and χ_incorrect have opposite signs with both 95% CIs excluding zero.</p>")
-        top = (opposite if len(opposite) else ranked).sort_values(["step", "gap"], ascending=[True, False])
-        cols = ["step", "component", "chi_a", "low_a", "high_a", "chi_b", "low_b", "high_b", "gap", "opposite"]
-        out.append(("<p>Largest gaps |χ_correct − χ_incorrect| (a = correct, b = incorrect):</p>"
-                    if not len(opposite) else "")
-                   + _frame_table(top[[c for c in cols if c in top.columns]].groupby("step").head(3),
-                                  "opposite_responders.parquet"))
+    if name == "emergence" and (folder / "emergence.parquet").is_file():
+        table = pd.read_parquet(folder / "emergence.parquet")
+        needed = {"step", "layer", "predictor", "split", "metric", "value", "low", "high"}
+        if needed <= set(table.columns):
+            key = table[(table["split"] == "validation") & table["predictor"].isin(["best_latent", "probe"])]
+            key = key.sort_values(["layer", "metric", "predictor", "step"])
+            out.append("<h3>Validation-split detection of incorrect code (best SAE latent vs linear probe)</h3>"
+                       + _frame_table(key[["layer", "metric", "predictor", "step", "value", "low", "high"]],
+                                      "emergence/emergence.parquet", limit=80))
+            skip = {"emergence.parquet", "bootstrap_replicates.npz"}
+            return "".join(out) + "".join(
+                f"<h3>{_esc(p.name)}</h3>" + _frame_table(pd.read_parquet(p), p.name)
+                for p in sorted(folder.glob("*.parquet")) if p.name not in skip)
+    if name == "susceptibility" and list(folder.glob("opposite_responders*.parquet")):
+        for path in sorted(folder.glob("opposite_responders*.parquet")):
+            ranked = pd.read_parquet(path)
+            opposite = ranked[ranked["opposite"]]
+            estimator = path.stem.removeprefix("opposite_responders").lstrip("_") or "covariance"
+            out.append(f"<h3>Opposite responders ({_esc(estimator)} estimator)</h3><p>{len(opposite)} (component, "
+                       "checkpoint) pairs whose χ_correct and χ_incorrect have opposite signs with both 95% CIs "
+                       "excluding zero.</p>")
+            top = (opposite if len(opposite) else ranked).sort_values(["step", "gap"], ascending=[True, False])
+            cols = ["step", "component", "chi_a", "low_a", "high_a", "chi_b", "low_b", "high_b", "gap", "opposite"]
+            out.append(("<p>Largest gaps |χ_correct − χ_incorrect| (a = correct, b = incorrect), top 3 per "
+                        "checkpoint:</p>" if not len(opposite) else "")
+                       + _frame_table(top[[c for c in cols if c in top.columns]].groupby("step").head(3),
+                                      path.name))
         return "".join(out)
     skip = {"diagnostics.parquet"}
     for path in sorted(folder.glob("*.parquet")):

@@ -158,9 +158,11 @@ def _recomputed_evidence(run_dir: Path, curve: str) -> list[str]:
 
 
 def _sae_curves(calls: dict) -> list[str]:
-    """The emergence curves that are the best latent's AUROC (by name), best-latent first."""
+    """The emergence curves of the best latent's AUROC (keys like ``L1/best_latent/auroc``), by layer; any AUROC
+    curve when none is marked as the best latent's."""
     auroc = [k for k in calls if "auroc" in k.lower()]
-    return sorted(auroc, key=lambda k: (0 if "best" in k.lower() else 1, k))
+    best = [k for k in auroc if "best" in k.lower()]
+    return sorted(best or auroc)
 
 
 def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
@@ -186,21 +188,29 @@ def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
         rows.append(_row(signal, curve, found, source, extra))
 
     suscept_calls: dict[str, dict] = {}
-    stored = _read_json(run_dir / "susceptibility" / "transitions.json")
-    parquet = run_dir / "susceptibility" / "susceptibility.parquet"
+    folder = run_dir / "susceptibility"
+    stored = _read_json(folder / "transitions.json")
+    tables = {path.stem.removeprefix("susceptibility").lstrip("_") or "covariance": path
+              for path in sorted(folder.glob("susceptibility*.parquet"))}
     if stored is not None:
-        suscept_calls, source = stored, "susceptibility/transitions.json"
-    elif parquet.is_file():
-        suscept_calls = transition_calls_for_susceptibility(pd.read_parquet(parquet))
-        source = "susceptibility/susceptibility.parquet (intervals -> normal replicates)"
+        per_estimator = {"covariance": (stored, "susceptibility/transitions.json")}
     else:
-        source = "susceptibility/"
-    test = next(iter(suscept_calls.values()), {}).get("test", "")
-    for distribution in ("correct", "incorrect"):
-        signal = f"Susceptibility χ_{distribution} (standardised, per component)"
-        verdict, evidence, step = susceptibility_summary(suscept_calls, distribution)
-        rows.append(VerdictRow(signal, f"*/{distribution}", verdict, step, evidence, test if evidence else "",
-                               source))
+        per_estimator = {
+            estimator: (transition_calls_for_susceptibility(pd.read_parquet(path)),
+                        f"susceptibility/{path.name} (intervals -> normal replicates)")
+            for estimator, path in tables.items()
+        }
+    if not per_estimator:
+        per_estimator = {"covariance": ({}, "susceptibility/")}
+    for estimator, (calls, source) in per_estimator.items():
+        suscept_calls.update({f"{estimator}:{k}" if estimator != "covariance" else k: v for k, v in calls.items()})
+        test = next(iter(calls.values()), {}).get("test", "")
+        label = "" if estimator == "covariance" else f", {estimator.replace('_', '-')}"
+        for distribution in ("correct", "incorrect"):
+            signal = f"Susceptibility χ_{distribution} (standardised{label}, per component)"
+            verdict, evidence, step = susceptibility_summary(calls, distribution)
+            curve = f"*/{distribution}" if estimator == "covariance" else f"{estimator}:*/{distribution}"
+            rows.append(VerdictRow(signal, curve, verdict, step, evidence, test if evidence else "", source))
 
     llc = None if influence is None else influence.get("LLC/llc")
     rows.append(_row("LLC", "LLC/llc", llc, "influence/transitions.json",

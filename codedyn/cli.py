@@ -389,6 +389,81 @@ def embryology(
     typer.echo(str(result["folder"]))
 
 
+@app.command("calibrate")
+@user_errors
+def calibrate(
+    preset: PresetOption = "default",
+    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
+    steps: Annotated[str | None, typer.Option(help="Checkpoints to calibrate on (default: middle and last).")] = None,
+    lr: Annotated[str | None, typer.Option(help="Comma-separated step sizes epsilon to try.")] = None,
+    n_beta: Annotated[str | None, typer.Option(help="Comma-separated inverse temperatures n*beta.")] = None,
+    localization: Annotated[str | None, typer.Option(help="Comma-separated localization strengths gamma.")] = None,
+    chains: Annotated[int | None, typer.Option(help="Chains per setting (>= 2).")] = None,
+    draws: Annotated[int | None, typer.Option(help="Post-burn-in steps per chain.")] = None,
+    burn_in: Annotated[int | None, typer.Option(help="Burn-in steps per chain.")] = None,
+    write: Annotated[
+        Path | None, typer.Option(help="Calibrated preset to write (default <run>/calibrated.yaml).")
+    ] = None,
+    out: OutOption = None,
+) -> None:
+    """Sweep the SGLD hyperparameters on a few checkpoints, score them by the sampler diagnostics, write the best."""
+    from codedyn.config import load_config
+    from codedyn.experiments.calibration import run_calibration
+    from codedyn.experiments.study import prepare_study
+    from codedyn.progress import rich_progress
+
+    config = load_config(preset, {
+        "suite": {"name": suite},
+        "calibration": {"steps": _int_list(steps, "--steps") if steps else None, "lr": _float_list(lr, "--lr"),
+                        "n_beta": _float_list(n_beta, "--n-beta"),
+                        "localization": _float_list(localization, "--localization"),
+                        "chains": chains, "draws": draws, "burn_in": burn_in, "write": write},
+    })
+    console = _console()
+    with rich_progress(console) as progress:
+        result = run_calibration(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+    _print_calibration(console, result)
+    typer.echo(str(result["preset"]))
+
+
+@app.command("report")
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<name>).")]) -> None:
+    """Write <run>/report.html: verdicts, dataset card, every experiment's figures and tables, diagnostics."""
+    from codedyn.report.html import write_report
+
+    typer.echo(str(write_report(run_dir)))
+
+
+def _print_calibration(console, result: dict) -> None:
+    from rich.table import Table
+
+    table = Table("rank", "ε", "nβ", "γ", "below init", "non-stat.", "LLC rel sd", "drift/noise", "LLC", "ESS",
+                  "verdict", title="SGLD calibration (worst value over the checkpoints)")
+    for _, row in result["scores"].head(12).iterrows():
+        verdict = "rejected" if row["rejected"] else "pass" if row["n_failed"] == 0 else f"{row['n_failed']} failed"
+        table.add_row(str(row["rank"]), f"{row['lr']:g}", f"{row['n_beta']:g}", f"{row['localization']:g}",
+                      f"{row['worst:max_fraction_below_init']:.3f}", f"{row['worst:max_nonstationarity']:.2f}",
+                      f"{row['worst:max_llc_rel_sd']:.3f}",
+                      f"{row['worst:min_drift_to_noise']:.3g}-{row['worst:max_drift_to_noise']:.3g}",
+                      f"{row['llc']:.3g}", f"{row['ess']:.0f}", verdict)
+    console.print(table)
+    summary = result["summary"]
+    colour = "green" if summary["usable"] else "yellow"
+    console.print(f"[{colour}]chosen[/] {result['chosen'].label} ({summary['n_passing']} of {summary['n_settings']} "
+                  f"settings pass every criterion, {summary['n_rejected']} rejected)", soft_wrap=True)
+    for reason in summary["reasons"]:
+        console.print(f"  [yellow]fails[/] {reason}", soft_wrap=True)
+    console.print(f"traces grids and scores: {result['folder']}", soft_wrap=True)
+
+
+def _float_list(value: str | None, option: str) -> tuple[float, ...] | None:
+    try:
+        return None if value is None else tuple(float(v) for v in _csv(value) or ())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}", param_hint=option) from None
+
+
 def _int_list(value: str, option: str) -> list[int]:
     try:
         return [int(v) for v in _csv(value) or ()]

@@ -184,9 +184,10 @@ class SamplingConfig(Frozen):
     """Localised RMSProp-SGLD around each checkpoint (one posterior serves influence, LLC and susceptibilities)."""
 
     lr: float = Field(1e-4, gt=0)
-    """Step size epsilon."""
-    n_beta: float = Field(30.0, gt=0)
-    """Inverse temperature times sample size (n*beta)."""
+    """Step size epsilon (ε, n*beta and gamma default to the toy suite's calibration: BENCHMARKS.md)."""
+    n_beta: float = Field(1000.0, gt=0)
+    """Inverse temperature times sample size (n*beta); at 30-100 the toy suite's posterior is the localization
+    prior (drift/noise < 0.005), at 1000 the loss steers the chains."""
     localization: float = Field(300.0, ge=0)
     """Strength gamma of the pull towards the checkpoint's weights."""
     chains: int = Field(2, ge=1)
@@ -335,6 +336,66 @@ class EmbryologyConfig(Frozen):
     """Seed of the token subsample and of every UMAP (random_state)."""
 
 
+class CalibrationConfig(Frozen):
+    """`codedyn calibrate`: a sweep of the SGLD hyperparameters on a few checkpoints, scored by the sampler's own
+    diagnostics (rules in :mod:`codedyn.experiments.calibration`). Chains, draws and burn-in default to the study's
+    ``sampling`` section, so the chosen setting is judged on chains as long as the ones the study will run."""
+
+    steps: tuple[int, ...] | None = None
+    """Checkpoints to calibrate on; None = the first, middle and last of the study's steps."""
+    lr: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+    """Step sizes epsilon to try."""
+    n_beta: tuple[float, ...] = (10.0, 30.0, 100.0)
+    """Inverse temperatures n*beta to try."""
+    localization: tuple[float, ...] = (100.0, 300.0, 1000.0)
+    """Localization strengths gamma to try."""
+    chains: int | None = Field(None, ge=2)
+    """Chains per setting (at least two: the LLC's agreement across chains is one of the criteria); None = the
+    study's sampling.chains (raised to 2)."""
+    draws: int | None = Field(None, ge=4)
+    """Post-burn-in SGLD steps per chain; None = the study's sampling.draws."""
+    burn_in: int | None = Field(None, ge=0)
+    """Burn-in steps per chain; None = the study's sampling.burn_in."""
+    readout_samples: int = Field(8, ge=1)
+    """Dataset samples read out at every draw (a small readout: the sweep only needs the sampling-loss traces, the
+    read-out only has to stay finite)."""
+    max_fraction_below_init: float = Field(0.1, ge=0, le=1)
+    """Most post-burn-in steps allowed below the init loss L_n(w*): more means w* is not a local minimum of the
+    tempered, localised loss and the LLC is biased down."""
+    max_nonstationarity: float = Field(0.5, gt=0)
+    """Largest allowed |mean(second half) - mean(first half)| of a chain's post-burn-in loss, in units of that
+    chain's post-burn-in standard deviation: larger means the chain is still drifting after burn-in."""
+    max_spikiness: float = Field(6.0, gt=0)
+    """Largest allowed excursion of a chain's post-burn-in loss above its median, in robust standard deviations
+    (1.4826 x the median absolute deviation): Gaussian fluctuations over ~100 steps stay below ~4, a skewed but
+    healthy low-dimensional posterior below ~5; isolated spikes far beyond mean steps that throw the chain away."""
+    max_llc_rel_sd: float = Field(0.25, gt=0)
+    """Largest allowed standard deviation of the per-chain LLCs relative to their mean."""
+    min_drift_to_noise: float = Field(0.01, ge=0)
+    """Smallest allowed ratio of the gradient drift to the Langevin noise per step: below it the chain is a random
+    walk that the loss barely steers."""
+    max_drift_to_noise: float = Field(0.5, gt=0)
+    """Largest allowed drift-to-noise ratio: a drift as large as the noise means the step no longer resolves the
+    loss' curvature (for a quadratic loss, the discretised chain becomes unstable near a ratio of 1)."""
+    max_llc_bound_ratio: float = Field(1.0, gt=0)
+    """Largest allowed LLC / (d/2), d the number of parameters: d/2 is the learning coefficient of a regular model,
+    the largest any model can have, so an estimate above it is sampler bias (steps too large, not at equilibrium)."""
+    write: Path | None = None
+    """Where to write the calibrated preset (YAML); None = <run>/calibrated.yaml."""
+
+    @model_validator(mode="after")
+    def _check(self) -> CalibrationConfig:
+        for name, smallest in (("lr", 0.0), ("n_beta", 0.0), ("localization", None)):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"calibration.{name} needs at least one value")
+            if smallest is not None and min(values) <= smallest:
+                raise ValueError(f"calibration.{name} values must be positive")
+            if min(values) < 0:
+                raise ValueError(f"calibration.{name} values must not be negative")
+        return self
+
+
 class CodedynConfig(Frozen):
     name: str = "default"
     """Name of the study; the run directory is runs/<name> unless --out says otherwise."""
@@ -352,6 +413,8 @@ class CodedynConfig(Frozen):
     """Experiment 3's estimator and its weight-restricted posteriors."""
     embryology: EmbryologyConfig = EmbryologyConfig()
     """Experiment 4: the developmental (embryology) view of per-token susceptibilities."""
+    calibration: CalibrationConfig = CalibrationConfig()
+    """The hyperparameter sweep of `codedyn calibrate` that chooses the ``sampling`` values."""
 
 
 class ConfigError(ValueError):

@@ -302,6 +302,11 @@ class SusceptibilityConfig(Frozen):
     observation_windows: int = Field(32, ge=1)
     """Sampling windows (the first of the corpus windows) on which the corpus loss L_obs, hence φ_C, is measured
     at every draw."""
+    sae_latents: int = Field(0, ge=0)
+    """SAE latents per SAE layer that every posterior draw also records as components (mean activation on the probe
+    batch): Experiment 2's chosen latents, then the strongest correct-vs-incorrect latents of the analysis split
+    (codedyn.sampling.sae_observables). 0 = heads and MLPs only; > 0 makes each posterior depend on its checkpoint's
+    SAE unit, which is trained first."""
 
 
 class EmbryologyConfig(Frozen):

@@ -34,11 +34,11 @@ class Study:
 
     def posteriors(self):
         """``(step, traces)`` for every checkpoint, from the stored posterior units (never samples)."""
-        from codedyn.sampling.posterior import load_posterior
+        from codedyn.sampling.posterior import posterior_folder
+        from codedyn.sampling.traces import load_traces
 
         for step in self.steps:
-            yield step, load_posterior(self.run_dir, self.suite.name, step, self.dataset.card["hash"],
-                                       self.config.sampling)
+            yield step, load_traces(posterior_folder(self, step))
 
 
 def prepare_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT) -> Study:

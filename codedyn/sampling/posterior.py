@@ -17,6 +17,7 @@ from codedyn.data.corpus import CodeCorpus, encode_stream, random_windows
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
 from codedyn.sampling.losses import EvalSet
+from codedyn.sampling.sae_observables import study_sae_latents
 from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
 
@@ -52,11 +53,14 @@ OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batc
 UNITS_FORMAT = 2  # bump when a change here changes what a unit stores (2: per-token losses and token metadata)
 
 
-def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig) -> str:
-    return content_hash(
-        {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": config.model_dump(mode="json"),
-         "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
-    )
+def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> str:
+    """Everything that changes the draws; ``sae_latents`` (a :class:`~codedyn.sampling.sae_observables.SaeLatentSet`
+    or None) adds the fingerprint of the observed SAE latents."""
+    record = {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": config.model_dump(mode="json"),
+              "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
+    if sae_latents is not None:
+        record["sae_latents"] = sae_latents.fingerprint
+    return content_hash(record)
 
 
 def posterior_unit_dir(run_dir: Path, step: int, key: str) -> Path:
@@ -74,8 +78,9 @@ def readout_samples(dataset, config: SamplingConfig):
     return samples.reset_index(drop=True)
 
 
-def probe_observables(tokenizer, samples, config: SamplingConfig, device) -> dict[str, Observable]:
-    """Component norms on a fixed probe batch: ``probe_samples`` read-out samples chosen with the sampling seed."""
+def probe_observables(tokenizer, samples, config: SamplingConfig, device, sae_latents=None) -> dict[str, Observable]:
+    """Component norms on a fixed probe batch (``probe_samples`` read-out samples chosen with the sampling seed) and,
+    with ``sae_latents``, the mean activations of those SAE latents on the same batch."""
     import torch
 
     from codedyn.data.tokenize import collate, encode_sample
@@ -89,8 +94,12 @@ def probe_observables(tokenizer, samples, config: SamplingConfig, device) -> dic
     ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = collate(encoded, pad)
-    return {"components": ComponentNorms(torch.as_tensor(batch["input_ids"], device=device),
-                                         torch.as_tensor(batch["attention_mask"], device=device))}
+    input_ids = torch.as_tensor(batch["input_ids"], device=device)
+    attention_mask = torch.as_tensor(batch["attention_mask"], device=device)
+    observables = {"components": ComponentNorms(input_ids, attention_mask)}
+    if sae_latents is not None:
+        observables.update(sae_latents.observables(input_ids, attention_mask, device=str(device)))
+    return observables
 
 
 def token_metadata(tokenizer, samples, config: SamplingConfig, width: int) -> dict:
@@ -119,9 +128,11 @@ def token_metadata(tokenizer, samples, config: SamplingConfig, width: int) -> di
             "token_in_mutation": (dims, in_mutation)}
 
 
-def load_posterior(run_dir: Path, suite_name: str, step: int, dataset_hash: str, config: SamplingConfig) -> Any:
+def load_posterior(run_dir: Path, suite_name: str, step: int, dataset_hash: str, config: SamplingConfig,
+                   sae_latents=None) -> Any:
     """The stored traces of one checkpoint's posterior (FileNotFoundError when it was never sampled)."""
-    return load_traces(posterior_unit_dir(run_dir, step, posterior_key(suite_name, step, dataset_hash, config)))
+    key = posterior_key(suite_name, step, dataset_hash, config, sae_latents)
+    return load_traces(posterior_unit_dir(run_dir, step, key))
 
 
 def run_posterior(
@@ -131,9 +142,13 @@ def run_posterior(
     config: SamplingConfig,
     run_dir: Path,
     progress: Progress = SILENT,
+    sae_latents=None,
 ) -> Any:
-    """Sample (or load the cached) posterior of ``checkpoint`` and return its traces (xarray Dataset)."""
-    key = posterior_key(suite_name, checkpoint.step, dataset.card["hash"], config)
+    """Sample (or load the cached) posterior of ``checkpoint`` and return its traces (xarray Dataset).
+
+    ``sae_latents`` (:func:`codedyn.sampling.sae_observables.study_sae_latents`): SAE latents recorded beside the
+    head and MLP norms; their names (``L<layer>.SAE<latent>``) follow the components' on the ``observable`` axis."""
+    key = posterior_key(suite_name, checkpoint.step, dataset.card["hash"], config, sae_latents)
     unit = posterior_unit_dir(run_dir, checkpoint.step, key)
     if is_completed(unit):
         return load_traces(unit)
@@ -145,21 +160,23 @@ def run_posterior(
         device=str(device),
     )
     windows = sampling_windows(tokenizer, config).to(device)
-    observables = probe_observables(tokenizer, samples, config, device)
+    observables = probe_observables(tokenizer, samples, config, device, sae_latents)
     traces = sample_posterior(
         checkpoint.model, windows, evalset_readout(evalset, tokens=True), config, observables=observables,
         progress=progress, description=f"sampling step {checkpoint.step}",
     )
     from codedyn.models.hooks import component_names
 
-    traces = traces.assign_coords(sample=samples["sample_id"].tolist(), observable=component_names(checkpoint.model))
+    names = component_names(checkpoint.model) + (sae_latents.names() if sae_latents is not None else [])
+    traces = traces.assign_coords(sample=samples["sample_id"].tolist(), observable=names)
     traces = traces.assign(token_metadata(tokenizer, samples, config, traces.sizes["token"]))
     traces.attrs.update({"suite": suite_name, "step": checkpoint.step, "dataset": dataset.card["hash"]})
     with staging_dir(unit) as stage:
         save_traces(traces, stage)
         write_json(stage / "unit.json", {"kind": "posterior", "suite": suite_name, "step": checkpoint.step,
                                          "dataset": dataset.card["hash"], "key": key,
-                                         "sampling": config.model_dump(mode="json")})
+                                         "sampling": config.model_dump(mode="json"),
+                                         "sae_latents": sae_latents.fingerprint if sae_latents else None})
     return traces
 
 
@@ -167,6 +184,27 @@ def sample_checkpoints(study, progress: Progress = SILENT) -> None:
     """Make sure every checkpoint of the study has its posterior unit (sampling only the missing ones)."""
     bar = progress.task("posteriors: checkpoints", total=len(study.steps))
     for step in study.steps:
-        checkpoint = study.suite.load(step, device=study.config.suite.device)
-        run_posterior(checkpoint, study.suite.name, study.dataset, study.config.sampling, study.run_dir, progress)
+        posterior_unit(study, step, progress)
         bar.advance()
+
+
+def posterior_unit(study, step: int, progress: Progress = SILENT) -> Path:
+    """The posterior unit of one checkpoint of the study, sampled if missing; its folder. When the study observes SAE
+    latents, the checkpoint's SAE unit (Experiment 2) is trained first if it is missing."""
+    if study.config.susceptibility.sae_latents:
+        from codedyn.experiments.emergence import emergence_unit
+
+        emergence_unit(study, step, progress)
+    folder = posterior_folder(study, step)
+    if not is_completed(folder):
+        checkpoint = study.suite.load(step, device=study.config.suite.device)
+        run_posterior(checkpoint, study.suite.name, study.dataset, study.config.sampling, study.run_dir, progress,
+                      study_sae_latents(study, step))
+    return folder
+
+
+def posterior_folder(study, step: int) -> Path:
+    """Where the posterior unit of ``step`` is (or will be) stored."""
+    key = posterior_key(study.suite.name, step, study.dataset.card["hash"], study.config.sampling,
+                        study_sae_latents(study, step))
+    return posterior_unit_dir(study.run_dir, step, key)

@@ -52,9 +52,14 @@ OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batc
 UNITS_FORMAT = 1  # bump when a change here changes what a unit stores
 
 
+# Sampling settings that only the analyses read (they never change a draw), so they stay out of the unit key.
+ANALYSIS_ONLY = frozenset({"n_bootstrap"})
+
+
 def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig) -> str:
+    sampling = config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY))
     return content_hash(
-        {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": config.model_dump(mode="json"),
+        {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": sampling,
          "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
     )
 

@@ -32,13 +32,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from codedyn.config import CodedynConfig
 from codedyn.progress import SILENT, Progress
-from codedyn.runs.executor import Unit, make_executor, unit_id
+from codedyn.runs.executor import Unit, make_executor, resolve, unit_id
 from codedyn.runs.store import MANIFEST, write_json
 
 RUN_FILE = "run.json"
@@ -73,12 +72,6 @@ ANALYSES: tuple[Analysis, ...] = (
     Analysis("susceptibility", "codedyn.experiments.susceptibility:compute_susceptibility"),  # Experiment 3
 )
 REPORT: str | None = None  # "module:function", (study) -> Path of report.html; None: no report module yet
-
-
-def resolve(target: str):
-    """The function named by ``"package.module:function"``."""
-    module, _, name = target.partition(":")
-    return getattr(import_module(module), name)
 
 
 # --------------------------------------------------------------------------------------------------- the units

@@ -46,6 +46,14 @@ def unit_id(kind: str, step: int) -> str:
     return f"{kind}-step{step}"
 
 
+def resolve(target: str):
+    """The function named by ``"package.module:function"``."""
+    from importlib import import_module
+
+    module, _, name = target.partition(":")
+    return getattr(import_module(module), name)
+
+
 class UnitFailed(RuntimeError):
     """A unit raised; the message says which unit, where, and the error, in one sentence."""
 
@@ -92,8 +100,9 @@ class RayExecutor:
     kind = "ray"
 
     def __init__(self, address: str | None = None, cpus_per_task: int = 1, gpus_per_task: float = 0.0,
-                 max_retries: int = 0) -> None:
+                 max_retries: int = 0, reopen: str = "codedyn.runs.executor:reopen_study") -> None:
         self.address = address
+        self.reopen = reopen  # "module:function", (config dict, run_dir) -> the study a task works on
         self.cpus_per_task = cpus_per_task
         self.gpus_per_task = gpus_per_task
         self.max_retries = max_retries
@@ -137,7 +146,7 @@ class RayExecutor:
         while waiting or running:
             for unit in [u for u in waiting if set(u.after) <= done]:
                 waiting.remove(unit)
-                running[remote.remote(work, config, run_dir, unit)] = unit
+                running[remote.remote(work, self.reopen, config, run_dir, unit)] = unit
             if not running:  # everything left depends on a failed unit
                 break
             ready, _ = ray.wait(list(running), num_returns=1)
@@ -158,9 +167,11 @@ class RayExecutor:
 
 
 def _failed_host(exc: BaseException) -> str | None:
-    ip = getattr(exc, "ip", None)
-    pid = getattr(exc, "pid", None)
-    return f"{ip} (pid {pid})" if ip else None
+    """Where a Ray task failed, from the ``(pid=N, ip=A)`` that Ray puts in its error message."""
+    import re
+
+    found = re.search(r"pid=(\d+), ip=([0-9A-Fa-f.:]+)", str(exc))
+    return f"{found.group(2)} (pid {found.group(1)})" if found else None
 
 
 def worker_environment() -> dict[str, Any]:
@@ -194,8 +205,8 @@ def reopen_study(config: dict, run_dir: str):
     return _STUDIES[key]
 
 
-def _remote_unit(work: Work, config: dict, run_dir: str, unit: Unit) -> dict:
-    record = work(reopen_study(config, run_dir), unit, SILENT)
+def _remote_unit(work: Work, reopen: str, config: dict, run_dir: str, unit: Unit) -> dict:
+    record = work(resolve(reopen)(config, run_dir), unit, SILENT)
     return {**record, "host": socket.gethostname(), "pid": os.getpid()}
 
 

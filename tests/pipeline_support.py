@@ -1,0 +1,122 @@
+"""Shared by the pipeline, executor and resume tests: one tiny study's caches and one uninterrupted reference run,
+built once per test session (the toy suite's tokenizer alone takes half a minute), never modified by a test.
+
+Tests point ``CODEDYN_HOME`` at :func:`tiny_home` and write their own runs elsewhere (or into copies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tests.test_experiments_run import TINY_STUDY
+
+# The tiny study of tests/test_experiments_run.py, one torch thread per unit (the Ray test runs two at once).
+TINY_RUN = {**TINY_STUDY, "executor": {"cpus_per_task": 1}}
+STEPS = (0, 4, 12)
+
+_BUILT: dict[str, Path] = {}
+
+
+def tiny_config(**sections):
+    from codedyn.config import load_config
+
+    merged = json.loads(json.dumps(TINY_RUN))
+    for name, values in sections.items():
+        merged[name] = {**merged.get(name, {}), **values}
+    return load_config("default", merged)
+
+
+def write_preset(path: Path, **sections) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(tiny_config(**sections).model_dump(mode="json")))
+    return path
+
+
+class _Home:
+    """Point CODEDYN_HOME somewhere for a block (session-scoped helpers cannot use monkeypatch)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home, self.before = home, None
+
+    def __enter__(self):
+        self.before = os.environ.get("CODEDYN_HOME")
+        os.environ["CODEDYN_HOME"] = str(self.home)
+
+    def __exit__(self, *exc):
+        if self.before is None:
+            os.environ.pop("CODEDYN_HOME", None)
+        else:
+            os.environ["CODEDYN_HOME"] = self.before
+
+
+def tiny_home(tmp_path_factory) -> Path:
+    """A cache home with the tiny study's dataset and toy suite (built on first use in this session)."""
+    if "home" not in _BUILT:
+        from codedyn.data.pairs import build_dataset
+        from codedyn.models.toy import train_toy_suite
+
+        home = tmp_path_factory.mktemp("tiny_home")
+        config = tiny_config()
+        with _Home(home):
+            build_dataset(config.dataset)
+            train_toy_suite(config.toy)
+        _BUILT["home"] = home
+    return _BUILT["home"]
+
+
+def reference_run(tmp_path_factory) -> Path:
+    """An uninterrupted local run of the tiny study (read-only for tests: copy it before changing anything)."""
+    if "run" not in _BUILT:
+        from codedyn.pipeline import run_study
+
+        home = tiny_home(tmp_path_factory)
+        run_dir = tmp_path_factory.mktemp("reference") / "run"
+        with _Home(home):
+            run_study(tiny_config(), run_dir)
+        _BUILT["run"] = run_dir
+    return _BUILT["run"]
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def result_files(run_dir: Path) -> dict[str, list[Path]]:
+    """Every result table, array file and posterior store of a run, relative to it."""
+    run_dir = Path(run_dir)
+    return {
+        "tables": sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.parquet")),
+        "arrays": sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.npz")),
+        "posteriors": sorted(p.relative_to(run_dir) for p in run_dir.glob("units/*/traces.zarr")),
+        "calls": sorted(p.relative_to(run_dir) for p in run_dir.glob("*/transitions.json")),
+    }
+
+
+def assert_same_results(a: Path, b: Path) -> None:
+    """Identical tables, arrays, posterior draws and transition calls (exactly: bitwise for floats)."""
+    import xarray as xr
+
+    files = result_files(a)
+    assert files == result_files(b)
+    assert files["tables"] and files["arrays"] and files["posteriors"]
+    for rel in files["tables"]:
+        pd.testing.assert_frame_equal(pd.read_parquet(a / rel), pd.read_parquet(b / rel), check_exact=True)
+    for rel in files["arrays"]:
+        with np.load(a / rel) as x, np.load(b / rel) as y:
+            assert sorted(x) == sorted(y)
+            for key in x:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{rel}:{key}")
+    for rel in files["posteriors"]:
+        left = xr.open_zarr(a / rel, consolidated=False).load()
+        right = xr.open_zarr(b / rel, consolidated=False).load()
+        assert left.identical(right), rel
+    for rel in files["calls"]:
+        assert json.loads((a / rel).read_text()) == json.loads((b / rel).read_text()), rel

@@ -389,13 +389,13 @@ def _print_run(console, result) -> None:
     from codedyn.pipeline import format_seconds
 
     timings = result.timings
-    table = Table("stage", "wall", "model fwd+bwd", "peak RSS", title=f"codedyn run: {result.run_dir}")
+    table = Table("stage", "wall", "CPU", "model fwd+bwd", "peak RSS", title=f"codedyn run: {result.run_dir}")
     for entry in timings["stages"]:
         share = entry["model_seconds"] / entry["seconds"] if entry["seconds"] > 0 else 0.0
-        table.add_row(entry["stage"], format_seconds(entry["seconds"]), f"{share:.0%}",
-                      f"{entry['peak_rss_mb']:.0f} MB")
-    table.add_row("total", format_seconds(timings["total_seconds"]), f"{timings['model_fraction']:.0%}",
-                  f"{timings['peak_rss_mb']:.0f} MB", style="bold")
+        table.add_row(entry["stage"], format_seconds(entry["seconds"]), format_seconds(entry["cpu_seconds"]),
+                      f"{share:.0%}", f"{entry['peak_rss_mb']:.0f} MB")
+    table.add_row("total", format_seconds(timings["total_seconds"]), format_seconds(timings["cpu_seconds"]),
+                  f"{timings['model_fraction']:.0%}", f"{timings['peak_rss_mb']:.0f} MB", style="bold")
     console.print(table)
     cached = len(result.units) - len(result.computed)
     console.print(f"{len(result.computed)} units computed, {cached} found stored; timings in "

@@ -217,6 +217,7 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / RUN_FILE, {"status": "running", "started": _now(), "executor": executor.kind})
     study = open_study(config, run_dir, progress, stages)
+    _remove_leftovers(run_dir)
 
     units = plan_units(study)
     stored = {u.id for u in units if unit_is_stored(study, u)}
@@ -231,6 +232,7 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
         entry["model_seconds"] = sum(r["model_seconds"] for r in fresh)
         entry["forward_seconds"] = sum(r["forward_seconds"] for r in fresh)
         entry["backward_seconds"] = sum(r["backward_seconds"] for r in fresh)
+        entry["cpu_seconds"] += sum(r["cpu_seconds"] for r in fresh)
     entry["peak_rss_mb"] = max([entry["peak_rss_mb"], *(r["peak_rss_mb"] for r in fresh)])
 
     analyses = {}
@@ -268,6 +270,16 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
     return result
 
 
+def _remove_leftovers(run_dir: Path) -> None:
+    """Half-built unit folders of a killed run (never marked completed; a run directory has one job at a time)."""
+    import shutil
+
+    from codedyn.sampling.posterior import UNITS_DIR
+
+    for partial in (Path(run_dir) / UNITS_DIR).glob(".*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def _cached_record(study, unit: Unit) -> dict:
     """A stored unit's record: what computing it cost when it was computed (if known), marked cached."""
     folder = unit_folder(study, unit)
@@ -277,8 +289,8 @@ def _cached_record(study, unit: Unit) -> dict:
         earlier = Path(study.run_dir) / UNIT_TIMINGS_DIR / f"{folder.name}.json"
         if earlier.is_file():
             record["computed_earlier"] = {k: v for k, v in json.loads(earlier.read_text()).items()
-                                          if k in ("seconds", "model_seconds", "peak_rss_mb", "host")}
-    record.update({"cached": True, "seconds": 0.0, "model_seconds": 0.0, "forward_seconds": 0.0,
+                                          if k in ("seconds", "cpu_seconds", "model_seconds", "peak_rss_mb", "host")}
+    record.update({"cached": True, "seconds": 0.0, "cpu_seconds": 0.0, "model_seconds": 0.0, "forward_seconds": 0.0,
                    "backward_seconds": 0.0, "peak_rss_mb": 0.0})
     return record
 

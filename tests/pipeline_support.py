@@ -92,12 +92,13 @@ def copy_run(source: Path, target: Path) -> Path:
 def result_files(run_dir: Path) -> dict[str, list[Path]]:
     """Every result table, array file and posterior store of a run, relative to it."""
     run_dir = Path(run_dir)
-    return {
-        "tables": sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.parquet")),
-        "arrays": sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.npz")),
-        "posteriors": sorted(p.relative_to(run_dir) for p in run_dir.glob("units/*/traces.zarr")),
-        "calls": sorted(p.relative_to(run_dir) for p in run_dir.glob("*/transitions.json")),
-    }
+
+    def found(pattern: str) -> list[Path]:  # hidden paths are half-built leftovers, not results
+        paths = (p.relative_to(run_dir) for p in run_dir.glob(pattern))
+        return sorted(p for p in paths if not any(part.startswith(".") for part in p.parts))
+
+    return {"tables": found("**/*.parquet"), "arrays": found("**/*.npz"), "posteriors": found("units/*/traces.zarr"),
+            "calls": found("*/transitions.json")}
 
 
 def assert_same_results(a: Path, b: Path) -> None:

@@ -83,6 +83,7 @@ def test_ray_runs_dependent_units_in_workers_and_names_failures(ray_cluster, tmp
         "posterior-step4") == 1  # the dependent of the broken unit never ran
 
 
+@pytest.mark.slow
 def test_ray_and_local_executors_agree(ray_cluster, tmp_path_factory, tmp_path, monkeypatch):
     from codedyn.pipeline import run_study
 

@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.pipeline_support import STEPS, assert_same_results, reference_run, tiny_config, tiny_home, write_preset
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_results(tmp_path_factory, tmp_path, monkeypatch):
     from codedyn.pipeline import run_study
 
@@ -52,4 +55,5 @@ def test_killed_run_resumes_to_identical_results(tmp_path_factory, tmp_path, mon
     assert cached == set(stored)
     assert len(resumed.computed) == len(STEPS) - len(stored)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    assert not list((run_dir / "units").glob(".*"))  # the killed unit's half-built folder was cleared
     assert_same_results(reference, run_dir)

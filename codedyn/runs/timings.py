@@ -127,11 +127,14 @@ def peak_rss_mb() -> float:
 
 @contextmanager
 def stage(name: str, record: list[dict[str, Any]], **extra: Any) -> Iterator[dict[str, Any]]:
-    """Time one stage and append ``{"stage", "seconds", "model_seconds", "forward_seconds", "backward_seconds",
-    "peak_rss_mb", **extra}`` to ``record`` (also when the stage raises: a partial run still says where it was)."""
+    """Time one stage and append ``{"stage", "seconds", "cpu_seconds", "model_seconds", "forward_seconds",
+    "backward_seconds", "peak_rss_mb", **extra}`` to ``record`` (also when the stage raises: a partial run still
+    says where it was). ``cpu_seconds`` is this process's CPU time over all its threads (on a busy machine wall
+    time is inflated, CPU time much less so); ``peak_rss_mb`` is the process's resident peak during the stage
+    (memory it already held counts)."""
     entry: dict[str, Any] = {"stage": name, **extra}
     _reset_peak_rss()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     clock = ModelClock()
     try:
         with clock:
@@ -139,6 +142,7 @@ def stage(name: str, record: list[dict[str, Any]], **extra: Any) -> Iterator[dic
     finally:
         entry.update({
             "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
             "model_seconds": clock.seconds,
             "forward_seconds": clock.forward,
             "backward_seconds": clock.backward,
@@ -152,6 +156,7 @@ def summary(stages: list[dict[str, Any]], total_seconds: float) -> dict[str, Any
     model = sum(s.get("model_seconds", 0.0) for s in stages)
     return {
         "total_seconds": total_seconds,
+        "cpu_seconds": sum(s.get("cpu_seconds", 0.0) for s in stages),
         "model_seconds": model,
         "model_fraction": model / total_seconds if total_seconds > 0 else float("nan"),
         "peak_rss_mb": max((s.get("peak_rss_mb", 0.0) for s in stages), default=0.0),

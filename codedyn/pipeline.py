@@ -54,6 +54,8 @@ class UnitKind:
     folder: str | None = None  # "module:function", (study, step) -> Path where the unit is (or will be) stored;
     # a unit whose folder is completed is not submitted again (without it, ``run`` is called and finds its cache)
     after: tuple[str, ...] = ()  # kinds of the same checkpoint that must be stored first
+    needs: str | None = None  # "module:function", (study, step) -> ids of further units that must be stored first
+    # (e.g. the same kind at the previous checkpoint, for work that starts from its predecessor's result)
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,12 @@ def plan_units(study, kinds: Sequence[UnitKind] = UNIT_KINDS) -> list[Unit]:
         unknown = [a for a in kind.after if a not in names[:position]]
         if unknown:
             raise ValueError(f"unit kind {kind.name} depends on {unknown}, which are not registered before it")
-    return [Unit(kind.name, step, tuple(unit_id(a, step) for a in kind.after)) for step in study.steps
-            for kind in kinds]
+    units = []
+    for step in study.steps:
+        for kind in kinds:
+            extra = tuple(resolve(kind.needs)(study, step)) if kind.needs else ()
+            units.append(Unit(kind.name, step, tuple(unit_id(a, step) for a in kind.after) + extra))
+    return units
 
 
 def unit_folder(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) -> Path | None:
@@ -221,7 +227,8 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
 
     units = plan_units(study)
     stored = {u.id for u in units if unit_is_stored(study, u)}
-    pending = [u for u in units if u.id not in stored]
+    pending = [Unit(u.kind, u.step, tuple(d for d in u.after if d not in stored)) for u in units
+               if u.id not in stored]  # a stored dependency is no longer waited for
     progress.log(f"{len(units)} units over {len(study.steps)} checkpoints: {len(stored)} stored, "
                  f"{len(pending)} to compute ({executor.kind} executor)")
     with stage("units", stages, executor=executor.kind, computed=len(pending), cached=len(stored)) as entry:

@@ -203,3 +203,27 @@ def test_cli_run_prints_the_stage_summary(reference, tmp_path, sampled):
 
     bad = CliRunner().invoke(app, ["run", "--preset", str(preset), "--out", str(run_dir), "--executor", "slurm"])
     assert bad.exit_code == 2 and "executor.kind" in bad.output
+
+
+def previous_b(study, step):
+    earlier = [s for s in study.steps if s < step]
+    return (f"b-step{earlier[-1]}",) if earlier else ()
+
+
+def test_plan_orders_units_with_same_step_and_cross_step_dependencies():
+    from types import SimpleNamespace
+
+    from codedyn.pipeline import UnitKind, plan_units
+    from codedyn.runs.executor import check_order
+
+    study = SimpleNamespace(steps=(0, 4, 12))
+    kinds = (UnitKind("a", "x:run"), UnitKind("b", "x:run", after=("a",), needs="tests.test_pipeline:previous_b"))
+    units = plan_units(study, kinds)
+    assert [(u.id, u.after) for u in units] == [
+        ("a-step0", ()), ("b-step0", ("a-step0",)),
+        ("a-step4", ()), ("b-step4", ("a-step4", "b-step0")),
+        ("a-step12", ()), ("b-step12", ("a-step12", "b-step4")),
+    ]
+    check_order(units)
+    with pytest.raises(ValueError, match="not registered before it"):
+        plan_units(study, (UnitKind("b", "x:run", after=("a",)), UnitKind("a", "x:run")))

@@ -233,7 +233,7 @@ class ExecutorConfig(Frozen):
     directory (which must be on a filesystem every node sees)."""
     address: str | None = None
     """Ray cluster to join (``auto``, ``ray://host:10001``); None starts a local Ray instance on this machine."""
-    cpus_per_task: int = Field(2, ge=1)
+    cpus_per_task: int = Field(1, ge=1)
     """CPUs a unit asks Ray for, and the torch threads it uses under either executor (so both compute the same
     numbers)."""
     gpus_per_task: float = Field(0.0, ge=0)

@@ -301,6 +301,51 @@ def susceptibility(
     typer.echo(str(result["folder"]))
 
 
+@app.command("emergence")
+@user_errors
+def emergence(
+    preset: PresetOption = "default",
+    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
+    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Comma-separated layers (negative = from the end).")] = None,
+    width: Annotated[int | None, typer.Option(help="SAE latents.")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Active latents per token (TopK).")] = None,
+    train_tokens: Annotated[int | None, typer.Option(help="Corpus token activations per SAE.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the SAE training activations.")] = None,
+    general_threshold: Annotated[
+        float | None, typer.Option(help="Drop latents firing on more than this fraction of general text.")
+    ] = None,
+    init_from_previous: Annotated[
+        bool | None, typer.Option("--init-from-previous/--fresh", help="Start each SAE from the previous one's.")
+    ] = None,
+    out: OutOption = None,
+) -> None:
+    """Experiment 2: an SAE per checkpoint, correctness latents vs probe and controls, accuracy over training."""
+    from codedyn.config import load_config
+    from codedyn.experiments.emergence import run_emergence
+    from codedyn.experiments.study import prepare_study
+    from codedyn.progress import rich_progress
+
+    config = load_config(preset, {
+        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
+        "emergence": {"layers": _int_list(layers, "--layers") if layers else None, "width": width, "k": k,
+                      "train_tokens": train_tokens, "epochs": epochs, "general_threshold": general_threshold,
+                      "init_from_previous": init_from_previous},
+    })
+    console = _console()
+    with rich_progress(console) as progress:
+        result = run_emergence(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+    table = result["table"]
+    final = table[(table["split"] == "validation") & (table["metric"] == "auroc")
+                  & (table["step"] == table["step"].max())]
+    for _, row in final[final["predictor"].isin(["best_latent", "probe", "shuffled", "random_latent"])].iterrows():
+        console.print(f"step {row['step']} layer {row['layer']} {row['predictor']}: validation AUROC "
+                      f"{row['value']:.3f} [{row['low']:.3f}, {row['high']:.3f}]", soft_wrap=True)
+    for name, found in result["calls"].items():
+        console.print(f"[bold]{name}[/]: {found['verdict']}", soft_wrap=True)
+    typer.echo(str(result["folder"]))
+
+
 ExecutorOption = Annotated[str | None, typer.Option("--executor", help="local (one unit after another) or ray.")]
 AddressOption = Annotated[
     str | None, typer.Option("--address", help="Ray cluster address (auto, ray://host:10001); default: local Ray.")

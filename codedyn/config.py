@@ -225,6 +225,62 @@ class SamplingConfig(Frozen):
     """Seed of chain noise (seed + chain) and of the minibatch order."""
 
 
+class EmergenceConfig(Frozen):
+    """Experiment 2: one TopK sparse autoencoder per checkpoint on the residual stream (resid_post), latents scored
+    as correctness predictors at the final token of prompt + code, with the same hyperparameters at every checkpoint
+    (sizes chosen by measurement on the toy suite: BENCHMARKS.md)."""
+
+    layers: tuple[int, ...] | None = None
+    """Layers whose resid_post is read (negative counts from the end); None = a middle layer and the last."""
+    width: int = Field(512, ge=2)
+    """SAE latents (8x the toy suite's d_model)."""
+    k: int = Field(8, ge=1)
+    """Active latents per token (TopK); width / k sets the mean firing rate (1.6% here, under the 2% filter)."""
+    train_tokens: int = Field(98304, ge=256)
+    """Corpus token activations the SAE trains on (windows of ``window_length`` from the corpus' training split)."""
+    window_length: int = Field(64, ge=2)
+    """Tokens per corpus window (the toy suite's context)."""
+    epochs: int = Field(3, ge=1)
+    """Passes over the training activations."""
+    batch_size: int = Field(1024, ge=1)
+    """Token activations per SAE optimizer step."""
+    lr: float = Field(2e-3, gt=0)
+    """Adam learning rate of the SAE."""
+    aux_k: int = Field(64, ge=0)
+    """Dead latents used by the auxiliary loss (Gao et al. 2024); 0 turns it off."""
+    aux_coef: float = Field(1 / 32, ge=0)
+    """Weight of the auxiliary loss (dead latents reconstruct the residual error)."""
+    dead_tokens: int = Field(20000, ge=1)
+    """A latent that has not fired on this many training tokens counts as dead for the auxiliary loss."""
+    eval_windows: int = Field(64, ge=1)
+    """Held-out corpus windows for the SAE metrics (explained variance, L0, dead fraction, CE loss recovered)."""
+    general_windows: int = Field(1024, ge=10)
+    """Held-out corpus windows whose final tokens define a latent's general firing frequency."""
+    general_threshold: float = Field(0.02, ge=0, le=1)
+    """Latents firing on more than this fraction of general windows (final token) are dropped as "general"."""
+    init_from_previous: bool = False
+    """Initialise each checkpoint's SAE from the previous checkpoint's (latent identity kept; decoder drift
+    reported). Makes each checkpoint's unit depend on the previous one."""
+    max_sample_tokens: int = Field(64, ge=8)
+    """Dataset samples longer than this keep their last tokens (the final token is always kept)."""
+    probe_c: float = Field(0.1, gt=0)
+    """Inverse L2 strength of the logistic-regression probe on the standardised raw residual."""
+    shuffles: int = Field(5, ge=1)
+    """Label permutations (within the analysis split) for the shuffled-label control."""
+    n_bootstrap: int = Field(1000, ge=10)
+    """Bootstrap replicates over validation problems behind every interval."""
+    seed: int = 0
+    """Seed of SAE initialisation, minibatch order, windows, controls and bootstrap."""
+
+    @model_validator(mode="after")
+    def _check(self) -> EmergenceConfig:
+        if self.k > self.width:
+            raise ValueError(f"k {self.k} exceeds the SAE width {self.width}")
+        if self.layers is not None and not self.layers:
+            raise ValueError("layers must name at least one layer (or be null for the default)")
+        return self
+
+
 class ExecutorConfig(Frozen):
     """Where the per-checkpoint units of ``codedyn run`` execute: in this process, or as Ray tasks."""
 
@@ -254,6 +310,8 @@ class CodedynConfig(Frozen):
     """Which checkpoint suite and steps the experiments run on."""
     sampling: SamplingConfig = SamplingConfig()
     """Posterior sampling hyperparameters, one set for every checkpoint of a study."""
+    emergence: EmergenceConfig = EmergenceConfig()
+    """Experiment 2: SAE per checkpoint, correctness latents and controls."""
     executor: ExecutorConfig = ExecutorConfig()
     """How ``codedyn run`` executes its per-checkpoint units (never part of a cache key)."""
 

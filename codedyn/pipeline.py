@@ -68,10 +68,13 @@ class Analysis:
 
 UNIT_KINDS: tuple[UnitKind, ...] = (
     UnitKind("posterior", "codedyn.pipeline:posterior_unit", folder="codedyn.pipeline:posterior_folder"),
+    UnitKind("sae", "codedyn.experiments.emergence:emergence_unit",  # Experiment 2
+             folder="codedyn.experiments.emergence:emergence_unit_dir", needs="codedyn.pipeline:previous_sae"),
 )
-ANALYSES: tuple[Analysis, ...] = (
+ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read earlier ones' tables
     Analysis("influence", "codedyn.experiments.influence:compute_influence"),  # Experiment 1 and the LLC
     Analysis("susceptibility", "codedyn.experiments.susceptibility:compute_susceptibility"),  # Experiment 3
+    Analysis("emergence", "codedyn.experiments.emergence:compute_emergence"),  # Experiment 2 (reads the LLC)
 )
 REPORT: str | None = None  # "module:function", (study) -> Path of report.html; None: no report module yet
 
@@ -93,6 +96,14 @@ def posterior_folder(study, step: int) -> Path:
 
     key = posterior_key(study.suite.name, step, study.dataset.card["hash"], study.config.sampling)
     return posterior_unit_dir(study.run_dir, step, key)
+
+
+def previous_sae(study, step: int) -> tuple[str, ...]:
+    """An SAE initialised from the previous checkpoint's needs that one stored first."""
+    if not study.config.emergence.init_from_previous:
+        return ()
+    earlier = [s for s in study.steps if s < step]
+    return (unit_id("sae", earlier[-1]),) if earlier else ()
 
 
 def plan_units(study, kinds: Sequence[UnitKind] = UNIT_KINDS) -> list[Unit]:
@@ -337,12 +348,15 @@ def stored_config(run_dir: Path) -> CodedynConfig:
 
 
 _VERDICT_STEP = re.compile(r"at step (\d+)")
+# Curves that are controls, not findings (Experiment 2's shuffled-label and random-latent baselines): an event on
+# them says nothing about where to look closer.
+CONTROL_CURVES = frozenset({"shuffled", "random_latent"})
 
 
 def transition_brackets(run_dir: Path, steps: Sequence[int]) -> list[tuple[int, int]]:
     """Pairs of checkpoints (a, b) between which a finished run detected something: every ``between: [a, b]``
     in a ``transitions.json`` of the run, and every verdict "... at step X" (bracketed by the checkpoint before
-    X). Sorted, without duplicates."""
+    X), except on the control curves of :data:`CONTROL_CURVES`. Sorted, without duplicates."""
     steps = sorted(steps)
     found: set[tuple[int, int]] = set()
 
@@ -365,7 +379,10 @@ def transition_brackets(run_dir: Path, steps: Sequence[int]) -> list[tuple[int, 
                 walk(value)
 
     for path in sorted(Path(run_dir).glob("*/transitions.json")):
-        walk(json.loads(path.read_text()))
+        calls = json.loads(path.read_text())
+        if isinstance(calls, dict):
+            calls = {name: call for name, call in calls.items() if not CONTROL_CURVES & set(name.split("/"))}
+        walk(calls)
     return sorted(found)
 
 

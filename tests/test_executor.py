@@ -13,7 +13,7 @@ import pytest
 
 from codedyn.config import CodedynConfig
 from codedyn.runs.executor import LocalExecutor, RayExecutor, Unit, UnitFailed, check_order, make_executor
-from tests.pipeline_support import STEPS, assert_same_results, reference_run, tiny_config, tiny_home
+from tests.pipeline_support import UNITS, assert_same_results, reference_run, tiny_config, tiny_home
 
 ray = pytest.importorskip("ray")
 
@@ -36,16 +36,17 @@ def fake_work(study, unit: Unit, progress) -> dict:
     return {"unit": unit.id, "pid": os.getpid()}
 
 
-UNITS = [Unit("sae", 0), Unit("posterior", 0, ("sae-step0",)), Unit("sae", 4), Unit("posterior", 4, ("sae-step4",))]
+FAKE_UNITS = [Unit("sae", 0), Unit("posterior", 0, ("sae-step0",)), Unit("sae", 4),
+              Unit("posterior", 4, ("sae-step4", "sae-step0"))]
 
 
 def test_local_executor_runs_units_in_order(tmp_path):
     study = fake_study(CodedynConfig().model_dump(mode="json"), str(tmp_path))
-    records = LocalExecutor().run(UNITS, study, fake_work)
-    assert [r["unit"] for r in records] == [u.id for u in UNITS]
+    records = LocalExecutor().run(FAKE_UNITS, study, fake_work)
+    assert [r["unit"] for r in records] == [u.id for u in FAKE_UNITS]
     assert {r["pid"] for r in records} == {os.getpid()}
     with pytest.raises(ValueError, match="depends on"):
-        check_order(list(reversed(UNITS)))
+        check_order(list(reversed(FAKE_UNITS)))
     with pytest.raises(UnitFailed, match=r"^unit broken-step4 failed: ValueError: planted failure at step 4$"):
         LocalExecutor().run([Unit("sae", 8), Unit("broken", 4)], study, fake_work)
 
@@ -74,8 +75,8 @@ def ray_cluster(tmp_path_factory):
 def test_ray_runs_dependent_units_in_workers_and_names_failures(ray_cluster, tmp_path):
     study = fake_study(CodedynConfig().model_dump(mode="json"), str(tmp_path))
     executor = RayExecutor(cpus_per_task=1, reopen="tests.test_executor:fake_study")
-    records = executor.run(UNITS, study, fake_work)
-    assert [r["unit"] for r in records] == [u.id for u in UNITS]
+    records = executor.run(FAKE_UNITS, study, fake_work)
+    assert [r["unit"] for r in records] == [u.id for u in FAKE_UNITS]
     assert os.getpid() not in {r["pid"] for r in records}  # every unit ran in a Ray worker
     with pytest.raises(UnitFailed, match=r"unit broken-step4 failed on .*ValueError: planted failure at step 4"):
         executor.run([Unit("broken", 4), Unit("posterior", 4, ("broken-step4",))], study, fake_work)
@@ -90,7 +91,7 @@ def test_ray_and_local_executors_agree(ray_cluster, tmp_path_factory, tmp_path, 
     reference = reference_run(tmp_path_factory)  # the local executor's run
     monkeypatch.setenv("CODEDYN_HOME", str(ray_cluster))
     result = run_study(tiny_config(executor={"kind": "ray"}), tmp_path / "run")
-    assert result.computed == [f"posterior-step{s}" for s in STEPS]
+    assert result.computed == UNITS
     assert {u["pid"] for u in result.units}.isdisjoint({os.getpid()})
     timings = json.loads((tmp_path / "run" / "timings.json").read_text())
     assert timings["executor"] == "ray"

@@ -7,7 +7,16 @@ import json
 import pandas as pd
 import pytest
 
-from tests.pipeline_support import STEPS, copy_run, reference_run, tiny_config, tiny_home, write_preset
+from tests.pipeline_support import (
+    STEPS,
+    UNITS,
+    assert_same_results,
+    copy_run,
+    reference_run,
+    tiny_config,
+    tiny_home,
+    write_preset,
+)
 
 
 @pytest.fixture()
@@ -54,40 +63,31 @@ def no_training(monkeypatch):
 def test_run_writes_every_stage_unit_and_output(reference):
     run = json.loads((reference / "run.json").read_text())
     assert run["status"] == "finished" and run["steps"] == list(STEPS)
-    assert run["computed"] == [f"posterior-step{s}" for s in STEPS]
-    assert set(run["outputs"]) >= {"influence", "susceptibility"}
+    assert run["computed"] == UNITS
+    assert set(run["outputs"]) >= {"influence", "susceptibility", "emergence"}
     timings = json.loads((reference / "timings.json").read_text())
     names = [s["stage"] for s in timings["stages"]]
     assert names[:4] == ["dataset", "suite", "study", "units"]
-    assert {"analysis:influence", "analysis:susceptibility"} <= set(names)
+    assert {"analysis:influence", "analysis:susceptibility", "analysis:emergence"} <= set(names)
     units = {u["unit"]: u for u in timings["units"]}
-    assert set(units) == {f"posterior-step{s}" for s in STEPS}
+    assert list(units) == UNITS
     stage = {s["stage"]: s for s in timings["stages"]}
-    # Sampling is model compute: a real share of every unit, never more than its wall time.
+    # Model forwards are a real share of every unit (sampling: forward and backward; the SAE units read residuals
+    # with forwards and train the SAE with plain tensor algebra, which is no model's forward), never more than it.
     for record in units.values():
         assert not record["cached"]
         assert 0 < record["model_seconds"] <= record["seconds"]
-        assert record["forward_seconds"] > 0 and record["backward_seconds"] > 0
-        assert record["peak_rss_mb"] > 50
+        assert record["forward_seconds"] > 0
+        assert (record["backward_seconds"] > 0) == (record["kind"] == "posterior")
+        assert record["peak_rss_mb"] > 50 and record["cpu_seconds"] > 0
     assert stage["units"]["seconds"] >= sum(u["seconds"] for u in units.values())
     assert 0 < timings["model_fraction"] < 1
     assert timings["total_seconds"] >= sum(s["seconds"] for s in timings["stages"]) * 0.99
     # Each computed unit also left its own timing record next to the run.
-    assert len(list((reference / "timings").glob("posterior-step*.json"))) == len(STEPS)
+    assert len(list((reference / "timings").glob("*-step*.json"))) == len(UNITS)
 
 
-def test_rerun_finds_every_unit_and_reproduces_the_tables(reference, tmp_path, sampled, no_training):
-    from codedyn.pipeline import run_study
-
-    again = run_study(tiny_config(), copy_run(reference, tmp_path / "run"))
-    assert sampled == [] and again.computed == []
-    assert all(u["cached"] and u["computed_earlier"]["seconds"] > 0 for u in again.units)
-    for name in ("influence/influence.parquet", "susceptibility/susceptibility.parquet"):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / name), pd.read_parquet(reference / name),
-                                      check_exact=True)
-
-
-def test_changed_sampling_setting_invalidates_exactly_the_posteriors(reference, tmp_path, monkeypatch, sampled,
+def test_changed_settings_invalidate_exactly_the_affected_units(reference, tmp_path, monkeypatch, sampled,
                                                                     no_training):
     import codedyn.pipeline as pipeline
     from codedyn.pipeline import plan_units, run_study, unit_is_stored
@@ -104,9 +104,14 @@ def test_changed_sampling_setting_invalidates_exactly_the_posteriors(reference, 
 
     result = run_study(tiny_config(sampling={"draws": 9}), run_dir)
     assert sampled == list(STEPS)
-    assert result.computed == [f"posterior-step{s}" for s in STEPS]
+    assert result.computed == [f"posterior-step{s}" for s in STEPS]  # the SAEs do not read the posterior
     after = sorted(p.name for p in (run_dir / "units").iterdir())
-    assert set(before) < set(after) and len(after) == 2 * len(STEPS)  # old units kept, new keys beside them
+    assert set(before) < set(after) and len(after) == len(before) + len(STEPS)  # old units kept beside new keys
+
+    # An SAE-only setting retrains the SAEs and resamples nothing.
+    sampled.clear()
+    result = run_study(tiny_config(sampling={"draws": 9}, emergence={"epochs": 1}), run_dir)
+    assert sampled == [] and result.computed == [f"sae-step{s}" for s in STEPS]
     assert result.study.dataset.card["hash"] == load_run(reference).manifest["data_hash"]
     assert result.study.suite.name == load_run(reference).manifest["suite"]
     assert load_run(run_dir).posterior(4).sizes["draw"] == 9
@@ -132,8 +137,10 @@ def test_load_run_returns_tables_and_posteriors(reference):
     assert {"dataset", "units"} <= {s["stage"] for s in run.timings["stages"]}
     with pytest.raises(KeyError, match="not a checkpoint of this run"):
         run.posterior(5)
-    with pytest.raises(FileNotFoundError, match="no emergence results|no such table"):
-        run.table("emergence")
+    assert {"step", "layer", "predictor", "split", "metric"} <= set(run.emergence.columns)
+    assert set(run.emergence["step"]) == set(STEPS)
+    with pytest.raises(FileNotFoundError, match="the run has no nonexistent results"):
+        run.table("nonexistent")
     with pytest.raises(FileNotFoundError, match="not a codedyn run directory"):
         codedyn.load_run(reference / "influence")
 
@@ -156,27 +163,35 @@ def test_transition_brackets_read_events_and_verdicts(tmp_path):
     (tmp_path / "influence" / "transitions.json").write_text(json.dumps({
         "CC/cov": {"events": [{"kind": "sign_flip", "step": 4, "between": [0, 4]}], "verdict": "no change"},
         "LLC/llc": {"events": [], "verdict": "phase transition at step 12"},
+        "L1/shuffled/auroc": {"events": [{"kind": "peak", "step": 1, "between": [0, 2]}], "verdict": "gradual"},
     }))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "transitions.json").write_text(json.dumps([{"peak": {"between": [12, 4]}}]))
     assert transition_brackets(tmp_path, [0, 4, 12]) == [(0, 4), (4, 12)]
 
 
-def test_refine_samples_only_the_new_checkpoint(reference, tmp_path, sampled, no_training):
+def test_refine_samples_only_the_new_checkpoint(reference, tmp_path, monkeypatch, sampled, no_training):
+    import codedyn.pipeline as pipeline
     from codedyn.pipeline import RefineError, refine_run, run_study
     from codedyn.runs.load import load_run
 
     run_dir = tmp_path / "run"
     copy_run(reference, run_dir)
-    run_study(tiny_config(suite={"steps": [0, 12]}), run_dir)  # both units found stored
+    with monkeypatch.context() as patch:  # a finished run of steps 0 and 12 (its analyses are not needed here)
+        patch.setattr(pipeline, "ANALYSES", ())
+        run_study(tiny_config(suite={"steps": [0, 12]}), run_dir)
     assert sampled == []
     planted = {"CC/cov": {"events": [{"kind": "sign_flip", "step": 12, "between": [0, 12], "detail": "planted"}],
                           "verdict": "no change"}}
     (run_dir / "influence" / "transitions.json").write_text(json.dumps(planted))
 
+    for name in ("emergence/transitions.json",):  # no other calls: only the planted bracket counts
+        (run_dir / name).write_text("{}")
+
     refined = refine_run(run_dir, max_new=1)
     assert refined.brackets == [(0, 12)] and refined.added == [6]
-    assert sampled == [6] and refined.run.computed == ["posterior-step6"]
+    # Only the new checkpoint is sampled; the SAE after it starts from step 6's, so it is retrained too.
+    assert sampled == [6] and refined.run.computed == ["posterior-step6", "sae-step6", "sae-step12"]
     run = load_run(run_dir)
     assert run.steps == (0, 6, 12) and run.config.suite.steps == (0, 6, 12)
     assert sorted(set(run.influence["step"])) == [0, 6, 12]
@@ -188,7 +203,7 @@ def test_refine_samples_only_the_new_checkpoint(reference, tmp_path, sampled, no
         refine_run(run_dir)
 
 
-def test_cli_run_prints_the_stage_summary(reference, tmp_path, sampled):
+def test_cli_rerun_finds_every_unit_and_prints_the_stage_summary(reference, tmp_path, sampled, no_training):
     from typer.testing import CliRunner
 
     from codedyn.cli import app
@@ -197,8 +212,11 @@ def test_cli_run_prints_the_stage_summary(reference, tmp_path, sampled):
     preset = write_preset(tmp_path / "tiny.yaml")
     outcome = CliRunner().invoke(app, ["run", "--preset", str(preset), "--out", str(run_dir)])
     assert outcome.exit_code == 0, outcome.output
-    assert sampled == []
-    assert "analysis:influence" in outcome.output and "0 units computed, 3 found stored" in outcome.output
+    assert sampled == [] and json.loads((run_dir / "run.json").read_text())["computed"] == []
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert all(u["cached"] and u["computed_earlier"]["seconds"] > 0 for u in timings["units"])
+    assert_same_results(reference, run_dir)
+    assert "analysis:influence" in outcome.output and f"0 units computed, {len(UNITS)} found stored" in outcome.output
     assert outcome.stdout.strip().splitlines()[-1] == str(run_dir)
 
     bad = CliRunner().invoke(app, ["run", "--preset", str(preset), "--out", str(run_dir), "--executor", "slurm"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_support import STEPS, assert_same_results, reference_run, tiny_config, tiny_home, write_preset
+from tests.pipeline_support import UNITS, assert_same_results, reference_run, tiny_config, tiny_home, write_preset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path_factory, tmp_path, mon
         process.stderr.close()
     assert process.returncode == -signal.SIGKILL
     stored = sorted(p.parent.name for p in run_dir.glob("units/*/completed"))
-    assert 1 <= len(stored) < len(STEPS)
+    assert 1 <= len(stored) < len(UNITS)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
     assert not (run_dir / "timings.json").exists()
 
@@ -53,7 +53,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path_factory, tmp_path, mon
     resumed = run_study(tiny_config(), run_dir)
     cached = {Path(u["folder"]).name for u in resumed.units if u["cached"]}
     assert cached == set(stored)
-    assert len(resumed.computed) == len(STEPS) - len(stored)
+    assert len(resumed.computed) == len(UNITS) - len(stored)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert not list((run_dir / "units").glob(".*"))  # the killed unit's half-built folder was cleared
     assert_same_results(reference, run_dir)

@@ -1,0 +1,714 @@
+"""Experiment 2: feature emergence. An SAE per checkpoint, correctness latents, their accuracy over training.
+
+The method of Tahimic & Cheng (2025), "Mechanistic Interpretability of Code Correctness in LLMs via Sparse
+Autoencoders", applied at every checkpoint with the same SAE architecture and hyperparameters:
+
+1. read resid_post at the **final token** of prompt + code for every dataset sample, and at every token of corpus
+   windows (SAE training and metrics) and at the final token of held-out corpus windows (the general text);
+2. train a TopK SAE per layer (:mod:`codedyn.models.sae`); report explained variance, L0, dead fraction and the CE
+   loss recovered when the reconstruction is spliced into the model, each with an interval over held-out windows;
+3. score every latent on the **analysis split** only: separation = P(fires | correct) - P(fires | incorrect)
+   and Welch's t of its activation; latents firing on more than ``general_threshold`` of the general windows' final
+   tokens are dropped ("general" latents, the thesis' per-sample filter);
+4. pick the top correct-predicting latent (largest separation, ties by t) and the top incorrect-predicting one
+   (smallest separation); the "best latent" is the one of the two with the larger AUROC on the analysis split;
+5. choose each predictor's threshold on the **tuning split** (max F1 over non-trivial thresholds, see
+   :func:`best_threshold`; "score > threshold" predicts the predictor's class), and
+   report AUROC, F1, precision and recall on the **validation split**, with bootstrap intervals that resample
+   validation problems (a problem's samples stay together). The best latent's interval redoes the selection and
+   the threshold in every replicate on resampled analysis and tuning problems (:func:`selection_bootstrap`), so it
+   also covers the luck of picking a latent; the other intervals are conditional on the chosen predictor. The same
+   problem resamples are used at every checkpoint, so differences between checkpoints are paired;
+6. controls: a logistic-regression probe on the raw standardised residual (fitted on analysis, threshold on
+   tuning), the same selection under labels permuted within the analysis split (``shuffles`` permutations: how
+   good does a latent look that was selected on noise?), and a seeded random live, non-general latent;
+7. per mutation operator: the fraction of validation incorrect samples each predictor flags as incorrect at its
+   threshold (and the false-alarm rate on correct samples).
+
+Split hygiene is enforced (:func:`check_split_hygiene`: no problem in two splits) and the selection functions only
+ever receive the analysis rows. Over training (:func:`compute_emergence`): AUROC / F1 curves with intervals, the LLC
+of Experiment 1 on a twin axis when it exists, the toy suite's induction formation, and the sharp-vs-gradual verdict
+of :func:`codedyn.analysis.transitions.classify_trajectory` on the validation bootstrap replicates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codedyn.progress import SILENT, Progress
+
+EMERGENCE_DIR = "emergence"
+UNIT_FORMAT = 3  # bump when a change here changes what a unit stores
+SPLITS = ("analysis", "tuning", "validation")
+METRICS = ("auroc", "f1", "precision", "recall")
+PREDICTORS = ("best_latent", "correct_latent", "incorrect_latent", "probe", "shuffled", "random_latent")
+CURVES = ("best_latent", "probe", "shuffled", "random_latent")  # drawn over training and tested for transitions
+
+
+class SplitLeak(ValueError):
+    """A problem appears in more than one split (or a split name is unknown)."""
+
+
+# -------------------------------------------------------------------------------------------------- splits
+
+
+def check_split_hygiene(samples) -> None:
+    """Raise :class:`SplitLeak` if any problem id has samples in two splits, or a split is not a known one."""
+    unknown = sorted(set(samples["split"]) - set(SPLITS))
+    if unknown:
+        raise SplitLeak(f"unknown split name(s) {unknown}; expected {list(SPLITS)}")
+    per_problem = samples.groupby("problem_id")["split"].nunique()
+    leaked = sorted(per_problem[per_problem > 1].index)
+    if leaked:
+        raise SplitLeak(f"{len(leaked)} problem(s) appear in more than one split, e.g. {leaked[:3]}")
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the analysis needs about the samples: correctness, split, problem and operator per row."""
+
+    is_correct: np.ndarray  # [N] bool
+    split: np.ndarray  # [N] str
+    problem: np.ndarray  # [N] int code
+    operator: np.ndarray  # [N] object (None for correct samples)
+
+    @classmethod
+    def from_samples(cls, samples) -> Labels:
+        check_split_hygiene(samples)
+        codes = {pid: k for k, pid in enumerate(sorted(set(samples["problem_id"])))}
+        operator = samples["operator"] if "operator" in samples else [None] * len(samples)
+        return cls(samples["is_correct"].to_numpy(dtype=bool), samples["split"].to_numpy(dtype=object),
+                   np.asarray([codes[p] for p in samples["problem_id"]]),
+                   np.asarray([o if isinstance(o, str) else None for o in operator], dtype=object))
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+
+# -------------------------------------------------------------------------------------------------- scoring
+
+
+def welch_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Welch's t per column of a [n_a, m] vs b [n_b, m]: (mean_a - mean_b) / sqrt(var_a / n_a + var_b / n_b);
+    NaN where both groups are constant."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    se = np.sqrt(a.var(axis=0, ddof=1) / a.shape[0] + b.var(axis=0, ddof=1) / b.shape[0])
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    return np.divide(diff, se, out=np.full(diff.shape, np.nan), where=se > 0)
+
+
+def latent_scores(latents: np.ndarray, is_correct: np.ndarray) -> dict[str, np.ndarray]:
+    """Per latent (columns of latents [n, m]): firing fractions among correct / incorrect samples, separation score
+    (their difference) and Welch's t of the activation (correct minus incorrect)."""
+    fires = latents > 0
+    correct, incorrect = latents[is_correct], latents[~is_correct]
+    if correct.shape[0] < 2 or incorrect.shape[0] < 2:
+        raise ValueError("scoring needs at least two correct and two incorrect samples")
+    frac_c, frac_i = fires[is_correct].mean(axis=0), fires[~is_correct].mean(axis=0)
+    return {"frac_correct": frac_c, "frac_incorrect": frac_i, "separation": frac_c - frac_i,
+            "welch_t": welch_t(correct, incorrect)}
+
+
+def select_latents(scores: dict[str, np.ndarray], eligible: np.ndarray) -> tuple[int, int]:
+    """(top correct-predicting, top incorrect-predicting) latent among ``eligible`` ones: largest / smallest
+    separation, ties broken by Welch's t (NaN t counts as 0)."""
+    idx = np.flatnonzero(eligible)
+    if idx.size == 0:
+        raise ValueError("no eligible latent to select from")
+    sep, t = scores["separation"][idx], np.nan_to_num(scores["welch_t"][idx])
+    best_correct = idx[np.lexsort((-t, -sep))[0]]
+    best_incorrect = idx[np.lexsort((t, sep))[0]]
+    return int(best_correct), int(best_incorrect)
+
+
+# -------------------------------------------------------------------------------------------------- metrics
+
+
+def auroc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | float:
+    """Mann-Whitney AUROC of ``score`` for the ``positive`` class (ties count 1/2); with ``weights`` [B, n]
+    (bootstrap multiplicities) one value per row."""
+    score, positive = np.asarray(score, dtype=np.float64), np.asarray(positive, dtype=bool)
+    s_pos, s_neg = score[positive], score[~positive]
+    wins = (s_pos[:, None] > s_neg[None, :]) + 0.5 * (s_pos[:, None] == s_neg[None, :])  # [P, Q]
+    if weights is None:
+        return float(wins.mean()) if wins.size else math.nan
+    w = np.atleast_2d(weights)
+    w_pos, w_neg = w[:, positive], w[:, ~positive]
+    denominator = w_pos.sum(axis=1) * w_neg.sum(axis=1)
+    numerator = np.einsum("bp,pq,bq->b", w_pos, wins, w_neg)
+    return np.divide(numerator, denominator, out=np.full(w.shape[0], np.nan), where=denominator > 0)
+
+
+def classification_metrics(predicted: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 of boolean predictions [n] for the ``positive`` class, weighted by rows of [B, n]."""
+    w = np.atleast_2d(weights).astype(np.float64)
+    tp = w @ (predicted & positive)
+    fp = w @ (predicted & ~positive)
+    fn = w @ (~predicted & positive)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def best_threshold(score: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The threshold maximising F1 of "score > threshold" on these (tuning) samples, among the midpoints between
+    sorted distinct scores; ties go to the lowest threshold; ``weights`` [n] are bootstrap multiplicities. The
+    trivial rule "everything is positive" is not a candidate: it is no detector, yet wins max-F1 whenever the signal
+    is weak (F1 = 2p / (1 + p), 0.67 for balanced classes). With a single distinct score the threshold is that score
+    (a latent that never fires on the tuning split predicts its class when it fires)."""
+    score = np.asarray(score, dtype=np.float64)
+    w = np.ones(score.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+    values = np.unique(score[w > 0])
+    if values.size < 2:
+        return float(values[0]) if values.size else 0.0
+    candidates = (values[:-1] + values[1:]) / 2
+    predicted = score[None, :] > candidates[:, None]  # [C, n]
+    tp = predicted.astype(np.float64) @ (w * positive)
+    f1 = 2 * tp / (predicted.astype(np.float64) @ w + (w * positive).sum())
+    return float(candidates[int(np.argmax(f1))])
+
+
+def problem_weights(problem: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap weights [n_boot, n] resampling the problems of these samples (each problem's samples share its
+    multiplicity). The same seed and problems give the same resamples at every checkpoint."""
+    codes, inverse = np.unique(problem, return_inverse=True)
+    picks = np.random.default_rng(seed).integers(0, codes.size, (n_boot, codes.size))
+    counts = np.zeros((n_boot, codes.size))
+    np.add.at(counts, (np.arange(n_boot)[:, None], picks), 1.0)
+    return counts[:, inverse]
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A scalar score per sample; "score > threshold" predicts class ``positive_correct`` (True = correct)."""
+
+    name: str
+    score: np.ndarray  # [N] over all samples
+    positive_correct: bool
+    threshold: float
+    latent: int = -1  # SAE latent index, -1 for the probe
+
+    def positive(self, labels: Labels) -> np.ndarray:
+        return labels.is_correct if self.positive_correct else ~labels.is_correct
+
+    def flags_incorrect(self) -> np.ndarray:
+        above = self.score > self.threshold
+        return ~above if self.positive_correct else above
+
+
+def evaluate(predictor: Predictor, labels: Labels, split: str, weights: np.ndarray) -> dict[str, tuple]:
+    """metric -> (value, replicates [B]) on one split; ``weights`` [B, n_split] from :func:`problem_weights`."""
+    rows = labels.rows(split)
+    score, positive = predictor.score[rows], predictor.positive(labels)[rows]
+    predicted = score > predictor.threshold
+    ones = np.ones((1, rows.size))
+    point = {"auroc": auroc(score, positive, ones), **classification_metrics(predicted, positive, ones)}
+    reps = {"auroc": auroc(score, positive, weights), **classification_metrics(predicted, positive, weights)}
+    return {m: (float(point[m][0]), reps[m]) for m in METRICS}
+
+
+def make_latent_predictor(name: str, latents: np.ndarray, latent: int, positive_correct: bool,
+                          labels: Labels) -> Predictor:
+    """A latent's activation as a predictor, thresholded on the tuning split."""
+    score = latents[:, latent].astype(np.float64)
+    tune = labels.rows("tuning")
+    positive = labels.is_correct if positive_correct else ~labels.is_correct
+    return Predictor(name, score, positive_correct, best_threshold(score[tune], positive[tune]), latent)
+
+
+def _select_predictors(latents: np.ndarray, is_correct_analysis: np.ndarray, eligible: np.ndarray,
+                       labels: Labels, prefix: str = "") -> tuple[list[Predictor], Predictor, dict]:
+    """Selection on the analysis rows (with the given analysis labels), thresholds on tuning."""
+    analysis = labels.rows("analysis")
+    scores = latent_scores(latents[analysis], is_correct_analysis)
+    top_correct, top_incorrect = select_latents(scores, eligible)
+    chosen = [make_latent_predictor(f"{prefix}correct_latent", latents, top_correct, True, labels),
+              make_latent_predictor(f"{prefix}incorrect_latent", latents, top_incorrect, False, labels)]
+    in_sample = [auroc(p.score[analysis], is_correct_analysis if p.positive_correct else ~is_correct_analysis)
+                 for p in chosen]
+    best = chosen[int(np.argmax(in_sample))]
+    return chosen, best, scores
+
+
+def selection_bootstrap(latents: np.ndarray, labels: Labels, eligible: np.ndarray,
+                        weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Validation replicates [B] of the best latent's metrics with the **selection redone in every replicate**:
+    replicate b resamples analysis, tuning and validation problems (``weights[split][b]``), picks the top correct-
+    and incorrect-predicting latents by weighted separation (ties by the weighted difference of mean activations,
+    a stand-in for Welch's t), keeps the one with the higher weighted analysis AUROC, thresholds it on the weighted
+    tuning split and evaluates it on the weighted validation split. Its spread holds the luck of the selection as
+    well as the validation sampling, which matters when the chosen latent changes between checkpoints."""
+    analysis, tune, valid = labels.rows("analysis"), labels.rows("tuning"), labels.rows("validation")
+    acts = latents[analysis].astype(np.float64)
+    fires = (acts > 0).astype(np.float64)
+    correct = labels.is_correct[analysis]
+    w_a = weights["analysis"]
+    w_c, w_i = w_a * correct, w_a * ~correct  # [B, n_a]
+    n_c, n_i = w_c.sum(axis=1, keepdims=True), w_i.sum(axis=1, keepdims=True)
+    sep = w_c @ fires / n_c - w_i @ fires / n_i  # [B, m]
+    diff = w_c @ acts / n_c - w_i @ acts / n_i
+    key = sep + 1e-6 * diff / (1 + np.abs(diff))  # the tie-breaker never outweighs one sample of separation
+    top_c = np.where(eligible, key, -np.inf).argmax(axis=1)
+    top_i = np.where(eligible, key, np.inf).argmin(axis=1)
+    out = {m: np.empty(w_a.shape[0]) for m in METRICS}
+    for b in range(w_a.shape[0]):
+        options = []
+        for latent, positive_correct in ((top_c[b], True), (top_i[b], False)):
+            positive = correct if positive_correct else ~correct
+            options.append((float(auroc(acts[:, latent], positive, w_a[b : b + 1])[0]), latent, positive_correct))
+        _, latent, positive_correct = max(options, key=lambda o: -np.inf if np.isnan(o[0]) else o[0])
+        score = latents[:, latent].astype(np.float64)
+        positive = labels.is_correct if positive_correct else ~labels.is_correct
+        threshold = best_threshold(score[tune], positive[tune], weights["tuning"][b])
+        w_v = weights["validation"][b : b + 1]
+        out["auroc"][b] = auroc(score[valid], positive[valid], w_v)[0]
+        for m, value in classification_metrics(score[valid] > threshold, positive[valid], w_v).items():
+            out[m][b] = value[0]
+    return out
+
+
+def fit_probe(resid: np.ndarray, labels: Labels, c: float, seed: int) -> Predictor:
+    """Logistic regression (standardised features, L2, inverse strength ``c``) fitted on the analysis split;
+    score = P(correct); threshold on tuning."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    analysis, tune = labels.rows("analysis"), labels.rows("tuning")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    model.fit(resid[analysis].astype(np.float64), labels.is_correct[analysis])
+    score = model.predict_proba(resid.astype(np.float64))[:, list(model.classes_).index(True)]
+    return Predictor("probe", score, True, best_threshold(score[tune], labels.is_correct[tune]))
+
+
+@dataclass
+class LayerAnalysis:
+    """Everything one layer of one checkpoint contributes: latent scores, selection, metrics with replicates."""
+
+    scores: Any  # DataFrame, one row per latent
+    selection: dict
+    metrics: list[dict]  # rows: predictor, latent, split, metric, value, low, high
+    replicates: dict[str, np.ndarray]  # "<predictor>/<metric>" -> validation replicates [B]
+    operators: list[dict]  # rows: predictor, operator, n, value, low, high
+
+
+def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarray, labels: Labels,
+                  general_threshold: float, probe_c: float, shuffles: int, n_boot: int, seed: int) -> LayerAnalysis:
+    """Score, select and evaluate every predictor of one layer.
+
+    latents [N, m]: final-token SAE latent activations of every sample; resid [N, d]: the raw final-token
+    residuals (probe); general_freq [m]: firing fraction on the general windows' final tokens.
+    """
+    import pandas as pd
+
+    from codedyn.analysis.stats import percentile_ci
+
+    analysis = labels.rows("analysis")
+    general = general_freq > general_threshold
+    eligible = ~general
+    fallback = not eligible.any()
+    if fallback:  # every latent is general: score all of them rather than none (recorded in the selection)
+        eligible = np.ones_like(general)
+    chosen, best, scores = _select_predictors(latents, labels.is_correct[analysis], eligible, labels)
+    predictors = [Predictor("best_latent", best.score, best.positive_correct, best.threshold, best.latent), *chosen,
+                  fit_probe(resid, labels, probe_c, seed)]
+    rng = np.random.default_rng(seed)
+    live = eligible & (latents[analysis] > 0).any(axis=0)
+    pool = np.flatnonzero(live) if live.any() else np.flatnonzero(eligible)
+    random_latent = int(rng.choice(pool))
+    predictors.append(make_latent_predictor("random_latent", latents, random_latent,
+                                            bool(scores["separation"][random_latent] >= 0), labels))
+    shuffled = []
+    for s in range(shuffles):
+        permuted = np.random.default_rng([seed, s]).permutation(labels.is_correct[analysis])
+        shuffled.append(_select_predictors(latents, permuted, eligible, labels, prefix="shuffled_")[1])
+
+    weights = {split: problem_weights(labels.problem[labels.rows(split)], n_boot, seed) for split in SPLITS}
+    metrics, replicates = [], {}
+    for split in SPLITS:
+        for predictor in predictors:
+            for metric, (value, reps) in evaluate(predictor, labels, split, weights[split]).items():
+                metrics.append({"predictor": predictor.name, "latent": predictor.latent, "split": split,
+                                "metric": metric, **percentile_ci(reps, value).to_dict()})
+                if split == "validation":
+                    replicates[f"{predictor.name}/{metric}"] = reps
+        if split == "validation":  # the best latent's interval also covers the luck of its selection
+            redone = selection_bootstrap(latents, labels, eligible, weights)
+            for row in metrics:
+                if row["predictor"] == "best_latent" and row["split"] == "validation":
+                    row.update(percentile_ci(redone[row["metric"]], row["value"]).to_dict())
+                    replicates[f"best_latent/{row['metric']}"] = redone[row["metric"]]
+        # Shuffled control: mean over permutations; replicate b comes from permutation b mod shuffles, so the
+        # interval holds both the permutation spread and the validation resampling.
+        results = [evaluate(p, labels, split, weights[split]) for p in shuffled]
+        for metric in METRICS:
+            value = float(np.mean([r[metric][0] for r in results]))
+            stacked = np.stack([r[metric][1] for r in results])  # [S, B]
+            reps = stacked[np.arange(n_boot) % len(shuffled), np.arange(n_boot)]
+            metrics.append({"predictor": "shuffled", "latent": -1, "split": split, "metric": metric,
+                            **percentile_ci(reps, value).to_dict()})
+            if split == "validation":
+                replicates[f"shuffled/{metric}"] = reps
+
+    operators = operator_breakdown([predictors[0], predictors[3]], labels, weights["validation"])
+    table = pd.DataFrame({"latent": np.arange(latents.shape[1]), **scores, "general_freq": general_freq,
+                          "general": general})
+    selection = {
+        "correct_latent": chosen[0].latent, "incorrect_latent": chosen[1].latent,
+        "best_latent": best.latent, "best_predicts": "correct" if best.positive_correct else "incorrect",
+        "thresholds": {p.name: p.threshold for p in predictors},
+        "random_latent": random_latent,
+        "shuffled_latents": [p.latent for p in shuffled],
+        "n_general": int(general.sum()), "n_eligible": int(eligible.sum()), "general_filter_fallback": fallback,
+        "separation": {name: float(scores["separation"][p.latent]) for name, p in
+                       (("correct_latent", chosen[0]), ("incorrect_latent", chosen[1]))},
+        "welch_t": {name: float(scores["welch_t"][p.latent]) for name, p in
+                    (("correct_latent", chosen[0]), ("incorrect_latent", chosen[1]))},
+    }
+    return LayerAnalysis(table, selection, metrics, replicates, operators)
+
+
+def operator_breakdown(predictors: list[Predictor], labels: Labels, weights: np.ndarray) -> list[dict]:
+    """Per predictor and mutation operator: fraction of validation incorrect samples flagged incorrect at the
+    predictor's threshold (``operator`` "correct (false alarm)" for the correct samples), with problem-bootstrap
+    intervals."""
+    from codedyn.analysis.stats import percentile_ci
+
+    rows = labels.rows("validation")
+    groups = {op: (labels.operator[rows] == op) & ~labels.is_correct[rows]
+              for op in sorted({o for o in labels.operator[rows] if o is not None})}
+    groups["correct (false alarm)"] = labels.is_correct[rows]
+    out = []
+    for predictor in predictors:
+        flagged = predictor.flags_incorrect()[rows].astype(np.float64)
+        for operator, mask in groups.items():
+            if not mask.any():
+                continue
+            w = weights[:, mask]
+            total = w.sum(axis=1)
+            reps = np.divide(w @ flagged[mask], total, out=np.full(total.shape, np.nan), where=total > 0)
+            out.append({"predictor": predictor.name, "operator": operator, "n": int(mask.sum()),
+                        **percentile_ci(reps, float(flagged[mask].mean())).to_dict()})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- units
+
+
+def previous_step(study, step: int) -> int | None:
+    """The study checkpoint before ``step`` (None for the first)."""
+    earlier = [s for s in study.steps if s < step]
+    return earlier[-1] if earlier else None
+
+
+def emergence_key(study, step: int) -> str:
+    """Hash of everything that changes a unit: suite, step, dataset, EmergenceConfig, and (init from previous)
+    the previous unit's key."""
+    from codedyn.runs.store import content_hash
+
+    config = study.config.emergence
+    previous = previous_step(study, step) if config.init_from_previous else None
+    return content_hash({
+        "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
+        "emergence": config.model_dump(mode="json"), "format": UNIT_FORMAT,
+        "previous": emergence_key(study, previous) if previous is not None else None,
+    })
+
+
+def emergence_unit_dir(study, step: int) -> Path:
+    from codedyn.sampling.posterior import UNITS_DIR
+
+    return Path(study.run_dir) / UNITS_DIR / f"sae-step{step}-{emergence_key(study, step)}"
+
+
+def _flat(x):
+    return x.reshape(-1, x.shape[-1])
+
+
+def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
+    """Train (or find cached) the SAEs of one checkpoint and store every per-checkpoint result; returns the unit
+    folder ``<run>/units/sae-step<N>-<key>/``. Depends only on (study, step); written atomically."""
+    import time
+
+    import pandas as pd
+    import torch
+
+    from codedyn.models.activations import (
+        ce_loss_recovered,
+        corpus_windows,
+        final_token_residuals,
+        resolve_layers,
+        window_residuals,
+    )
+    from codedyn.models.sae import TopKSAE, decoder_cosines, sae_metrics, train_sae
+    from codedyn.runs.store import is_completed, staging_dir, write_json
+
+    unit = emergence_unit_dir(study, step)
+    if is_completed(unit):
+        return unit
+    config = study.config.emergence
+    previous = previous_step(study, step) if config.init_from_previous else None
+    previous_unit = emergence_unit(study, previous, progress) if previous is not None else None
+    started = time.perf_counter()
+    samples = study.dataset.samples
+    labels = Labels.from_samples(samples)
+    checkpoint = study.suite.load(step, device=study.config.suite.device)
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    layers = resolve_layers(model.config.num_hidden_layers, config.layers)
+    n_train = math.ceil(config.train_tokens / config.window_length)
+    train_windows = corpus_windows(tokenizer, "train", n_train, config.window_length, config.seed)
+    held = corpus_windows(tokenizer, "heldout", config.eval_windows + config.general_windows, config.window_length,
+                          config.seed + 1)
+    eval_windows, general_windows = held[: config.eval_windows], held[config.eval_windows :]
+    train_resid = window_residuals(model, train_windows, layers)
+    eval_resid = window_residuals(model, eval_windows, layers)
+    general_resid = {layer: r[:, -1] for layer, r in window_residuals(model, general_windows, layers).items()}
+    dataset_resid = final_token_residuals(model, tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(),
+                                          layers, config.max_sample_tokens)
+    captured = time.perf_counter()
+
+    bar = progress.task(f"SAEs step {step}: epochs", total=config.epochs * len(layers))
+    saes, metrics_by_layer, analyses, arrays = {}, {}, {}, {"sample_id": samples["sample_id"].to_numpy(dtype=str)}
+    for layer in layers:
+        init = TopKSAE.load(previous_unit, layer) if previous_unit is not None else None
+        sae, log = train_sae(_flat(train_resid[layer]), config.width, config.k, config.epochs, config.batch_size,
+                             config.lr, config.aux_k, config.aux_coef, config.dead_tokens, config.seed + layer,
+                             init=init, progress_task=bar)
+        sae.meta.update({"step": step, "suite": study.suite.name})
+        saes[layer] = sae
+        metrics = {"layer": layer, **sae_metrics(sae, eval_resid[layer], config.n_bootstrap, config.seed),
+                   **ce_loss_recovered(model, eval_windows, layer, sae, config.n_bootstrap, config.seed),
+                   **{f"train_{key}": value for key, value in log.to_dict().items()}}
+        if init is not None:
+            cosines = decoder_cosines(sae, init)
+            arrays[f"decoder_cosine_L{layer}"] = cosines
+            metrics.update({"decoder_cosine_mean": float(cosines.mean()),
+                            "decoder_cosine_median": float(np.median(cosines))})
+        with torch.no_grad():
+            latents = sae.encode(torch.as_tensor(dataset_resid[layer], device=sae.W_enc.device)).cpu().numpy()
+            general_freq = (sae.encode(general_resid[layer]) > 0).float().mean(dim=0).cpu().numpy()
+        arrays[f"latents_L{layer}"] = latents.astype(np.float32)
+        arrays[f"resid_L{layer}"] = dataset_resid[layer]
+        arrays[f"general_freq_L{layer}"] = general_freq
+        analyses[layer] = analyse_layer(latents, dataset_resid[layer], general_freq, labels,
+                                        config.general_threshold, config.probe_c, config.shuffles,
+                                        config.n_bootstrap, config.seed)
+        metrics_by_layer[layer] = metrics
+    finished = time.perf_counter()
+
+    with staging_dir(unit) as stage:
+        for layer, sae in saes.items():
+            sae.save(stage, layer)
+        np.savez_compressed(stage / "arrays.npz", **arrays)
+        pd.concat([a.scores.assign(layer=layer) for layer, a in analyses.items()], ignore_index=True).to_parquet(
+            stage / "scores.parquet", index=False)
+        pd.DataFrame([{"step": step, "layer": layer, **row} for layer, a in analyses.items() for row in a.metrics]
+                     ).to_parquet(stage / "metrics.parquet", index=False)
+        pd.DataFrame([{"step": step, "layer": layer, **row} for layer, a in analyses.items() for row in a.operators]
+                     ).to_parquet(stage / "operators.parquet", index=False)
+        np.savez_compressed(stage / "replicates.npz", **{f"L{layer}/{name}": reps for layer, a in analyses.items()
+                                                        for name, reps in a.replicates.items()})
+        write_json(stage / "selection.json", {str(layer): a.selection for layer, a in analyses.items()})
+        write_json(stage / "sae_metrics.json", {str(layer): m for layer, m in metrics_by_layer.items()})
+        write_json(stage / "unit.json", {
+            "kind": "sae", "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
+            "key": emergence_key(study, step), "layers": list(layers), "previous_step": previous,
+            "emergence": config.model_dump(mode="json"),
+            "seconds": {"capture": captured - started, "train_and_analyse": finished - captured,
+                        "total": finished - started},
+        })
+    return unit
+
+
+def load_sae(source, step: int | None = None, layer: int | None = None, device: str = "cpu"):
+    """The SAE(s) of one checkpoint: ``load_sae(unit_dir)`` or ``load_sae(study, step)``; returns {layer: TopKSAE},
+    or one TopKSAE when ``layer`` is given (FileNotFoundError when the unit was never trained)."""
+    import json
+
+    from codedyn.models.sae import TopKSAE
+    from codedyn.runs.store import is_completed
+
+    if isinstance(source, str | Path):
+        unit = Path(source)
+    else:
+        if step is None:
+            raise ValueError("load_sae(study, step): the step is required with a study")
+        unit = emergence_unit_dir(source, step)
+    if not is_completed(unit):
+        raise FileNotFoundError(f"no completed SAE unit at {unit}; run `codedyn emergence` first")
+    layers = json.loads((unit / "unit.json").read_text())["layers"]
+    if layer is not None:
+        return TopKSAE.load(unit, layer, device)
+    return {int(lay): TopKSAE.load(unit, int(lay), device) for lay in layers}
+
+
+# ---------------------------------------------------------------------------------------------------- run / compute
+
+
+def run_emergence(study, progress: Progress | None = None) -> dict:
+    """Train (or reuse) every checkpoint's SAE unit, then compute and store the results over training."""
+    progress = progress or SILENT
+    bar = progress.task("emergence: checkpoints", total=len(study.steps))
+    for step in study.steps:
+        emergence_unit(study, step, progress)
+        bar.advance()
+    return compute_emergence(study)
+
+
+def _stored_units(study) -> list[tuple[int, Path]]:
+    from codedyn.runs.store import is_completed
+
+    units = []
+    for step in study.steps:
+        unit = emergence_unit_dir(study, step)
+        if not is_completed(unit):
+            raise FileNotFoundError(f"step {step} has no completed SAE unit ({unit}); run `codedyn emergence`")
+        units.append((step, unit))
+    return units
+
+
+def _llc_curve(study, steps):
+    """(values, lows, highs) of the LLC at these steps from Experiment 1's table, when every step is there."""
+    import pandas as pd
+
+    path = Path(study.run_dir) / "influence" / "influence.parquet"
+    if not path.is_file():
+        return None
+    table = pd.read_parquet(path)
+    llc = table[table["quantity"] == "LLC"].set_index("step")
+    if not set(steps) <= set(llc.index):
+        return None
+    llc = llc.loc[list(steps)]
+    return llc["value"].to_numpy(), llc["low"].to_numpy(), llc["high"].to_numpy()
+
+
+def compute_emergence(study) -> dict:
+    """Pure analysis of the stored units: tables (parquet), transition calls (json), figures (PNG + PDF).
+
+    Returns ``{"table", "calls", "folder"}``; ``table`` holds every (step, layer, predictor, split, metric) with its
+    interval.
+    """
+    import json
+
+    import pandas as pd
+
+    from codedyn.analysis.transitions import classify_trajectory
+    from codedyn.report.plots import save_figure
+    from codedyn.runs.store import write_json
+
+    out = study.output_dir(EMERGENCE_DIR)
+    units = _stored_units(study)
+    steps = [s for s, _ in units]
+    table = pd.concat([pd.read_parquet(u / "metrics.parquet") for _, u in units], ignore_index=True)
+    operators = pd.concat([pd.read_parquet(u / "operators.parquet") for _, u in units], ignore_index=True)
+    sae_rows, selections, replicates = [], [], {}
+    for step, unit in units:
+        for layer, metrics in json.loads((unit / "sae_metrics.json").read_text()).items():
+            sae_rows.append({"step": step, **metrics, "layer": int(layer)})
+        for layer, chosen in json.loads((unit / "selection.json").read_text()).items():
+            selections.append({"step": step, "layer": int(layer), **{k: v for k, v in chosen.items()
+                                                                      if not isinstance(v, dict | list)}})
+        with np.load(unit / "replicates.npz") as stored:
+            for name in stored.files:
+                replicates.setdefault(name, []).append(stored[name])
+    sae_table = pd.DataFrame(sae_rows)
+    table.to_parquet(out / "emergence.parquet", index=False)
+    operators.to_parquet(out / "operators.parquet", index=False)
+    sae_table.to_parquet(out / "sae_metrics.parquet", index=False)
+    pd.DataFrame(selections).to_parquet(out / "selection.parquet", index=False)
+    stacked = {name: np.stack(reps) for name, reps in replicates.items()}  # [n_steps, B]
+    np.savez_compressed(out / "bootstrap_replicates.npz", steps=np.asarray(steps), **stacked)
+
+    layers = sorted(set(table["layer"]))
+    validation = table[table["split"] == "validation"]
+    calls = {}
+    for layer in layers:
+        for predictor in CURVES:
+            for metric in ("auroc", "f1"):
+                if predictor in ("shuffled", "random_latent") and metric == "f1":
+                    continue
+                rows = validation[(validation["layer"] == layer) & (validation["predictor"] == predictor)
+                                  & (validation["metric"] == metric)].set_index("step").loc[steps]
+                reps = stacked[f"L{layer}/{predictor}/{metric}"]
+                name = f"L{layer}/{predictor}/{metric}"
+                if len(steps) < 2:
+                    calls[name] = {"verdict": "no change", "step": None, "evidence": [],
+                                   "test": "needs at least two checkpoints"}
+                    continue
+                found = classify_trajectory(steps, np.nan_to_num(reps, nan=float(np.nanmean(reps))),
+                                            values=rows["value"].to_numpy())
+                calls[name] = found
+    write_json(out / "transitions.json", calls)
+    llc = _llc_curve(study, steps)
+    for layer in layers:
+        for metric in ("auroc", "f1"):
+            save_figure(emergence_figure(validation, layer, metric, calls, study, steps, llc),
+                        out / f"emergence_{metric}_L{layer}")
+        save_figure(operator_figure(operators, layer, steps), out / f"operator_detection_L{layer}")
+    save_figure(sae_quality_figure(sae_table, steps), out / "sae_quality")
+    return {"table": table, "calls": calls, "folder": out}
+
+
+LABELS = {"best_latent": "best latent", "probe": "probe (raw residual)", "shuffled": "shuffled labels",
+          "random_latent": "random latent"}
+
+
+def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:
+    events = []
+    for predictor in ("best_latent", "probe"):
+        found = calls.get(f"L{layer}/{predictor}/{metric}", {})
+        if found.get("step") is not None:
+            events.append({"step": found["step"], "kind": "jump", "label": f"{LABELS[predictor]} transition"})
+    formation = (study.suite_record or {}).get("formation", {})
+    if formation.get("formed"):
+        events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
+    return events
+
+
+def emergence_figure(validation, layer: int, metric: str, calls: dict, study, steps, llc=None):
+    """Validation AUROC or F1 of the best latent, the probe and the controls over training (95% CIs)."""
+    from codedyn.report.plots import training_curves
+
+    curves = {}
+    for predictor in CURVES:
+        rows = validation[(validation["layer"] == layer) & (validation["predictor"] == predictor)
+                          & (validation["metric"] == metric)].set_index("step").loc[steps]
+        curves[LABELS[predictor]] = (rows["value"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
+    name = "AUROC" if metric == "auroc" else "F1 at the tuned threshold"
+    return training_curves(steps, curves, ylabel=f"validation {name}", zero_line=False, llc=llc,
+                           title=f"Correctness detection from layer {layer} resid_post over training",
+                           events=_events(calls, layer, metric, study))
+
+
+def operator_figure(operators, layer: int, steps):
+    """Fraction of validation incorrect samples the best latent flags, per mutation operator, over training."""
+    from codedyn.report.plots import training_curves
+
+    part = operators[(operators["layer"] == layer) & (operators["predictor"] == "best_latent")]
+    curves = {}
+    for operator in sorted(part["operator"].unique()):
+        rows = part[part["operator"] == operator].set_index("step").reindex(steps)
+        curves[operator] = (rows["value"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
+    return training_curves(steps, curves, ylabel="flagged incorrect (validation)", zero_line=False, height_in=4.4,
+                           title=f"Best layer-{layer} latent: detection by mutation operator")
+
+
+def sae_quality_figure(sae_table, steps):
+    """Explained variance and CE loss recovered of every layer's SAE over training (95% CIs over windows)."""
+    from codedyn.report.plots import training_curves
+
+    curves = {}
+    for layer in sorted(sae_table["layer"].unique()):
+        rows = sae_table[sae_table["layer"] == layer].set_index("step").loc[steps]
+        for metric, label in (("explained_variance", "explained variance"), ("ce_loss_recovered", "CE recovered")):
+            curves[f"L{layer} {label}"] = (rows[metric].to_numpy(), rows[f"{metric}_low"].to_numpy(),
+                                           rows[f"{metric}_high"].to_numpy())
+    return training_curves(steps, curves, ylabel="fraction", zero_line=False,
+                           title="SAE quality per checkpoint (held-out corpus windows)")

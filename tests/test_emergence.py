@@ -1,0 +1,384 @@
+"""Experiment 2: planted and null signals, metric estimators against references, split hygiene, end to end."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from codedyn.experiments.emergence import (
+    Labels,
+    Predictor,
+    SplitLeak,
+    analyse_layer,
+    auroc,
+    best_threshold,
+    check_split_hygiene,
+    classification_metrics,
+    latent_scores,
+    operator_breakdown,
+    problem_weights,
+    select_latents,
+    welch_t,
+)
+from codedyn.models.sae import train_sae
+
+D, FEATURES, PLANTED_P_GENERAL = 32, 24, 0.02
+
+
+def _dictionary(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    dictionary = rng.normal(size=(FEATURES, D))
+    return dictionary / np.linalg.norm(dictionary, axis=1, keepdims=True)
+
+
+def _activations(rng, n: int, planted_p: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
+    """Sparse sums of dictionary directions (each active with p 0.06, amplitude U(1, 2)); feature 0, the planted
+    direction, is active with the per-row probability ``planted_p``."""
+    p = np.full((n, FEATURES), 0.06)
+    p[:, 0] = planted_p
+    active = rng.random((n, FEATURES)) < p
+    return (active * rng.uniform(1, 2, (n, FEATURES))) @ dictionary + 0.02 * rng.normal(size=(n, D))
+
+
+def _frame(n_problems: int, seed: int) -> pd.DataFrame:
+    """Two samples (correct, incorrect) per problem; problems split 50 / 10 / 40."""
+    rng = np.random.default_rng(seed)
+    splits = rng.permutation(np.repeat(["analysis", "tuning", "validation"],
+                                       [n_problems // 2, n_problems // 10, n_problems - n_problems // 2
+                                        - n_problems // 10]))
+    operators = ["off_by_one", "comparison_swap", "return_value"]
+    rows = []
+    for k in range(n_problems):
+        rows.append({"problem_id": f"P{k}", "sample_id": f"P{k}/ref", "is_correct": True, "split": splits[k],
+                     "operator": None})
+        rows.append({"problem_id": f"P{k}", "sample_id": f"P{k}/mut", "is_correct": False, "split": splits[k],
+                     "operator": operators[k % 3]})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One SAE trained on "general" activations in which the planted direction is rare (2%)."""
+    torch.manual_seed(0)
+    dictionary = _dictionary()
+    rng = np.random.default_rng(1)
+    corpus = _activations(rng, 4000, np.full(4000, PLANTED_P_GENERAL), dictionary)
+    general = _activations(rng, 1500, np.full(1500, PLANTED_P_GENERAL), dictionary)
+    sae, _ = train_sae(torch.as_tensor(corpus, dtype=torch.float32), 64, 4, epochs=6, batch_size=128, lr=4e-3,
+                       aux_k=16, aux_coef=1 / 32, dead_tokens=1000, seed=0)
+    with torch.no_grad():
+        general_freq = (sae.encode(torch.as_tensor(general, dtype=torch.float32)) > 0).float().mean(0).numpy()
+    return sae, dictionary, general_freq
+
+
+def _analyse(trained, p_correct: float, p_incorrect: float, seed: int, n_problems: int = 300):
+    sae, dictionary, general_freq = trained
+    frame = _frame(n_problems, seed)
+    labels = Labels.from_samples(frame)
+    rng = np.random.default_rng(seed + 100)
+    x = _activations(rng, len(frame), np.where(labels.is_correct, p_correct, p_incorrect), dictionary)
+    with torch.no_grad():
+        latents = sae.encode(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    # General latents fire on > 10% of general windows here (4 of 64 latents fire per row by construction).
+    result = analyse_layer(latents, x.astype(np.float32), general_freq, labels, general_threshold=0.1, probe_c=1.0,
+                           shuffles=3, n_boot=400, seed=0)
+    return result, labels, latents
+
+
+def _metric(result, predictor: str, metric: str = "auroc", split: str = "validation") -> dict:
+    rows = [r for r in result.metrics if r["predictor"] == predictor and r["metric"] == metric and r["split"] == split]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_planted_direction_is_recovered_with_the_analytic_auroc(trained):
+    sae, dictionary, _ = trained
+    p_correct, p_incorrect = 0.7, 0.1
+    # The latent fires with the planted feature; active amplitudes are identically distributed in both classes and
+    # ties (both inactive or both active ranks) count 1/2, so AUROC = 0.5 + (p_correct - p_incorrect) / 2.
+    analytic = 0.5 + (p_correct - p_incorrect) / 2
+    result, _, _ = _analyse(trained, p_correct, p_incorrect, seed=0)
+    chosen = result.selection
+    assert chosen["best_latent"] == chosen["correct_latent"] and chosen["best_predicts"] == "correct"
+    decoder = sae.W_dec[chosen["best_latent"]].numpy()
+    assert abs(decoder @ dictionary[0]) > 0.9
+    best = _metric(result, "best_latent")
+    assert abs(best["value"] - analytic) < 0.07
+    assert best["low"] < analytic < best["high"]
+    assert _metric(result, "probe")["value"] > 0.7  # the information is linearly there too
+    shuffled = _metric(result, "shuffled")
+    assert shuffled["low"] < 0.5 + 0.1 and shuffled["value"] < best["low"]  # selection on noise finds nothing
+    assert chosen["separation"]["correct_latent"] == pytest.approx(p_correct - p_incorrect, abs=0.12)
+
+
+def test_null_signal_gives_chance_with_an_interval_covering_half(trained):
+    result, _, _ = _analyse(trained, 0.4, 0.4, seed=1)
+    for predictor in ("best_latent", "probe", "shuffled", "random_latent"):
+        row = _metric(result, predictor)
+        assert row["low"] <= 0.5 <= row["high"], (predictor, row)
+
+
+def test_selection_never_sees_tuning_or_validation_labels(trained):
+    """Permuting the labels of the tuning and validation problems cannot change which latents are chosen; permuting
+    validation labels cannot change the thresholds either."""
+    result, labels, latents = _analyse(trained, 0.7, 0.1, seed=0)
+    sae, dictionary, general_freq = trained
+    rng = np.random.default_rng(5)
+    for split, keep_thresholds in (("validation", True), ("tuning", False)):
+        rows = labels.rows(split)
+        flipped = labels.is_correct.copy()
+        flipped[rows] = rng.permutation(flipped[rows])
+        other = Labels(flipped, labels.split, labels.problem, labels.operator)
+        again = analyse_layer(latents, latents[:, :4], general_freq, other, 0.1, 1.0, 3, 50, 0).selection
+        for key in ("correct_latent", "incorrect_latent", "best_latent", "random_latent", "shuffled_latents"):
+            assert again[key] == result.selection[key], (split, key)
+        if keep_thresholds:
+            for name in ("correct_latent", "incorrect_latent", "best_latent"):
+                assert again["thresholds"][name] == result.selection["thresholds"][name]
+
+
+def test_a_problem_in_two_splits_is_caught():
+    frame = _frame(20, 0)
+    check_split_hygiene(frame)
+    leaked = frame.copy()
+    leaked.loc[leaked.index[1], "split"] = "validation" if leaked.loc[leaked.index[0], "split"] != "validation" \
+        else "analysis"  # the mutant of problem P0 moves to another split than its reference
+    with pytest.raises(SplitLeak, match="more than one split"):
+        Labels.from_samples(leaked)
+    with pytest.raises(SplitLeak, match="unknown split"):
+        check_split_hygiene(frame.assign(split="train"))
+
+
+# ------------------------------------------------------------------------------------------ estimators
+
+
+def test_auroc_and_classification_metrics_match_sklearn():
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    score = np.round(rng.normal(size=80), 1)  # rounded: ties happen
+    positive = rng.random(80) < 0.4
+    assert auroc(score, positive) == pytest.approx(roc_auc_score(positive, score))
+    predicted = score > 0.2
+    got = classification_metrics(predicted, positive, np.ones((1, 80)))
+    assert got["precision"][0] == pytest.approx(precision_score(positive, predicted))
+    assert got["recall"][0] == pytest.approx(recall_score(positive, predicted))
+    assert got["f1"][0] == pytest.approx(f1_score(positive, predicted))
+    # Integer weights are the same as duplicating samples.
+    weights = rng.integers(0, 3, 80)
+    dup = np.repeat(np.arange(80), weights)
+    assert auroc(score, positive, weights[None].astype(float))[0] == pytest.approx(
+        roc_auc_score(positive[dup], score[dup]))
+    assert classification_metrics(predicted, positive, weights[None].astype(float))["f1"][0] == pytest.approx(
+        f1_score(positive[dup], predicted[dup]))
+
+
+def test_best_threshold_maximises_f1_over_non_trivial_thresholds():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(1)
+    score, positive = rng.normal(size=60), rng.random(60) < 0.5
+    score[positive] += 0.8
+    threshold = best_threshold(score, positive)
+    best = max(f1_score(positive, score > t) for t in score)  # every rule that leaves some sample negative
+    assert f1_score(positive, score > threshold) == pytest.approx(best)
+    assert (score <= threshold).any()
+    # A useless score: max-F1 would call everything positive; the non-trivial rule flags only part of the samples.
+    noise = rng.normal(size=60)
+    assert (noise <= best_threshold(noise, positive)).any()
+    assert best_threshold(np.zeros(5), positive[:5]) == 0.0  # never fires: predicts its class when it fires
+
+
+def test_welch_t_matches_scipy_and_scores_are_separations():
+    from scipy.stats import ttest_ind
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(30, 5)), rng.normal(0.5, 2, size=(45, 5))
+    np.testing.assert_allclose(welch_t(a, b), ttest_ind(a, b, equal_var=False).statistic)
+    latents = np.maximum(rng.normal(size=(40, 6)), 0)
+    is_correct = np.arange(40) < 15
+    scores = latent_scores(latents, is_correct)
+    np.testing.assert_allclose(scores["separation"],
+                               (latents[:15] > 0).mean(0) - (latents[15:] > 0).mean(0))
+    eligible = np.ones(6, dtype=bool)
+    top_c, top_i = select_latents(scores, eligible)
+    assert top_c == int(np.argmax(scores["separation"])) and top_i == int(np.argmin(scores["separation"]))
+    eligible[top_c] = False  # a general latent is never chosen
+    assert select_latents(scores, eligible)[0] != top_c
+
+
+def test_problem_bootstrap_keeps_problems_together():
+    problem = np.array([0, 0, 1, 1, 2, 2, 2])
+    weights = problem_weights(problem, 300, seed=0)
+    for p in range(3):
+        members = weights[:, problem == p]
+        assert (members == members[:, :1]).all()
+    # One sample per problem: the multiplicities of the three problems always add up to three draws.
+    np.testing.assert_array_equal(weights[:, [0, 2, 4]].sum(axis=1), 3)
+    assert weights[:, 0].mean() == pytest.approx(1.0, abs=0.15)
+    np.testing.assert_array_equal(weights, problem_weights(problem, 300, seed=0))  # paired across checkpoints
+
+
+def test_operator_breakdown_counts_flagged_incorrect_samples():
+    frame = _frame(30, 3)
+    labels = Labels.from_samples(frame)
+    # The score flags (predicts incorrect) exactly the off_by_one mutants and nothing else.
+    flagged = (frame["operator"] == "off_by_one").to_numpy()
+    predictor = Predictor("best_latent", flagged.astype(float), positive_correct=False, threshold=0.5)
+    weights = problem_weights(labels.problem[labels.rows("validation")], 100, 0)
+    rows = {r["operator"]: r for r in operator_breakdown([predictor], labels, weights)}
+    assert rows["off_by_one"]["value"] == 1.0 and rows["off_by_one"]["low"] == 1.0
+    assert rows["comparison_swap"]["value"] == 0.0 and rows["return_value"]["high"] == 0.0
+    assert rows["correct (false alarm)"]["value"] == 0.0
+    in_validation = (frame["operator"] == "off_by_one") & (frame["split"] == "validation")
+    assert rows["off_by_one"]["n"] == int(in_validation.sum())
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+TINY_EMERGENCE = {
+    "dataset": {"limit_problems": 10, "candidates_per_operator": 1},
+    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 32, "batch_size": 4,
+            "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
+    "suite": {"steps": [0, 4, 12]},
+    "emergence": {"width": 32, "k": 4, "train_tokens": 2048, "window_length": 32, "epochs": 2, "batch_size": 256,
+                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5, "max_sample_tokens": 32,
+                  "shuffles": 2, "n_bootstrap": 50, "init_from_previous": True},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from codedyn.config import load_config
+    from codedyn.experiments.emergence import run_emergence
+    from codedyn.experiments.study import prepare_study
+
+    home = tmp_path_factory.mktemp("home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CODEDYN_HOME", str(home))
+    study = prepare_study(load_config("default", TINY_EMERGENCE), home / "run")
+    yield study, run_emergence(study)
+    mp.undo()
+
+
+def test_run_emergence_writes_units_tables_figures_and_calls(tiny):
+    from codedyn.experiments.emergence import emergence_unit_dir
+
+    study, result = tiny
+    folder = result["folder"]
+    table = pd.read_parquet(folder / "emergence.parquet")
+    assert sorted(set(table["step"])) == [0, 4, 12] and sorted(set(table["layer"])) == [0, 1]
+    assert {"best_latent", "probe", "shuffled", "random_latent", "correct_latent", "incorrect_latent"} == set(
+        table["predictor"])
+    finite = table.dropna(subset=["low", "high"])
+    assert ((finite["low"] <= finite["value"] + 1e-12) & (finite["value"] <= finite["high"] + 1e-12)).all()
+    auc = table[table["metric"] == "auroc"]["value"].dropna()
+    assert auc.between(0, 1).all()
+    sae = pd.read_parquet(folder / "sae_metrics.parquet")
+    assert len(sae) == 6 and (sae["l0"] <= 4 + 1e-9).all() and sae["explained_variance"].lt(1).all()
+    assert sae[sae["step"] > 0]["decoder_cosine_mean"].notna().all()  # init from previous: drift reported
+    for name in ("emergence_auroc_L0", "emergence_f1_L1", "operator_detection_L0", "sae_quality"):
+        assert (folder / f"{name}.png").stat().st_size > 0 and (folder / f"{name}.pdf").is_file()
+    calls = json.loads((folder / "transitions.json").read_text())
+    assert {"L0/best_latent/auroc", "L1/probe/auroc", "L1/shuffled/auroc"} <= set(calls)
+    for found in calls.values():
+        assert found["verdict"] in {"gradual", "no change"} or found["verdict"].startswith("phase transition")
+    assert (folder / "operators.parquet").is_file()
+    for step in (0, 4, 12):
+        unit = emergence_unit_dir(study, step)
+        assert unit.name.startswith(f"sae-step{step}-") and (unit / "completed").is_file()
+        assert {"sae_L0.safetensors", "sae_L1.json", "arrays.npz", "scores.parquet", "selection.json",
+                "metrics.parquet", "replicates.npz", "sae_metrics.json"} <= {p.name for p in unit.iterdir()}
+
+
+def test_compute_reruns_from_stored_units_without_training(tiny, monkeypatch):
+    import codedyn.models.sae as sae_module
+    from codedyn.experiments.emergence import compute_emergence, run_emergence
+
+    study, result = tiny
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a stored SAE unit was trained again")
+
+    monkeypatch.setattr(sae_module, "train_sae", forbidden)
+    pd.testing.assert_frame_equal(compute_emergence(study)["table"], result["table"])
+    pd.testing.assert_frame_equal(run_emergence(study)["table"], result["table"])
+
+
+def test_unit_keys_chain_when_initialised_from_previous(tiny):
+    from codedyn.experiments.emergence import emergence_key
+
+    study, _ = tiny
+    changed = study.config.model_copy(update={"emergence": study.config.emergence.model_copy(update={"k": 3})})
+    other = type(study)(changed, study.run_dir, study.dataset, study.suite, study.steps, study.suite_record)
+    assert all(emergence_key(other, s) != emergence_key(study, s) for s in study.steps)
+    # Dropping the first checkpoint changes the later units' keys (their SAE started from another one) ...
+    later = type(study)(study.config, study.run_dir, study.dataset, study.suite, (4, 12), study.suite_record)
+    assert emergence_key(later, 4) != emergence_key(study, 4)
+    assert emergence_key(later, 12) != emergence_key(study, 12)
+
+
+def test_load_sae_and_latent_observable_on_a_real_checkpoint(tiny):
+    from codedyn.data.tokenize import collate, encode_sample
+    from codedyn.experiments.emergence import emergence_unit_dir, load_sae
+    from codedyn.models.sae import SaeLatentMeans
+
+    study, _ = tiny
+    saes = load_sae(study, 12)
+    assert set(saes) == {0, 1}
+    assert load_sae(emergence_unit_dir(study, 12), layer=1).width == 32
+    checkpoint = study.suite.load(12)
+    sample = study.dataset.samples.iloc[0]
+    batch = collate([encode_sample(checkpoint.tokenizer, sample["prompt"], sample["solution"], max_length=32)], 0)
+    ids, mask = torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["attention_mask"])
+    values = SaeLatentMeans(saes[1], 1, ids, mask)(checkpoint.model)
+    assert values.shape == (32,) and torch.isfinite(values).all() and (values >= 0).all()
+    stored = np.load(emergence_unit_dir(study, 12) / "arrays.npz")
+    assert stored["latents_L1"].shape == (len(study.dataset.samples), 32)
+    with pytest.raises(FileNotFoundError, match="codedyn emergence"):
+        load_sae(study.run_dir / "units" / "sae-step99-none")
+
+
+def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from codedyn.cli import app
+
+    study, result = tiny
+    monkeypatch.setenv("CODEDYN_HOME", str(study.run_dir.parent))  # the tiny study's dataset and suite caches
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(json.loads(json.dumps(TINY_EMERGENCE))))
+    outcome = CliRunner().invoke(app, ["emergence", "--preset", str(preset), "--out", str(study.run_dir)])
+    assert outcome.exit_code == 0, outcome.output
+    assert outcome.stdout.strip().endswith(str(result["folder"]))
+    assert "L1/best_latent/auroc:" in outcome.output and "L0/probe/auroc:" in outcome.output
+    bad = CliRunner().invoke(app, ["emergence", "--preset", str(preset), "--layers", "7", "--out",
+                                   str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "layer 7" in bad.output
+
+
+def test_llc_of_experiment_one_is_read_when_every_step_has_it(tiny):
+    from codedyn.experiments.emergence import _llc_curve, compute_emergence, emergence_figure
+
+    study, _ = tiny
+    folder = study.output_dir("influence")
+    rows = [{"step": s, "quantity": "LLC", "variant": "llc", "value": 1.0 + s, "low": 0.5 + s, "high": 1.5 + s,
+             "level": 0.95} for s in (0, 4)]
+    pd.DataFrame(rows).to_parquet(folder / "influence.parquet", index=False)
+    try:
+        assert _llc_curve(study, [0, 4, 12]) is None  # step 12 missing: no partial LLC curve
+        rows.append({**rows[0], "step": 12, "value": 13.0, "low": 12.5, "high": 13.5})
+        pd.DataFrame(rows).to_parquet(folder / "influence.parquet", index=False)
+        values, lows, highs = _llc_curve(study, [0, 4, 12])
+        np.testing.assert_array_equal(values, [1.0, 5.0, 13.0])
+        np.testing.assert_array_equal(lows, [0.5, 4.5, 12.5])
+        result = compute_emergence(study)
+        table = result["table"]
+        figure = emergence_figure(table[table["split"] == "validation"], 1, "auroc", result["calls"], study,
+                                  [0, 4, 12], (values, lows, highs))
+        assert any(line.get_gid() == "llc" for ax in figure.axes for line in ax.get_lines())  # twin LLC axis
+    finally:
+        (folder / "influence.parquet").unlink()

@@ -280,6 +280,12 @@ def susceptibility(
     preset: PresetOption = "default",
     suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
     steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
+    estimator: Annotated[str | None, typer.Option(
+        help="covariance (shared posterior, output norms) or weight_restricted (one posterior per component).")] = None,
+    components: Annotated[str | None, typer.Option(
+        help="weight_restricted: comma-separated components, e.g. L0.H1,L1.MLP (default: every head and MLP).")] = None,
+    restricted_draws: Annotated[int | None, typer.Option(help="weight_restricted: kept draws per chain.")] = None,
+    restricted_chains: Annotated[int | None, typer.Option(help="weight_restricted: chains per component.")] = None,
     out: OutOption = None,
 ) -> None:
     """Experiment 3: susceptibility of every head and MLP to correct vs incorrect code, across checkpoints."""
@@ -288,12 +294,17 @@ def susceptibility(
     from codedyn.experiments.susceptibility import run_susceptibility
     from codedyn.progress import rich_progress
 
-    config = load_config(preset, {"suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None}})
+    config = load_config(preset, {
+        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
+        "susceptibility": {"estimator": estimator, "components": _csv(components), "draws": restricted_draws,
+                           "chains": restricted_chains},
+    })
     console = _console()
     with rich_progress(console) as progress:
         result = run_susceptibility(prepare_study(config, out or Path("runs") / config.name, progress), progress)
     opposite = result["responders"][result["responders"]["opposite"]]
-    console.print(f"{len(opposite)} (component, checkpoint) pairs respond oppositely to correct and incorrect code")
+    console.print(f"{result['estimator']} estimator: {len(opposite)} (component, checkpoint) pairs respond "
+                  "oppositely to correct and incorrect code")
     for _, row in opposite.head(10).iterrows():
         console.print(f"  step {row['step']}: {row['component']} χ_correct {row['chi_a']:+.3g} "
                       f"[{row['low_a']:+.3g}, {row['high_a']:+.3g}], χ_incorrect {row['chi_b']:+.3g} "

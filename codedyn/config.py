@@ -281,6 +281,28 @@ class EmergenceConfig(Frozen):
         return self
 
 
+class SusceptibilityConfig(Frozen):
+    """Experiment 3: which susceptibility estimator, and the size of the weight-restricted posteriors."""
+
+    estimator: Literal["covariance", "weight_restricted"] = "covariance"
+    """``covariance``: χ = -Cov(φ, L_j) with φ the component output norms, from the shared posterior (cheap).
+    ``weight_restricted``: Baker et al.'s estimator, one posterior per component in which only its weights move,
+    φ_C the corpus loss change (one extra posterior per component and checkpoint)."""
+    components: tuple[str, ...] | None = None
+    """Components given a restricted posterior (``L0.H1``, ``L1.MLP``, ``embed``, ``unembed``); None = every head
+    and MLP, the components of the covariance estimator."""
+    chains: int | None = Field(2, ge=1)
+    """Chains per restricted posterior (None = the sampling section's)."""
+    draws: int | None = Field(16, ge=2)
+    """Kept draws per chain of a restricted posterior (None = the sampling section's). The default keeps one
+    checkpoint of the toy suite (10 components + the full posterior) near 1-2 minutes on 2 CPU cores."""
+    burn_in: int | None = Field(24, ge=0)
+    """Burn-in steps of a restricted posterior (None = the sampling section's)."""
+    observation_windows: int = Field(32, ge=1)
+    """Sampling windows (the first of the corpus windows) on which the corpus loss L_obs, hence φ_C, is measured
+    at every draw."""
+
+
 class ExecutorConfig(Frozen):
     """Where the per-checkpoint units of ``codedyn run`` execute: in this process, or as Ray tasks."""
 
@@ -312,6 +334,8 @@ class CodedynConfig(Frozen):
     """Posterior sampling hyperparameters, one set for every checkpoint of a study."""
     emergence: EmergenceConfig = EmergenceConfig()
     """Experiment 2: SAE per checkpoint, correctness latents and controls."""
+    susceptibility: SusceptibilityConfig = SusceptibilityConfig()
+    """Experiment 3's estimator and its weight-restricted posteriors."""
     executor: ExecutorConfig = ExecutorConfig()
     """How ``codedyn run`` executes its per-checkpoint units (never part of a cache key)."""
 

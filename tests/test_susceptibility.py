@@ -61,3 +61,41 @@ def test_opposite_responders_are_found_and_ranked():
 def test_empty_distribution_is_an_error():
     with pytest.raises(ValueError, match="selects no samples"):
         distribution_losses(np.zeros((2, 3)), {"none": np.zeros(3, bool)})
+
+
+# ------------------------------------------------------------------------------------- weight-restricted estimator
+
+def test_restricted_estimator_matches_its_definition():
+    """χ_C = -(E_C[φ Δ] - E_C[φ] E_full[Δ]), i.e. -Cov_C(φ, Δ) - E_C[φ] (E_C[Δ] - E_full[Δ]), from planted draws."""
+    from codedyn.experiments.susceptibility import restricted_susceptibilities
+
+    rng = np.random.default_rng(4)
+    phi = rng.gamma(2.0, 0.1, size=(3, 400))  # a loss increase: positive
+    delta = np.stack([-0.8 * phi + 0.05 * rng.normal(size=phi.shape), 0.3 + 0.05 * rng.normal(size=phi.shape)], -1)
+    delta_full_mean = np.array([-0.1, 0.2])
+    chi = restricted_susceptibilities(phi, delta, delta_full_mean)
+    flat_phi, flat_delta = phi.reshape(-1), delta.reshape(-1, 2)
+    for j in range(2):
+        cov = np.mean(flat_phi * flat_delta[:, j]) - flat_phi.mean() * flat_delta[:, j].mean()
+        expected = -cov - flat_phi.mean() * (flat_delta[:, j].mean() - delta_full_mean[j])
+        assert chi[j] == pytest.approx(expected, rel=1e-10)
+    assert chi[0] > 0  # Δ falls as φ rises: upweighting that distribution raises φ
+    # With the restricted and full means equal the second term vanishes: -Cov_C (population normalisation).
+    same = restricted_susceptibilities(phi, delta, flat_delta.mean(axis=0))
+    assert same[0] == pytest.approx(-np.cov(flat_phi, flat_delta[:, 0], ddof=0)[0, 1], rel=1e-10)
+
+
+def test_restricted_constant_observable_gives_zero_with_an_interval_covering_it():
+    """A component whose weights the corpus loss does not use has φ_C = L(w) - L(w*) = 0 at every draw."""
+    from codedyn.experiments.susceptibility import bootstrap_restricted
+
+    rng = np.random.default_rng(5)
+    delta = rng.normal(size=(2, 100, 3))
+    delta_full = rng.normal(size=(2, 100, 3)) + 1.0
+    for standardised in (False, True):
+        chi, low, high = bootstrap_restricted(np.zeros((2, 100)), delta, delta_full, n_boot=100, seed=0,
+                                              standardised=standardised)
+        assert (chi == 0).all() and (low <= 0).all() and (high >= 0).all()
+    # An observable independent of Δ, with the full posterior's mean equal to the restricted one: covers zero.
+    chi, low, high = bootstrap_restricted(rng.normal(size=(2, 100)), delta, delta, n_boot=200, seed=1)
+    assert ((low <= 0) & (high >= 0)).all()

@@ -1,13 +1,31 @@
-"""Experiment 3 estimator: susceptibilities of components to correct and incorrect code.
+"""Experiment 3 estimators: susceptibilities of components to correct and incorrect code.
 
-χ_ij = -Cov_posterior(φ_i(w), L_j(w)), φ_i an observable of component i (head / MLP output norm, SAE latent
-activation), L_j(w) the mean loss over the samples of distribution j (correct code, incorrect code, or any named
-subset). Linear response: replacing the sampling loss L_n by (1 - h) L_n + h L_j shifts E[φ_i] by
--nβ h Cov(φ_i, L_j - L_n) to first order, i.e. nβ h (χ_ij - χ_i,n): χ_ij > 0 means that training harder on j
-(relative to the corpus) raises φ_i.
+Sign convention throughout: χ = -Cov, so that χ > 0 means that upweighting distribution j raises the observable.
 
-The standardised variant divides by the posterior standard deviation of φ_i (a z-scored observable), so components
-with very different output scales can be compared. Intervals resample chains and blocks of draws.
+**covariance** (the default; one shared posterior per checkpoint). χ_ij = -Cov_posterior(φ_i(w), L_j(w)), φ_i an
+observable of component i (head / MLP output norm, SAE latent activation), L_j(w) the mean loss over the samples of
+distribution j (correct code, incorrect code, or any named subset). Linear response: replacing the sampling loss L_n
+by (1 - h) L_n + h L_j shifts E[φ_i] by -nβ h Cov(φ_i, L_j - L_n) to first order, i.e. nβ h (χ_ij - χ_i,n): χ_ij > 0
+means that training harder on j (relative to the corpus) raises φ_i (checked against closed forms and against
+sampling with the perturbed loss in tests/test_linear_response.py).
+
+**weight_restricted** (Baker et al. 2025, "Structural inference: interpreting small language models with
+susceptibilities", the estimator of their appendix C.4 as devinterp implements it). Component C's observable is
+localised on C's weights: φ_C(w) = δ(u - u*) [L(w) - L(w*)], u the weights outside C, L the corpus (sampling) loss.
+The delta function turns posterior expectations of φ_C into expectations under the weight-restricted posterior
+p_C (only C's weights move, :mod:`codedyn.sampling.restricted`), up to the density of u at u*, which is dropped:
+
+    χ_Cj = -( E_C[φ_C Δ_j] - E_C[φ_C] E_full[Δ_j] ),   φ_C = L_obs(w) - L_obs(w*),   Δ_j = L_j(w) - L_obs(w),
+
+L_obs the mean loss on fixed corpus observation windows, L_j as above, E_C the restricted and E_full the
+unrestricted posterior mean (sampled with the same readout). Equivalently χ_Cj = -Cov_C(φ_C, Δ_j)
+- E_C[φ_C] (E_C[Δ_j] - E_full[Δ_j]): the covariance inside C's posterior plus the change of the posterior mass at
+u = u* (when upweighting j narrows the posterior of the other weights, more mass sits at u* and φ_C rises with it).
+Δ_j is measured relative to the corpus loss because the perturbation (1 - h) L_n + h L_j adds h (L_j - L_n).
+
+The standardised variants divide by the posterior standard deviation of φ (a z-scored observable), so components
+with very different output scales can be compared. Intervals resample chains and blocks of draws (for the
+weight-restricted estimator the restricted and the full posterior are resampled independently).
 """
 
 from __future__ import annotations
@@ -59,6 +77,44 @@ def bootstrap_susceptibilities(
     return susceptibilities(observed, losses, standardised), low, high
 
 
+def restricted_susceptibilities(
+    phi: np.ndarray, delta: np.ndarray, delta_full_mean: np.ndarray, standardised: bool = False
+) -> np.ndarray:
+    """Weight-restricted χ [G] of one component: ``phi`` [...] its φ_C draws and ``delta`` [..., G] the Δ_j draws of
+    its restricted posterior, ``delta_full_mean`` [G] E_full[Δ_j] (see the module docstring)."""
+    phi = np.asarray(phi, dtype=np.float64).reshape(-1)
+    delta = np.asarray(delta, dtype=np.float64).reshape(phi.shape[0], -1)
+    if phi.shape[0] < 2:
+        raise ValueError("the restricted posterior needs at least two draws")
+    chi = -((phi[:, None] * delta).mean(axis=0) - phi.mean() * np.asarray(delta_full_mean, dtype=np.float64))
+    if standardised:
+        sd = phi.std(ddof=1)
+        chi = chi / sd if sd > 0 else np.zeros_like(chi)
+    return chi
+
+
+def bootstrap_restricted(
+    phi: np.ndarray, delta: np.ndarray, delta_full: np.ndarray, n_boot: int, seed: int, standardised: bool = False,
+    level: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(χ, low, high), each [G]: ``phi`` [chains, draws] and ``delta`` [chains, draws, G] from the restricted
+    posterior, ``delta_full`` [chains', draws', G] from the full one; both resampled (chains + blocks),
+    independently of each other."""
+    from codedyn.analysis.stats import bootstrap_draws
+
+    rng = np.random.default_rng(seed)
+    chain_idx, draw_idx = bootstrap_draws(*phi.shape[:2], n_boot, rng)
+    full_chain, full_draw = bootstrap_draws(*delta_full.shape[:2], n_boot, rng)
+    replicates = np.stack([
+        restricted_susceptibilities(phi[chain_idx[b][:, None], draw_idx[b]], delta[chain_idx[b][:, None], draw_idx[b]],
+                                    delta_full[full_chain[b][:, None], full_draw[b]].mean(axis=(0, 1)), standardised)
+        for b in range(n_boot)
+    ])
+    alpha = (1 - level) / 2
+    low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
+    return restricted_susceptibilities(phi, delta, delta_full.mean(axis=(0, 1)), standardised), low, high
+
+
 def opposite_responders(names, chi: np.ndarray, low: np.ndarray, high: np.ndarray, pair: tuple[int, int] = (0, 1)):
     """Components whose χ for the two distributions have opposite signs with both intervals excluding zero, and
     every component ranked by |χ_a - χ_b|. Returns a pandas DataFrame sorted by that gap."""
@@ -94,46 +150,122 @@ def sample_groups(samples) -> dict[str, np.ndarray]:
 
 
 def run_susceptibility(study, progress=None) -> dict:
-    """Experiment 3 over the study's checkpoints, reusing (or creating) the shared posterior units."""
+    """Experiment 3 over the study's checkpoints with the configured estimator: the covariance estimator reuses (or
+    creates) the shared posterior units, the weight-restricted one its per-component units."""
     from codedyn.progress import SILENT
     from codedyn.sampling.posterior import sample_checkpoints
 
-    sample_checkpoints(study, progress or SILENT)
+    progress = progress or SILENT
+    if study.config.susceptibility.estimator == "weight_restricted":
+        run_restricted_posteriors(study, progress)
+    else:
+        sample_checkpoints(study, progress)
     return compute_susceptibility(study)
 
 
-def compute_susceptibility(study) -> dict:
-    """χ tables (raw and standardised, with CIs), opposite responders per checkpoint, trajectory figure."""
-    import pandas as pd
+def restricted_sampling_config(study):
+    """The resolved sampling config of the study's weight-restricted posteriors."""
+    from codedyn.sampling.restricted import restricted_sampling
 
-    from codedyn.report.plots import save_figure
+    cfg = study.config.susceptibility
+    return restricted_sampling(study.config.sampling, cfg.chains, cfg.draws, cfg.burn_in)
+
+
+def run_restricted_posteriors(study, progress) -> None:
+    """Make sure every checkpoint has its ``full`` and per-component restricted units (sampling only missing ones)."""
+    from codedyn.sampling.restricted import run_restricted
+
+    cfg = study.config.susceptibility
+    bar = progress.task("restricted posteriors: checkpoints", total=len(study.steps))
+    for step in study.steps:
+        checkpoint = study.suite.load(step, device=study.config.suite.device)
+        run_restricted(checkpoint, study.suite.name, study.dataset, restricted_sampling_config(study),
+                       cfg.observation_windows, list(cfg.components) if cfg.components else None, study.run_dir,
+                       progress)
+        bar.advance()
+
+
+def _covariance_estimates(study, groups):
+    """``(step, names, {variant: (χ, low, high)})`` per checkpoint from the shared posteriors, each [K, G]."""
     from codedyn.sampling.sgld import healthy_sample_losses
 
-    config = study.config
-    out = study.output_dir(SUSCEPTIBILITY_DIR)
-    groups = sample_groups(study.readout_samples())
-    rows, responders = [], []
+    sampling = study.config.sampling
     for step, traces in study.posteriors():
         names = [str(n) for n in traces["observable"].values]
         observed = traces["observed"].values[traces["healthy"].values]
         losses = distribution_losses(healthy_sample_losses(traces), groups)
-        for variant, standardised in (("raw", False), ("standardised", True)):
-            chi, low, high = bootstrap_susceptibilities(
-                observed, losses, config.sampling.n_bootstrap, config.sampling.seed, standardised
-            )
+        yield step, names, {
+            variant: bootstrap_susceptibilities(observed, losses, sampling.n_bootstrap, sampling.seed, standardised)
+            for variant, standardised in (("raw", False), ("standardised", True))
+        }
+
+
+def _corpus_and_deltas(traces, groups) -> tuple[np.ndarray, np.ndarray]:
+    """L_obs [chains, draws] and Δ_j = L_j - L_obs [chains, draws, G] of a restricted unit's healthy chains."""
+    from codedyn.sampling.restricted import CORPUS_LOSS
+    from codedyn.sampling.sgld import healthy_sample_losses
+
+    corpus = traces["observed"].sel(observable=f"{CORPUS_LOSS}[0]").values[traces["healthy"].values]
+    return corpus, distribution_losses(healthy_sample_losses(traces), groups) - corpus[..., None]
+
+
+def _restricted_estimates(study, groups):
+    """``(step, names, {variant: (χ, low, high)})`` per checkpoint from the weight-restricted units."""
+    from codedyn.sampling.restricted import CORPUS_LOSS, FULL, load_restricted, restricted_components
+
+    cfg, sampling = study.config.susceptibility, restricted_sampling_config(study)
+    for step in study.steps:
+        args = (study.run_dir, step, study.suite.name, study.dataset.card["hash"], sampling, cfg.observation_windows)
+        names = restricted_components(*args, list(cfg.components) if cfg.components else None)
+        _, delta_full = _corpus_and_deltas(load_restricted(*args, FULL), groups)
+        per_variant = {"raw": [], "standardised": []}
+        for name in names:
+            traces = load_restricted(*args, name)
+            corpus, delta = _corpus_and_deltas(traces, groups)
+            phi = corpus - float(traces["init_observed"].sel(observable=f"{CORPUS_LOSS}[0]"))
+            for variant in per_variant:
+                per_variant[variant].append(bootstrap_restricted(
+                    phi, delta, delta_full, sampling.n_bootstrap, sampling.seed, variant == "standardised"))
+        yield step, names, {v: tuple(np.stack(parts) for parts in zip(*found, strict=True))
+                            for v, found in per_variant.items()}
+
+
+def output_names(estimator: str) -> dict[str, str]:
+    """File stems of one estimator's outputs in ``<run>/susceptibility/`` (the covariance estimator keeps the
+    unsuffixed names)."""
+    suffix = "" if estimator == "covariance" else f"_{estimator}"
+    stems = ("susceptibility", "opposite_responders", "susceptibility_trajectories")
+    return {stem: f"{stem}{suffix}" for stem in stems}
+
+
+def compute_susceptibility(study) -> dict:
+    """χ tables (raw and standardised, with CIs), opposite responders per checkpoint, trajectory figure, for the
+    configured estimator (column ``estimator``)."""
+    import pandas as pd
+
+    from codedyn.report.plots import save_figure
+
+    estimator = study.config.susceptibility.estimator
+    out = study.output_dir(SUSCEPTIBILITY_DIR)
+    files = output_names(estimator)
+    groups = sample_groups(study.readout_samples())
+    estimates = _restricted_estimates if estimator == "weight_restricted" else _covariance_estimates
+    rows, responders = [], []
+    for step, names, variants in estimates(study, groups):
+        for variant, (chi, low, high) in variants.items():
             for k, name in enumerate(names):
                 for g, group in enumerate(groups):
                     rows.append({"step": step, "component": name, "distribution": group, "variant": variant,
-                                 "chi": chi[k, g], "low": low[k, g], "high": high[k, g]})
-            if variant == "raw":
-                ranked = opposite_responders(names, chi[:, :2], low[:, :2], high[:, :2])
-                responders.append(ranked.assign(step=step))
+                                 "estimator": estimator, "chi": chi[k, g], "low": low[k, g], "high": high[k, g]})
+        chi, low, high = variants["raw"]
+        ranked = opposite_responders(names, chi[:, :2], low[:, :2], high[:, :2])
+        responders.append(ranked.assign(step=step, estimator=estimator))
     table = pd.DataFrame(rows)
-    table.to_parquet(out / "susceptibility.parquet", index=False)
+    table.to_parquet(out / f"{files['susceptibility']}.parquet", index=False)
     ranked = pd.concat(responders, ignore_index=True)
-    ranked.to_parquet(out / "opposite_responders.parquet", index=False)
-    save_figure(trajectory_figure(table, ranked), out / "susceptibility_trajectories")
-    return {"table": table, "responders": ranked, "folder": out}
+    ranked.to_parquet(out / f"{files['opposite_responders']}.parquet", index=False)
+    save_figure(trajectory_figure(table, ranked), out / files["susceptibility_trajectories"])
+    return {"table": table, "responders": ranked, "folder": out, "estimator": estimator}
 
 
 def trajectory_figure(table, ranked, top: int = 3):
@@ -149,5 +281,8 @@ def trajectory_figure(table, ranked, top: int = 3):
             rows = part[(part["component"] == component) & (part["distribution"] == distribution)].sort_values("step")
             curves[f"{component} / {distribution}"] = (rows["chi"].to_numpy(), rows["low"].to_numpy(),
                                                       rows["high"].to_numpy())
-    return training_curves(steps, curves, ylabel="standardised χ = -Cov(φ, L) / sd(φ)",
-                           title="Susceptibility to correct vs incorrect code (largest gaps)")
+    restricted = "estimator" in table and (table["estimator"] == "weight_restricted").any()
+    ylabel = ("standardised χ = -(E_C[φ_C Δ] - E_C[φ_C] E[Δ]) / sd(φ_C)" if restricted
+              else "standardised χ = -Cov(φ, L) / sd(φ)")
+    title = "Susceptibility to correct vs incorrect code (largest gaps)"
+    return training_curves(steps, curves, ylabel=ylabel, title=title + (", weight-restricted" if restricted else ""))

@@ -85,6 +85,27 @@ def _drift_to_noise(optimizer, config: SamplingConfig) -> float:
     return math.sqrt(drift_sq / noise_sq) if noise_sq > 0 else float("nan")
 
 
+def _param_groups(model, param_masks: Mapping[str, object] | None):
+    """The optimizer's parameters: all of them, or one group per restricted parameter with its mask (the weights
+    outside the restriction are frozen so that no gradient is computed for them)."""
+    if param_masks is None:
+        return model.parameters()
+    named = dict(model.named_parameters())
+    unknown = sorted(set(param_masks) - set(named))
+    if unknown or not param_masks:
+        raise ValueError(f"weight restriction names no parameter of the model (unknown: {unknown})")
+    for name, param in named.items():
+        if name not in param_masks:
+            param.requires_grad_(False)
+    groups = []
+    for name, mask in param_masks.items():
+        group = {"params": [named[name]]}
+        if mask is not None:
+            group["mask"] = mask.to(device=named[name].device, dtype=named[name].dtype)
+        groups.append(group)
+    return groups
+
+
 def evalset_readout(evalset: EvalSet) -> Callable[[object], object]:
     """The default readout: ℓ_i(w) of every dataset sample."""
     return lambda model: sample_losses(model, evalset)
@@ -99,12 +120,16 @@ def sample_posterior(
     loss_fn: Callable[[object, object], object] = lm_token_loss,
     progress: Progress = SILENT,
     description: str = "sampling",
+    param_masks: Mapping[str, object] | None = None,
 ):
     """Sample the localised posterior around ``model``'s weights (the model itself is never modified).
 
     ``windows``: tensor [M, ...] of sampling data (token windows for a language model), on the model's device;
     ``loss_fn(model, batch)`` gives per-token (or per-example) losses whose mean is the sampling loss;
     ``readout(model)`` gives the per-sample losses ℓ_i recorded at every draw (:func:`evalset_readout`).
+    ``param_masks``: sample only these parameters (devinterp's ``ParamMasks``: parameter name -> boolean mask of
+    the entries that move, or None for the whole tensor); every other weight stays at w* (weight-restricted
+    posteriors, :mod:`codedyn.sampling.restricted`). None samples every parameter.
     Returns an xarray Dataset (see :mod:`codedyn.sampling.traces`).
     """
     import torch
@@ -139,8 +164,9 @@ def sample_posterior(
         sampler_model = copy.deepcopy(model)
         torch.manual_seed(config.seed + chain)
         optimizer = SGMCMC.rmsprop_sgld(
-            sampler_model.parameters(), lr=config.lr, nbeta=config.n_beta, localization=config.localization,
-            alpha=config.rmsprop_alpha, eps=config.rmsprop_eps, noise_level=config.noise_level,
+            _param_groups(sampler_model, param_masks), lr=config.lr, nbeta=config.n_beta,
+            localization=config.localization, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps,
+            noise_level=config.noise_level,
         )
         sampler_model.train()
         ratios, diverged_at = [], None

@@ -56,6 +56,9 @@ class UnitKind:
     after: tuple[str, ...] = ()  # kinds of the same checkpoint that must be stored first
     needs: str | None = None  # "module:function", (study, step) -> ids of further units that must be stored first
     # (e.g. the same kind at the previous checkpoint, for work that starts from its predecessor's result)
+    stored: str | None = None  # "module:function", (study, step) -> bool: stored, for a unit of several folders
+    # (then ``folder`` names the main one)
+    enabled: str | None = None  # "module:function", (study) -> bool; None: always part of the study
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ UNIT_KINDS: tuple[UnitKind, ...] = (
     UnitKind("posterior", "codedyn.pipeline:posterior_unit", folder="codedyn.pipeline:posterior_folder"),
     UnitKind("sae", "codedyn.experiments.emergence:emergence_unit",  # Experiment 2
              folder="codedyn.experiments.emergence:emergence_unit_dir", needs="codedyn.pipeline:previous_sae"),
+    UnitKind("restricted", "codedyn.pipeline:restricted_unit",  # Experiment 3, --estimator weight_restricted
+             folder="codedyn.pipeline:restricted_folder", stored="codedyn.pipeline:restricted_stored",
+             enabled="codedyn.pipeline:uses_restricted"),
 )
 ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read earlier ones' tables
     Analysis("influence", "codedyn.experiments.influence:compute_influence"),  # Experiment 1 and the LLC
@@ -98,6 +104,52 @@ def posterior_folder(study, step: int) -> Path:
     return posterior_unit_dir(study.run_dir, step, key)
 
 
+def uses_restricted(study) -> bool:
+    return study.config.susceptibility.estimator == "weight_restricted"
+
+
+def _restricted_args(study, step: int) -> tuple:
+    from codedyn.experiments.susceptibility import restricted_sampling_config
+
+    return (study.run_dir, step, study.suite.name, study.dataset.card["hash"], restricted_sampling_config(study),
+            study.config.susceptibility.observation_windows)
+
+
+def restricted_unit(study, step: int, progress: Progress = SILENT) -> Path:
+    """The full and the per-component weight-restricted posteriors of one checkpoint; the ``full`` unit's folder."""
+    from codedyn.sampling.restricted import run_restricted
+
+    run_dir, _, suite, _, sampling, windows = _restricted_args(study, step)
+    components = study.config.susceptibility.components
+    checkpoint = study.suite.load(step, device=study.config.suite.device)
+    run_restricted(checkpoint, suite, study.dataset, sampling, windows, list(components) if components else None,
+                   run_dir, progress)
+    return restricted_folder(study, step)
+
+
+def restricted_folder(study, step: int) -> Path:
+    """The folder of a checkpoint's ``full`` restricted posterior (its components' lie beside it)."""
+    from codedyn.sampling.restricted import FULL, restricted_key, restricted_unit_dir
+
+    run_dir, _, suite, data_hash, sampling, windows = _restricted_args(study, step)
+    return restricted_unit_dir(run_dir, step, FULL, restricted_key(suite, step, data_hash, sampling, windows, FULL))
+
+
+def restricted_stored(study, step: int) -> bool:
+    from codedyn.runs.store import is_completed
+    from codedyn.sampling.restricted import FULL, restricted_components, restricted_key, restricted_unit_dir
+
+    run_dir, _, suite, data_hash, sampling, windows = args = _restricted_args(study, step)
+    components = study.config.susceptibility.components
+    try:
+        names = [FULL, *restricted_components(*args, list(components) if components else None)]
+    except FileNotFoundError:
+        return False
+    return all(is_completed(restricted_unit_dir(run_dir, step, name, restricted_key(suite, step, data_hash, sampling,
+                                                                                    windows, name)))
+               for name in names)
+
+
 def previous_sae(study, step: int) -> tuple[str, ...]:
     """An SAE initialised from the previous checkpoint's needs that one stored first."""
     if not study.config.emergence.init_from_previous:
@@ -113,6 +165,7 @@ def plan_units(study, kinds: Sequence[UnitKind] = UNIT_KINDS) -> list[Unit]:
         unknown = [a for a in kind.after if a not in names[:position]]
         if unknown:
             raise ValueError(f"unit kind {kind.name} depends on {unknown}, which are not registered before it")
+    kinds = [kind for kind in kinds if kind.enabled is None or resolve(kind.enabled)(study)]
     units = []
     for step in study.steps:
         for kind in kinds:
@@ -130,6 +183,9 @@ def unit_folder(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) -> Pa
 def unit_is_stored(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) -> bool:
     from codedyn.runs.store import is_completed
 
+    kind = _kind(unit.kind, kinds)
+    if kind.stored is not None:
+        return bool(resolve(kind.stored)(study, unit.step))
     folder = unit_folder(study, unit, kinds)
     return folder is not None and is_completed(folder)
 
@@ -273,7 +329,8 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
     }
     write_json(run_dir / TIMINGS_FILE, timings)
     _update_manifest(run_dir, {"pipeline": {
-        "units": [{"unit": r["unit"], "folder": Path(r["folder"]).name} for r in records],
+        "units": [{"unit": r["unit"], "folder": Path(r["folder"]).name if "folder" in r else None}
+                  for r in records],
         "analyses": [a.name for a in ANALYSES],
         "report": report.name if report else None,
         "executor": config.executor.model_dump(mode="json"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -35,15 +36,17 @@ def reference(tmp_path_factory, home):
 def sampled(monkeypatch):
     """The steps whose posterior gets sampled (the sampler itself still runs)."""
     import codedyn.sampling.posterior as posterior
+    import codedyn.sampling.sgld as sgld
 
     steps: list[int] = []
     real = posterior.sample_posterior
 
-    def counting(*args, description="", **kwargs):
-        steps.append(int(description.rsplit(" ", 1)[-1]))
+    def counting(*args, description="", **kwargs):  # "sampling step 4", "step 4 L1.MLP" (restricted)
+        steps.append(int(re.search(r"step (\d+)", description).group(1)))
         return real(*args, description=description, **kwargs)
 
     monkeypatch.setattr(posterior, "sample_posterior", counting)
+    monkeypatch.setattr(sgld, "sample_posterior", counting)  # what the weight-restricted units import
     return steps
 
 
@@ -245,3 +248,23 @@ def test_plan_orders_units_with_same_step_and_cross_step_dependencies():
     check_order(units)
     with pytest.raises(ValueError, match="not registered before it"):
         plan_units(study, (UnitKind("b", "x:run", after=("a",)), UnitKind("a", "x:run")))
+
+
+def test_weight_restricted_estimator_adds_its_units(reference, tmp_path, monkeypatch, sampled, no_training):
+    """With the weight-restricted estimator every checkpoint also gets its restricted posteriors (one unit per
+    checkpoint: the full one and one per component); the other units are reused; a rerun computes nothing."""
+    import codedyn.pipeline as pipeline
+    from codedyn.pipeline import run_study
+
+    monkeypatch.setattr(pipeline, "ANALYSES", tuple(a for a in pipeline.ANALYSES if a.name == "susceptibility"))
+    run_dir = copy_run(reference, tmp_path / "run")
+    config = tiny_config(susceptibility={"estimator": "weight_restricted", "draws": 4, "burn_in": 2,
+                                         "observation_windows": 8, "components": ["L1.MLP"]})
+    result = run_study(config, run_dir)
+    assert result.computed == [f"restricted-step{s}" for s in STEPS]
+    assert sorted(sampled) == sorted(2 * list(STEPS))  # full + L1.MLP per checkpoint; no shared posterior resampled
+    assert len(list((run_dir / "units").glob("restricted-step*"))) == 2 * len(STEPS)
+    table = pd.read_parquet(run_dir / "susceptibility" / "susceptibility_weight_restricted.parquet")
+    assert set(table["component"]) == {"L1.MLP"} and set(table["step"]) == set(STEPS)
+    sampled.clear()
+    assert run_study(config, run_dir).computed == [] and sampled == []

@@ -293,10 +293,10 @@ class SusceptibilityConfig(Frozen):
     and MLP, the components of the covariance estimator."""
     chains: int | None = Field(2, ge=1)
     """Chains per restricted posterior (None = the sampling section's)."""
-    draws: int | None = Field(16, ge=2)
+    draws: int | None = Field(10, ge=2)
     """Kept draws per chain of a restricted posterior (None = the sampling section's). The default keeps one
-    checkpoint of the toy suite (10 components + the full posterior) near 1-2 minutes on 2 CPU cores."""
-    burn_in: int | None = Field(24, ge=0)
+    checkpoint of the toy suite (10 components + the full posterior) near 1 min 45 s of CPU (BENCHMARKS.md)."""
+    burn_in: int | None = Field(14, ge=0)
     """Burn-in steps of a restricted posterior (None = the sampling section's)."""
     observation_windows: int = Field(32, ge=1)
     """Sampling windows (the first of the corpus windows) on which the corpus loss L_obs, hence φ_C, is measured

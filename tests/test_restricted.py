@@ -214,6 +214,7 @@ def test_cli_selects_the_estimator(restricted_study, tmp_path, monkeypatch):
 
     monkeypatch.setattr(sgld, "sample_posterior", forbidden)
     study, result = restricted_study
+    monkeypatch.setenv("CODEDYN_HOME", str(study.run_dir.parent))  # the study's dataset and suite caches
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(
         {**TINY_STUDY, "suite": {"steps": [4, 12]}, "susceptibility": {"burn_in": 2, "observation_windows": 8}}))))

@@ -1,10 +1,11 @@
-# Two commands for a fresh machine:  `make demo` (the main job) and `make test` (the test suite, also what CI runs).
+# Two commands for a fresh machine:  `make demo` (the main job, `codedyn run`) and `make test` (the test suite, also
+# what CI runs). `make smoke` is a three-minute first look.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint clean
+.PHONY: demo smoke test install lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/codedyn data build
-	$(BIN)/codedyn suite train-toy
-	$(BIN)/codedyn influence
-	$(BIN)/codedyn susceptibility
+	$(BIN)/codedyn run
+
+smoke: $(STAMP)
+	$(BIN)/codedyn run --preset smoke
 
 test: $(STAMP)
 	$(BIN)/ruff check codedyn tests benchmarks

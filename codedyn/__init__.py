@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 # pandas at ``import codedyn`` time.
 _LAZY = {
     "load_dataset": "codedyn.data.pairs",
+    "load_run": "codedyn.runs.load",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,12 @@ app.add_typer(suite_app, name="suite")
 
 PresetOption = Annotated[str, typer.Option("--preset", "-p", help="Preset name in configs/ or a YAML file.")]
 OutOption = Annotated[Path | None, typer.Option("--out", help="Write results under this folder.")]
+ExecutorOption = Annotated[str | None, typer.Option("--executor", help="local (one unit after another) or ray.")]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address (auto, ray://host:10001); default: local Ray.")
+]
+CpusOption = Annotated[int | None, typer.Option(help="CPUs (and torch threads) per unit.")]
+GpusOption = Annotated[float | None, typer.Option(help="GPUs per unit (Ray executor).")]
 
 
 def _console():
@@ -462,6 +469,104 @@ def _float_list(value: str | None, option: str) -> tuple[float, ...] | None:
         return None if value is None else tuple(float(v) for v in _csv(value) or ())
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}", param_hint=option) from None
+
+
+@app.command("run")
+@user_errors
+def run(
+    preset: PresetOption = "default",
+    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
+    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
+    cpus_per_task: CpusOption = None,
+    gpus_per_task: GpusOption = None,
+    out: OutOption = None,
+) -> None:
+    """The whole study, resumable: dataset, suite, every experiment over every checkpoint, then the report."""
+    from codedyn.config import load_config
+    from codedyn.pipeline import run_study
+    from codedyn.progress import rich_progress
+
+    config = load_config(preset, {
+        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
+        "executor": {"kind": executor, "address": address, "cpus_per_task": cpus_per_task,
+                     "gpus_per_task": gpus_per_task},
+    })
+    console = _console()
+    with _unit_errors(), rich_progress(console) as progress:
+        result = run_study(config, out or Path("runs") / config.name, progress)
+    _print_run(console, result)
+
+
+@app.command("refine")
+@user_errors
+def refine(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory (what codedyn run printed).")],
+    max_new: Annotated[int | None, typer.Option(help="Add at most this many checkpoints (default: all).")] = None,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
+    cpus_per_task: CpusOption = None,
+    gpus_per_task: GpusOption = None,
+) -> None:
+    """Densify a finished run: add the suite's checkpoints between the steps where a transition was detected,
+    compute only their units, then redo the analyses and the report."""
+    from codedyn.pipeline import refine_run
+    from codedyn.progress import rich_progress
+
+    overrides = {k: v for k, v in {"kind": executor, "address": address, "cpus_per_task": cpus_per_task,
+                                   "gpus_per_task": gpus_per_task}.items() if v is not None}
+    console = _console()
+    with _unit_errors(), rich_progress(console) as progress:
+        refined = refine_run(run_dir, max_new, progress, executor_overrides=overrides)
+    brackets = ", ".join(f"{a}..{b}" for a, b in refined.brackets)
+    if refined.run is None:
+        console.print(f"transitions between {brackets}, but no further checkpoints are available there")
+        typer.echo(str(run_dir))
+        return
+    console.print(f"transitions between {brackets}: added checkpoints {refined.added}")
+    _print_run(console, refined.run)
+
+
+@contextmanager
+def _unit_errors():
+    """A failed unit or an unrefinable run ends with its one-sentence message (exit 1 and 2)."""
+    from codedyn.pipeline import RefineError
+    from codedyn.runs.executor import UnitFailed
+
+    try:
+        yield
+    except UnitFailed as exc:
+        _console().print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(code=1) from None
+    except RefineError as exc:
+        _console().print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+def _print_run(console, result) -> None:
+    """The per-stage summary, then the report (or the output folders); stdout gets the report or run folder."""
+    from rich.table import Table
+
+    from codedyn.pipeline import format_seconds
+
+    timings = result.timings
+    table = Table("stage", "wall", "CPU", "model fwd+bwd", "peak RSS", title=f"codedyn run: {result.run_dir}")
+    for entry in timings["stages"]:
+        share = entry["model_seconds"] / entry["seconds"] if entry["seconds"] > 0 else 0.0
+        table.add_row(entry["stage"], format_seconds(entry["seconds"]), format_seconds(entry["cpu_seconds"]),
+                      f"{share:.0%}", f"{entry['peak_rss_mb']:.0f} MB")
+    table.add_row("total", format_seconds(timings["total_seconds"]), format_seconds(timings["cpu_seconds"]),
+                  f"{timings['model_fraction']:.0%}", f"{timings['peak_rss_mb']:.0f} MB", style="bold")
+    console.print(table)
+    cached = len(result.units) - len(result.computed)
+    console.print(f"{len(result.computed)} units computed, {cached} found stored; timings in "
+                  f"{result.run_dir / 'timings.json'}")
+    for name, path in result.outputs().items():
+        console.print(f"  {name}: {path}")
+    if result.report is not None:
+        console.print(f"[green]report[/] {result.report}")
+    typer.echo(str(result.report or result.run_dir))
 
 
 def _int_list(value: str, option: str) -> list[int]:

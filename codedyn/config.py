@@ -401,6 +401,24 @@ class CalibrationConfig(Frozen):
         return self
 
 
+class ExecutorConfig(Frozen):
+    """Where the per-checkpoint units of ``codedyn run`` execute: in this process, or as Ray tasks."""
+
+    kind: Literal["local", "ray"] = "local"
+    """``local``: one unit after another in this process. ``ray``: every unit is a Ray task writing to the same run
+    directory (which must be on a filesystem every node sees)."""
+    address: str | None = None
+    """Ray cluster to join (``auto``, ``ray://host:10001``); None starts a local Ray instance on this machine."""
+    cpus_per_task: int = Field(1, ge=1)
+    """CPUs a unit asks Ray for, and the torch threads it uses under either executor (so both compute the same
+    numbers)."""
+    gpus_per_task: float = Field(0.0, ge=0)
+    """GPUs a unit asks Ray for (1 for the Pythia presets; fractions share a GPU). The local executor uses the
+    suite's ``device`` setting instead."""
+    max_retries: int = Field(0, ge=0)
+    """Times Ray re-runs a unit whose worker died (a unit that raises is never retried: it would fail again)."""
+
+
 class CodedynConfig(Frozen):
     name: str = "default"
     """Name of the study; the run directory is runs/<name> unless --out says otherwise."""
@@ -420,6 +438,8 @@ class CodedynConfig(Frozen):
     """Experiment 4: the developmental (embryology) view of per-token susceptibilities."""
     calibration: CalibrationConfig = CalibrationConfig()
     """The hyperparameter sweep of `codedyn calibrate` that chooses the ``sampling`` values."""
+    executor: ExecutorConfig = ExecutorConfig()
+    """How ``codedyn run`` executes its per-checkpoint units (never part of a cache key)."""
 
 
 class ConfigError(ValueError):

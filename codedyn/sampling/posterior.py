@@ -53,10 +53,15 @@ OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batc
 UNITS_FORMAT = 2  # bump when a change here changes what a unit stores (2: per-token losses and token metadata)
 
 
+# Sampling settings that only the analyses read (they never change a draw), so they stay out of the unit key.
+ANALYSIS_ONLY = frozenset({"n_bootstrap"})
+
+
 def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> str:
     """Everything that changes the draws; ``sae_latents`` (a :class:`~codedyn.sampling.sae_observables.SaeLatentSet`
     or None) adds the fingerprint of the observed SAE latents."""
-    record = {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": config.model_dump(mode="json"),
+    sampling = config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY))
+    record = {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": sampling,
               "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
     if sae_latents is not None:
         record["sae_latents"] = sae_latents.fingerprint

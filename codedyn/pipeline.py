@@ -1,0 +1,509 @@
+"""``codedyn run``: the whole study as one resumable job, and ``codedyn refine``: densify it where things happen.
+
+The job is a small, explicit task graph:
+
+1. the dataset and the checkpoint suite (built or found in the cache; ``prepare_study``);
+2. per checkpoint, the cached *units* of :data:`UNIT_KINDS` (a posterior that influence, LLC and susceptibilities
+   share; per-checkpoint work of other experiments), run by an executor (:mod:`codedyn.runs.executor`: in this
+   process, or as Ray tasks). A unit may depend on other units of the same checkpoint;
+3. the study-level analyses of :data:`ANALYSES` (cheap, pure functions of the stored units, run here);
+4. the report (:data:`REPORT`).
+
+Resuming: every unit lives in ``<run>/units/<kind>-step<N>-<key>/`` under a key that hashes everything that changes
+its result, and counts as stored only once its ``completed`` marker exists (written last). Killing the job at any
+moment and starting it again therefore recomputes only the units that were not finished; analyses and the report
+are recomputed from the stored units each time, so the results equal those of an uninterrupted run. A changed
+hyperparameter changes the keys of exactly the units it affects.
+
+Adding an experiment is one line: a :class:`UnitKind` for its per-checkpoint work (``run(study, step, progress)
+-> Path``) and an :class:`Analysis` for its study-level computation (``compute(study) -> dict``).
+
+Every invocation writes ``<run>/timings.json`` (wall time, model forward/backward time and peak memory of every
+stage and unit) and ``<run>/run.json`` (status, units, outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from codedyn.config import CodedynConfig
+from codedyn.progress import SILENT, Progress
+from codedyn.runs.executor import Unit, make_executor, resolve, unit_id
+from codedyn.runs.store import MANIFEST, write_json
+
+RUN_FILE = "run.json"
+TIMINGS_FILE = "timings.json"
+UNIT_TIMINGS_DIR = "timings"
+
+
+@dataclass(frozen=True)
+class UnitKind:
+    """One kind of per-checkpoint unit."""
+
+    name: str
+    run: str  # "module:function", (study, step, progress) -> Path of the stored unit folder
+    folder: str | None = None  # "module:function", (study, step) -> Path where the unit is (or will be) stored;
+    # a unit whose folder is completed is not submitted again (without it, ``run`` is called and finds its cache)
+    after: tuple[str, ...] = ()  # kinds of the same checkpoint that must be stored first
+    needs: str | None = None  # "module:function", (study, step) -> ids of further units that must be stored first
+    # (e.g. the same kind at the previous checkpoint, for work that starts from its predecessor's result)
+    stored: str | None = None  # "module:function", (study, step) -> bool: stored, for a unit of several folders
+    # (then ``folder`` names the main one)
+    enabled: str | None = None  # "module:function", (study) -> bool; None: always part of the study
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One study-level analysis over the stored units."""
+
+    name: str
+    compute: str  # "module:function", (study) -> dict with at least "folder"
+
+
+UNIT_KINDS: tuple[UnitKind, ...] = (
+    UnitKind("sae", "codedyn.experiments.emergence:emergence_unit",  # Experiment 2
+             folder="codedyn.experiments.emergence:emergence_unit_dir", needs="codedyn.pipeline:previous_sae"),
+    # The posterior records the checkpoint's SAE latents when susceptibility.sae_latents > 0, so it comes after
+    # the SAE of its checkpoint (its key includes the SAE's weights).
+    UnitKind("posterior", "codedyn.sampling.posterior:posterior_unit", after=("sae",),
+             folder="codedyn.sampling.posterior:posterior_folder", stored="codedyn.pipeline:posterior_stored"),
+    UnitKind("restricted", "codedyn.pipeline:restricted_unit",  # Experiment 3, --estimator weight_restricted
+             folder="codedyn.pipeline:restricted_folder", stored="codedyn.pipeline:restricted_stored",
+             enabled="codedyn.pipeline:uses_restricted"),
+)
+ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read earlier ones' tables
+    Analysis("influence", "codedyn.experiments.influence:compute_influence"),  # Experiment 1 and the LLC
+    Analysis("susceptibility", "codedyn.experiments.susceptibility:compute_susceptibility"),  # Experiment 3
+    Analysis("emergence", "codedyn.experiments.emergence:compute_emergence"),  # Experiment 2 (reads the LLC)
+    Analysis("embryology", "codedyn.experiments.embryology:compute_embryology"),  # Experiment 4
+)
+REPORT: str | None = "codedyn.report.html:write_report"  # (study) -> Path of report.html
+
+
+# --------------------------------------------------------------------------------------------------- the units
+
+
+def posterior_stored(study, step: int) -> bool:
+    """A posterior is stored when its folder is completed; before its SAE exists its key is not even known."""
+    from codedyn.runs.store import is_completed
+    from codedyn.sampling.posterior import posterior_folder
+
+    try:
+        return is_completed(posterior_folder(study, step))
+    except FileNotFoundError:
+        return False
+
+
+def uses_restricted(study) -> bool:
+    return study.config.susceptibility.estimator == "weight_restricted"
+
+
+def _restricted_args(study, step: int) -> tuple:
+    from codedyn.experiments.susceptibility import restricted_sampling_config
+
+    return (study.run_dir, step, study.suite.name, study.dataset.card["hash"], restricted_sampling_config(study),
+            study.config.susceptibility.observation_windows)
+
+
+def restricted_unit(study, step: int, progress: Progress = SILENT) -> Path:
+    """The full and the per-component weight-restricted posteriors of one checkpoint; the ``full`` unit's folder."""
+    from codedyn.sampling.restricted import run_restricted
+
+    run_dir, _, suite, _, sampling, windows = _restricted_args(study, step)
+    components = study.config.susceptibility.components
+    checkpoint = study.suite.load(step, device=study.config.suite.device)
+    run_restricted(checkpoint, suite, study.dataset, sampling, windows, list(components) if components else None,
+                   run_dir, progress)
+    return restricted_folder(study, step)
+
+
+def restricted_folder(study, step: int) -> Path:
+    """The folder of a checkpoint's ``full`` restricted posterior (its components' lie beside it)."""
+    from codedyn.sampling.restricted import FULL, restricted_key, restricted_unit_dir
+
+    run_dir, _, suite, data_hash, sampling, windows = _restricted_args(study, step)
+    return restricted_unit_dir(run_dir, step, FULL, restricted_key(suite, step, data_hash, sampling, windows, FULL))
+
+
+def restricted_stored(study, step: int) -> bool:
+    from codedyn.runs.store import is_completed
+    from codedyn.sampling.restricted import FULL, restricted_components, restricted_key, restricted_unit_dir
+
+    run_dir, _, suite, data_hash, sampling, windows = args = _restricted_args(study, step)
+    components = study.config.susceptibility.components
+    try:
+        names = [FULL, *restricted_components(*args, list(components) if components else None)]
+    except FileNotFoundError:
+        return False
+    return all(is_completed(restricted_unit_dir(run_dir, step, name, restricted_key(suite, step, data_hash, sampling,
+                                                                                    windows, name)))
+               for name in names)
+
+
+def previous_sae(study, step: int) -> tuple[str, ...]:
+    """An SAE initialised from the previous checkpoint's needs that one stored first."""
+    if not study.config.emergence.init_from_previous:
+        return ()
+    earlier = [s for s in study.steps if s < step]
+    return (unit_id("sae", earlier[-1]),) if earlier else ()
+
+
+def plan_units(study, kinds: Sequence[UnitKind] = UNIT_KINDS) -> list[Unit]:
+    """Every unit of the study, checkpoint by checkpoint, each after the units it depends on."""
+    names = [kind.name for kind in kinds]
+    for position, kind in enumerate(kinds):
+        unknown = [a for a in kind.after if a not in names[:position]]
+        if unknown:
+            raise ValueError(f"unit kind {kind.name} depends on {unknown}, which are not registered before it")
+    kinds = [kind for kind in kinds if kind.enabled is None or resolve(kind.enabled)(study)]
+    units = []
+    for step in study.steps:
+        for kind in kinds:
+            extra = tuple(resolve(kind.needs)(study, step)) if kind.needs else ()
+            units.append(Unit(kind.name, step, tuple(unit_id(a, step) for a in kind.after) + extra))
+    return units
+
+
+def unit_folder(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) -> Path | None:
+    """Where ``unit`` is stored, when its kind says so before computing it."""
+    kind = _kind(unit.kind, kinds)
+    return Path(resolve(kind.folder)(study, unit.step)) if kind.folder is not None else None
+
+
+def unit_is_stored(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) -> bool:
+    from codedyn.runs.store import is_completed
+
+    kind = _kind(unit.kind, kinds)
+    if kind.stored is not None:
+        return bool(resolve(kind.stored)(study, unit.step))
+    folder = unit_folder(study, unit, kinds)
+    return folder is not None and is_completed(folder)
+
+
+def _kind(name: str, kinds: Sequence[UnitKind] = UNIT_KINDS) -> UnitKind:
+    for kind in kinds:
+        if kind.name == name:
+            return kind
+    raise KeyError(f"no unit kind {name!r}; registered: {[k.name for k in kinds]}")
+
+
+def run_unit(study, unit: Unit, progress: Progress = SILENT) -> dict:
+    """Compute and store one unit with the configured torch threads; its timing record.
+
+    The record is also written to ``<run>/timings/<unit folder>.json``, so a resumed run still knows what its
+    cached units cost.
+    """
+    from codedyn.runs.timings import stage
+
+    kind = _kind(unit.kind)
+    timing: list[dict] = []
+    with torch_threads(study.config.executor.cpus_per_task), stage(unit.id, timing, kind=unit.kind,
+                                                                     step=unit.step) as entry:
+        entry["folder"] = str(resolve(kind.run)(study, unit.step, progress))
+    record = {**timing[0], "unit": unit.id, "cached": False}
+    write_json(Path(study.run_dir) / UNIT_TIMINGS_DIR / f"{Path(record['folder']).name}.json", record)
+    return record
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class RunResult:
+    """What ``codedyn run`` produced."""
+
+    run_dir: Path
+    study: Any  # codedyn.experiments.study.Study
+    units: list[dict]  # one timing record per unit; "cached": True for units found stored
+    analyses: dict[str, dict] = field(default_factory=dict)  # name -> what its compute function returned
+    report: Path | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def computed(self) -> list[str]:
+        """Ids of the units this invocation computed (not found stored)."""
+        return [u["unit"] for u in self.units if not u["cached"]]
+
+    def outputs(self) -> dict[str, Path]:
+        """Where each analysis (and the report) wrote its results."""
+        found = {name: Path(result["folder"]) for name, result in self.analyses.items() if "folder" in result}
+        if self.report is not None:
+            found["report"] = self.report
+        return found
+
+
+def open_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
+               stages: list[dict] | None = None):
+    """Build (or find) the dataset and the suite, timing each, then prepare the study (which finds both cached)."""
+    from codedyn.data.pairs import build_dataset
+    from codedyn.experiments.study import prepare_study
+    from codedyn.models.toy import train_toy_suite
+    from codedyn.runs.timings import stage
+
+    stages = [] if stages is None else stages
+    with stage("dataset", stages):
+        build_dataset(config.dataset, progress=progress)
+    if config.suite.name == "toy":
+        with stage("suite", stages), torch_threads(config.toy.threads):
+            train_toy_suite(config.toy, progress=progress)
+    with stage("study", stages):  # finds both cached: no second set of progress bars
+        return prepare_study(config, Path(run_dir), SILENT)
+
+
+def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT, executor=None,
+              refinement: dict | None = None) -> RunResult:
+    """The whole study: dataset, suite, every unit (only the missing ones are computed), analyses, report.
+
+    ``executor`` defaults to the one ``config.executor`` describes. ``refinement`` (from :func:`refine_run`) is
+    appended to the manifest's record of refinements.
+    """
+    from codedyn.runs.timings import load_average, stage, summary
+
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    history = _previous_refinements(run_dir) + ([refinement] if refinement else [])
+    executor = executor or make_executor(config.executor)
+    load_start = load_average()
+    stages: list[dict] = []
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / RUN_FILE, {"status": "running", "started": _now(), "executor": executor.kind})
+    study = open_study(config, run_dir, progress, stages)
+    _remove_leftovers(run_dir)
+
+    units = plan_units(study)
+    stored = {u.id for u in units if unit_is_stored(study, u)}
+    pending = [Unit(u.kind, u.step, tuple(d for d in u.after if d not in stored)) for u in units
+               if u.id not in stored]  # a stored dependency is no longer waited for
+    progress.log(f"{len(units)} units over {len(study.steps)} checkpoints: {len(stored)} stored, "
+                 f"{len(pending)} to compute ({executor.kind} executor)")
+    with stage("units", stages, executor=executor.kind, computed=len(pending), cached=len(stored)) as entry:
+        computed = {r["unit"]: r for r in executor.run(pending, study, run_unit, progress)}
+    records = [computed.get(u.id) or _cached_record(study, u) for u in units]
+    fresh = [r for r in records if not r["cached"]]
+    if executor.kind != "local":  # the units ran elsewhere: their own clocks and memory peaks tell
+        entry["model_seconds"] = sum(r["model_seconds"] for r in fresh)
+        entry["forward_seconds"] = sum(r["forward_seconds"] for r in fresh)
+        entry["backward_seconds"] = sum(r["backward_seconds"] for r in fresh)
+        entry["cpu_seconds"] += sum(r["cpu_seconds"] for r in fresh)
+    entry["peak_rss_mb"] = max([entry["peak_rss_mb"], *(r["peak_rss_mb"] for r in fresh)])
+
+    analyses = {}
+    for analysis in ANALYSES:
+        with stage(f"analysis:{analysis.name}", stages):
+            analyses[analysis.name] = resolve(analysis.compute)(study)
+    report = None
+    if REPORT is not None:
+        with stage("report", stages):
+            report = Path(resolve(REPORT)(study))
+
+    timings = {
+        "stages": stages,
+        "units": records,
+        **summary(stages, time.perf_counter() - started),
+        "executor": executor.kind,
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "finished": _now(),
+    }
+    write_json(run_dir / TIMINGS_FILE, timings)
+    _update_manifest(run_dir, {"pipeline": {
+        "units": [{"unit": r["unit"], "folder": Path(r["folder"]).name if "folder" in r else None}
+                  for r in records],
+        "analyses": [a.name for a in ANALYSES],
+        "report": report.name if report else None,
+        "executor": config.executor.model_dump(mode="json"),
+    }, "refinements": history})
+    result = RunResult(run_dir, study, records, analyses, report, timings)
+    write_json(run_dir / RUN_FILE, {
+        "status": "finished", "finished": timings["finished"], "executor": executor.kind,
+        "steps": list(study.steps), "computed": result.computed,
+        "outputs": {name: str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
+                    for name, path in result.outputs().items()},
+    })
+    return result
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """Half-built unit folders of a killed run (never marked completed; a run directory has one job at a time)."""
+    import shutil
+
+    from codedyn.sampling.posterior import UNITS_DIR
+
+    for partial in (Path(run_dir) / UNITS_DIR).glob(".*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _cached_record(study, unit: Unit) -> dict:
+    """A stored unit's record: what computing it cost when it was computed (if known), marked cached."""
+    folder = unit_folder(study, unit)
+    record: dict[str, Any] = {"unit": unit.id, "stage": unit.id, "kind": unit.kind, "step": unit.step}
+    if folder is not None:
+        record["folder"] = str(folder)
+        earlier = Path(study.run_dir) / UNIT_TIMINGS_DIR / f"{folder.name}.json"
+        if earlier.is_file():
+            record["computed_earlier"] = {k: v for k, v in json.loads(earlier.read_text()).items()
+                                          if k in ("seconds", "cpu_seconds", "model_seconds", "peak_rss_mb", "host")}
+    record.update({"cached": True, "seconds": 0.0, "cpu_seconds": 0.0, "model_seconds": 0.0, "forward_seconds": 0.0,
+                   "backward_seconds": 0.0, "peak_rss_mb": 0.0})
+    return record
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _previous_refinements(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text()).get("refinements", []))
+    except (OSError, ValueError):
+        return []
+
+
+def _update_manifest(run_dir: Path, extra: dict) -> None:
+    path = Path(run_dir) / MANIFEST
+    write_json(path, {**json.loads(path.read_text()), **extra})
+
+
+# ---------------------------------------------------------------------------------------------------- refine
+
+
+class RefineError(ValueError):
+    """A run that cannot be refined (not finished, no transition calls); the message says why."""
+
+
+def stored_config(run_dir: Path) -> CodedynConfig:
+    """The resolved config a run was made with (from its manifest)."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {MANIFEST}; not a codedyn run directory")
+    return CodedynConfig.model_validate(json.loads(path.read_text())["config"])
+
+
+_VERDICT_STEP = re.compile(r"at step (\d+)")
+# Curves that are controls, not findings (Experiment 2's shuffled-label and random-latent baselines): an event on
+# them says nothing about where to look closer.
+CONTROL_CURVES = frozenset({"shuffled", "random_latent"})
+
+
+def transition_brackets(run_dir: Path, steps: Sequence[int]) -> list[tuple[int, int]]:
+    """Pairs of checkpoints (a, b) between which a finished run detected something: every ``between: [a, b]``
+    in a ``transitions.json`` of the run, and every verdict "... at step X" (bracketed by the checkpoint before
+    X), except on the control curves of :data:`CONTROL_CURVES`. Sorted, without duplicates."""
+    steps = sorted(steps)
+    found: set[tuple[int, int]] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            between = node.get("between")
+            if isinstance(between, list | tuple) and len(between) == 2:
+                a, b = sorted(int(x) for x in between)
+                if a < b:
+                    found.add((a, b))
+            verdict = node.get("verdict")
+            match = _VERDICT_STEP.search(verdict) if isinstance(verdict, str) else None
+            if match and int(match.group(1)) in steps and steps.index(int(match.group(1))) > 0:
+                x = int(match.group(1))
+                found.add((steps[steps.index(x) - 1], x))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in sorted(Path(run_dir).glob("*/transitions.json")):
+        calls = json.loads(path.read_text())
+        if isinstance(calls, dict):
+            calls = {name: call for name, call in calls.items() if not CONTROL_CURVES & set(name.split("/"))}
+        walk(calls)
+    return sorted(found)
+
+
+def densify(brackets: Sequence[tuple[int, int]], available: Sequence[int], existing: Sequence[int],
+            max_new: int | None = None) -> list[int]:
+    """Available checkpoints strictly inside the brackets and not yet in the run; at most ``max_new`` of them,
+    chosen one at a time as the candidate farthest from every step already chosen or present (so the first one
+    of a bracket is near its middle), sorted."""
+    have = set(existing)
+    candidates = sorted({s for s in available for a, b in brackets if a < s < b} - have)
+    if max_new is None or len(candidates) <= max_new:
+        return candidates
+    chosen: list[int] = []
+    points = sorted(have)
+    for _ in range(max_new):
+        best = max(candidates, key=lambda s: (min(abs(s - p) for p in points), -s))
+        chosen.append(best)
+        candidates.remove(best)
+        points.append(best)
+    return sorted(chosen)
+
+
+@dataclass
+class RefineResult:
+    added: list[int]
+    brackets: list[tuple[int, int]]
+    run: RunResult | None  # None when there was nothing to add
+
+
+def refine_run(run_dir: Path, max_new: int | None = None, progress: Progress = SILENT, executor=None,
+               executor_overrides: dict | None = None) -> RefineResult:
+    """Add the suite's available checkpoints between the steps where the finished run at ``run_dir`` detected a
+    transition, compute only their units, then recompute the analyses and the report over all steps."""
+    from codedyn.models.suite import get_suite
+
+    run_dir = Path(run_dir)
+    status = run_dir / RUN_FILE
+    if not status.is_file() or json.loads(status.read_text()).get("status") != "finished":
+        raise RefineError(f"{run_dir} is not a finished run; finish it first with codedyn run --out {run_dir}")
+    config = stored_config(run_dir)
+    if executor_overrides:
+        config = config.model_copy(update={"executor": config.executor.model_copy(update=executor_overrides)})
+        config = CodedynConfig.model_validate(config.model_dump())
+    steps = json.loads(status.read_text())["steps"]
+    brackets = transition_brackets(run_dir, steps)
+    if not brackets:
+        raise RefineError(f"{run_dir}: no transition was detected between any two checkpoints; nothing to refine")
+    suite_name = json.loads((run_dir / MANIFEST).read_text())["suite"]
+    suite = get_suite(suite_name)
+    available = suite.cached_steps() or suite.schedule
+    added = densify(brackets, available, steps, max_new)
+    if not added:
+        progress.log(f"no available checkpoints of {suite_name} lie inside {brackets}; the run is as dense as it "
+                     "gets")
+        return RefineResult([], brackets, None)
+    new_steps = sorted({*steps, *added})
+    refined = CodedynConfig.model_validate(
+        {**config.model_dump(mode="json"), "suite": {**config.suite.model_dump(mode="json"), "steps": new_steps}}
+    )
+    record = {"added": added, "brackets": [list(b) for b in brackets], "steps_before": steps, "created": _now()}
+    return RefineResult(added, brackets, run_study(refined, run_dir, progress, executor, refinement=record))
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)} min {rest:04.1f} s" if minutes else f"{rest:.1f} s"

@@ -18,11 +18,12 @@ from tests.test_emergence import TINY_EMERGENCE
 from tests.test_experiments_run import TINY_STUDY
 
 # The tiny study of the experiment tests (every experiment's tiny settings; ten problems so that every split has
-# some), one torch thread per unit. The SAEs start from the previous checkpoint's: units depend on other steps.
+# some), one torch thread per unit. The SAEs start from the previous checkpoint's: units depend on other steps;
+# each posterior records three latents of its checkpoint's SAEs.
 TINY_RUN = {**TINY_STUDY, "dataset": TINY_EMERGENCE["dataset"], "emergence": TINY_EMERGENCE["emergence"],
-            "executor": {"cpus_per_task": 1}}
+            "susceptibility": {"sae_latents": 3}, "executor": {"cpus_per_task": 1}}
 STEPS = (0, 4, 12)
-KINDS = ("posterior", "sae")  # the registered per-checkpoint units
+KINDS = ("sae", "posterior")  # the registered per-checkpoint units (a posterior observes its checkpoint's SAE)
 UNITS = [f"{kind}-step{step}" for step in STEPS for kind in KINDS]  # in plan order
 
 _BUILT: dict[str, Path] = {}

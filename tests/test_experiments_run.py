@@ -17,6 +17,7 @@ TINY_STUDY = {
     "suite": {"steps": [0, 4, 12]},
     "sampling": {"chains": 2, "draws": 8, "burn_in": 4, "batch_size": 8, "sampling_windows": 64,
                  "window_length": 33, "max_sample_tokens": 64, "n_bootstrap": 50, "lr": 1e-4},
+    "susceptibility": {"sae_latents": 0},  # heads and MLPs only: this study trains no SAEs
 }
 
 

@@ -111,10 +111,15 @@ def test_changed_settings_invalidate_exactly_the_affected_units(reference, tmp_p
     after = sorted(p.name for p in (run_dir / "units").iterdir())
     assert set(before) < set(after) and len(after) == len(before) + len(STEPS)  # old units kept beside new keys
 
-    # An SAE-only setting retrains the SAEs and resamples nothing.
+    # An SAE analysis-only setting (more shuffled-label controls) redoes the SAE units and resamples nothing: the
+    # posteriors observe the SAEs' latents, and the (deterministic) SAE weights did not change.
+    sampled.clear()
+    result = run_study(tiny_config(sampling={"draws": 9}, emergence={"shuffles": 3}), run_dir)
+    assert sampled == [] and [u for u in result.computed if u.startswith("sae")] == [f"sae-step{s}" for s in STEPS]
+    # Retraining the SAEs (other weights) resamples exactly the posteriors that observe them.
     sampled.clear()
     result = run_study(tiny_config(sampling={"draws": 9}, emergence={"epochs": 1}), run_dir)
-    assert sampled == [] and result.computed == [f"sae-step{s}" for s in STEPS]
+    assert sampled == list(STEPS)
     assert result.study.dataset.card["hash"] == load_run(reference).manifest["data_hash"]
     assert result.study.suite.name == load_run(reference).manifest["suite"]
     assert load_run(run_dir).posterior(4).sizes["draw"] == 9
@@ -183,7 +188,9 @@ def test_refine_samples_only_the_new_checkpoint(reference, tmp_path, monkeypatch
     with monkeypatch.context() as patch:  # a finished run of steps 0 and 12 (its analyses are not needed here)
         patch.setattr(pipeline, "ANALYSES", ())
         run_study(tiny_config(suite={"steps": [0, 12]}), run_dir)
-    assert sampled == []
+    # Step 12's SAE now starts from step 0's: other SAE weights, so the posterior observing its latents is resampled.
+    assert sampled == [12]
+    sampled.clear()
     planted = {"CC/cov": {"events": [{"kind": "sign_flip", "step": 12, "between": [0, 12], "detail": "planted"}],
                           "verdict": "no change"}}
     (run_dir / "influence" / "transitions.json").write_text(json.dumps(planted))
@@ -193,8 +200,10 @@ def test_refine_samples_only_the_new_checkpoint(reference, tmp_path, monkeypatch
 
     refined = refine_run(run_dir, max_new=1)
     assert refined.brackets == [(0, 12)] and refined.added == [6]
-    # Only the new checkpoint is sampled; the SAE after it starts from step 6's, so it is retrained too.
-    assert sampled == [6] and refined.run.computed == ["posterior-step6", "sae-step6", "sae-step12"]
+    # The new checkpoint is sampled; the SAE after it starts from step 6's, so it is retrained too, and so is the
+    # posterior that observes it. Step 0 is untouched.
+    assert sampled == [6, 12]
+    assert set(refined.run.computed) == {"sae-step6", "posterior-step6", "sae-step12", "posterior-step12"}
     run = load_run(run_dir)
     assert run.steps == (0, 6, 12) and run.config.suite.steps == (0, 6, 12)
     assert sorted(set(run.influence["step"])) == [0, 6, 12]
@@ -220,7 +229,7 @@ def test_cli_rerun_finds_every_unit_and_prints_the_stage_summary(reference, tmp_
     assert all(u["cached"] and u["computed_earlier"]["seconds"] > 0 for u in timings["units"])
     assert_same_results(reference, run_dir)
     assert "analysis:influence" in outcome.output and f"0 units computed, {len(UNITS)} found stored" in outcome.output
-    assert outcome.stdout.strip().splitlines()[-1] == str(run_dir)
+    assert outcome.stdout.strip().splitlines()[-1] == str(run_dir / "report.html")
 
     bad = CliRunner().invoke(app, ["run", "--preset", str(preset), "--out", str(run_dir), "--executor", "slurm"])
     assert bad.exit_code == 2 and "executor.kind" in bad.output

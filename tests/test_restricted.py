@@ -140,7 +140,7 @@ def restricted_study(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("CODEDYN_HOME", str(home))
     overrides = {**TINY_STUDY, "suite": {"steps": [4, 12]},
-                 "susceptibility": {"estimator": "weight_restricted", "draws": 6, "burn_in": 2,
+                 "susceptibility": {"estimator": "weight_restricted", "draws": 6, "burn_in": 2, "sae_latents": 0,
                                     "observation_windows": 8, "components": ["L0.H0", "L1.H1", "L1.MLP"]}}
     study = prepare_study(load_config("default", overrides), home / "run")
     yield study, run_susceptibility(study)
@@ -217,7 +217,8 @@ def test_cli_selects_the_estimator(restricted_study, tmp_path, monkeypatch):
     monkeypatch.setenv("CODEDYN_HOME", str(study.run_dir.parent))  # the study's dataset and suite caches
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(
-        {**TINY_STUDY, "suite": {"steps": [4, 12]}, "susceptibility": {"burn_in": 2, "observation_windows": 8}}))))
+        {**TINY_STUDY, "suite": {"steps": [4, 12]},
+         "susceptibility": {"burn_in": 2, "observation_windows": 8, "sae_latents": 0}}))))
     args = ["susceptibility", "--preset", str(preset), "--out", str(study.run_dir), "--estimator", "weight_restricted",
             "--components", "L0.H0,L1.H1,L1.MLP", "--restricted-draws", "6"]
     outcome = CliRunner().invoke(app, args)

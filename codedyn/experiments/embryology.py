@@ -266,6 +266,23 @@ def run_embryology(study, progress=None) -> dict:
     return compute_embryology(study, progress)
 
 
+def aligned_components(study) -> list[str]:
+    """The components embedded at every checkpoint: those with one identity across checkpoints. Heads and MLPs
+    always; SAE latents (``L<l>.SAE<i>``) only when each checkpoint's SAE starts from the previous one's
+    (``emergence.init_from_previous``, which keeps latent identity) and the latent is recorded at every checkpoint:
+    otherwise latent i of two checkpoints' SAEs are unrelated features and aligning them would be meaningless."""
+    import xarray as xr
+
+    from codedyn.sampling.posterior import posterior_folder
+    from codedyn.sampling.traces import TRACES_FILE
+
+    per_step = [[str(n) for n in xr.open_zarr(posterior_folder(study, step) / TRACES_FILE,
+                                              consolidated=False)["observable"].values] for step in study.steps]
+    common = set.intersection(*(set(names) for names in per_step))
+    keep_latents = study.config.emergence.init_from_previous
+    return [n for n in per_step[0] if n in common and (keep_latents or ".SAE" not in n)]
+
+
 def compute_embryology(study, progress=None) -> dict:
     """Per-token susceptibilities, aligned embeddings, tables and figures from the stored posteriors.
 
@@ -292,9 +309,10 @@ def compute_embryology(study, progress=None) -> dict:
 
     steps, raws, token_vectors, intervals = [], [], [], []
     components = tokens = meta = first = None
+    shared = aligned_components(study)
     bar = progress.task("embryology: per-token susceptibilities", total=len(study.steps))
     for step, traces in study.posteriors():
-        suscept = checkpoint_token_susceptibilities(traces)
+        suscept = checkpoint_token_susceptibilities(traces.sel(observable=shared))
         save_token_susceptibilities(suscept, chi_dir / f"step{step}.zarr")
         if first is None:
             first = suscept["token_id"].values

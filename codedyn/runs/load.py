@@ -126,12 +126,17 @@ class Run:
 
     # -- arrays
     def posterior(self, step: int):
-        """The stored posterior draws of checkpoint ``step`` (xarray Dataset)."""
+        """The stored posterior draws of checkpoint ``step`` (xarray Dataset): the unit the last ``codedyn run``
+        used (its manifest lists them), else the one whose key the run's sampling settings give."""
         from codedyn.config import SamplingConfig
-        from codedyn.sampling.posterior import load_posterior
+        from codedyn.sampling.posterior import UNITS_DIR, load_posterior
+        from codedyn.sampling.traces import load_traces
 
         if step not in self.steps:
             raise KeyError(f"step {step} is not a checkpoint of this run; its steps are {list(self.steps)}")
+        for unit in self.manifest.get("pipeline", {}).get("units", []):
+            if unit.get("unit") == f"posterior-step{step}" and unit.get("folder"):
+                return load_traces(self.path / UNITS_DIR / unit["folder"])
         return load_posterior(self.path, self.manifest["suite"], step, self.manifest["data_hash"],
                               SamplingConfig.model_validate(self.manifest["config"]["sampling"]))
 

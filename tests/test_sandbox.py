@@ -57,6 +57,9 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+REAP_GRACE_S = 2.0
+
+
 @pytest.fixture(autouse=True)
 def sandbox_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point tempfile at a dedicated directory; afterwards it must be empty and no process may still
@@ -65,6 +68,11 @@ def sandbox_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(root))
     yield root
+    # A killed process can stay visible in /proc for a moment while the kernel tears it down: allow it a grace
+    # period, then insist that nothing is left.
+    deadline = time.monotonic() + REAP_GRACE_S
+    while processes_mentioning(str(root)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert processes_mentioning(str(root)) == []
     assert list(root.iterdir()) == []
 

@@ -89,3 +89,22 @@ def random_windows(stream: np.ndarray, n: int, length: int, rng: np.random.Gener
         raise ValueError(f"token stream of {stream.shape[0]} tokens is too short for windows of {length}")
     starts = rng.integers(0, stream.shape[0] - length, size=n)
     return np.stack([stream[s : s + length] for s in starts])
+
+
+def sample_windows(tokenizer, corpus: CodeCorpus, split: str, n: int, length: int, rng: np.random.Generator,
+                   oversample: int) -> np.ndarray:
+    """``n`` random windows [n, length] of a corpus split in this tokenisation. Only as many files as needed are
+    encoded: files in a seeded order until about ``oversample`` times the tokens the windows use (encoding the whole
+    standard library for every checkpoint would dominate the cost of a small model's unit)."""
+    files = list(corpus.split(split))
+    rng.shuffle(files)
+    needed = oversample * n * length
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    texts, approx_tokens = [], 0
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        texts.append(text)
+        approx_tokens += len(text) // 3  # code averages well over 3 characters per BPE token
+        if approx_tokens >= needed:
+            break
+    return random_windows(encode_stream(tokenizer, texts, eos), n, length, rng)

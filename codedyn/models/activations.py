@@ -170,19 +170,7 @@ def ce_loss_recovered(model, windows, layer: int, sae, n_boot: int = 0, seed: in
 def corpus_windows(tokenizer, split: str, n: int, length: int, seed: int, corpus=None) -> np.ndarray:
     """``n`` random windows [n, length] of the corpus split (``train`` or ``heldout``) in this tokenisation; only as
     many files as needed are encoded (a seeded file order, about three times the tokens the windows use)."""
-    from codedyn.data.corpus import CodeCorpus, encode_stream, random_windows
+    from codedyn.data.corpus import CodeCorpus, sample_windows
 
-    corpus = corpus or CodeCorpus.stdlib()
-    files = list(corpus.split(split))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(files)
-    needed = 3 * n * length
-    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    texts, approx_tokens = [], 0
-    for path in files:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        texts.append(text)
-        approx_tokens += len(text) // 3  # code averages well over 3 characters per BPE token
-        if approx_tokens >= needed:
-            break
-    return random_windows(encode_stream(tokenizer, texts, eos), n, length, rng)
+    return sample_windows(tokenizer, corpus or CodeCorpus.stdlib(), split, n, length, np.random.default_rng(seed),
+                          oversample=3)

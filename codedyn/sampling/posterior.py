@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from codedyn.config import SamplingConfig
-from codedyn.data.corpus import CodeCorpus, encode_stream, random_windows
+from codedyn.data.corpus import CodeCorpus, sample_windows
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
 from codedyn.sampling.losses import EvalSet
@@ -31,21 +31,9 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
     """
     import torch
 
-    corpus = corpus or CodeCorpus.stdlib()
-    files = list(corpus.split("train"))
-    rng = np.random.default_rng(config.seed)
-    rng.shuffle(files)
-    needed = 10 * config.sampling_windows * config.window_length
-    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    texts, approx_tokens = [], 0
-    for path in files:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        texts.append(text)
-        approx_tokens += len(text) // 3  # code averages well over 3 characters per BPE token
-        if approx_tokens >= needed:
-            break
-    stream = encode_stream(tokenizer, texts, eos)
-    return torch.as_tensor(random_windows(stream, config.sampling_windows, config.window_length, rng))
+    windows = sample_windows(tokenizer, corpus or CodeCorpus.stdlib(), "train", config.sampling_windows,
+                             config.window_length, np.random.default_rng(config.seed), oversample=10)
+    return torch.as_tensor(windows)
 
 
 # Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.

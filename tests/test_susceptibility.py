@@ -99,3 +99,27 @@ def test_restricted_constant_observable_gives_zero_with_an_interval_covering_it(
     # An observable independent of Δ, with the full posterior's mean equal to the restricted one: covers zero.
     chi, low, high = bootstrap_restricted(rng.normal(size=(2, 100)), delta, delta, n_boot=200, seed=1)
     assert ((low <= 0) & (high >= 0)).all()
+
+
+def test_trajectories_follow_only_components_measured_at_every_checkpoint():
+    """Each checkpoint records its own SAE's latents: a latent seen at one step has no trajectory."""
+    import pandas as pd
+
+    from codedyn.experiments.susceptibility import tracked_components, trajectory_figure
+
+    rows = []
+    for step in (0, 10, 20):
+        for component in ("L0.H0", "L1.MLP", f"L1.SAE{step}"):
+            for distribution in ("correct", "incorrect"):
+                chi = 5.0 if component.startswith("L1.SAE") else float(step)
+                rows.append({"step": step, "component": component, "distribution": distribution,
+                             "variant": "standardised", "chi": chi, "low": chi - 1, "high": chi + 1})
+    table = pd.DataFrame(rows)
+    assert tracked_components(table) == ["L0.H0", "L1.MLP"]
+    ranked = pd.DataFrame({"component": ["L1.SAE10", "L0.H0", "L1.MLP"], "gap": [9.0, 1.0, 0.5]})
+    figure = trajectory_figure(table, ranked, top=3)  # the one-step latent with the largest gap is left out
+    labels = [text.get_text() for ax in figure.axes for text in (ax.get_legend().get_texts() if ax.get_legend()
+                                                                else [])]
+    labels += [line.get_label() for ax in figure.axes for line in ax.get_lines()]
+    assert not any("SAE" in label for label in labels)
+    assert any("L0.H0" in label for label in labels)

@@ -268,11 +268,20 @@ def compute_susceptibility(study) -> dict:
     return {"table": table, "responders": ranked, "folder": out, "estimator": estimator}
 
 
+def tracked_components(table) -> list[str]:
+    """Components measured at every checkpoint of the table, the only ones with a trajectory: heads and MLPs, and SAE
+    latents only where one latent is recorded at every step (each checkpoint has its own SAE, so latent i of two
+    checkpoints is the same feature only when SAEs start from their predecessor's)."""
+    steps = table.groupby("component")["step"].nunique()
+    return sorted(steps[steps == table["step"].nunique()].index)
+
+
 def trajectory_figure(table, ranked, top: int = 3):
     """Standardised χ for correct and incorrect code over training, for the components with the largest gaps."""
     from codedyn.report.plots import training_curves
 
-    leaders = ranked.groupby("component")["gap"].max().sort_values(ascending=False).head(top).index
+    tracked = ranked[ranked["component"].isin(tracked_components(table))]
+    leaders = tracked.groupby("component")["gap"].max().sort_values(ascending=False).head(top).index
     part = table[(table["variant"] == "standardised") & table["distribution"].isin(["correct", "incorrect"])]
     steps = sorted(part["step"].unique())
     curves = {}

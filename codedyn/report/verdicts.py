@@ -82,11 +82,14 @@ def transition_calls_for_susceptibility(
     :func:`codedyn.analysis.transitions.replicates_from_intervals`: this **assumes a normal sampling distribution**
     at every checkpoint (sd = interval width / (2 z), asymmetric intervals symmetrised) **and independent
     checkpoints**, which holds for separate posteriors per checkpoint but loses any skew the real replicates had.
-    Each curve gets its own seed offset so the synthetic noise is not shared between curves.
+    Each curve gets its own seed offset so the synthetic noise is not shared between curves. Only components
+    measured at every checkpoint have a trajectory (:func:`codedyn.experiments.susceptibility.tracked_components`).
     """
     from codedyn.analysis.transitions import classify_trajectory, replicates_from_intervals
+    from codedyn.experiments.susceptibility import tracked_components
 
-    part = table[(table["variant"] == variant) & table["distribution"].isin(distributions)]
+    part = table[(table["variant"] == variant) & table["distribution"].isin(distributions)
+                 & table["component"].isin(tracked_components(table))]
     calls: dict[str, dict] = {}
     keys = sorted(set(zip(part["component"], part["distribution"], strict=True)))
     for offset, (component, distribution) in enumerate(keys):

@@ -141,11 +141,13 @@ class Run:
                               SamplingConfig.model_validate(self.manifest["config"]["sampling"]))
 
     def posteriors(self):
-        """Every checkpoint's draws stacked along a ``checkpoint`` dimension (xarray Dataset)."""
+        """Every checkpoint's draws stacked along a ``checkpoint`` dimension (xarray Dataset). Each checkpoint observes
+        its own SAE's latents, so the ``observable`` axis is the union (NaN where a checkpoint has no such latent)."""
         import pandas as pd
         import xarray as xr
 
-        return xr.concat([self.posterior(step) for step in self.steps], dim=pd.Index(self.steps, name="checkpoint"))
+        return xr.concat([self.posterior(step) for step in self.steps], dim=pd.Index(self.steps, name="checkpoint"),
+                         join="outer")
 
     def _json(self, relative: str) -> dict[str, Any]:
         path = self.path / relative

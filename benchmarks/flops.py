@@ -22,7 +22,7 @@ FLOPs per token (PaLM appendix B convention, a multiply-add = 2 FLOPs, T the seq
 Per checkpoint: chains x (burn_in + draws x steps_between_draws) SGLD steps of batch_size x window_length tokens;
 per kept draw a read-out of every read-out sample (max_problems x (1 + mutants_per_problem) samples, counted at
 max_sample_tokens each: an upper bound) and the observables' probe batch (probe_samples samples at the same
-length); once per checkpoint the reference losses (reference_batches x batch_size windows) and the initial read-out.
+length); once per checkpoint the reference losses (every sampling window once, at w*) and the initial read-out.
 SAE (Experiment 2): harvest train_tokens activations (a forward pass) and train epochs passes, per read layer.
 """
 
@@ -109,7 +109,7 @@ def project(preset: str) -> dict:
     sgld_step = s.batch_size * s.window_length * arch.train_flops_per_token(s.window_length)
     readout = readout_samples * t_read * arch.forward_flops_per_token(t_read)
     probe = s.probe_samples * t_read * arch.forward_flops_per_token(t_read)
-    reference = s.reference_batches * s.batch_size * s.window_length * arch.forward_flops_per_token(s.window_length)
+    reference = s.sampling_windows * s.window_length * arch.forward_flops_per_token(s.window_length)
     per_chain = steps_per_chain * sgld_step + s.draws * (readout + probe)
     per_checkpoint_sampling = s.chains * per_chain + reference + readout + probe
 

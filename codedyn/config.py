@@ -190,12 +190,13 @@ class SamplingConfig(Frozen):
     prior (drift/noise < 0.005), at 1000 the loss steers the chains."""
     localization: float = Field(300.0, ge=0)
     """Strength gamma of the pull towards the checkpoint's weights."""
-    chains: int = Field(2, ge=1)
-    """Independent chains."""
+    chains: int = Field(4, ge=1)
+    """Independent chains (own noise seed and own minibatch order). Four, so that between-chain disagreement is
+    measurable (split R-hat, chain correlation); the budget reasoning for chains x draws is in BENCHMARKS.md."""
     draws: int = Field(40, ge=2)
     """Draws kept per chain after burn-in."""
-    burn_in: int = Field(40, ge=0)
-    """SGLD steps discarded before the first draw."""
+    burn_in: int = Field(30, ge=0)
+    """SGLD steps discarded before the first draw (the toy suite's loss plateaus within ~15 steps)."""
     steps_between_draws: int = Field(1, ge=1)
     """SGLD steps per kept draw."""
     batch_size: int = Field(32, ge=1)
@@ -206,8 +207,6 @@ class SamplingConfig(Frozen):
     """Added to sqrt(V) in the preconditioner G = 1 / (sqrt(V) + eps)."""
     noise_level: float = Field(1.0, ge=0)
     """Scale of the Langevin noise (1 samples the posterior; 0 turns the sampler into preconditioned descent)."""
-    reference_batches: int = Field(8, ge=1)
-    """Minibatches (the first ones of the chains' shared order) on which L_n(w*) is evaluated once."""
     sampling_windows: int = Field(1024, ge=1)
     """Corpus windows forming the sampling dataset."""
     window_length: int = Field(65, ge=2)
@@ -223,7 +222,38 @@ class SamplingConfig(Frozen):
     n_bootstrap: int = Field(1000, ge=10)
     """Bootstrap replicates behind every confidence interval."""
     seed: int = 0
-    """Seed of chain noise (seed + chain) and of the minibatch order."""
+    """Seed of chain noise (seed + chain) and of the minibatch orders (each chain's from (seed, chain))."""
+    shared_minibatch_order: bool = False
+    """Every chain cycles one minibatch order seeded ``seed`` (devinterp's ``sample()``; draws then equal
+    devinterp's bitwise). Off by default: shared batches make the chains' traces follow the same batch difficulties,
+    so R-hat and ESS look good by construction."""
+    stability_iterations: int = Field(8, ge=0)
+    """Power iterations (finite-difference Hessian-vector products on one minibatch, one gradient each) measuring
+    each chain's step sharpness ε/2 · λ_max(G^½ (nβ H + γ) G^½) at its first draw; 0 skips the check."""
+    max_step_sharpness: float = Field(1.0, gt=0)
+    """A chain whose step sharpness exceeds this is unhealthy. Along a quadratic direction the discretised chain is
+    stable below 2 and its variance is inflated by 2 / (2 - sharpness): 2x at 1. RMSProp hides an unstable step by
+    shrinking its preconditioner until the chain oscillates at the bound, so the check sits below it."""
+    max_spikiness: float = Field(10.0, gt=0)
+    """A chain whose post-burn-in excess loss L_B(w_t) - L_B(w*) rises above its median by more than this many
+    robust standard deviations (1.4826 MAD) is unhealthy (an unstable step throws it away and back)."""
+    min_loss_autocorrelation: float = Field(-0.5, ge=-1, le=1)
+    """A chain whose excess loss has a lag-1 autocorrelation below this by more than two standard errors
+    (2 / sqrt(post-burn-in steps)) oscillates (a step past the stability bound flips the stiff directions every
+    step) and is unhealthy; a stable chain's is near 0 or positive."""
+    max_fraction_below_reference: float = Field(0.5, ge=0, le=1)
+    """A checkpoint whose healthy chains' loss falls below the checkpoint's own loss on the same minibatch in more
+    than this share of post-burn-in steps is not a local minimum (a random initialisation always is not): it gets
+    no LLC and is marked so in every table (``local_minimum``)."""
+    max_rhat: float = Field(1.1, gt=1)
+    """Rank-normalised split R-hat above this fails the posterior's diagnostics table for that quantity (1.01 is
+    Vehtari et al.'s bar for long chains; 1.1 the usual one for short chains like these)."""
+    min_ess: float = Field(20.0, gt=0)
+    """Effective sample size below this fails the diagnostics table for that quantity."""
+    max_chain_correlation: float = Field(0.5, gt=0, le=1)
+    """Mean pairwise correlation between the chains' traces (draw by draw) above this fails the diagnostics table:
+    independent chains are uncorrelated; chains that share minibatches or noise are not, and then R-hat and ESS
+    overstate the information in the draws."""
 
 
 class EmergenceConfig(Frozen):

@@ -154,7 +154,7 @@ def test_scorer_rejects_divergence_and_ranks_a_sensible_step_first():
     grid = {}
     for lr in (0.1, 1e-7, 3e-3):
         config = SamplingConfig(lr=lr, n_beta=n_beta, localization=gamma, chains=2, draws=60, burn_in=40,
-                                batch_size=data.shape[0], sampling_windows=data.shape[0], reference_batches=1)
+                                batch_size=data.shape[0], sampling_windows=data.shape[0])
         try:
             traces = sample_posterior(model, data, lambda m: _poisson_loss(m, data[:8]), config,
                                       loss_fn=_poisson_loss)

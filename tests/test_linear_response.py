@@ -30,7 +30,7 @@ PLANTED_LR = 1.5  # the planted model's closed forms use the discretised chain's
 
 def _config(**update) -> SamplingConfig:
     base = dict(lr=LR, n_beta=N_BETA, localization=GAMMA, chains=2, draws=2000, burn_in=200, batch_size=1,
-                rmsprop_eps=RMS_EPS, reference_batches=1, n_bootstrap=200, seed=3)
+                rmsprop_eps=RMS_EPS, n_bootstrap=200, seed=3)
     return SamplingConfig(**{**base, **update})
 
 

@@ -9,10 +9,11 @@ import torch
 
 from codedyn.config import SamplingConfig
 from codedyn.experiments.influence import bif_matrix
+from codedyn.sampling.llc import estimate_llc
 from codedyn.sampling.sgld import (
     SamplingDiverged,
+    chain_minibatch_order,
     healthy_sample_losses,
-    llc_per_chain,
     lm_token_loss,
     minibatch_order,
     sample_posterior,
@@ -33,7 +34,8 @@ def _row_losses(probe):
 
 
 def test_draws_reproduce_devinterp_sample(tmp_path):
-    """Same seed, fixed-length data: every step's sampling loss and every draw's probe losses equal devinterp's."""
+    """Same seed, fixed-length data, devinterp's shared minibatch order: every step's sampling loss and every draw's
+    probe losses equal devinterp's."""
     from datasets import Dataset
     from devinterp.slt.sampling import sample
 
@@ -43,7 +45,8 @@ def test_draws_reproduce_devinterp_sample(tmp_path):
     ids = torch.randint(0, 50, (40, 9), generator=generator)
     probe = torch.randint(0, 50, (8, 9), generator=generator)
     config = SamplingConfig(lr=1e-3, n_beta=20.0, localization=50.0, chains=2, draws=4, burn_in=3,
-                            steps_between_draws=2, batch_size=8, rmsprop_alpha=0.9, rmsprop_eps=0.05, seed=100)
+                            steps_between_draws=2, batch_size=8, rmsprop_alpha=0.9, rmsprop_eps=0.05, seed=100,
+                            shared_minibatch_order=True)
     theirs = sample(
         model, Dataset.from_dict({"input_ids": ids.tolist()}).with_format("torch"),
         {"probe": (Dataset.from_dict({"input_ids": probe.tolist()}).with_format("torch"), 1)},
@@ -101,7 +104,7 @@ def test_loss_covariance_matches_the_gaussian_posterior_in_closed_form():
     rows = torch.as_tensor(np.column_stack([x, y]), dtype=torch.float32)
     w_star = np.array([0.8, -0.2])
     config = SamplingConfig(lr=0.05, n_beta=200.0, localization=20.0, chains=4, draws=3000, burn_in=300,
-                            steps_between_draws=2, batch_size=n, rmsprop_eps=100.0, reference_batches=1, seed=3)
+                            steps_between_draws=2, batch_size=n, rmsprop_eps=100.0, seed=3)
     model = LinearRegression(w_star)
     traces = sample_posterior(model, rows, lambda m: _squared_error(m, rows[:6]), config, loss_fn=_squared_error)
 
@@ -127,7 +130,7 @@ def test_noise_free_unlocalised_sampling_is_rmsprop_descent():
     reference = tiny_lm(seed=2)
     optimizer = torch.optim.RMSprop(reference.parameters(), lr=config.lr * config.n_beta / 2,
                                     alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
-    order = minibatch_order(16, 8, seed=0)
+    order = chain_minibatch_order(16, config, chain=0)
     expected = []
     for step in range(5):
         optimizer.zero_grad()
@@ -148,8 +151,25 @@ def test_model_is_not_modified_and_llc_is_positive_near_a_minimum():
         assert torch.equal(value, before[key]), key
     assert traces["sample_loss"].dims == ("chain", "draw", "sample")
     assert traces["healthy"].values.all()
-    assert llc_per_chain(traces).shape == (2,)
-    assert np.isfinite(llc_per_chain(traces)).all()
+    llc = estimate_llc(traces)
+    assert llc.per_chain.shape == (2,) and np.isfinite(llc.per_chain).all()
+    # The reference is the checkpoint's loss on the very minibatch each step used.
+    order = chain_minibatch_order(32, config, chain=1)
+    step = config.burn_in + 3
+    with torch.no_grad():
+        expected = lm_token_loss(model, ids[order[step % order.shape[0]]]).mean()
+    assert float(traces["reference_loss"].values[1, step]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_chains_get_their_own_minibatch_order_unless_shared():
+    independent = SamplingConfig(chains=3, batch_size=8, seed=5)
+    orders = [chain_minibatch_order(64, independent, c) for c in range(3)]
+    assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
+    assert not np.array_equal(orders[0], minibatch_order(64, 8, seed=5))
+    for order in orders:  # each is a permutation of (a drop_last subset of) the windows
+        assert len(set(order.ravel())) == order.size
+    shared = independent.model_copy(update={"shared_minibatch_order": True})
+    assert all(np.array_equal(chain_minibatch_order(64, shared, c), minibatch_order(64, 8, seed=5)) for c in range(3))
 
 
 def test_divergence_is_reported_not_averaged():

@@ -13,7 +13,8 @@ Bootstrap (``bootstrap_replicates`` / ``bootstrap_statistic``). A replicate is b
 2. inside each chosen chain the draws are resampled by the circular block bootstrap (Politis & Romano 1992): blocks
    of ``block`` consecutive draws (wrapping around the end of the chain) start at uniform positions until the chain
    length is filled. Blocks keep the short-range dependence, so the spread of the replicates reflects the
-   autocorrelation; ``block=1`` is the ordinary iid bootstrap. The default block is ``ceil(sqrt(draws))``.
+   autocorrelation; ``block=1`` is the ordinary iid bootstrap. Estimates pass ``autocorrelation_block(draws)``
+   (2 x the measured integrated autocorrelation time); without one the block is ``ceil(sqrt(draws))``.
 
 The interval is the percentile interval of the replicates (Efron): it assumes the statistic's sampling distribution
 is roughly symmetric around the estimate and needs no variance formula.
@@ -31,11 +32,8 @@ What the two schemes buy (checked in tests/test_stats.py, 4 chains x 200 draws, 
 So: the default (two-stage) errs on the wide side; use ``resample_chains=False`` only after ``split_rhat`` says the
 chains agree and the autocorrelation time (chains * draws / ``effective_sample_size``) is well below the block.
 
-Diagnostics follow Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021), "Rank-normalization, folding, and
-localization: an improved R-hat", without the rank normalisation: ``split_rhat`` (between- vs within-chain variance
-on half-chains), ``effective_sample_size`` (multi-chain autocorrelation via FFT, truncated by Geyer's initial positive
-and monotone sequence) and ``batch_means_se`` (standard error of the mean from the spread of contiguous batch means,
-valid when a batch is much longer than the autocorrelation time).
+Diagnostics (ESS, autocorrelation time, split and rank-normalised R-hat, batch-means SE) live in
+:mod:`codedyn.sampling.mcmc`, because the sampler uses them itself, and are re-exported here.
 """
 
 from __future__ import annotations
@@ -45,6 +43,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from codedyn.sampling.mcmc import (  # noqa: F401  (re-exported: the diagnostics of the draws this module resamples)
+    autocorrelation_time,
+    batch_means_se,
+    effective_sample_size,
+    rank_split_rhat,
+    split_rhat,
+)
 
 Statistic = Callable[[np.ndarray], np.ndarray | float]
 
@@ -92,8 +98,33 @@ def percentile_ci(replicates: np.ndarray, value: float, level: float = 0.95) -> 
 
 
 def default_block(n_draws: int) -> int:
-    """``ceil(sqrt(n_draws))``: grows with the chain so the bias from cutting dependence at block edges vanishes."""
+    """``ceil(sqrt(n_draws))``: grows with the chain so the bias from cutting dependence at block edges vanishes.
+    The fallback when the autocorrelation cannot be measured; prefer :func:`autocorrelation_block`."""
     return max(1, math.ceil(math.sqrt(n_draws)))
+
+
+def autocorrelation_block(x: np.ndarray) -> int:
+    """Block length matched to the measured autocorrelation of draws ``x`` [chains, draws] or [chains, draws, k]:
+    ``ceil(2 τ)`` clipped to [1, draws], τ the integrated autocorrelation time (:func:`autocorrelation_time`) of the
+    series, or for vector draws the larger of the τ of their mean and of their first principal component (the
+    directions that carry a covariance's shared variance; :func:`codedyn.sampling.diagnostics.summary_series`).
+
+    Why 2 τ: a block must span the stretch over which draws are correlated, or the bootstrap sees too little
+    dependence (tests/test_stats.py: blocks of 15 against τ = 19 cover 75-85% instead of 95%). Falls back to
+    :func:`default_block` when τ is undefined (fewer than 4 draws, constant draws)."""
+    from codedyn.sampling.diagnostics import summary_series
+
+    x = np.asarray(x, dtype=float)
+    draws = x.shape[1]
+    series = list(summary_series(x).values()) if x.ndim == 3 else [x]
+    taus = []
+    for s in series:
+        if s.shape[1] >= 4 and np.isfinite(s).all() and np.ptp(s) > 0:
+            taus.append(autocorrelation_time(s))
+    taus = [t for t in taus if math.isfinite(t)]
+    if not taus:
+        return default_block(draws)
+    return int(min(draws, max(1, math.ceil(2 * max(taus)))))
 
 
 def _circular_blocks(rng: np.random.Generator, shape: tuple[int, ...], n_draws: int, block: int) -> np.ndarray:
@@ -214,87 +245,3 @@ def bootstrap_statistic(
     if value.ndim == 0:
         return percentile_ci(reps, float(value), level)
     return [percentile_ci(reps[:, j], float(value[j]), level) for j in range(value.shape[0])]
-
-
-def _as_chains(x: np.ndarray, min_draws: int) -> np.ndarray:
-    x = np.asarray(x, dtype=float)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2:
-        raise ValueError(f"expected [chains, draws], got shape {x.shape}")
-    if x.shape[1] < min_draws:
-        raise ValueError(f"need at least {min_draws} draws per chain, got {x.shape[1]}")
-    return x
-
-
-def batch_means_se(x: np.ndarray, n_batches: int = 10) -> float:
-    """Standard error of the pooled mean of ``x`` [chains, draws] by non-overlapping batch means.
-
-    Each chain is cut into ``n_batches`` contiguous batches (the first ``draws % n_batches`` draws are dropped so the
-    batches are equal). If a batch is much longer than the autocorrelation time, batch means are nearly independent
-    with variance ``sigma^2 tau / batch``, so their spread around the grand mean gives the SE. Centering on the grand
-    mean (not each chain's mean) lets chains that disagree inflate the SE, as they should.
-    """
-    x = _as_chains(x, n_batches)
-    chains, draws = x.shape
-    size = draws // n_batches
-    means = x[:, draws - size * n_batches :].reshape(chains, n_batches, size).mean(axis=2).ravel()
-    if means.size < 2:
-        raise ValueError("need at least two batches in total")
-    return float(np.std(means, ddof=1) / math.sqrt(means.size))
-
-
-def _autocovariance(x: np.ndarray) -> np.ndarray:
-    """Per-chain autocovariance at lags 0..n-1 (divided by n), by FFT with zero padding so lags do not wrap."""
-    n = x.shape[1]
-    centred = x - x.mean(axis=1, keepdims=True)
-    size = 1 << (2 * n - 1).bit_length()
-    f = np.fft.rfft(centred, n=size, axis=1)
-    return np.fft.irfft(f * np.conj(f), n=size, axis=1)[:, :n] / n
-
-
-def _variance_parts(x: np.ndarray) -> tuple[float, float]:
-    """``(W, var_plus)``: mean within-chain variance and the pooled posterior-variance estimate of Gelman et al."""
-    n = x.shape[1]
-    within = float(np.mean(np.var(x, axis=1, ddof=1)))
-    between_over_n = float(np.var(x.mean(axis=1), ddof=1)) if x.shape[0] > 1 else 0.0
-    return within, (n - 1) / n * within + between_over_n
-
-
-def effective_sample_size(x: np.ndarray) -> float:
-    """Bulk effective sample size of the mean of ``x`` [chains, draws] (Vehtari et al. 2021, Geyer 1992).
-
-    The multi-chain autocorrelation ``rho_t = 1 - (W - mean_c acov_c(t)) / var_plus`` also counts disagreement
-    between chains. Noise in ``rho_t`` at large lags would swamp the sum, so it is truncated where the sum of an
-    even/odd pair of lags first turns non-positive, and the pair sums are forced non-increasing (Geyer's initial
-    monotone sequence, valid for reversible chains; SGLD is only approximately so). Returns NaN for constant draws.
-    """
-    x = _as_chains(x, 4)
-    chains, n = x.shape
-    within, var_plus = _variance_parts(x)
-    if var_plus <= 0:
-        return math.nan
-    rho = 1 - (within - _autocovariance(x).mean(axis=0)) / var_plus
-    pairs = rho[0 : 2 * (n // 2) : 2] + rho[1 : 2 * (n // 2) : 2]
-    stop = int(np.argmax(pairs <= 0)) if np.any(pairs <= 0) else pairs.size
-    pairs = np.minimum.accumulate(pairs[: max(stop, 1)])
-    tau = -1 + 2 * float(pairs.sum())
-    # Antithetic chains can give tau < 1; the floor caps ESS at N log10(N), as Stan does.
-    total = chains * n
-    tau = max(tau, 1 / math.log10(max(total, 10)))
-    return total / tau
-
-
-def split_rhat(x: np.ndarray) -> float:
-    """Split R-hat of ``x`` [chains, draws] (Gelman-Rubin on half-chains; about 1 when the chains agree).
-
-    Splitting each chain in two also flags a drift inside a single chain. The middle draw of odd-length chains is
-    dropped. R-hat = sqrt(var_plus / W); values above ~1.01 (strict) or 1.1 (lenient) mean the chains have not mixed.
-    """
-    x = _as_chains(x, 4)
-    half = x.shape[1] // 2
-    halves = np.concatenate([x[:, :half], x[:, x.shape[1] - half :]], axis=0)
-    within, var_plus = _variance_parts(halves)
-    if within <= 0:
-        return math.nan
-    return math.sqrt(var_plus / within)

@@ -9,14 +9,17 @@ traces grid per checkpoint and the score tables, and writes the choice as a load
 Scoring rules, per checkpoint, on the post-burn-in minibatch loss of the healthy chains (thresholds are fields of
 :class:`codedyn.config.CalibrationConfig`):
 
-* **diverged**: a chain with a non-finite loss or read-out -> the setting is *rejected*;
-* **non-positive LLC**: mean LLC = nβ (E[L] - L(w*)) <= 0 (the chains sit below the checkpoint) -> *rejected*;
-* ``fraction_below_init`` (share of post-burn-in steps whose loss is below L(w*)) must be
-  <= ``max_fraction_below_init``;
+* **diverged**: a chain with a non-finite loss or read-out, or a posterior the sampler refused because too few
+  chains were healthy (:mod:`codedyn.sampling.sgld`) -> the setting is *rejected*;
+* **non-positive LLC**: LLC = nβ · mean_t [L_{B_t}(w_t) - L_{B_t}(w*)] <= 0 (the chains sit below the
+  checkpoint, :mod:`codedyn.sampling.llc`) -> *rejected*;
+* ``fraction_below_init`` (share of post-burn-in steps whose loss is below the checkpoint's on the same minibatch)
+  must be <= ``max_fraction_below_init``;
 * ``nonstationarity`` (max over chains of |mean of the second half - mean of the first half| / sd of the chain's
   post-burn-in loss) must be <= ``max_nonstationarity``: a chain that still drifts has not reached its posterior;
-* ``spikiness`` (max over chains of (max - median) / (1.4826 MAD) of the post-burn-in loss, the largest excursion
-  in robust standard deviations) must be <= ``max_spikiness``: isolated spikes far above the chain's typical loss
+* ``spikiness`` (max over chains of (max - median) / (1.4826 MAD + 1/nβ) of the post-burn-in excess loss, the
+  largest excursion in robust standard deviations, :func:`codedyn.sampling.sgld.spikiness`) must be
+  <= ``max_spikiness``: isolated spikes far above the chain's typical loss
   mean unstable steps, which the mean-based criteria average away;
 * ``llc_rel_sd`` (sd across chains of the per-chain LLCs / |their mean|) must be <= ``max_llc_rel_sd``;
 * ``drift_to_noise`` (mean over chains of |gradient drift| / |Langevin noise| per step) must lie in
@@ -112,27 +115,31 @@ def calibration_steps(study) -> tuple[int, ...]:
 
 def trace_metrics(
     sampling_loss: np.ndarray,
-    init_loss: float,
+    reference_loss,
     burn_in: int,
     n_beta: float,
     n_params: int,
     healthy: np.ndarray | None = None,
     drift_to_noise: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The diagnostics of one posterior from its minibatch-loss traces [chains, steps] (burn-in included).
+    """The diagnostics of one posterior from its minibatch-loss traces [chains, steps] (burn-in included) and the
+    checkpoint's loss on the same minibatches (``reference_loss`` [chains, steps], or one scalar for every step).
 
-    Returns ``diverged_chains``, ``fraction_below_init``, ``nonstationarity``, ``spikiness``, ``llc`` (mean of the
-    per-chain LLCs), ``llc_rel_sd``, ``llc_bound_ratio`` (LLC / (n_params / 2)), ``drift_to_noise`` (mean over
-    healthy chains; NaN when not given), ``ess`` (effective sample size of the pooled post-burn-in loss) and
-    ``mean_excess_loss`` (mean post-burn-in loss - L(w*)). Diverged (unhealthy, or with non-finite post-burn-in
-    losses) chains are counted and excluded; with no healthy chain every other metric is NaN.
+    Returns ``diverged_chains``, ``fraction_below_init`` (share of post-burn-in steps below the reference),
+    ``nonstationarity``, ``spikiness``, ``llc`` (:func:`codedyn.sampling.llc.llc_of` over the healthy chains),
+    ``llc_rel_sd`` (of the per-chain LLCs), ``llc_bound_ratio`` (LLC / (n_params / 2)), ``drift_to_noise`` (mean
+    over healthy chains; NaN when not given), ``ess`` (effective sample size of the excess loss) and
+    ``mean_excess_loss``. Diverged (unhealthy, or with non-finite post-burn-in losses) chains are counted and
+    excluded; with no healthy chain every other metric is NaN.
     """
     from codedyn.analysis.stats import effective_sample_size
+    from codedyn.sampling.llc import excess_losses, fraction_below, llc_of
+    from codedyn.sampling.sgld import spikiness
 
     losses = np.asarray(sampling_loss, dtype=float)
     if losses.ndim != 2:
         raise ValueError(f"sampling_loss must be [chains, steps], got shape {losses.shape}")
-    post = losses[:, burn_in:]
+    post = excess_losses(losses, reference_loss, burn_in)
     if post.shape[1] < 4:
         raise ValueError(f"need at least 4 post-burn-in steps, got {post.shape[1]}")
     ok = np.isfinite(post).all(axis=1)
@@ -146,26 +153,22 @@ def trace_metrics(
     spread = good.std(axis=1, ddof=1)
     shift = np.abs(good[:, half:].mean(axis=1) - good[:, :half].mean(axis=1))
     nonstationarity = np.divide(shift, spread, out=np.where(shift > 0, np.inf, 0.0), where=spread > 0)
-    median = np.median(good, axis=1)
-    robust_sd = 1.4826 * np.median(np.abs(good - median[:, None]), axis=1)
-    peak = good.max(axis=1) - median
-    spikiness = np.divide(peak, robust_sd, out=np.where(peak > 0, np.inf, 0.0), where=robust_sd > 0)
-    llcs = n_beta * (good.mean(axis=1) - init_loss)
-    llc = float(llcs.mean())
+    llcs = llc_of(good, n_beta, axis=1)
+    llc = float(llc_of(good, n_beta))
     rel_sd = float(llcs.std(ddof=1) / abs(llc)) if llcs.size >= 2 and llc != 0 else float("nan")
     ratio = float("nan")
     if drift_to_noise is not None:
         ratio = float(np.mean(np.asarray(drift_to_noise, dtype=float)[ok]))
     return out | {
-        "fraction_below_init": float(np.mean(good < init_loss)),
+        "fraction_below_init": fraction_below(good),
         "nonstationarity": float(nonstationarity.max()),
-        "spikiness": float(spikiness.max()),
+        "spikiness": float(spikiness(good, 1 / n_beta).max()),
         "llc": llc,
         "llc_rel_sd": rel_sd,
         "llc_bound_ratio": llc / (n_params / 2),
         "drift_to_noise": ratio,
         "ess": float(effective_sample_size(good)) if np.ptp(good) > 0 else 0.0,
-        "mean_excess_loss": float(good.mean() - init_loss),
+        "mean_excess_loss": float(good.mean()),
     }
 
 
@@ -194,7 +197,7 @@ def score_setting(metrics_per_step: dict[int, dict[str, float]], calibration: Ca
     for step, m in sorted(metrics_per_step.items()):
         if m["diverged_chains"] > 0:
             rejected = True
-            reasons.append(f"{int(m['diverged_chains'])} chain(s) diverged at checkpoint {step}")
+            reasons.append(f"{int(m['diverged_chains'])} chain(s) diverged or unhealthy at checkpoint {step}")
         elif not m["llc"] > 0:
             rejected = True
             reasons.append(f"LLC {m['llc']:.3g} <= 0 at checkpoint {step} (chains sit below the checkpoint's loss)")
@@ -307,8 +310,8 @@ def _unit_metrics(result: dict[str, Any], config: SamplingConfig) -> tuple[dict[
         return diverged_metrics(config.chains), np.full((config.chains, n_steps), np.nan), float("nan")
     init = float(traces["init_sampling_loss"])
     losses = traces["sampling_loss"].values
-    metrics = trace_metrics(losses, init, config.burn_in, config.n_beta, result["n_params"], traces["healthy"].values,
-                            traces["drift_to_noise"].values)
+    metrics = trace_metrics(losses, traces["reference_loss"].values, config.burn_in, config.n_beta,
+                            result["n_params"], traces["healthy"].values, traces["drift_to_noise"].values)
     return metrics, losses, init
 
 

@@ -108,13 +108,14 @@ def bootstrap_aggregates(
     """Bootstrap replicates [n_boot] of every aggregate.
 
     Each replicate resamples chains with replacement, draws within each chain by circular blocks (draws are
-    autocorrelated; block length ~ sqrt(draws)), and problems with replacement (as block-mean weights).
+    autocorrelated; blocks of twice the measured autocorrelation time), and problems with replacement (as
+    block-mean weights).
     """
-    from codedyn.analysis.stats import bootstrap_draws
+    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
 
     rng = np.random.default_rng(seed)
     chains, draws, _ = losses.shape
-    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, rng)
+    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, rng, block=autocorrelation_block(losses))
     replicates = {name: np.empty(n_boot) for name in AGGREGATES}
     for b in range(n_boot):
         resampled = losses[chain_idx[b][:, None], draw_idx[b]]
@@ -131,18 +132,19 @@ def bootstrap_aggregates(
 INFLUENCE_DIR = "influence"
 
 
-def llc_replicates(traces, n_boot: int, seed: int) -> tuple[float, np.ndarray]:
-    """LLC = nβ (E[L_n] - L_n(w*)) over post-burn-in steps of healthy chains, and its chain + block bootstrap
-    replicates [n_boot]."""
-    from codedyn.analysis.stats import bootstrap_draws
-    from codedyn.sampling.traces import post_burn_in_losses
+def llc_replicates(traces, n_boot: int, seed: int):
+    """The checkpoint's LLC (:func:`codedyn.sampling.llc.estimate_llc`: matched minibatch reference, healthy
+    chains, no LLC at a non-minimum) and its bootstrap replicates [n_boot]: chains resampled, steps in circular
+    blocks of twice the excess loss' autocorrelation time. Returns ``(LLCEstimate, replicates)``."""
+    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
+    from codedyn.sampling.llc import estimate_llc
 
-    losses = post_burn_in_losses(traces)[traces["healthy"].values]
-    init = float(traces["init_sampling_loss"])
-    n_beta = float(traces.attrs["n_beta"])
-    chain_idx, draw_idx = bootstrap_draws(losses.shape[0], losses.shape[1], n_boot, np.random.default_rng(seed))
-    replicates = np.array([losses[chain_idx[b][:, None], draw_idx[b]].mean() for b in range(n_boot)])
-    return float(n_beta * (losses.mean() - init)), n_beta * (replicates - init)
+    llc = estimate_llc(traces)
+    if llc.excess.shape[0] == 0:
+        return llc, np.full(n_boot, np.nan)
+    chain_idx, draw_idx = bootstrap_draws(*llc.excess.shape, n_boot, np.random.default_rng(seed),
+                                          block=autocorrelation_block(llc.excess))
+    return llc, llc.replicates(chain_idx, draw_idx)
 
 
 def checkpoint_summary(traces, structure: SampleStructure, n_boot: int, seed: int) -> tuple[list[dict], dict]:
@@ -163,32 +165,40 @@ def checkpoint_summary(traces, structure: SampleStructure, n_boot: int, seed: in
                          **percentile_ci(boot[name], point[name]).to_dict()})
     llc, llc_boot = llc_replicates(traces, n_boot, seed)
     replicates[("LLC", "llc")] = llc_boot
-    rows.append({"step": step, "quantity": "LLC", "variant": "llc", **percentile_ci(llc_boot, llc).to_dict()})
+    rows.append({"step": step, "quantity": "LLC", "variant": "llc", **percentile_ci(llc_boot, llc.value).to_dict(),
+                 "llc_status": llc.status})
+    for row in rows:  # a property of the checkpoint: the LLC verdicts and the report leave non-minima out
+        row["local_minimum"] = llc.local_minimum
     return rows, replicates
 
 
 def chain_diagnostics(traces) -> list[dict]:
-    """Per-chain health of one posterior: did it diverge, does its loss stay above the init loss (a chain that
-    finds lower loss than the checkpoint means w* is not a local minimum at this temperature), how strong is the
-    gradient drift against the noise, and how well do the chains mix (split R-hat, ESS of the sampling loss)."""
+    """Per-chain health of one posterior (:mod:`codedyn.sampling.sgld`): healthy, why not, the excess loss over the
+    checkpoint's on the same minibatches and how often it is negative (a chain below w* means w* is not a local
+    minimum at this temperature), drift against noise, step sharpness, spikiness, oscillation, per-chain LLC, and
+    the posterior-wide split R-hat / ESS of the excess loss (the full table per quantity: ``mixing.parquet``)."""
     from codedyn.analysis.stats import effective_sample_size, split_rhat
-    from codedyn.sampling.traces import post_burn_in_losses
+    from codedyn.sampling.llc import trace_excess_losses
 
-    losses = post_burn_in_losses(traces)
+    excess = trace_excess_losses(traces)
     healthy = traces["healthy"].values
-    mixing = losses[healthy]
+    mixing = excess[healthy]
     rhat = split_rhat(mixing) if mixing.shape[0] >= 1 and mixing.shape[1] >= 4 else float("nan")
-    ess = effective_sample_size(mixing) if mixing.shape[1] >= 4 else float("nan")
+    ess = effective_sample_size(mixing) if mixing.shape[0] >= 1 and mixing.shape[1] >= 4 else float("nan")
     init = float(traces["init_sampling_loss"])
+    per_chain = ("step_sharpness", "spikiness", "loss_autocorrelation", "chain_llc")
     return [
         {
             "step": int(traces.attrs["step"]), "chain": chain, "healthy": bool(healthy[chain]),
-            "init_loss": init, "mean_loss_after_burn_in": float(np.nanmean(losses[chain])),
+            "unhealthy_reason": str(traces["unhealthy_reason"].values[chain]),
+            "init_loss": init, "mean_loss_after_burn_in": init + float(np.nanmean(excess[chain])),
+            "mean_excess_loss": float(np.nanmean(excess[chain])),
             "fraction_below_init": float(traces["fraction_below_init"].values[chain]),
             "drift_to_noise": float(traces["drift_to_noise"].values[chain]),
+            **{name: float(traces[name].values[chain]) for name in per_chain},
             "split_rhat": rhat, "ess_sampling_loss": ess,
         }
-        for chain in range(losses.shape[0])
+        for chain in range(excess.shape[0])
     ]
 
 
@@ -213,7 +223,9 @@ def compute_influence(study) -> dict:
     out = study.output_dir(INFLUENCE_DIR)
     samples = study.readout_samples()
     structure = SampleStructure.from_frame(samples)
-    rows, replicates, diagnostics = [], {}, []
+    from codedyn.sampling.diagnostics import posterior_diagnostics
+
+    rows, replicates, diagnostics, mixing = [], {}, [], []
     for step, traces in study.posteriors():
         if list(traces["sample"].values) != samples["sample_id"].tolist():
             raise RuntimeError(f"stored posterior of step {step} read out other samples than this analysis expects")
@@ -224,6 +236,7 @@ def compute_influence(study) -> dict:
         for name, values in step_replicates.items():
             replicates.setdefault(name, []).append(values)
         diagnostics.extend(chain_diagnostics(traces))
+        mixing.extend(posterior_diagnostics(traces))
         save_figure(
             loss_traces(traces["sampling_loss"].values, float(traces["init_sampling_loss"]),
                         title=f"SGLD minibatch loss at step {step}", burn_in=config.sampling.burn_in),
@@ -238,6 +251,7 @@ def compute_influence(study) -> dict:
     table = pd.DataFrame(rows)
     table.to_parquet(out / "influence.parquet", index=False)
     pd.DataFrame(diagnostics).to_parquet(out / "diagnostics.parquet", index=False)
+    pd.DataFrame(mixing).to_parquet(out / "mixing.parquet", index=False)
     np.savez_compressed(
         out / "bootstrap_replicates.npz", steps=np.asarray(study.steps),
         **{f"{q}/{v}": np.stack(r) for (q, v), r in replicates.items()},
@@ -254,6 +268,12 @@ def _curve(table, quantity: str, variant: str):
     return part["step"].to_numpy(), part["value"].to_numpy(), part["low"].to_numpy(), part["high"].to_numpy()
 
 
+def _curve_minima(table, steps) -> np.ndarray:
+    """[len(steps)] bool: which of the curve's checkpoints are local minima (the LLC's verdicts use only those)."""
+    minimum = table.drop_duplicates("step").set_index("step")["local_minimum"]
+    return np.array([bool(minimum[s]) for s in steps], dtype=bool)
+
+
 def transition_calls(table, replicates: dict) -> dict:
     """For every curve (aggregate x variant, and the LLC): sign flips, interior peaks and troughs,
     non-monotonicity and the sharp-vs-gradual verdict, each with the statistics behind it."""
@@ -264,6 +284,14 @@ def transition_calls(table, replicates: dict) -> dict:
     for quantity, variant in curves:
         steps, values, lows, highs = _curve(table, quantity, variant)
         reps = replicates[(quantity, variant)]
+        if quantity == "LLC" and "local_minimum" in table:  # a checkpoint that is not a local minimum has no LLC
+            keep = _curve_minima(table, steps)
+            steps, values, lows, highs, reps = steps[keep], values[keep], lows[keep], highs[keep], reps[keep]
+            if steps.size < 2:
+                calls[f"{quantity}/{variant}"] = {
+                    "events": [], "verdict_test": "",
+                    "verdict": "no LLC curve: fewer than two checkpoints are local minima"}
+                continue
         events = sign_flips(steps, values, lows, highs) + interior_peaks(steps, reps, values=values)
         trend = monotonicity(steps, reps, values=values)
         verdict = classify_trajectory(steps, reps, values=values)

@@ -38,11 +38,13 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
 
 # Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.
 OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batch (codedyn.models.hooks)
-UNITS_FORMAT = 2  # bump when a change here changes what a unit stores (2: per-token losses and token metadata)
+UNITS_FORMAT = 3  # bump when a change here changes what a unit stores (2: per-token losses and token metadata;
+# 3: matched reference losses, own minibatch order per chain, chain-health variables)
 
 
 # Sampling settings that only the analyses read (they never change a draw), so they stay out of the unit key.
-ANALYSIS_ONLY = frozenset({"n_bootstrap"})
+ANALYSIS_ONLY = frozenset({"n_bootstrap", "max_fraction_below_reference", "max_rhat", "min_ess",
+                           "max_chain_correlation"})
 
 
 def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> str:

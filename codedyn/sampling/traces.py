@@ -4,8 +4,10 @@ Variables (dims):
 
 * ``sample_loss`` (chain, draw, sample): ℓ_i at each kept draw, the input of BIF and susceptibilities;
 * ``init_sample_loss`` (sample): ℓ_i at the checkpoint itself (w*);
-* ``sampling_loss`` (chain, step): the SGLD minibatch loss at every step, burn-in included (diagnostics, LLC);
-* ``init_sampling_loss`` (): L_n(w*) on the fixed reference batches;
+* ``sampling_loss`` (chain, step): the SGLD minibatch loss L_{B_t}(w_t) at every step, burn-in included;
+* ``reference_loss`` (chain, step): the checkpoint's loss L_{B_t}(w*) on the same minibatch (the LLC's reference,
+  :mod:`codedyn.sampling.llc`);
+* ``init_sampling_loss`` (): L_n(w*), the mean over every sampling window the chains visit;
 * ``observed`` (chain, draw, observable) and ``init_observed`` (observable): component observables (coordinate
   ``observable`` names them, e.g. ``L0.H1``, ``L1.MLP``);
 * ``token_loss`` (chain, draw, sample, token) and ``init_token_loss`` (sample, token): the loss of every code token
@@ -13,7 +15,10 @@ Variables (dims):
   pass as ``sample_loss`` (whose mean over a sample's tokens they are); with static ``token_id``, ``token_start`` /
   ``token_end`` (characters of the solution), ``token_text``, ``token_kind`` and ``token_in_mutation``
   (sample, token), see :mod:`codedyn.data.token_kinds`;
-* per-chain diagnostics (chain): gradient and noise norms, fraction of draws below the init loss, healthy flag.
+* per-chain health (chain): ``healthy`` and ``unhealthy_reason`` ("" when healthy), ``drift_to_noise``,
+  ``step_sharpness``, ``spikiness``, ``loss_autocorrelation``, ``chain_llc`` / ``chain_llc_se`` and
+  ``fraction_below_init`` (share of post-burn-in steps with L_{B_t}(w_t) < L_{B_t}(w*)), see
+  :mod:`codedyn.sampling.sgld`.
 
 Attributes hold the resolved sampling config and n_beta (JSON), so analyses need nothing but this file.
 """
@@ -46,11 +51,3 @@ def load_traces(folder_or_path: Path):
     if not path.exists():
         raise FileNotFoundError(f"{path}: no stored posterior traces")
     return xr.open_zarr(path, consolidated=False).load()
-
-
-def post_burn_in_losses(traces):
-    """The minibatch sampling loss after burn-in: [chains, steps] for every chain (healthy or not)."""
-    import json
-
-    burn_in = json.loads(traces.attrs["sampling_config"])["burn_in"]
-    return traces["sampling_loss"].values[:, burn_in:]

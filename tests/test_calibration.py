@@ -79,10 +79,14 @@ def test_a_spiky_trace_is_penalised():
     rng = np.random.default_rng(6)
     spiky = 1.2 + _noise(rng)
     spiky[0, 70] = 1.5  # one step 15 noise sds above the median
-    metrics, score = _score(spiky)
+    metrics, score = _score(spiky, n_beta=1000.0)
     assert metrics["spikiness"] > RULES.max_spikiness and any("spikiness" in r for r in score["reasons"])
-    calm, _ = _score(1.2 + _noise(rng))
+    calm, _ = _score(1.2 + _noise(rng), n_beta=1000.0)
     assert calm["spikiness"] < RULES.max_spikiness
+    # At nβ = 10 the same excursion is 3 units of the posterior's own loss scale 1/nβ: a healthy fluctuation of a
+    # tempered posterior, not a spike.
+    tempered, _ = _score(spiky, n_beta=10.0)
+    assert tempered["spikiness"] < RULES.max_spikiness
 
 
 def test_llc_above_the_regular_bound_fails():

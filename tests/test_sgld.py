@@ -178,3 +178,12 @@ def test_divergence_is_reported_not_averaged():
     config = SamplingConfig(lr=1e6, n_beta=1e4, localization=0.0, chains=2, draws=5, burn_in=0, batch_size=8)
     with pytest.raises(SamplingDiverged, match=r"2 of 2 chains diverged.*lower the step size"):
         sample_posterior(model, ids, _row_losses(ids[:4]), config)
+
+
+def test_the_default_preset_runs_the_sampler_defaults_with_at_least_four_chains():
+    from codedyn.config import load_config
+
+    preset, defaults = load_config("default").sampling, SamplingConfig()
+    assert preset.chains >= 4 and not preset.shared_minibatch_order
+    for field in ("lr", "n_beta", "localization", "chains", "burn_in", "draws"):
+        assert getattr(preset, field) == getattr(defaults, field), field

@@ -63,10 +63,11 @@ def bootstrap_susceptibilities(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(χ, low, high), each [K, G]: point estimate and percentile interval over chain + block resamples of
     ``observed`` [chains, draws, K] and ``losses`` [chains, draws, G] (resampled together)."""
-    from codedyn.analysis.stats import bootstrap_draws
+    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
 
     chains, draws = observed.shape[:2]
-    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, np.random.default_rng(seed))
+    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, np.random.default_rng(seed),
+                                          block=autocorrelation_block(observed))
     replicates = np.stack([
         susceptibilities(observed[chain_idx[b][:, None], draw_idx[b]], losses[chain_idx[b][:, None], draw_idx[b]],
                          standardised)
@@ -100,11 +101,12 @@ def bootstrap_restricted(
     """(χ, low, high), each [G]: ``phi`` [chains, draws] and ``delta`` [chains, draws, G] from the restricted
     posterior, ``delta_full`` [chains', draws', G] from the full one; both resampled (chains + blocks),
     independently of each other."""
-    from codedyn.analysis.stats import bootstrap_draws
+    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
 
     rng = np.random.default_rng(seed)
-    chain_idx, draw_idx = bootstrap_draws(*phi.shape[:2], n_boot, rng)
-    full_chain, full_draw = bootstrap_draws(*delta_full.shape[:2], n_boot, rng)
+    chain_idx, draw_idx = bootstrap_draws(*phi.shape[:2], n_boot, rng, block=autocorrelation_block(phi))
+    full_chain, full_draw = bootstrap_draws(*delta_full.shape[:2], n_boot, rng,
+                                            block=autocorrelation_block(delta_full))
     replicates = np.stack([
         restricted_susceptibilities(phi[chain_idx[b][:, None], draw_idx[b]], delta[chain_idx[b][:, None], draw_idx[b]],
                                     delta_full[full_chain[b][:, None], full_draw[b]].mean(axis=(0, 1)), standardised)

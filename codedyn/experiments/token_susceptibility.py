@@ -57,10 +57,11 @@ def bootstrap_token_intervals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval (low, high), each [K, P], of χ for ``token_loss`` [chains, draws, P] (no padding), from
     chain + block resamples of the draws (the same resamples for every token), in chunks of tokens."""
-    from codedyn.analysis.stats import bootstrap_draws
+    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
 
     chains, draws = observed.shape[:2]
-    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, np.random.default_rng(seed))
+    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, np.random.default_rng(seed),
+                                          block=autocorrelation_block(observed))
     alpha = (1 - level) / 2
     low = np.empty((observed.shape[-1], token_loss.shape[-1]))
     high = np.empty_like(low)

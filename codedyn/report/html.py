@@ -299,11 +299,16 @@ def _llc_section(context: ReportContext) -> str:
     if formation.get("formed"):
         events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
     figure = training_curves(llc["step"].tolist(), {"LLC": (llc["value"], llc["low"], llc["high"])},
-                             ylabel="LLC = nβ (E[L] − L(w*))", title="Local learning coefficient over training",
+                             ylabel="LLC = nβ mean_t [L_B(w_t) − L_B(w*)]",
+                             title="Local learning coefficient over training",
                              events=events, zero_line=False)
     png, _ = save_figure(figure, context.run_dir / REPORT_FIGURES / "llc")
-    rows = [[int(r.step), f"{r.value:.4g}", f"[{r.low:.4g}, {r.high:.4g}]"] for r in llc.itertuples()]
-    return (_img(png, "LLC per checkpoint with 95% CI (chain + block bootstrap)")
+    minimum = llc["local_minimum"] if "local_minimum" in llc else pd.Series(True, index=llc.index)
+    rows = [[int(r.step), f"{r.value:.4g}", f"[{r.low:.4g}, {r.high:.4g}]"] if ok else
+            [int(r.step), "none", getattr(r, "llc_status", "not a local minimum")]
+            for r, ok in zip(llc.itertuples(), minimum, strict=True)]
+    return (_img(png, "LLC per checkpoint with 95% CI (chain + block bootstrap); a checkpoint that is not a local "
+                      "minimum (its chains fall below its own loss) gets no LLC and is left out of the LLC verdicts")
             + _table(["step", "LLC", "95% CI"], rows))
 
 

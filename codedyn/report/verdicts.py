@@ -151,7 +151,12 @@ def _recomputed_evidence(run_dir: Path, curve: str) -> list[str]:
         reps = stored[curve]
     table = pd.read_parquet(parquet)
     part = table[(table["quantity"] == quantity) & (table["variant"] == variant)].sort_values("step")
-    if len(part) != reps.shape[0] or len(part) < 2:
+    if len(part) != reps.shape[0]:
+        return []
+    if "local_minimum" in part:  # a checkpoint that is not a local minimum has no LLC (codedyn.sampling.llc)
+        keep = part["local_minimum"].fillna(True).to_numpy(dtype=bool)
+        part, reps = part[keep], reps[keep]
+    if len(part) < 2:
         return []
     found = classify_trajectory(part["step"].to_numpy(), reps, values=part["value"].to_numpy())
     return [e["detail"] for e in found["evidence"] if e["kind"] == "jump"]

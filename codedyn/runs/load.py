@@ -6,7 +6,8 @@ dimensions (``chain``, ``draw``, ``sample``, ``observable``; ``checkpoint`` when
     run = codedyn.load_run("runs/default")
     run.steps                     # checkpoints of the run
     run.influence                 # tidy table: step, quantity (CC, CI, II, paired, unpaired, LLC), variant, CI
-    run.llc                       # the LLC rows of it
+    run.llc                       # the LLC rows of it (local_minimum False: no LLC, llc_status says why)
+    run.mixing                    # R-hat / ESS / chain correlation per checkpoint and quantity, passed or not
     run.susceptibility            # step, component, distribution, variant, chi, low, high
     run.posterior(5000)           # one checkpoint's stored draws
     run.timings["stages"]         # where the time went
@@ -107,6 +108,12 @@ class Run:
     @cached_property
     def diagnostics(self):
         return self.table("influence", "diagnostics")
+
+    @cached_property
+    def mixing(self):
+        """The posteriors' mixing diagnostics (:mod:`codedyn.sampling.diagnostics`): one row per checkpoint and
+        quantity (excess_loss, mean_loss, loss_pc1, phi:<component>), ``passed`` False with ``problem`` when not."""
+        return self.table("influence", "mixing")
 
     @cached_property
     def susceptibility(self):

@@ -173,7 +173,19 @@ class ToySuiteConfig(Frozen):
 
 class SuiteConfig(Frozen):
     name: str = "toy"
-    """``toy`` (the toy suite of this config's ``toy`` section), ``toy-<hash>``, or ``pythia-<size>``."""
+    """``toy`` (the toy suite of this config's ``toy`` section), ``toy-<hash>``, ``pythia-<size>[-deduped]``, an HF
+    repo id ``owner/name`` with intermediate revisions, or a local folder of ``checkpoint-N/`` / ``stepN/``
+    checkpoints (a path: ``/...``, ``./...``, ``~/...``)."""
+    revision_pattern: str = "step{step}"
+    """HF repo suites: how revision names encode the step (``{step}``; any other ``{field}`` matches any text,
+    e.g. OLMo's ``step{step}-tokens{tokens}B``). The schedule is every matching revision in the HF cache (and on
+    the hub when online)."""
+    revisions: tuple[str, ...] | None = None
+    """HF repo suites: the revision names, listed explicitly (each must match ``revision_pattern``, which reads
+    its step); None = discover them."""
+    context: int | None = Field(None, ge=2)
+    """Trained context length of the checkpoints, when their config's ``max_position_embeddings`` overstates it
+    (readouts never go past it); None = the suite's own record or ``max_position_embeddings``."""
     steps: tuple[int, ...] = (0, 500, 2000, 4000, 5000, 5500, 6000, 7000)
     """Checkpoints the experiments run on (validated against the suite's schedule)."""
     device: str = "cpu"

@@ -494,21 +494,30 @@ def _float_list(value: str | None, option: str) -> tuple[float, ...] | None:
 @user_errors
 def run(
     preset: PresetOption = "default",
-    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
+    suite: Annotated[str | None, typer.Option(
+        help="toy, toy-<hash>, pythia-<size>, an HF repo id, or a folder of checkpoint-N/ folders.")] = None,
     steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
     executor: ExecutorOption = None,
     address: AddressOption = None,
     cpus_per_task: CpusOption = None,
     gpus_per_task: GpusOption = None,
+    corpus: Annotated[str | None, typer.Option(
+        help="Corpus of the SGLD windows and SAE tokens: files/globs, FILE.jsonl[:field] or datasets:NAME.")] = None,
+    general_corpus: Annotated[str | None, typer.Option(
+        help="General text of the SAE latent filter (e.g. a Pile sample as pile.jsonl:text).")] = None,
     out: OutOption = None,
 ) -> None:
     """The whole study, resumable: dataset, suite, every experiment over every checkpoint, then the report."""
     from codedyn.config import load_config
+    from codedyn.data.corpus import corpus_spec
     from codedyn.pipeline import run_study
     from codedyn.progress import rich_progress
 
+    user_corpus = corpus_spec(corpus) if corpus else None
     config = load_config(preset, {
         "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
+        "sampling": {"corpus": user_corpus},
+        "emergence": {"corpus": user_corpus, "general_corpus": corpus_spec(general_corpus) if general_corpus else None},
         "executor": {"kind": executor, "address": address, "cpus_per_task": cpus_per_task,
                      "gpus_per_task": gpus_per_task},
     })

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -192,6 +192,45 @@ class SuiteConfig(Frozen):
     """Torch device for loading checkpoints."""
 
 
+class CorpusConfig(Frozen):
+    """A user text corpus (:mod:`codedyn.data.corpus`): text files, JSONL records or a ``datasets`` split. Documents
+    are split train / held-out by a hash of their id (about 1 in 20 held out), as the standard library's files are."""
+
+    source: Literal["files", "jsonl", "datasets"]
+    """``files``: every file matched by ``paths`` (files, folders, globs); ``jsonl``: the ``field`` of every record of
+    the JSONL files in ``paths``; ``datasets``: the ``field`` of a Hugging Face ``datasets`` split (needs network or
+    its local cache)."""
+    paths: tuple[str, ...] = ()
+    """Files, folders (every file below) or glob patterns (``data/**/*.py``)."""
+    field: str = "text"
+    """The record field holding a document's text (``jsonl`` and ``datasets``)."""
+    dataset: str | None = None
+    """``datasets`` name, e.g. ``NeelNanda/pile-10k``."""
+    dataset_config: str | None = None
+    """``datasets`` configuration name, if the dataset has several."""
+    split: str = "train"
+    """``datasets`` split to read."""
+    max_documents: int | None = Field(None, ge=1)
+    """Use only the first N documents (in file / record order)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> CorpusConfig:
+        if self.source in ("files", "jsonl") and not self.paths:
+            raise ValueError(f"corpus source {self.source!r} needs paths")
+        if self.source == "datasets" and not self.dataset:
+            raise ValueError("corpus source 'datasets' needs a dataset name")
+        return self
+
+
+def _omit_when_none(data: dict[str, Any], model: BaseModel, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Optional corpus fields left at None are not serialised: the default configuration dumps (and so hashes into
+    cache keys) exactly as it did before user corpora existed."""
+    for name in fields:
+        if getattr(model, name) is None:
+            data.pop(name, None)
+    return data
+
+
 class SamplingConfig(Frozen):
     """Localised RMSProp-SGLD around each checkpoint (one posterior serves influence, LLC and susceptibilities)."""
 
@@ -236,6 +275,12 @@ class SamplingConfig(Frozen):
     """Bootstrap replicates behind every confidence interval."""
     seed: int = 0
     """Seed of chain noise (seed + chain) and of the minibatch order."""
+    corpus: CorpusConfig | None = None
+    """Corpus the SGLD sampling windows come from; None = the Python standard library."""
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler):
+        return _omit_when_none(handler(self), self, ("corpus",))
 
 
 class EmergenceConfig(Frozen):
@@ -284,6 +329,15 @@ class EmergenceConfig(Frozen):
     """Bootstrap replicates over validation problems behind every interval."""
     seed: int = 0
     """Seed of SAE initialisation, minibatch order, windows, controls and bootstrap."""
+    corpus: CorpusConfig | None = None
+    """Corpus of the SAE training and evaluation tokens; None = the Python standard library."""
+    general_corpus: CorpusConfig | None = None
+    """The "general text" on which a latent's firing frequency is measured for the ``general_threshold`` filter
+    (the thesis method's filter was defined on a Pile sample); None = the held-out split of the SAE corpus."""
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler):
+        return _omit_when_none(handler(self), self, ("corpus", "general_corpus"))
 
     @model_validator(mode="after")
     def _check(self) -> EmergenceConfig:

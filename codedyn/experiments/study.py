@@ -43,14 +43,21 @@ class Study:
 
 def check_inputs(config: CodedynConfig):
     """Every check of a study's inputs that needs no expensive work, made before any of it starts: the suite
-    exists, every requested step is one of its checkpoints and (for a downloaded series) in the local cache, the
-    problems file reads. Returns ``(suite, steps)``; raises the one-sentence user errors."""
+    exists, every requested step is one of its checkpoints and (for a downloaded series) in the local cache, of an
+    architecture codedyn can hook, the problems file and the user corpora read. Returns ``(suite, steps)``; raises
+    the one-sentence user errors."""
+    from codedyn.data.corpus import check_corpus
     from codedyn.data.pairs import check_dataset_inputs
     from codedyn.models.suite import suite_from_config
 
     suite = suite_from_config(config.suite, config.toy)
     steps = suite.check_available(config.suite.steps)
     check_dataset_inputs(config.dataset)
+    for corpus, splits, role in ((config.sampling.corpus, ("train",), "sampling"),
+                                 (config.emergence.corpus, ("train", "heldout"), "SAE"),
+                                 (config.emergence.general_corpus, ("all",), "general-text")):
+        if corpus is not None:
+            check_corpus(corpus, splits, role)
     return suite, steps
 
 

@@ -136,7 +136,18 @@ class CheckpointSuite:
                 missing = [s for s in missing if self.revision(s) not in on_hub]
         if missing:
             raise SuiteError(self._missing_message(missing[0]))
+        self._check_architectures(result)
         return result
+
+    def _check_architectures(self, steps: Sequence[int]) -> None:
+        """Every locally available checkpoint among ``steps`` is of an architecture codedyn can hook."""
+        from codedyn.models.hooks import check_model_type
+
+        available = set(self.cached_steps())
+        for step in steps:
+            if step in available:
+                check_model_type(self._config_json(step).get("model_type"),
+                                 f"revision {self.revision(step)} of {self.repo_id}")
 
     def where(self) -> str:
         return f"HF cache {self.repo_cache}"
@@ -294,6 +305,7 @@ class FolderSuite(CheckpointSuite):
         result = self.validate_steps(steps)
         for step in result:
             self._tokenizer_folder(step)
+        self._check_architectures(result)
         return result
 
     def _config_json(self, step: int) -> dict:

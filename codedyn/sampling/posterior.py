@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from codedyn.config import SamplingConfig
-from codedyn.data.corpus import CodeCorpus, sample_windows
+from codedyn.data.corpus import CodeCorpus, corpus_fingerprints, load_corpus, sample_windows
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
 from codedyn.sampling.losses import EvalSet
@@ -31,7 +31,7 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
     """
     import torch
 
-    windows = sample_windows(tokenizer, corpus or CodeCorpus.stdlib(), "train", config.sampling_windows,
+    windows = sample_windows(tokenizer, corpus or load_corpus(config.corpus), "train", config.sampling_windows,
                              config.window_length, np.random.default_rng(config.seed), oversample=10)
     return torch.as_tensor(windows)
 
@@ -53,6 +53,7 @@ def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConf
               "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
     if sae_latents is not None:
         record["sae_latents"] = sae_latents.fingerprint
+    record.update(corpus_fingerprints(corpus=config.corpus))  # a user corpus: its contents, not only its paths
     return content_hash(record)
 
 

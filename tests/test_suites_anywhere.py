@@ -106,6 +106,7 @@ def test_trainer_checkpoint_folders_are_a_suite(trainer_folder):
     assert checkpoint.model.config.model_type == "gpt2"
     torch.testing.assert_close(first_weight(checkpoint.model), weights[20])
     assert checkpoint.tokenizer("def f").input_ids  # the folder's own tokenizer
+    assert checkpoint.context == 64
     assert suite.training_context() == 64  # GPT-2's n_positions
     with pytest.raises(SuiteError, match=r"no checkpoint at step 30; nearest saved steps: \[20, 40\]"):
         suite.check_available([10, 30])
@@ -138,6 +139,7 @@ def test_toy_suite_is_known_before_it_is_trained():
     suite = suite_from_config(config.suite, config.toy)
     assert suite.schedule[-1] == config.toy.steps and 5500 in suite.schedule
     assert suite.training_context() == config.toy.context == 64
+    assert suite_from_config(config.suite.model_copy(update={"name": "pythia-160m"})).training_context() == 2048
     assert suite.check_available([0, 7000]) == (0, 7000)  # nothing trained yet: the schedule is what it will save
 
 

@@ -52,6 +52,7 @@ class Checkpoint:
     step: int
     model: Any  # transformers.PreTrainedModel, in eval mode
     tokenizer: Any  # transformers.PreTrainedTokenizerFast
+    context: int | None = None  # training sequence length: readouts stay below it (None: not recorded)
 
 
 def _is_offline() -> bool:
@@ -170,10 +171,9 @@ class CheckpointSuite:
         if self.context is not None:
             return self.context
         for step in self.cached_steps():
-            config = self._config_json(step)
-            for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-                if isinstance(config.get(key), int):
-                    return int(config[key])
+            context = config_context(self._config_json(step))
+            if context is not None:
+                return context
         raise SuiteError(f"{self.name}: no cached checkpoint says its context length (max_position_embeddings)")
 
     def _config_json(self, step: int) -> dict:
@@ -203,7 +203,8 @@ class CheckpointSuite:
         except OSError as exc:
             raise SuiteError(self._missing_message(step)) from exc
         model.to(device).eval()
-        return Checkpoint(step=step, model=model, tokenizer=tokenizer)
+        context = self.context if self.context is not None else config_context(model.config.to_dict())
+        return Checkpoint(step=step, model=model, tokenizer=tokenizer, context=context)
 
     def _missing_message(self, step: int) -> str:
         where = self.repo_cache
@@ -237,6 +238,15 @@ class CheckpointSuite:
             if task:
                 task.advance()
         return fetched
+
+
+def config_context(config: dict) -> int | None:
+    """The position-table size a checkpoint's ``config.json`` declares (GPT-NeoX / Llama family:
+    ``max_position_embeddings``, GPT-2: ``n_positions``), None when it declares none."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return None
 
 
 def cached_revisions(repo_cache: Path) -> list[str]:

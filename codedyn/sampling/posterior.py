@@ -16,7 +16,7 @@ from codedyn.config import SamplingConfig
 from codedyn.data.corpus import CodeCorpus, corpus_fingerprints, load_corpus, sample_windows
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
-from codedyn.sampling.losses import EvalSet
+from codedyn.sampling.losses import EvalSet, with_precision
 from codedyn.sampling.sae_observables import study_sae_latents
 from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
@@ -156,7 +156,8 @@ def run_posterior(
     windows = sampling_windows(tokenizer, config).to(device)
     observables = probe_observables(tokenizer, samples, config, device, sae_latents)
     traces = sample_posterior(
-        checkpoint.model, windows, evalset_readout(evalset, tokens=True), config, observables=observables,
+        checkpoint.model, windows, with_precision(evalset_readout(evalset, tokens=True), config.readout_precision),
+        config, observables=observables,
         progress=progress, description=f"sampling step {checkpoint.step}",
     )
     from codedyn.models.hooks import component_names

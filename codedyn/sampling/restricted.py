@@ -175,7 +175,7 @@ def run_restricted(
     ``components`` None means every head and MLP. Returns ``{component: traces}``, ``full`` first.
     """
     from codedyn.models.hooks import component_names
-    from codedyn.sampling.losses import EvalSet
+    from codedyn.sampling.losses import EvalSet, with_precision
     from codedyn.sampling.posterior import readout_samples, sampling_windows
     from codedyn.sampling.sgld import evalset_readout, sample_posterior
 
@@ -203,7 +203,8 @@ def run_restricted(
             out[name] = load_traces(unit)
             bar.advance()
             continue
-        traces = sample_posterior(model, windows, evalset_readout(evalset), config, observables=observables,
+        readout = with_precision(evalset_readout(evalset), config.readout_precision)
+        traces = sample_posterior(model, windows, readout, config, observables=observables,
                                   progress=progress, description=f"step {step} {name}", param_masks=masks[name])
         traces = traces.assign_coords(sample=samples["sample_id"].tolist())
         traces.attrs.update({"suite": suite_name, "step": step, "dataset": data_hash, "component": name,

@@ -140,6 +140,7 @@ def unit_table(run_dir: Path) -> list[dict]:
         if unit.get("cached"):
             continue
         rows.append({"unit": unit["unit"], "kind": unit["kind"], "seconds": unit["seconds"],
+                     "cpu_seconds": unit["cpu_seconds"],
                      "model_share": unit["model_seconds"] / unit["seconds"] if unit["seconds"] else 0.0,
                      "peak_rss_mb": unit["peak_rss_mb"], "peak_gpu_mb": unit.get("peak_gpu_mb")})
     return rows
@@ -147,8 +148,29 @@ def unit_table(run_dir: Path) -> list[dict]:
 
 def stage_table(run_dir: Path) -> list[dict]:
     timings = json.loads((run_dir / "timings.json").read_text())
-    return [{"stage": s["stage"], "seconds": s["seconds"], "peak_rss_mb": s["peak_rss_mb"]}
-            for s in timings["stages"]]
+    return [{"stage": s["stage"], "seconds": s["seconds"], "cpu_seconds": s["cpu_seconds"],
+             "peak_rss_mb": s["peak_rss_mb"]} for s in timings["stages"]]
+
+
+def print_tables(out: dict, flops: dict, on_gpu: bool) -> dict[str, list[float]]:
+    """The stage and unit tables; returns the achieved GFLOP/s of each unit kind. On a CPU the rate is per CPU
+    second (the 1-thread units' CPU time is what they cost on an idle core); on a GPU per wall second."""
+    print(f"{'stage':<24}{'wall s':>9}{'CPU s':>9}{'peak RSS MB':>13}")
+    for stage in out["stages"]:
+        print(f"{stage['stage']:<24}{stage['seconds']:>9.1f}{stage['cpu_seconds']:>9.1f}{stage['peak_rss_mb']:>13.0f}")
+    print(f"{'unit':<24}{'wall s':>9}{'CPU s':>9}{'model':>8}{'peak RSS MB':>13}{'peak GPU MB':>13}{'GFLOP':>10}"
+          f"{'GFLOP/s':>9}")
+    rates: dict[str, list[float]] = {}
+    for row in out["units"]:
+        gflop = flops[row["kind"]] / 1e9 if row["kind"] in flops else float("nan")
+        clock = row["seconds"] if on_gpu else row["cpu_seconds"]
+        rate = gflop / clock if clock else float("nan")
+        if row["kind"] in flops:
+            rates.setdefault(row["kind"], []).append(rate)
+        gpu = f"{row['peak_gpu_mb']:.0f}" if row.get("peak_gpu_mb") is not None else "-"
+        print(f"{row['unit']:<24}{row['seconds']:>9.1f}{row['cpu_seconds']:>9.1f}{row['model_share']:>8.0%}"
+              f"{row['peak_rss_mb']:>13.0f}{gpu:>13}{gflop:>10.1f}{rate:>9.2f}")
+    return rates
 
 
 def main() -> None:
@@ -166,6 +188,7 @@ def main() -> None:
     torch.set_num_threads(1)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
+    load_before = [round(x, 1) for x in os.getloadavg()]
     tokenizer, tokenizer_s = train_pythia_tokenizer(work / "tokenizer")
     hub = work / "hf"
     write_s = build_checkpoints(hub, "pythia-14m", STEPS, tokenizer)
@@ -179,18 +202,10 @@ def main() -> None:
 
     print(f"tokenizer: {len(tokenizer)} tokens ({tokenizer_s:.0f} s to train; cached afterwards); 3 pythia-14m "
           f"revisions written in {write_s:.1f} s; `codedyn run` {total_s:.0f} s on {args.device}")
-    print(f"{'stage':<24}{'wall s':>9}{'peak RSS MB':>13}")
-    for stage in out["stages"]:
-        print(f"{stage['stage']:<24}{stage['seconds']:>9.1f}{stage['peak_rss_mb']:>13.0f}")
-    print(f"{'unit':<24}{'wall s':>9}{'model':>8}{'peak RSS MB':>13}{'peak GPU MB':>13}{'GFLOP':>10}{'GFLOP/s':>9}")
-    rates: dict[str, list[float]] = {}
-    for row in units:
-        gflop = flops[row["kind"]] / 1e9 if row["kind"] in flops else float("nan")
-        rate = gflop / row["seconds"] if row["seconds"] else float("nan")
-        rates.setdefault(row["kind"], []).append(rate)
-        gpu = f"{row['peak_gpu_mb']:.0f}" if row["peak_gpu_mb"] is not None else "-"
-        print(f"{row['unit']:<24}{row['seconds']:>9.1f}{row['model_share']:>8.0%}{row['peak_rss_mb']:>13.0f}"
-              f"{gpu:>13}{gflop:>10.1f}{rate:>9.2f}")
+    print(f"load average before / after: {load_before} / {[round(x, 1) for x in os.getloadavg()]} (a busy machine "
+          "inflates wall time, CPU time much less: on a CPU the FLOP rates are per CPU second, on a GPU per wall "
+          "second)")
+    rates = print_tables(out, flops, on_gpu=args.device != "cpu")
 
     # The same reduced settings on pythia-160m: FLOPs by the same count, time at the rate each unit kind achieved.
     preset_160 = write_preset(work / "pythia-160m-shaped.yaml", "pythia-160m",
@@ -200,7 +215,8 @@ def main() -> None:
     projection = {kind: flops_160[kind] / (1e9 * min(r)) for kind, r in rates.items() if kind in flops_160}
     out["projection_160m_seconds"] = projection
     out["flops_per_unit_160m"] = flops_160
-    print("pythia-160m at the same settings, projected from the slowest 14m rate of each unit kind: "
+    print(f"pythia-160m at the same settings, projected from the slowest 14m rate of each unit kind "
+          f"({'wall' if args.device != 'cpu' else 'CPU'} seconds): "
           + ", ".join(f"{kind} {flops_160[kind] / 1e9:.0f} GFLOP -> {s:.0f} s" for kind, s in projection.items()))
     if args.check_160m:
         build_checkpoints(hub, "pythia-160m", (143000,), tokenizer)
@@ -210,7 +226,7 @@ def main() -> None:
         out["measured_160m"] = list(measured.values())
         for kind, seconds in projection.items():
             if kind in measured:
-                got = measured[kind]["seconds"]
+                got = measured[kind]["seconds" if args.device != "cpu" else "cpu_seconds"]
                 print(f"pythia-160m {kind} unit: measured {got:.0f} s (peak RSS {measured[kind]['peak_rss_mb']:.0f}"
                       f" MB), projected {seconds:.0f} s: measured / projected = {got / seconds:.2f}")
     if args.json:

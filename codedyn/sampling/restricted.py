@@ -137,9 +137,12 @@ def restricted_sampling(config: SamplingConfig, chains: int | None, draws: int |
 
 def restricted_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, observation_windows: int,
                    component: str) -> str:
+    from codedyn.data.corpus import corpus_fingerprints
+
     return content_hash({"suite": suite, "step": step, "dataset": dataset_hash,
                          "sampling": config.model_dump(mode="json"), "observation_windows": observation_windows,
-                         "component": component, "format": RESTRICTED_FORMAT})
+                         "component": component, "format": RESTRICTED_FORMAT,
+                         **corpus_fingerprints(corpus=config.corpus)})  # nothing for the standard library
 
 
 def restricted_unit_dir(run_dir: Path, step: int, component: str, key: str) -> Path:

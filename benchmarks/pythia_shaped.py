@@ -65,6 +65,30 @@ def reduced_overrides(device: str, problems: int) -> dict:
     }
 
 
+def tiny_overrides(device: str, problems: int) -> dict:
+    """Fewer steps again, for measuring one pythia-160m-shaped checkpoint on a CPU in minutes."""
+    base = reduced_overrides(device, problems)
+    return {**base, "suite": {"steps": [143000], "device": device},
+            "sampling": {"chains": 1, "draws": 2, "burn_in": 2, "batch_size": 8, "max_problems": 2,
+                         "reference_batches": 2, "probe_samples": 4, "n_bootstrap": 50},
+            "emergence": {**base["emergence"], "train_tokens": 2048, "eval_windows": 4, "general_windows": 16}}
+
+
+def rates_from(path: Path, on_gpu: bool) -> dict[str, float]:
+    """The slowest GFLOP/s of each unit kind in an earlier run's ``--json`` output."""
+    if not path.is_file():
+        print(f"{path} does not exist (yet): no projection to compare with")
+        return {}
+    earlier = json.loads(path.read_text())
+    rates: dict[str, float] = {}
+    for row in earlier["units"]:
+        if row["kind"] in earlier["flops_per_unit"]:
+            clock = row["seconds"] if on_gpu else row["cpu_seconds"]
+            rate = earlier["flops_per_unit"][row["kind"]] / 1e9 / clock
+            rates[row["kind"]] = min(rates.get(row["kind"], rate), rate)
+    return rates
+
+
 def write_preset(path: Path, base: str, overrides: dict) -> Path:
     import yaml
 
@@ -181,7 +205,12 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=12, help="HumanEval problems in the dataset")
     parser.add_argument("--check-160m", action="store_true", help="also measure a pythia-160m-shaped unit")
     parser.add_argument("--json", type=Path, help="write the measurements here")
+    parser.add_argument("--tiny-160m-from", type=Path,
+                        help="instead: measure one pythia-160m-shaped checkpoint at tiny settings and compare it "
+                             "with the projection from the pythia-14m rates in this earlier --json output")
     args = parser.parse_args()
+    if args.tiny_160m_from:
+        return tiny_160m(args)
 
     import torch
 
@@ -229,6 +258,37 @@ def main() -> None:
                 got = measured[kind]["seconds" if args.device != "cpu" else "cpu_seconds"]
                 print(f"pythia-160m {kind} unit: measured {got:.0f} s (peak RSS {measured[kind]['peak_rss_mb']:.0f}"
                       f" MB), projected {seconds:.0f} s: measured / projected = {got / seconds:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+def tiny_160m(args) -> None:
+    """One pythia-160m-shaped checkpoint through `codedyn run` at :func:`tiny_overrides`, against the FLOP count of
+    its units divided by the rate the pythia-14m units achieved."""
+    import torch
+
+    torch.set_num_threads(1)
+    on_gpu = args.device != "cpu"
+    tokenizer, _ = train_pythia_tokenizer(args.work / "tokenizer")
+    hub = args.work / "hf"
+    write_s = build_checkpoints(hub, "pythia-160m", (143000,), tokenizer)
+    preset = write_preset(args.work / "pythia-160m-tiny.yaml", "pythia-160m", tiny_overrides(args.device,
+                                                                                          args.problems))
+    run_dir = args.work / f"run-160m-tiny-{int(time.time())}"
+    total_s = run_study(preset, run_dir, hub, args.work / "home")
+    out = {"device": args.device, "write_checkpoints_seconds": write_s, "run_seconds": total_s,
+           "stages": stage_table(run_dir), "units": unit_table(run_dir), "flops_per_unit": unit_flops(preset)}
+    print(f"pythia-160m-shaped revision written in {write_s:.1f} s; `codedyn run` {total_s:.0f} s on {args.device}")
+    print_tables(out, out["flops_per_unit"], on_gpu)
+    rates = rates_from(args.tiny_160m_from, on_gpu)
+    out["projected_seconds"] = {}
+    for row in out["units"]:
+        if row["kind"] in rates:
+            projected = out["flops_per_unit"][row["kind"]] / 1e9 / rates[row["kind"]]
+            got = row["seconds"] if on_gpu else row["cpu_seconds"]
+            out["projected_seconds"][row["kind"]] = projected
+            print(f"pythia-160m {row['kind']} unit: measured {got:.0f} s, projected from the 14m rate "
+                  f"{rates[row['kind']]:.2f} GFLOP/s: {projected:.0f} s (measured / projected {got / projected:.2f})")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

@@ -135,16 +135,22 @@ def _hub_cache(out: Path | None) -> Path | None:
     return out / "hub" if out is not None else None
 
 
-def _resolve_suite(name: str, preset: str, out: Path | None):
-    """``toy`` means the toy suite of the preset's config; anything else is looked up by name."""
+def _resolve_suite(name: str, preset: str, out: Path | None, pattern: str | None = None):
+    """``toy`` means the toy suite of the preset's config; anything else is looked up by name (a Pythia size, an
+    HF repo id with ``pattern``, a folder of checkpoints, a trained toy suite)."""
     from codedyn.config import load_config
     from codedyn.data.corpus import CodeCorpus
-    from codedyn.models.suite import get_suite
+    from codedyn.models.suite import DEFAULT_PATTERN, get_suite
     from codedyn.models.toy import suite_name
 
     if name == "toy":
         name = suite_name(load_config(preset).toy, CodeCorpus.stdlib().fingerprint)
-    return get_suite(name, hub_cache=_hub_cache(out) if name.startswith("toy") else None)
+    return get_suite(name, hub_cache=_hub_cache(out) if name.startswith("toy") else None,
+                     pattern=pattern or DEFAULT_PATTERN)
+
+
+PatternOption = Annotated[str | None, typer.Option(
+    help="HF repo suites: revision names with a {step} field, e.g. 'step{step}-tokens{tokens}B' (default step{step}).")]
 
 
 @suite_app.command("train-toy")
@@ -191,17 +197,23 @@ def _print_training_log(console, log: list[dict], formation: dict) -> None:
 @suite_app.command("list")
 def suite_list(out: OutOption = None) -> None:
     """List toy suites in the cache and Pythia models in the HF cache, with their cached steps."""
-    from codedyn.models.suite import PYTHIA_SIZES, get_suite, pythia_suite, toy_suites
+    from codedyn.models.suite import PYTHIA_SIZES, cached_repos, get_suite, pythia_suite, toy_suites
 
     for name in toy_suites(_hub_cache(out)):
         steps = get_suite(name, _hub_cache(out)).cached_steps()
         typer.echo(f"{name}\t{len(steps)} checkpoints\t{_step_range(steps)}")
+    pythia = set()
     for size in PYTHIA_SIZES:
         for deduped in (False, True):
             suite = pythia_suite(size, deduped=deduped)
+            pythia.add(suite.repo_id)
             steps = suite.cached_steps()
             if steps:
                 typer.echo(f"{suite.name}\t{len(steps)} checkpoints\t{_step_range(steps)}")
+    for repo_id, revisions in cached_repos():  # any other series in the HF cache, by its revision names
+        if repo_id not in pythia:
+            typer.echo(f"{repo_id}\t{len(revisions)} revisions\t{', '.join(revisions[:3])}"
+                       + (" ..." if len(revisions) > 3 else ""))
 
 
 def _step_range(steps: tuple[int, ...]) -> str:
@@ -211,18 +223,24 @@ def _step_range(steps: tuple[int, ...]) -> str:
 @suite_app.command("info")
 @user_errors
 def suite_info(
-    name: Annotated[str, typer.Argument(help="pythia-<size>, toy-<hash>, or 'toy' for the preset's toy suite.")],
+    name: Annotated[str, typer.Argument(
+        help="pythia-<size>, an HF repo id, a folder of checkpoints, toy-<hash>, or 'toy' for the preset's.")],
     preset: PresetOption = "default",
+    revision_pattern: PatternOption = None,
     out: OutOption = None,
 ) -> None:
-    """Show a suite's schedule, what is cached locally, and (toy) its training log."""
+    """Show a suite's schedule, what is available offline, and (toy) its training log."""
     import json
 
-    suite = _resolve_suite(name, preset, out)
+    suite = _resolve_suite(name, preset, out, revision_pattern)
     cached = suite.cached_steps()
-    typer.echo(f"{suite.name} ({suite.repo_id}): {len(suite.schedule)} scheduled steps, {len(cached)} cached")
+    typer.echo(f"{suite.name} ({suite.repo_id}): {len(suite.schedule)} scheduled steps, {len(cached)} cached "
+               "(available offline)")
     typer.echo(f"cache: {suite.repo_cache}")
     typer.echo(f"cached steps: {list(cached)}")
+    if cached:
+        typer.echo(f"revisions: {', '.join(suite.revision(s) for s in cached[:5])}"
+                   + (" ..." if len(cached) > 5 else ""))
     record = suite.repo_cache.parent.parent / suite.name / "suite.json"
     if suite.local_only and record.is_file():
         data = json.loads(record.read_text())
@@ -232,14 +250,15 @@ def suite_info(
 @suite_app.command("prefetch")
 @user_errors
 def suite_prefetch(
-    name: Annotated[str, typer.Argument(help="pythia-<size>[-deduped].")],
+    name: Annotated[str, typer.Argument(help="pythia-<size>[-deduped] or an HF repo id.")],
     steps: Annotated[str, typer.Option(help="Comma-separated steps, e.g. 0,1000,143000.")],
+    revision_pattern: PatternOption = None,
 ) -> None:
-    """Download Pythia revisions into the HF cache (run on a machine with network, then copy HF_HOME)."""
-    from codedyn.models.suite import get_suite
+    """Download revisions into the HF cache (run on a machine with network, then copy HF_HOME)."""
+    from codedyn.models.suite import DEFAULT_PATTERN, get_suite
     from codedyn.progress import rich_progress
 
-    suite = get_suite(name)
+    suite = get_suite(name, pattern=revision_pattern or DEFAULT_PATTERN)
     wanted = suite.validate_steps(_int_list(steps, "--steps"))
     with rich_progress(_console()) as progress:
         fetched = suite.prefetch(wanted, progress=progress)
@@ -475,21 +494,30 @@ def _float_list(value: str | None, option: str) -> tuple[float, ...] | None:
 @user_errors
 def run(
     preset: PresetOption = "default",
-    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
+    suite: Annotated[str | None, typer.Option(
+        help="toy, toy-<hash>, pythia-<size>, an HF repo id, or a folder of checkpoint-N/ folders.")] = None,
     steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
     executor: ExecutorOption = None,
     address: AddressOption = None,
     cpus_per_task: CpusOption = None,
     gpus_per_task: GpusOption = None,
+    corpus: Annotated[str | None, typer.Option(
+        help="Corpus of the SGLD windows and SAE tokens: files/globs, FILE.jsonl[:field] or datasets:NAME.")] = None,
+    general_corpus: Annotated[str | None, typer.Option(
+        help="General text of the SAE latent filter (e.g. a Pile sample as pile.jsonl:text).")] = None,
     out: OutOption = None,
 ) -> None:
     """The whole study, resumable: dataset, suite, every experiment over every checkpoint, then the report."""
     from codedyn.config import load_config
+    from codedyn.data.corpus import corpus_spec
     from codedyn.pipeline import run_study
     from codedyn.progress import rich_progress
 
+    user_corpus = corpus_spec(corpus) if corpus else None
     config = load_config(preset, {
         "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
+        "sampling": {"corpus": user_corpus},
+        "emergence": {"corpus": user_corpus, "general_corpus": corpus_spec(general_corpus) if general_corpus else None},
         "executor": {"kind": executor, "address": address, "cpus_per_task": cpus_per_task,
                      "gpus_per_task": gpus_per_task},
     })

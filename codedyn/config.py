@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -173,11 +173,62 @@ class ToySuiteConfig(Frozen):
 
 class SuiteConfig(Frozen):
     name: str = "toy"
-    """``toy`` (the toy suite of this config's ``toy`` section), ``toy-<hash>``, or ``pythia-<size>``."""
+    """``toy`` (the toy suite of this config's ``toy`` section), ``toy-<hash>``, ``pythia-<size>[-deduped]``, an HF
+    repo id ``owner/name`` with intermediate revisions, or a local folder of ``checkpoint-N/`` / ``stepN/``
+    checkpoints (a path: ``/...``, ``./...``, ``~/...``)."""
+    revision_pattern: str = "step{step}"
+    """HF repo suites: how revision names encode the step (``{step}``; any other ``{field}`` matches any text,
+    e.g. OLMo's ``step{step}-tokens{tokens}B``). The schedule is every matching revision in the HF cache (and on
+    the hub when online)."""
+    revisions: tuple[str, ...] | None = None
+    """HF repo suites: the revision names, listed explicitly (each must match ``revision_pattern``, which reads
+    its step); None = discover them."""
+    context: int | None = Field(None, ge=2)
+    """Trained context length of the checkpoints, when their config's ``max_position_embeddings`` overstates it
+    (readouts never go past it); None = the suite's own record or ``max_position_embeddings``."""
     steps: tuple[int, ...] = (0, 500, 2000, 4000, 5000, 5500, 6000, 7000)
     """Checkpoints the experiments run on (validated against the suite's schedule)."""
     device: str = "cpu"
     """Torch device for loading checkpoints."""
+
+
+class CorpusConfig(Frozen):
+    """A user text corpus (:mod:`codedyn.data.corpus`): text files, JSONL records or a ``datasets`` split. Documents
+    are split train / held-out by a hash of their id (about 1 in 20 held out), as the standard library's files are."""
+
+    source: Literal["files", "jsonl", "datasets"]
+    """``files``: every file matched by ``paths`` (files, folders, globs); ``jsonl``: the ``field`` of every record of
+    the JSONL files in ``paths``; ``datasets``: the ``field`` of a Hugging Face ``datasets`` split (needs network or
+    its local cache)."""
+    paths: tuple[str, ...] = ()
+    """Files, folders (every file below) or glob patterns (``data/**/*.py``)."""
+    field: str = "text"
+    """The record field holding a document's text (``jsonl`` and ``datasets``)."""
+    dataset: str | None = None
+    """``datasets`` name, e.g. ``NeelNanda/pile-10k``."""
+    dataset_config: str | None = None
+    """``datasets`` configuration name, if the dataset has several."""
+    split: str = "train"
+    """``datasets`` split to read."""
+    max_documents: int | None = Field(None, ge=1)
+    """Use only the first N documents (in file / record order)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> CorpusConfig:
+        if self.source in ("files", "jsonl") and not self.paths:
+            raise ValueError(f"corpus source {self.source!r} needs paths")
+        if self.source == "datasets" and not self.dataset:
+            raise ValueError("corpus source 'datasets' needs a dataset name")
+        return self
+
+
+def _omit_when_none(data: dict[str, Any], model: BaseModel, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Optional corpus fields left at None are not serialised: the default configuration dumps (and so hashes into
+    cache keys) exactly as it did before user corpora existed."""
+    for name in fields:
+        if getattr(model, name) is None:
+            data.pop(name, None)
+    return data
 
 
 class SamplingConfig(Frozen):
@@ -256,6 +307,16 @@ class SamplingConfig(Frozen):
     """Mean pairwise correlation between the chains' traces (draw by draw) above this fails the diagnostics table:
     independent chains are uncorrelated; chains that share minibatches or noise are not, and then R-hat and ESS
     overstate the information in the draws."""
+    corpus: CorpusConfig | None = None
+    """Corpus the SGLD sampling windows come from; None = the Python standard library."""
+    readout_precision: Literal["bfloat16", "tf32"] | None = None
+    """Precision of the per-draw read-out forward passes (never of the SGLD steps): ``bfloat16`` autocasts them,
+    ``tf32`` lets CUDA matmuls use TF32 (no effect on CPU); None = float32. Faster on GPUs; agreement with float32
+    on a Pythia-shaped model is tested (tests/test_readout_precision.py)."""
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler):
+        return _omit_when_none(handler(self), self, ("corpus", "readout_precision"))
 
 
 class EmergenceConfig(Frozen):
@@ -304,6 +365,15 @@ class EmergenceConfig(Frozen):
     """Bootstrap replicates over validation problems behind every interval."""
     seed: int = 0
     """Seed of SAE initialisation, minibatch order, windows, controls and bootstrap."""
+    corpus: CorpusConfig | None = None
+    """Corpus of the SAE training and evaluation tokens; None = the Python standard library."""
+    general_corpus: CorpusConfig | None = None
+    """The "general text" on which a latent's firing frequency is measured for the ``general_threshold`` filter
+    (the thesis method's filter was defined on a Pile sample); None = the held-out split of the SAE corpus."""
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler):
+        return _omit_when_none(handler(self), self, ("corpus", "general_corpus"))
 
     @model_validator(mode="after")
     def _check(self) -> EmergenceConfig:

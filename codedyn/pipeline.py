@@ -257,10 +257,11 @@ def open_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT
                stages: list[dict] | None = None):
     """Build (or find) the dataset and the suite, timing each, then prepare the study (which finds both cached)."""
     from codedyn.data.pairs import build_dataset
-    from codedyn.experiments.study import prepare_study
+    from codedyn.experiments.study import check_inputs, prepare_study
     from codedyn.models.toy import train_toy_suite
     from codedyn.runs.timings import stage
 
+    check_inputs(config)  # a bad step, a missing revision, an unreadable file: one sentence before any work
     stages = [] if stages is None else stages
     with stage("dataset", stages):
         build_dataset(config.dataset, progress=progress)
@@ -472,7 +473,7 @@ def refine_run(run_dir: Path, max_new: int | None = None, progress: Progress = S
                executor_overrides: dict | None = None) -> RefineResult:
     """Add the suite's available checkpoints between the steps where the finished run at ``run_dir`` detected a
     transition, compute only their units, then recompute the analyses and the report over all steps."""
-    from codedyn.models.suite import get_suite
+    from codedyn.models.suite import suite_from_config
 
     run_dir = Path(run_dir)
     status = run_dir / RUN_FILE
@@ -487,7 +488,7 @@ def refine_run(run_dir: Path, max_new: int | None = None, progress: Progress = S
     if not brackets:
         raise RefineError(f"{run_dir}: no transition was detected between any two checkpoints; nothing to refine")
     suite_name = json.loads((run_dir / MANIFEST).read_text())["suite"]
-    suite = get_suite(suite_name)
+    suite = suite_from_config(config.suite, config.toy)
     available = suite.cached_steps() or suite.schedule
     added = densify(brackets, available, steps, max_new)
     if not added:

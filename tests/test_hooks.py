@@ -74,6 +74,13 @@ def test_hooks_are_removed_even_when_the_forward_fails(model_and_probe):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-def test_non_neox_models_are_rejected():
-    with pytest.raises(TypeError, match="not a GPT-NeoX model"):
+def test_architectures_outside_the_table_are_one_sentence():
+    from transformers import GPTJConfig, GPTJForCausalLM
+
+    from codedyn.models.hooks import UnsupportedArchitecture
+
+    with pytest.raises(UnsupportedArchitecture, match=r"Linear is a None model; codedyn hooks.*gpt2, gpt_neox"):
         component_names(torch.nn.Linear(2, 2))
+    gptj = GPTJForCausalLM(GPTJConfig(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=16, rotary_dim=4))
+    with pytest.raises(UnsupportedArchitecture, match="is a 'gptj' model"):
+        component_names(gptj)

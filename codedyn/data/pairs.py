@@ -37,6 +37,7 @@ from codedyn.data.problems import (
     humaneval_problems,
     mbpp_problems,
     problems_from_jsonl,
+    reference_syntax_error,
 )
 from codedyn.data.sandbox import ExecutionResult, Outcome, SandboxLimits, isolation_report
 from codedyn.paths import cache_dir
@@ -62,6 +63,15 @@ def load_problems(config: DatasetConfig) -> list[Problem]:
     else:
         problems = mbpp_problems()
     return problems[: config.limit_problems] if config.limit_problems else problems
+
+
+def check_dataset_inputs(config: DatasetConfig) -> None:
+    """Read the user's problems and completions files (one sentence on a malformed one) before any work starts."""
+    if config.source == "jsonl":
+        assert config.problems_path is not None  # guaranteed by DatasetConfig validation
+        problems_from_jsonl(config.problems_path)
+    if config.completions_path is not None:
+        completions_from_jsonl(config.completions_path)
 
 
 def sandbox_limits(config: DatasetConfig) -> SandboxLimits:
@@ -248,6 +258,8 @@ def build_dataset(config: DatasetConfig, out_dir: Path | None = None, progress: 
     )
     failed_refs = {p.problem_id: r.outcome.value for p, r in zip(problems, references, strict=True)
                    if r.outcome != Outcome.PASSED}
+    rejected = {p.problem_id: reference_syntax_error(p) or f"reference of {p.problem_id} fails its own tests "
+                f"({failed_refs[p.problem_id]})" for p in problems if p.problem_id in failed_refs}
     for problem_id, outcome in failed_refs.items():
         progress.log(f"[yellow]reference solution of {problem_id} does not pass its own tests ({outcome}); skipped")
     verified = [p for p in problems if p.problem_id not in failed_refs]
@@ -290,7 +302,12 @@ def build_dataset(config: DatasetConfig, out_dir: Path | None = None, progress: 
             completions_from_jsonl(config.completions_path), by_id, config, limits, cache, progress
         ))
     if not samples:
-        raise DataSourceError(f"no verified samples could be built from {config.source}")
+        rejected.update({p.problem_id: f"no mutant of {p.problem_id} fails its tests with an allowed failure kind "
+                         f"{list(config.failure_kinds)}" for p in verified})
+        reasons = "; ".join(list(rejected.values())[:5]) + (f"; and {len(rejected) - 5} more"
+                                                            if len(rejected) > 5 else "")
+        origin = config.problems_path if config.source == "jsonl" else config.source
+        raise DataSourceError(f"no verified samples could be built from {origin}: {reasons}")
 
     splits = split_problems([s["problem_id"] for s in samples], config)
     for sample in samples:

@@ -55,8 +55,17 @@ def read_jsonl(path: Path, required: tuple[str, ...], aliases: dict[str, str] | 
     if not path.is_file():
         raise DataSourceError(f"{path}: no such file")
     records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    offset = 0  # bytes before the current line, so that a decoding error can say where in the file it is
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataSourceError(
+                    f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at byte offset "
+                    f"{offset + exc.start} of the file); save it as UTF-8"
+                ) from None
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
@@ -116,6 +125,18 @@ def humaneval_problems() -> list[Problem]:
         )
         for r in records
     ]
+
+
+def reference_syntax_error(problem: Problem) -> str | None:
+    """Why the reference program (prompt + solution) does not parse, or None when it does: such a reference can
+    neither pass its tests nor be mutated, and saying so beats a bare "no verified samples"."""
+    import ast
+
+    try:
+        ast.parse(problem.prompt + problem.solution)
+    except SyntaxError as exc:
+        return f"reference of {problem.problem_id} does not parse: line {exc.lineno} ({exc.msg})"
+    return None
 
 
 def completions_from_jsonl(path: Path) -> list[Completion]:

@@ -415,10 +415,13 @@ def emergence_key(study, step: int) -> str:
 
     config = study.config.emergence
     previous = previous_step(study, step) if config.init_from_previous else None
+    from codedyn.data.corpus import corpus_fingerprints
+
     return content_hash({
         "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
         "emergence": config.model_dump(mode="json"), "format": UNIT_FORMAT,
         "previous": emergence_key(study, previous) if previous is not None else None,
+        **corpus_fingerprints(corpus=config.corpus, general_corpus=config.general_corpus),
     })
 
 
@@ -442,9 +445,9 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
 
     from codedyn.models.activations import (
         ce_loss_recovered,
-        corpus_windows,
         final_token_residuals,
         resolve_layers,
+        sae_windows,
         window_residuals,
     )
     from codedyn.models.sae import TopKSAE, decoder_cosines, sae_metrics, train_sae
@@ -462,11 +465,7 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     checkpoint = study.suite.load(step, device=study.config.suite.device)
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     layers = resolve_layers(model.config.num_hidden_layers, config.layers)
-    n_train = math.ceil(config.train_tokens / config.window_length)
-    train_windows = corpus_windows(tokenizer, "train", n_train, config.window_length, config.seed)
-    held = corpus_windows(tokenizer, "heldout", config.eval_windows + config.general_windows, config.window_length,
-                          config.seed + 1)
-    eval_windows, general_windows = held[: config.eval_windows], held[config.eval_windows :]
+    train_windows, eval_windows, general_windows = sae_windows(tokenizer, config)
     train_resid = window_residuals(model, train_windows, layers)
     eval_resid = window_residuals(model, eval_windows, layers)
     general_resid = {layer: r[:, -1] for layer, r in window_residuals(model, general_windows, layers).items()}

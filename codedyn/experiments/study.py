@@ -41,23 +41,40 @@ class Study:
             yield step, load_traces(posterior_folder(self, step))
 
 
+def check_inputs(config: CodedynConfig):
+    """Every check of a study's inputs that needs no expensive work, made before any of it starts: the suite
+    exists, every requested step is one of its checkpoints and (for a downloaded series) in the local cache, of an
+    architecture codedyn can hook, the problems file and the user corpora read. Returns ``(suite, steps)``; raises
+    the one-sentence user errors."""
+    from codedyn.data.corpus import check_corpus
+    from codedyn.data.pairs import check_dataset_inputs
+    from codedyn.models.suite import suite_from_config
+
+    suite = suite_from_config(config.suite, config.toy)
+    steps = suite.check_available(config.suite.steps)
+    check_dataset_inputs(config.dataset)
+    for corpus, splits, role in ((config.sampling.corpus, ("train",), "sampling"),
+                                 (config.emergence.corpus, ("train", "heldout"), "SAE"),
+                                 (config.emergence.general_corpus, ("all",), "general-text")):
+        if corpus is not None:
+            check_corpus(corpus, splits, role)
+    return suite, steps
+
+
 def prepare_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT) -> Study:
-    """Build (or reuse) the dataset and the suite, validate the steps, write the run manifest."""
+    """Check the inputs, build (or reuse) the dataset and the suite, write the run manifest."""
     import json
 
     from codedyn.data.pairs import build_dataset, load_dataset
-    from codedyn.models.suite import get_suite
     from codedyn.models.toy import SUITE_FILE, train_toy_suite
 
+    suite, steps = check_inputs(config)
     dataset = load_dataset(build_dataset(config.dataset, progress=progress))
     record = None
     if config.suite.name == "toy":
         trained = train_toy_suite(config.toy, progress=progress)
         suite = trained.suite
         record = json.loads((trained.folder / SUITE_FILE).read_text())
-    else:
-        suite = get_suite(config.suite.name)
-    steps = suite.validate_steps(config.suite.steps)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(

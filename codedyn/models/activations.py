@@ -1,9 +1,10 @@
-"""Residual-stream capture (resid_post) with plain forward hooks on a HuggingFace GPT-NeoX model.
+"""Residual-stream capture (resid_post) with plain forward hooks on a HuggingFace causal LM of any architecture in
+:data:`codedyn.models.hooks.ARCHITECTURES` (GPT-NeoX, GPT-2, the Llama family).
 
-resid_post of layer l is the output of ``gpt_neox.layers[l]``: the residual stream after block l, before the final
-layer norm for the last layer. Hooks are registered for one forward pass and removed in ``finally``
-(:func:`codedyn.models.hooks.forward_hooks`); a capture stops the forward pass after the highest requested layer, so
-reading an early layer of a big model does not pay for the rest of it.
+resid_post of layer l is the output of block l (``gpt_neox.layers[l]``, ``transformer.h[l]``, ``model.layers[l]``):
+the residual stream after block l, before the final layer norm for the last layer. Hooks are registered for one
+forward pass and removed in ``finally`` (:func:`codedyn.models.hooks.forward_hooks`); a capture stops the forward
+pass after the highest requested layer, so reading an early layer of a big model does not pay for the rest of it.
 
 Dataset samples are read at their **final token** (the last token of prompt + solution): samples are tokenised once
 (:func:`codedyn.data.tokenize.encode_sample`), over-long ones keep their last ``max_tokens`` tokens, batches are
@@ -50,9 +51,10 @@ def resid_post(model, layers: Sequence[int], input_ids, attention_mask=None) -> 
     """``{layer: resid_post [B, T, D]}`` for one batch (no gradients; hooks removed; forward stopped early)."""
     import torch
 
-    from codedyn.models.hooks import forward_hooks, gpt_neox_layers
+    from codedyn.models.hooks import blocks as model_blocks
+    from codedyn.models.hooks import forward_hooks
 
-    blocks = gpt_neox_layers(model)
+    blocks = model_blocks(model)
     wanted = sorted(set(layers))
     last = wanted[-1]
     captured: dict[int, Any] = {}
@@ -118,13 +120,14 @@ def window_losses(model, windows, replace: Callable | None = None, layer: int | 
     ``layer``'s resid_post is replaced by ``replace(resid)`` during the forward pass (hook removed afterwards)."""
     import torch
 
-    from codedyn.models.hooks import forward_hooks, gpt_neox_layers
+    from codedyn.models.hooks import blocks as model_blocks
+    from codedyn.models.hooks import forward_hooks
     from codedyn.sampling.losses import token_losses
 
     device = next(model.parameters()).device
     hooks = []
     if replace is not None:
-        block = gpt_neox_layers(model)[layer]
+        block = model_blocks(model)[layer]
 
         def splice(module, args, output):
             if isinstance(output, tuple):
@@ -174,3 +177,25 @@ def corpus_windows(tokenizer, split: str, n: int, length: int, seed: int, corpus
 
     return sample_windows(tokenizer, corpus or CodeCorpus.stdlib(), split, n, length, np.random.default_rng(seed),
                           oversample=3)
+
+
+def sae_windows(tokenizer, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Experiment 2's corpus windows for one checkpoint (``config`` an :class:`~codedyn.config.EmergenceConfig`):
+    ``(train [N, T], eval [eval_windows, T], general [general_windows, T])``. Training and evaluation windows come
+    from ``config.corpus`` (train / held-out split), the general windows from the held-out split of the same corpus
+    or, when given, from every document of ``config.general_corpus``."""
+    import math
+
+    from codedyn.data.corpus import load_corpus
+
+    corpus = load_corpus(config.corpus)
+    n_train = math.ceil(config.train_tokens / config.window_length)
+    train = corpus_windows(tokenizer, "train", n_train, config.window_length, config.seed, corpus)
+    n_general = 0 if config.general_corpus is not None else config.general_windows
+    held = corpus_windows(tokenizer, "heldout", config.eval_windows + n_general, config.window_length,
+                          config.seed + 1, corpus)
+    if config.general_corpus is None:
+        return train, held[: config.eval_windows], held[config.eval_windows :]
+    general = corpus_windows(tokenizer, "all", config.general_windows, config.window_length, config.seed + 2,
+                             load_corpus(config.general_corpus))
+    return train, held, general

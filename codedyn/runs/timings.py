@@ -134,6 +134,9 @@ def stage(name: str, record: list[dict[str, Any]], **extra: Any) -> Iterator[dic
     (memory it already held counts)."""
     entry: dict[str, Any] = {"stage": name, **extra}
     _reset_peak_rss()
+    cuda = _cuda_in_use()
+    if cuda:
+        cuda.reset_peak_memory_stats()
     started, cpu_started = time.perf_counter(), time.process_time()
     clock = ModelClock()
     try:
@@ -148,7 +151,17 @@ def stage(name: str, record: list[dict[str, Any]], **extra: Any) -> Iterator[dic
             "backward_seconds": clock.backward,
             "peak_rss_mb": peak_rss_mb(),
         })
+        if cuda or _cuda_in_use():  # the device's allocator peak, where a stage used a GPU
+            entry["peak_gpu_mb"] = (cuda or _cuda_in_use()).max_memory_allocated() / 2**20
         record.append(entry)
+
+
+def _cuda_in_use():
+    """torch.cuda when this process has initialised CUDA (never initialises it, never imports torch itself)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda
 
 
 def summary(stages: list[dict[str, Any]], total_seconds: float) -> dict[str, Any]:

@@ -130,3 +130,27 @@ def sample_token_losses(model, evalset: EvalSet):
             tokens[index[batch.scored_rows], batch.scored_slots] = per_token[batch.scored_rows,
                                                                              batch.scored_cols].float()
     return out, tokens
+
+
+def with_precision(readout, precision: str | None):
+    """``readout`` (model -> losses) evaluated in ``precision`` (``bfloat16``: autocast on the model's device type;
+    ``tf32``: TF32 CUDA matmuls, restored afterwards); None returns ``readout`` itself (float32)."""
+    if precision is None:
+        return readout
+    if precision not in ("bfloat16", "tf32"):
+        raise ValueError(f"readout precision must be bfloat16, tf32 or None, got {precision!r}")
+
+    def in_precision(model):
+        import torch
+
+        if precision == "bfloat16":
+            with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16):
+                return readout(model)
+        before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            return readout(model)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+    return in_precision

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from codedyn.config import SamplingConfig
-from codedyn.data.corpus import CodeCorpus, sample_windows
+from codedyn.data.corpus import CodeCorpus, corpus_fingerprints, load_corpus, sample_windows
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
-from codedyn.sampling.losses import EvalSet
+from codedyn.sampling.losses import EvalSet, with_precision
 from codedyn.sampling.sae_observables import study_sae_latents
 from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
@@ -31,7 +31,7 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
     """
     import torch
 
-    windows = sample_windows(tokenizer, corpus or CodeCorpus.stdlib(), "train", config.sampling_windows,
+    windows = sample_windows(tokenizer, corpus or load_corpus(config.corpus), "train", config.sampling_windows,
                              config.window_length, np.random.default_rng(config.seed), oversample=10)
     return torch.as_tensor(windows)
 
@@ -55,6 +55,7 @@ def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConf
               "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
     if sae_latents is not None:
         record["sae_latents"] = sae_latents.fingerprint
+    record.update(corpus_fingerprints(corpus=config.corpus))  # a user corpus: its contents, not only its paths
     return content_hash(record)
 
 
@@ -157,7 +158,8 @@ def run_posterior(
     windows = sampling_windows(tokenizer, config).to(device)
     observables = probe_observables(tokenizer, samples, config, device, sae_latents)
     traces = sample_posterior(
-        checkpoint.model, windows, evalset_readout(evalset, tokens=True), config, observables=observables,
+        checkpoint.model, windows, with_precision(evalset_readout(evalset, tokens=True), config.readout_precision),
+        config, observables=observables,
         progress=progress, description=f"sampling step {checkpoint.step}",
     )
     from codedyn.models.hooks import component_names

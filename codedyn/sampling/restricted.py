@@ -5,9 +5,10 @@ Components are the ones the covariance estimator reads (``L<l>.H<h>`` heads, ``L
 :func:`codedyn.models.hooks.component_names`), plus ``full`` (no restriction), whose posterior supplies the
 full-posterior mean that Baker et al.'s estimator needs (:mod:`codedyn.experiments.susceptibility`).
 
-Masks come from devinterp's ``create_param_masks`` (``l0h1``, ``l0 mlp``) and are checked before use: every mask must
-name parameters of the model and select at least one weight, and a head's mask must select exactly its share of the
-fused query-key-value projection and of the output projection. devinterp 2.0.1 knows GPT-NeoX's unembedding as
+Masks come from devinterp's ``create_param_masks`` (``l0h1``, ``l0 mlp``) for the architectures of codedyn's table
+(:data:`codedyn.models.hooks.ARCHITECTURES`: GPT-NeoX, GPT-2, the Llama family) and are checked before use: every
+mask must name parameters of the model and select at least one weight, and a head's mask must select exactly its
+share of the query-key-value projection(s) and of the output projection. devinterp 2.0.1 knows GPT-NeoX's unembedding as
 ``embed_out.weight``, which transformers 5 renamed ``lm_head.weight``; its ``unembed`` restriction is then silently
 empty, so ``unembed`` is resolved here instead (and a tied unembedding is refused: it is the embedding).
 
@@ -70,9 +71,12 @@ def component_masks(model, component: str) -> dict[str, Any] | None:
     None for ``full``. Raises :class:`WeightRestrictionError` instead of returning an empty or misnamed mask."""
     from devinterp.slt.weight_restrictions import create_param_masks
 
+    from codedyn.models.hooks import architecture
+
     restriction = devinterp_restriction(component)
     if restriction == FULL:
         return None
+    architecture(model)  # one sentence for an architecture outside codedyn's table, before devinterp guesses
     if restriction == "unembed":
         masks = _unembed_masks(model)
     else:
@@ -94,12 +98,17 @@ def component_masks(model, component: str) -> dict[str, Any] | None:
 
 
 def _check_head_share(model, component: str, masks: dict[str, Any]) -> None:
-    """A head owns 3 * d_head rows of the fused QKV weight (and bias) and d_head columns of the output projection."""
-    heads = model.config.num_attention_heads
-    d_head = model.config.hidden_size // heads
-    expected = {"attention.query_key_value.weight": 3 * d_head * model.config.hidden_size,
-                "attention.query_key_value.bias": 3 * d_head,
-                "attention.dense.weight": d_head * model.config.hidden_size}
+    """A head owns its share of every per-head tensor of its architecture's table entry
+    (:data:`codedyn.models.hooks.ARCHITECTURES`): GPT-NeoX / GPT-2 3 * d_head rows of the fused QKV weight (and
+    bias) and d_head columns of the output projection; the Llama family its d_head rows of q_proj, its KV group's
+    d_head rows of k_proj and v_proj, and d_head columns of o_proj."""
+    from codedyn.models.hooks import architecture, head_dim
+
+    width, d_head = model.config.hidden_size, head_dim(model.config)
+    expected = {suffix: factor * d_head * (width if times_width else 1)
+                for suffix, factor, times_width in architecture(model).head_share}
+    named = dict(model.named_parameters())
+    expected = {suffix: count for suffix, count in expected.items() if any(n.endswith(suffix) for n in named)}
     got = {suffix: sum(int(m.sum()) for n, m in masks.items() if n.endswith(suffix) and m is not None)
            for suffix in expected}
     if got != expected:
@@ -128,9 +137,12 @@ def restricted_sampling(config: SamplingConfig, chains: int | None, draws: int |
 
 def restricted_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, observation_windows: int,
                    component: str) -> str:
+    from codedyn.data.corpus import corpus_fingerprints
+
     return content_hash({"suite": suite, "step": step, "dataset": dataset_hash,
                          "sampling": config.model_dump(mode="json"), "observation_windows": observation_windows,
-                         "component": component, "format": RESTRICTED_FORMAT})
+                         "component": component, "format": RESTRICTED_FORMAT,
+                         **corpus_fingerprints(corpus=config.corpus)})  # nothing for the standard library
 
 
 def restricted_unit_dir(run_dir: Path, step: int, component: str, key: str) -> Path:
@@ -166,7 +178,7 @@ def run_restricted(
     ``components`` None means every head and MLP. Returns ``{component: traces}``, ``full`` first.
     """
     from codedyn.models.hooks import component_names
-    from codedyn.sampling.losses import EvalSet
+    from codedyn.sampling.losses import EvalSet, with_precision
     from codedyn.sampling.posterior import readout_samples, sampling_windows
     from codedyn.sampling.sgld import evalset_readout, sample_posterior
 
@@ -194,7 +206,8 @@ def run_restricted(
             out[name] = load_traces(unit)
             bar.advance()
             continue
-        traces = sample_posterior(model, windows, evalset_readout(evalset), config, observables=observables,
+        readout = with_precision(evalset_readout(evalset), config.readout_precision)
+        traces = sample_posterior(model, windows, readout, config, observables=observables,
                                   progress=progress, description=f"step {step} {name}", param_masks=masks[name])
         traces = traces.assign_coords(sample=samples["sample_id"].tolist())
         traces.attrs.update({"suite": suite_name, "step": step, "dataset": data_hash, "component": name,

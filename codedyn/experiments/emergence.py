@@ -581,12 +581,9 @@ def _llc_curve(study, steps):
     path = Path(study.run_dir) / "influence" / "influence.parquet"
     if not path.is_file():
         return None
-    table = pd.read_parquet(path)
-    llc = table[table["quantity"] == "LLC"].set_index("step")
-    if not set(steps) <= set(llc.index):
-        return None
-    llc = llc.loc[list(steps)]
-    return llc["value"].to_numpy(), llc["low"].to_numpy(), llc["high"].to_numpy()
+    from codedyn.report.plots import llc_from_table
+
+    return llc_from_table(pd.read_parquet(path), list(steps))
 
 
 def compute_emergence(study) -> dict:
@@ -664,12 +661,11 @@ def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:
     events = []
     for predictor in ("best_latent", "probe"):
         found = calls.get(f"L{layer}/{predictor}/{metric}", {})
-        if found.get("step") is not None:
-            events.append({"step": found["step"], "kind": "jump", "label": f"{LABELS[predictor]} transition"})
-    formation = (study.suite_record or {}).get("formation", {})
-    if formation.get("formed"):
-        events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
-    return events
+        if found.get("kind") == "sharp" and found.get("bracket"):  # a sharp call is a bracket, never a step
+            events.append({"bracket": found["bracket"], "kind": "sharp", "label": f"{LABELS[predictor]} sharp"})
+    from codedyn.report.events import known_events
+
+    return events + known_events(study)
 
 
 def emergence_figure(validation, layer: int, metric: str, calls: dict, study, steps, llc=None):
@@ -689,15 +685,13 @@ def emergence_figure(validation, layer: int, metric: str, calls: dict, study, st
 
 def operator_figure(operators, layer: int, steps):
     """Fraction of validation incorrect samples the best latent flags, per mutation operator, over training."""
-    from codedyn.report.plots import training_curves
+    from codedyn.report.plots import step_heatmap
 
     part = operators[(operators["layer"] == layer) & (operators["predictor"] == "best_latent")]
-    curves = {}
-    for operator in sorted(part["operator"].unique()):
-        rows = part[part["operator"] == operator].set_index("step").reindex(steps)
-        curves[operator] = (rows["value"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
-    return training_curves(steps, curves, ylabel="flagged incorrect (validation)", zero_line=False, height_in=4.4,
-                           title=f"Best layer-{layer} latent: detection by mutation operator")
+    rows = {operator: part[part["operator"] == operator].set_index("step").reindex(steps)["value"].to_numpy()
+            for operator in sorted(part["operator"].unique())}  # intervals: the report's operator table
+    return step_heatmap(steps, rows, title=f"Best layer-{layer} latent: fraction of validation mutants flagged, "
+                        "by mutation operator", cbar_label="flagged incorrect")
 
 
 def sae_quality_figure(sae_table, steps):

@@ -120,7 +120,9 @@ def test_llc_left_out_where_not_a_local_minimum():
     flipped = table.drop(columns="local_minimum").assign(not_local_minimum=[True, False, False, False])
     assert np.isnan(plots.llc_from_table(flipped, steps)[0][0])
     plain = plots.llc_from_table(table.drop(columns="local_minimum"), steps)
-    assert plain[0][0] == -391.0 and "local minimum" not in plain[3]
+    assert np.isnan(plain[0][0]) and "step 0 (negative: the chains fell below L(w*)" in plain[3]
+    straddling = table.drop(columns="local_minimum").assign(high=[1.0, 6.0, 10.0, 1.0])
+    assert plots.llc_from_table(straddling, steps)[0][0] == -391.0  # an interval reaching 0 is kept
     assert plots.llc_from_table(table[table["quantity"] == "none"], steps) is None
     fig = plots.training_curves(steps + [5000], {"a": (np.arange(5.0), None, None)}, ylabel="y",
                                 llc=(values, lows, highs, note))

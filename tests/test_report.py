@@ -24,8 +24,8 @@ from codedyn.report.verdicts import (
 )
 from tests.test_experiments_run import TINY_STUDY
 
-SECTIONS = ("answer", "summary", "dataset", "influence", "emergence", "susceptibility", "embryology", "llc", "calibration",
-            "hyperparameters", "diagnostics", "timings")
+SECTIONS = ("answer", "summary", "dataset", "influence", "emergence", "susceptibility", "embryology", "llc",
+            "calibration", "hyperparameters", "diagnostics", "timings")
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +297,16 @@ def test_known_events_from_the_stored_induction_curve():
                                         "criterion": "c"}}
     assert known_events(stored)[0]["bracket"] == [5500, 6000]
     assert known_events({"log": log[:3]}) == [] and known_events(None) == []
+
+
+def test_sharp_calls_become_one_band_per_bracket():
+    from codedyn.report.events import sharp_call_events
+
+    calls = {"CC/cov": {"kind": "sharp", "bracket": [5500, 6000]}, "CI/cov": {"kind": "sharp", "bracket": [5500, 6000]},
+             "II/cov": {"kind": "sharp", "bracket": [0, 1000]}, "paired/cov": {"kind": "gradual", "bracket": None},
+             "CC/corr": {"kind": "sharp", "bracket": [1000, 3000]}}
+    names = {f"{q}/cov": q for q in ("CC", "CI", "II", "paired")}
+    assert sharp_call_events(calls, names) == [
+        {"name": "II sharp", "bracket": [0, 1000], "kind": "sharp"},
+        {"name": "CC, CI sharp", "bracket": [5500, 6000], "kind": "sharp"}]
+    assert sharp_call_events({"CC/cov": {"verdict": "phase transition at step 12"}}, names) == []

@@ -575,7 +575,7 @@ def _stored_units(study) -> list[tuple[int, Path]]:
 
 
 def _llc_curve(study, steps):
-    """(values, lows, highs) of the LLC at these steps from Experiment 1's table, when every step is there."""
+    """(values, lows, highs, note) of the LLC at these steps from Experiment 1's table, when every step is there."""
     import pandas as pd
 
     path = Path(study.run_dir) / "influence" / "influence.parquet"
@@ -583,7 +583,10 @@ def _llc_curve(study, steps):
         return None
     from codedyn.report.plots import llc_from_table
 
-    return llc_from_table(pd.read_parquet(path), list(steps))
+    table = pd.read_parquet(path)
+    if not set(steps) <= set(table.loc[table["quantity"] == "LLC", "step"]):
+        return None
+    return llc_from_table(table, list(steps))  # (values, lows, highs, note): non-minima left out, named
 
 
 def compute_emergence(study) -> dict:
@@ -658,14 +661,10 @@ LABELS = {"best_latent": "best latent", "probe": "probe (raw residual)", "shuffl
 
 
 def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:
-    events = []
-    for predictor in ("best_latent", "probe"):
-        found = calls.get(f"L{layer}/{predictor}/{metric}", {})
-        if found.get("kind") == "sharp" and found.get("bracket"):  # a sharp call is a bracket, never a step
-            events.append({"bracket": found["bracket"], "kind": "sharp", "label": f"{LABELS[predictor]} sharp"})
-    from codedyn.report.events import known_events
+    from codedyn.report.events import known_events, sharp_call_events
 
-    return events + known_events(study)
+    names = {f"L{layer}/{predictor}/{metric}": LABELS[predictor] for predictor in ("best_latent", "probe")}
+    return sharp_call_events(calls, names) + known_events(study)  # a sharp call is a bracket, never a step
 
 
 def emergence_figure(validation, layer: int, metric: str, calls: dict, study, steps, llc=None):

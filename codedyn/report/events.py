@@ -56,3 +56,16 @@ def known_events(study: Any) -> list[dict]:
     if induction is not None:
         events.append(induction)
     return sorted(events, key=lambda e: e["bracket"][0] if "bracket" in e else e["step"])
+
+
+def sharp_call_events(calls: Mapping[str, Mapping[str, Any]], names: Mapping[str, str]) -> list[dict]:
+    """The sharp calls among ``calls`` (curve -> classify_trajectory output) as bracket events to draw, one per
+    distinct bracket, labelled with the short names (``names``: curve -> name) of every curve called sharp there.
+    Only curves named in ``names`` count; a call without ``kind == "sharp"`` and a bracket is no event."""
+    by_bracket: dict[tuple[int, int], list[str]] = {}
+    for curve, name in names.items():
+        found = calls.get(curve) or {}
+        if found.get("kind") == "sharp" and found.get("bracket"):
+            by_bracket.setdefault(tuple(int(b) for b in found["bracket"]), []).append(name)
+    return [{"name": ", ".join(labels) + " sharp", "bracket": list(bracket), "kind": "sharp"}
+            for bracket, labels in sorted(by_bracket.items())]

@@ -139,7 +139,8 @@ def _table(headers: list[str], rows: list[list[Any]], classes: list[str] | None 
     for k, row in enumerate(rows):
         cls = f' class="{_esc(classes[k])}"' if classes and classes[k] else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{_esc(_fmt(v))}</td>" for v in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # A wide table scrolls inside its own box instead of widening the page.
+    return f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _frame_table(frame, name: str, limit: int = TABLE_ROWS) -> str:
@@ -212,12 +213,22 @@ CAPTIONS = {
 }
 
 
+def _caption_key(path: Path) -> str | None:
+    stem = Path(path).stem
+    return max((k for k in CAPTIONS if stem.startswith(k)), key=len, default=None)
+
+
+def _figure_order(path: Path) -> tuple[int, str]:
+    """Figures in the order of :data:`CAPTIONS` (the curves over training before per-checkpoint detail)."""
+    key = _caption_key(path)
+    return (list(CAPTIONS).index(key) if key is not None else len(CAPTIONS), Path(path).name)
+
+
 def caption_for(path: Path) -> str:
     """The caption of a figure file: what it shows and what to look for (a generic line for unknown files)."""
-    stem = Path(path).stem
-    match = max((k for k in CAPTIONS if stem.startswith(k)), key=len, default=None)
+    match = _caption_key(path)
     if match is None:
-        return f"{stem.replace('_', ' ')}."
+        return f"{Path(path).stem.replace('_', ' ')}."
     return CAPTIONS[match]
 
 
@@ -347,9 +358,18 @@ def trust_notes(context: ReportContext, rows) -> list[str]:
             notes.append(f"Diagnostics: all {len(table)} SGLD chains pass the checks (no divergence, drift/noise, "
                          f"below-init or R-hat > {MAX_RHAT:g} warning).")
     llc = next((r for r in rows if r.curve == "LLC/llc"), None)
-    if llc is not None and llc.steps and any(v != v for v in llc.values):
-        missing = [str(s) for s, v in zip(llc.steps, llc.values, strict=True) if v != v]
-        notes.append(f"The LLC is left out at step {', '.join(missing)} (no local minimum there, or no estimate).")
+    table_path = context.run_dir / "influence" / "influence.parquet"
+    if llc is not None and llc.steps and table_path.is_file():
+        from codedyn.report.plots import llc_from_table
+
+        found = llc_from_table(pd.read_parquet(table_path), llc.steps)
+        if found is not None and found[3]:
+            note = found[3][0].upper() + found[3][1:]
+            missing = {s for s, v in zip(llc.steps, found[0], strict=True) if v != v}
+            if llc.bracket and any(llc.bracket[0] <= s <= llc.bracket[1] for s in missing):
+                note += (f"; the LLC's call within ({llc.bracket[0]}, {llc.bracket[1]}] rests on that checkpoint, "
+                         "so it is no evidence of a change in the LLC")
+            notes.append(note + ".")
     calibration = _read_json(context.run_dir / "calibration" / "calibration.json")
     if calibration is None:
         notes.append("The SGLD settings are the preset's (codedyn calibrate was not run for this study).")
@@ -578,9 +598,8 @@ def _operator_table(folder: Path) -> str:
                                  zip(part["value"], part["low"], part["high"], strict=True)])
         wide = part.pivot_table(index="operator", columns="step", values="cell", aggfunc="first").reset_index()
         out.append(f"<h3>Layer {_esc(layer)}: fraction of validation mutants the best latent flags, by operator "
-                   "(value [95% CI])</h3><div class=scroll>"
-                   + _table([str(c) for c in wide.columns], wide.fillna("").astype(object).values.tolist())
-                   + "</div>")
+                   "(value [95% CI])</h3>"
+                   + _table([str(c) for c in wide.columns], wide.fillna("").astype(object).values.tolist()))
     return "".join(out)
 
 
@@ -590,8 +609,7 @@ def _experiment_section(name: str, title: str, context: ReportContext, susceptib
         return _section(name, title, _not_run(title))
     parts = [f"<p class=file>{_esc(folder.relative_to(context.run_dir).as_posix())}/</p>"]
     transitions = _read_json(folder / "transitions.json")
-    figures = [p for p in _figures(folder)]
-    parts += [_img(p) for p in figures]
+    parts += [_img(p) for p in sorted(_figures(folder), key=_figure_order)]
     parts.append(_links(folder, context.run_dir))
     parts.append(_key_tables(name, folder))
     if name == "susceptibility" and susceptibility_calls:
@@ -756,7 +774,7 @@ def _timings_section(context: ReportContext) -> str:
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:1.2em auto;
-padding:0 1em;color:#222;line-height:1.4;overflow-wrap:anywhere}
+padding:0 1em;color:#222;line-height:1.4}
 h1{font-size:1.45em;margin:.2em 0}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 header p{margin:.2em 0;font-size:.85em;color:#555}
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em;max-width:100%}
@@ -772,7 +790,7 @@ td.sparkcell{padding:1px .2em;width:122px;line-height:0}svg.spark{display:block}
 #summary h2{margin:.5em 0 .2em;font-size:1.1em}.method{font-size:.85em;color:#333}.method p{margin:.3em 0}
 figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#333;max-width:60em}
-.file{font-family:monospace;font-size:.8em;color:#777;display:block}.notrun{color:#888;font-style:italic}
+.file{font-family:monospace;font-size:.8em;color:#777;display:block;overflow-wrap:anywhere}.notrun{color:#888;font-style:italic}
 .note{font-size:.8em;color:#666}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em;
 white-space:pre-wrap}
 .scroll{overflow-x:auto;max-width:100%}

@@ -241,8 +241,9 @@ def llc_from_table(table, steps: Sequence[int]) -> tuple[np.ndarray, np.ndarray,
 
     A step gets NaN (left out of the LLC panel) when it has no LLC row, a non-finite value, or a row flagged as not
     a local minimum: a boolean column whose name contains ``local_minimum`` (True = a local minimum, e.g.
-    ``local_minimum``; the reverse for a name starting with ``not_``) or ``llc_valid`` = False. The note names the
-    left-out steps and why, for the panel and the report.
+    ``local_minimum``; the reverse for a name starting with ``not_``) or ``llc_valid`` = False; or an interval
+    entirely below zero (the LLC of a local minimum is >= 0: such chains found lower loss than the checkpoint, as at
+    a random initialisation). The note names the left-out steps and why, for the panel and the report.
     """
     llc = table[table["quantity"] == "LLC"] if "quantity" in table else table
     if llc.empty:
@@ -267,6 +268,10 @@ def llc_from_table(table, steps: Sequence[int]) -> tuple[np.ndarray, np.ndarray,
             continue
         if not np.isfinite(float(row["value"])):
             reasons.setdefault("no finite estimate", []).append(step_tick_label(step))
+            continue
+        if float(row["high"]) < 0:  # the LLC is >= 0 at a local minimum: chains settled below L(w*)
+            reasons.setdefault("negative: the chains fell below L(w*), not a local minimum", []).append(
+                step_tick_label(step))
             continue
         values[k], lows[k], highs[k] = float(row["value"]), float(row["low"]), float(row["high"])
     note = "; ".join(f"no LLC at step {', '.join(where)} ({why})" for why, where in reasons.items())

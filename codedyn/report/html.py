@@ -196,9 +196,10 @@ CAPTIONS = {
     "susceptibility_trajectories": "Standardised susceptibility χ to correct and incorrect code for the components "
                                    "with the largest gaps, 95% bands. Look for a pair of curves that split (a "
                                    "component responding differently to incorrect code) and at which checkpoints.",
-    "embryology_grid": "Aligned UMAP of per-token susceptibility vectors, one column per checkpoint (read the legend "
-                       "box inside the figure for axes and colours). Look for clusters that form or separate across "
-                       "columns; the right-hand panels give the measured separation, so the eye is not the judge.",
+    "embryology_grid": "Aligned UMAP of per-token susceptibility vectors, one column per checkpoint (the text under "
+                       "the grid says what the axes and colours mean). Look for clusters that form or separate "
+                       "across columns; the right-hand panels give the measured separation, so the eye is not the "
+                       "judge.",
     "embryology_structure": "How well the layout and the full χ vectors separate token kind, sample label and "
                             "mutated tokens (kNN balanced accuracy, 95% CIs; dotted lines: chance). Look for curves "
                             "rising above chance, and whether the 2-d layout keeps what the χ vectors hold.",
@@ -320,7 +321,7 @@ def compose_answer(rows, events: list[dict], trust: list[str]) -> list[str]:
     out.append(f"Confidence: {fwer}." if fwer else
                "Confidence: each call controls its own comparisons at the 5% level; the table is not adjusted as a "
                "whole, so expect about one false call per 20 curves.")
-    return out + trust
+    return out + ([" ".join(trust)] if trust else [])  # the trust notes as one paragraph, to keep the answer short
 
 
 def _steps_text(rows) -> str:
@@ -571,6 +572,19 @@ def _key_tables(name: str, folder: Path) -> str:
                        + _frame_table(top[[c for c in cols if c in top.columns]].groupby("step").head(3),
                                       path.name))
         return "".join(out)
+    if name == "embryology" and (folder / "structure.parquet").is_file():
+        table = pd.read_parquet(folder / "structure.parquet")
+        if {"step", "space", "labelling", "accuracy", "low", "high", "chance"} <= set(table.columns):
+            table = table.assign(cell=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
+                                       zip(table["accuracy"], table["low"], table["high"], strict=True)],
+                                 space=table["space"].map({"umap": "2-d layout", "chi": "χ vectors"}).fillna(
+                                     table["space"]))
+            wide = table.pivot_table(index=["labelling", "space", "chance"], columns="step", values="cell",
+                                     aggfunc="first").reset_index()
+            out.append("<h3>Structure: kNN balanced accuracy of each labelling (value [95% CI]; chance beside "
+                       "it)</h3>" + _table([str(c) for c in wide.columns], wide.astype(object).values.tolist())
+                       + "<p class=note>Every token's coordinates: embryology/embedding.parquet.</p>")
+            return "".join(out)
     skip = {"diagnostics.parquet"}
     for path in sorted(folder.glob("*.parquet")):
         if path.name in skip:

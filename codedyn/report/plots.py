@@ -366,7 +366,7 @@ def training_curves(
         if len(panels) > 1:
             ax.tick_params(labelbottom=False)
         handles, labels = ax.get_legend_handles_labels()
-        if handles:
+        if len(handles) > 1:  # one curve is named by the y label already
             _legend_above(ax, handles, labels)
         if title:
             fig.suptitle(title)

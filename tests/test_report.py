@@ -159,6 +159,10 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     embryology.mkdir()
     shutil.copy(run / "influence" / "influence_cov.png", embryology / "umap_grid.png")
     (embryology / "umap_interactive.html").write_text("<html></html>")
+    pd.DataFrame({"step": [0, 0, 12, 12], "space": ["umap", "chi"] * 2, "labelling": "kind",
+                  "accuracy": [0.72, 0.8, 0.6, 0.7], "low": [0.69, 0.75, 0.55, 0.65], "high": [0.74, 0.85, 0.65, 0.75],
+                  "chance": 1 / 7}).to_parquet(embryology / "structure.parquet")
+    pd.DataFrame({"point": [0], "x": [0.0]}).to_parquet(embryology / "embedding.parquet")
     (run / "timings.json").write_text(json.dumps({"influence": {"seconds": 12.5}, "note": "<script>x</script>"}))
 
     from typer.testing import CliRunner
@@ -180,7 +184,11 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     assert "Holm over the 14 curves of this table" in answer
     assert "0.9 [0.85, 0.95]" in _section(page, "emergence")
     assert 'href="embryology/umap_interactive.html"' in page
-    assert "umap grid" in _section(page, "embryology")
+    embryology_html = _section(page, "embryology")
+    assert "umap grid" in embryology_html
+    # The structure measure as a labelling x checkpoint table; the raw embedding stays in its file.
+    assert "0.72 [0.69, 0.74]" in embryology_html and "χ vectors" in embryology_html
+    assert "<h3>embedding.parquet</h3>" not in embryology_html
     timings = _section(page, "timings")
     assert "influence.seconds" in timings and "12.5" in timings
     assert "<script>" not in page and "&lt;script&gt;" in page

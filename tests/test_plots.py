@@ -235,3 +235,14 @@ def test_save_figure_writes_png_and_pdf(tmp_path, rng):
     assert paths[1].read_bytes().startswith(b"%PDF")
     # A trailing .png on the requested path is not doubled.
     assert plots.save_figure(fig, tmp_path / "again.png")[0].name == "again.png"
+
+
+def test_related_curves_share_a_colour(rng):
+    curves = {name: _curve(rng) for name in ("h / correct", "h / incorrect", "m / correct")}
+    styles = {"h / correct": {"colour": 0}, "h / incorrect": {"colour": 0, "dashed": True},
+              "m / correct": {"colour": 1}}
+    fig = plots.training_curves(STEPS, curves, ylabel="χ", styles=styles)
+    lines = _by_gid(fig.axes[0].lines, "curve")
+    assert lines[0].get_color() == lines[1].get_color() == plots.OKABE_ITO[0]
+    assert lines[2].get_color() == plots.OKABE_ITO[1]
+    assert lines[0].get_linestyle() == "-" and lines[1].get_linestyle() == "--"

@@ -210,29 +210,22 @@ def structure_figure(structure) -> object:
     from codedyn.report.plots import training_curves
 
     steps = sorted(structure["step"].unique())
-    curves = {}
+    curves, styles = {}, {}
     names = {"kind": "token kind", "label": "sample label", "in_mutation": "in mutation"}
-    for labelling in ("kind", "label", "in_mutation"):
+    for k, labelling in enumerate(("kind", "label", "in_mutation")):
         for space, suffix in (("umap", "2-d"), ("chi", "χ")):
             rows = structure[(structure["labelling"] == labelling) & (structure["space"] == space)]
             if rows.empty:
                 continue
             rows = rows.set_index("step").reindex(steps)
-            curves[f"{names[labelling]} ({suffix})"] = (rows["accuracy"].to_numpy(), rows["low"].to_numpy(),
-                                                        rows["high"].to_numpy())
+            name = f"{names[labelling]} ({suffix})"
+            curves[name] = (rows["accuracy"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
+            styles[name] = {"colour": k, "dashed": space == "chi"}  # a χ-space curve: its 2-d partner's colour
     fig = training_curves(steps, curves, ylabel="kNN balanced accuracy\n(k = 10, leave-one-out)",
-                          title="What the layout separates, over training (95% bootstrap CIs)", zero_line=False)
+                          title="What the layout separates, over training (95% bootstrap CIs)", zero_line=False,
+                          styles=styles)
     ax = fig.axes[0]
     lines = [line for line in ax.get_lines() if line.get_gid() == "curve"]
-    bands = [band for band in ax.collections if band.get_gid() == "ci"]
-    for k, name in enumerate(curves):  # a χ-space curve takes the colour of its 2-d partner, dashed
-        if name.endswith("(χ)") and k > 0:
-            colour = lines[k - 1].get_color()
-            lines[k].set_color(colour)
-            lines[k].set_linestyle("--")
-            if len(bands) == len(lines):
-                bands[k].set_facecolor(colour)
-                bands[k].set_alpha(0.08)
     for chance in sorted(structure["chance"].unique()):
         ax.axhline(chance, color="0.6", linewidth=0.6, linestyle=":", zorder=0)
     ax.legend(lines, list(curves), loc="lower center", bbox_to_anchor=(0.5, 1.01), ncols=3, fontsize=7,

@@ -311,6 +311,7 @@ def training_curves(
     llc_label: str = "LLC",
     height_in: float = 3.4,
     width_in: float = FIG_WIDTH_IN,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Figure:
     """Quantities over training checkpoints, with confidence bands, developmental events and optionally the LLC.
 
@@ -319,7 +320,9 @@ def training_curves(
     band; ``lows``/``highs`` may be None for no band, NaN/inf entries leave gaps. llc: optional (values, lows,
     highs[, note]) drawn in its own panel below, sharing x (see :func:`llc_from_table` for the note; NaN steps are
     left out). events: dicts with ``step`` or ``bracket`` (see :func:`draw_events`), drawn in every panel, labelled
-    in the top one. zero_line: a thin y = 0 line, drawn only when 0 lies within the plotted data.
+    in the top one. zero_line: a thin y = 0 line, drawn only when 0 lies within the plotted data. styles: optional
+    curve name -> {"colour": palette index, "dashed": bool} so that related curves share a colour (e.g. one
+    component's χ_correct solid and χ_incorrect dashed); curves without an entry take the next colour in order.
 
     Artists carry gids for inspection: "curve", "ci", "llc", "llc_ci", "llc_note", "zero", "event", "event_band".
     """
@@ -347,9 +350,13 @@ def training_curves(
             y = _as_float(values, n, f"curve {name!r} values")
             lo = _as_float(lows, n, f"curve {name!r} lows")
             hi = _as_float(highs, n, f"curve {name!r} highs")
-            color = OKABE_ITO[i % len(OKABE_ITO)]
-            _band(ax, x, lo, hi, color, alpha=0.2)
-            (line,) = ax.plot(x, y, color=color, marker=MARKERS[i % len(MARKERS)], label=str(name), zorder=3)
+            style = (styles or {}).get(name, {})
+            k = int(style.get("colour", i))
+            color = OKABE_ITO[k % len(OKABE_ITO)]
+            dashed = bool(style.get("dashed", False))
+            _band(ax, x, lo, hi, color, alpha=0.1 if dashed else 0.2)
+            (line,) = ax.plot(x, y, color=color, marker=MARKERS[i % len(MARKERS)], label=str(name), zorder=3,
+                              linestyle=(0, (4, 2)) if dashed else "-")
             line.set_gid("curve")
             all_y += [y, lo, hi]
         if zero_line:

@@ -270,7 +270,7 @@ def test_the_answer_is_built_from_the_calls():
     assert ("Sharp: CC and CI change within (5500, 6000]; the largest effect is 0.8 [0.7, 0.9] (CC, 95% CI), "
             "adjusted p = 0.02 or less for each; right after induction heads form (5000, 5500].") in answer
     assert "Not resolved: LLC changes within (0, 1000]" in text and "codedyn refine" in text
-    assert "Gradual (the change spreads over several checkpoint intervals): II." in answer
+    assert "Gradual (spread over several checkpoint intervals): II." in answer
     assert "No significant change: paired." in answer
     assert "Confidence: Holm over 5 curves." in answer and answer[-1] == "Diagnostics: all chains pass."
     # Other outcomes give other sentences: nothing is canned.

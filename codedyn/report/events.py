@@ -43,8 +43,8 @@ def induction_event(record: Mapping[str, Any] | None) -> dict | None:
         return None
     bracket = [int(formation["last_step_before"]), int(formation["first_formed_step"])]
     return {"name": "induction heads form", "bracket": bracket, "kind": "reference",
-            "detail": f"toy suite's induction score crosses its criterion ({formation.get('criterion', '')}) "
-                      f"within ({bracket[0]}, {bracket[1]}]"}
+            "detail": f"the first logged step where the toy suite's induction criterion holds, "
+                      f"{formation.get('criterion', '')}"}
 
 
 def known_events(study: Any) -> list[dict]:

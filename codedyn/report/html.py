@@ -248,9 +248,24 @@ def _p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.2g}"
 
 
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _names(rows) -> str:
-    names = [r.signal.split(";")[0] for r in rows]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    """Signal names for a sentence, with a shared first word and bracketed variant said once: "Influence CC (cov)",
+    "Influence CI (cov)" -> "Influence CC and CI (cov)"."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        name = row.signal.split(";")[0].strip()
+        head, _, rest = name.partition(" ")
+        middle, tail = rest, ""
+        if rest.endswith(")") and " (" in rest:
+            middle, tail = rest[: rest.rindex(" (")], rest[rest.rindex(" ("):]
+        if not middle:
+            head, middle, tail = "", name, ""
+        groups.setdefault((head, tail), []).append(middle)
+    return _join([f"{head} {_join(middles)}{tail}".strip() for (head, tail), middles in groups.items()])
 
 
 def _relation(bracket: list[int], event: dict) -> str:
@@ -311,11 +326,11 @@ def compose_answer(rows, events: list[dict], trust: list[str]) -> list[str]:
         out.append(f"Not resolved: {_names(group)} {'changes' if len(group) == 1 else 'change'} within {where}, "
                    "an interval this schedule cannot split; checkpoints inside it would decide sharp or gradual "
                    "(codedyn refine proposes them).")
-    for kind, text in (("gradual", "Gradual (the change spreads over several checkpoint intervals)"),
+    for kind, text in (("gradual", "Gradual (spread over several checkpoint intervals)"),
                        ("non_monotonic", "Non-monotonic (rises and falls significantly)")):
         if by_kind.get(kind):
             out.append(f"{text}: {_names(by_kind[kind])}.")
-    if by_kind.get("no_change") and len(by_kind["no_change"]) <= 6:
+    if by_kind.get("no_change") and len(by_kind["no_change"]) <= 3:  # longer lists: counted in the first sentence
         out.append(f"No significant change: {_names(by_kind['no_change'])}.")
     fwer = next((r.fwer for r in measured if r.fwer), "")
     out.append(f"Confidence: {fwer}." if fwer else
@@ -353,8 +368,8 @@ def trust_notes(context: ReportContext, rows) -> list[str]:
         if warned:
             kinds = "; ".join(f"{name} at step {', '.join(str(s) for s in sorted(steps))}"
                               for name, steps in found.items())
-            notes.append(f"Diagnostics: {warned} of {len(table)} SGLD chains carry a warning ({kinds}); calls that "
-                         "rest on those checkpoints deserve less trust (see Sampling diagnostics).")
+            notes.append(f"Diagnostics: {warned} of {len(table)} SGLD chains carry a warning ({kinds}); trust "
+                         "calls resting on those checkpoints less.")
         else:
             notes.append(f"Diagnostics: all {len(table)} SGLD chains pass the checks (no divergence, drift/noise, "
                          f"below-init or R-hat > {MAX_RHAT:g} warning).")
@@ -368,12 +383,12 @@ def trust_notes(context: ReportContext, rows) -> list[str]:
             note = found[3][0].upper() + found[3][1:]
             missing = {s for s, v in zip(llc.steps, found[0], strict=True) if v != v}
             if llc.bracket and any(llc.bracket[0] <= s <= llc.bracket[1] for s in missing):
-                note += (f"; the LLC's call within ({llc.bracket[0]}, {llc.bracket[1]}] rests on that checkpoint, "
-                         "so it is no evidence of a change in the LLC")
+                note += (f"; the LLC's call within ({llc.bracket[0]}, {llc.bracket[1]}] rests on it, so it is no "
+                         "evidence of a change in the LLC")
             notes.append(note + ".")
     calibration = _read_json(context.run_dir / "calibration" / "calibration.json")
     if calibration is None:
-        notes.append("The SGLD settings are the preset's (codedyn calibrate was not run for this study).")
+        notes.append("SGLD settings: the preset's (codedyn calibrate not run).")
     elif not calibration.get("usable", False):
         notes.append("The SGLD calibration found no setting that passes every criterion: "
                      + "; ".join(calibration.get("reasons", [])) + ".")
@@ -808,7 +823,7 @@ figcaption{font-size:.85em;color:#333;max-width:60em}
 .note{font-size:.8em;color:#666}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em;
 white-space:pre-wrap}
 .scroll{overflow-x:auto;max-width:100%}
-nav{font-size:.85em}nav a{margin-right:.8em}
+nav{font-size:.8em}nav a{margin-right:.7em}
 """
 
 

@@ -200,7 +200,7 @@ def susceptibility_summary(calls: dict[str, dict], distribution: str) -> dict:
     elif kind == "no_change":
         verdict = f"no change in any of {total} components"
     else:
-        verdict = f"{KIND_WORDS[kind]} ({counts[kind]} of {total} components), none sharp"
+        verdict = f"{KIND_WORDS[kind]} in {counts[kind]} of {total} components"
     evidence = [", ".join(f"{KIND_WORDS.get(k, k)}: {counts.get(k, 0)}" for k in KINDS) + f" (of {total})"]
     evidence += [f"{c}: {n['verdict']}" for c, n in sharp.items()]
     return {"verdict": verdict, "kind": kind, "bracket": bracket, "leader": _leader(mine), "counts": dict(counts),
@@ -335,7 +335,7 @@ def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
         label = "" if estimator == "covariance" else f", {estimator.replace('_', '-')}"
         chi = pd.read_parquet(tables[estimator]) if estimator in tables else None
         for distribution in ("correct", "incorrect"):
-            signal = f"Susceptibility χ_{distribution} (standardised{label}, per component)"
+            signal = f"Susceptibility χ_{distribution} (standardised{label})"
             curve = f"*/{distribution}" if estimator == "covariance" else f"{estimator}:*/{distribution}"
             summary = susceptibility_summary(calls, distribution)
             if summary["leader"] is None:

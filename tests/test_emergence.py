@@ -375,13 +375,13 @@ def test_llc_of_experiment_one_is_read_when_every_step_has_it(tiny):
         assert _llc_curve(study, [0, 4, 12]) is None  # step 12 missing: no partial LLC curve
         rows.append({**rows[0], "step": 12, "value": 13.0, "low": 12.5, "high": 13.5})
         pd.DataFrame(rows).to_parquet(folder / "influence.parquet", index=False)
-        values, lows, highs = _llc_curve(study, [0, 4, 12])
+        values, lows, highs, _ = _llc_curve(study, [0, 4, 12])
         np.testing.assert_array_equal(values, [1.0, 5.0, 13.0])
         np.testing.assert_array_equal(lows, [0.5, 4.5, 12.5])
         result = compute_emergence(study)
         table = result["table"]
         figure = emergence_figure(table[table["split"] == "validation"], 1, "auroc", result["calls"], study,
                                   [0, 4, 12], (values, lows, highs))
-        assert any(line.get_gid() == "llc" for ax in figure.axes for line in ax.get_lines())  # twin LLC axis
+        assert any(line.get_gid() == "llc" for ax in figure.axes for line in ax.get_lines())  # own LLC panel
     finally:
         (folder / "influence.parquet").unlink()

@@ -44,39 +44,114 @@ def test_training_curves_lines_and_bands(rng):
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 1
     ax = fig.axes[0]
-    assert ax.get_xscale() == "symlog"
     assert len(_by_gid(ax.lines, "curve")) == 3
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(bands) == 3 and all(b.get_gid() == "ci" for b in bands)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
     assert ax.get_xlabel() and ax.get_ylabel() == "Influence (nats²)"
-    # Step 0 is drawn at x = 0, not dropped or shifted.
-    assert _by_gid(ax.lines, "curve")[0].get_xdata()[0] == 0
     # The data straddle zero, so the reference line is drawn; an all-positive quantity gets none.
     assert len(_by_gid(ax.lines, "zero")) == 1
     pos = plots.training_curves(STEPS, {"acc": _curve(rng, offset=5.0)}, ylabel="Accuracy")
     assert not _by_gid(pos.axes[0].lines, "zero")
 
 
-def test_training_curves_llc_twin_axis_and_events(rng):
+def test_every_checkpoint_gets_the_same_room():
+    """The x axis is the checkpoint index, labelled by step: 5000 -> 5500 is as wide as 0 -> 1000."""
+    steps = [0, 1000, 3000, 5000, 5500, 6000, 7000]
+    fig = plots.training_curves(steps, {"a": (np.arange(7.0), None, None)}, ylabel="y")
+    ax = fig.axes[0]
+    x = _by_gid(ax.lines, "curve")[0].get_xdata()
+    assert list(x) == list(range(7))
+    assert np.ptp(np.diff(x)) == 0
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1k", "3k", "5k", "5.5k", "6k", "7k"]
+    assert ax.get_xlim() == (-0.5, 6.5)
+    # Steps between checkpoints interpolate linearly within their interval; outside the steps there is no place.
+    assert plots.step_position(5250, steps) == pytest.approx(3.5)
+    assert plots.step_position(500, steps) == pytest.approx(0.5)
+    assert plots.step_position(8000, steps) is None
+    assert [plots.step_tick_label(v) for v in (0, 512, 1000, 5500, 143000, 1_200_000)] == [
+        "0", "512", "1k", "5.5k", "143k", "1.2M"]
+    with pytest.raises(ValueError, match="increasing"):
+        plots.step_positions([0, 10, 10])
+
+
+def test_llc_in_its_own_panel_and_events(rng):
     curves = {"a": _curve(rng), "b": _curve(rng)}
     llc = _curve(rng, offset=30.0)
     events = [
         {"step": 64, "kind": "transition", "label": "induction heads"},
         {"step": 1000, "kind": "sign_flip"},
+        {"bracket": [128, 256], "kind": "sharp", "label": "a sharp"},
+        {"name": "planted onset", "bracket": [2, 4], "kind": "reference"},
+        {"step": 99999, "kind": "peak"},  # outside the steps: not drawn
     ]
     fig = plots.training_curves(STEPS, curves, ylabel="y", llc=llc, events=events)
     assert len(fig.axes) == 2
-    ax, twin = fig.axes
-    assert twin.get_ylabel() == "LLC"
-    assert twin.get_xscale() == "symlog"
-    assert len(_by_gid(twin.lines, "llc")) == 1
-    assert len(_by_gid(twin.collections, "llc_ci")) == 1
-    assert "LLC" in [t.get_text() for t in ax.get_legend().get_texts()]
+    ax, panel = fig.axes
+    assert panel.get_ylabel() == "LLC"
+    # Its own panel under the curves, sharing x, not a twin axis on top of them.
+    assert panel.get_position().y1 <= ax.get_position().y0 + 1e-9
+    assert panel.get_shared_x_axes().joined(ax, panel)
+    assert len(_by_gid(panel.lines, "llc")) == 1 and len(_by_gid(panel.collections, "llc_ci")) == 1
+    assert not _by_gid(ax.lines, "llc")
     event_x = sorted(line.get_xdata()[0] for line in _by_gid(ax.lines, "event"))
-    assert event_x == [64, 1000]
+    assert event_x == [STEPS.index(64), STEPS.index(1000)]
+    bands = _by_gid(ax.patches, "event_band")
+    assert len(bands) == 2 and len(_by_gid(panel.patches, "event_band")) == 2  # drawn in both panels
     texts = [t.get_text() for t in ax.texts]
-    assert "induction heads" in texts and "sign flip" in texts
+    assert {"induction heads", "sign flip", "a sharp", "planted onset"} <= set(texts)
+    assert not [t for t in panel.texts if t.get_text() == "induction heads"]  # labelled once, at the top
+
+
+def test_llc_left_out_where_not_a_local_minimum():
+    import pandas as pd
+
+    steps = [0, 10, 100, 1000]
+    table = pd.DataFrame({"step": steps, "quantity": "LLC", "variant": "llc", "value": [-391.0, 5.0, 9.0, np.inf],
+                          "low": [-400.0, 4.0, 8.0, 0.0], "high": [-380.0, 6.0, 10.0, 1.0],
+                          "local_minimum": [False, True, True, True]})
+    values, lows, highs, note = plots.llc_from_table(table, steps + [5000])
+    assert np.isnan(values[0]) and values[1] == 5.0 and values[2] == 9.0 and np.isnan(values[3])
+    assert np.isnan(values[4])
+    assert "step 0 (not a local minimum)" in note and "step 1k (no finite estimate)" in note
+    assert "step 5k (not estimated)" in note
+    # The reverse flag, and no flag at all: only non-finite values are left out.
+    flipped = table.drop(columns="local_minimum").assign(not_local_minimum=[True, False, False, False])
+    assert np.isnan(plots.llc_from_table(flipped, steps)[0][0])
+    plain = plots.llc_from_table(table.drop(columns="local_minimum"), steps)
+    assert np.isnan(plain[0][0]) and "step 0 (negative: the chains fell below L(w*)" in plain[3]
+    straddling = table.drop(columns="local_minimum").assign(high=[1.0, 6.0, 10.0, 1.0])
+    assert plots.llc_from_table(straddling, steps)[0][0] == -391.0  # an interval reaching 0 is kept
+    assert plots.llc_from_table(table[table["quantity"] == "none"], steps) is None
+    fig = plots.training_curves(steps + [5000], {"a": (np.arange(5.0), None, None)}, ylabel="y",
+                                llc=(values, lows, highs, note))
+    panel = fig.axes[1]
+    assert [t.get_text() for t in panel.texts if t.get_gid() == "llc_note"] == [note]
+    assert np.isnan(_by_gid(panel.lines, "llc")[0].get_ydata()[0])
+
+
+def test_step_heatmap_operator_by_step(rng):
+    from matplotlib.image import AxesImage
+
+    steps = [0, 1000, 5000, 5500]
+    rows = {f"op{i}": rng.uniform(0, 1, 4) for i in range(5)}
+    rows["op2"][1] = np.nan
+    fig = plots.step_heatmap(steps, rows, title="detection", cbar_label="flagged",
+                             events=[{"name": "induction", "bracket": [1000, 5000], "kind": "reference"}])
+    ax = fig.axes[0]
+    (im,) = [a for a in ax.get_children() if isinstance(a, AxesImage)]
+    assert im.get_gid() == "heatmap" and im.get_array().shape == (5, 4) and im.get_clim() == (0.0, 1.0)
+    assert np.ma.is_masked(im.get_array()[2, 1]) or np.isnan(im.get_array()[2, 1])
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(rows)
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1k", "5k", "5.5k"]
+    cells = [t.get_text() for t in ax.texts if t.get_text()[:1].isdigit()]
+    assert len(cells) == 19 and f"{rows['op0'][0]:.2f}" in cells
+    assert len(_by_gid(ax.patches, "event_band")) == 1
+    assert fig.axes[1].get_ylabel() == "flagged"
+    with pytest.raises(ValueError):
+        plots.step_heatmap(steps, {}, title="x", cbar_label="y")
 
 
 def test_training_curves_without_bands_and_length_check(rng):
@@ -160,3 +235,14 @@ def test_save_figure_writes_png_and_pdf(tmp_path, rng):
     assert paths[1].read_bytes().startswith(b"%PDF")
     # A trailing .png on the requested path is not doubled.
     assert plots.save_figure(fig, tmp_path / "again.png")[0].name == "again.png"
+
+
+def test_related_curves_share_a_colour(rng):
+    curves = {name: _curve(rng) for name in ("h / correct", "h / incorrect", "m / correct")}
+    styles = {"h / correct": {"colour": 0}, "h / incorrect": {"colour": 0, "dashed": True},
+              "m / correct": {"colour": 1}}
+    fig = plots.training_curves(STEPS, curves, ylabel="χ", styles=styles)
+    lines = _by_gid(fig.axes[0].lines, "curve")
+    assert lines[0].get_color() == lines[1].get_color() == plots.OKABE_ITO[0]
+    assert lines[2].get_color() == plots.OKABE_ITO[1]
+    assert lines[0].get_linestyle() == "-" and lines[1].get_linestyle() == "--"

@@ -16,11 +16,16 @@ from codedyn.experiments.influence import run_influence
 from codedyn.experiments.study import prepare_study
 from codedyn.experiments.susceptibility import run_susceptibility
 from codedyn.report.html import write_report
-from codedyn.report.verdicts import susceptibility_summary, transition_calls_for_susceptibility
+from codedyn.report.verdicts import (
+    VerdictRow,
+    normalise_call,
+    susceptibility_summary,
+    transition_calls_for_susceptibility,
+)
 from tests.test_experiments_run import TINY_STUDY
 
-SECTIONS = ("summary", "dataset", "influence", "emergence", "susceptibility", "embryology", "llc", "calibration",
-            "hyperparameters", "diagnostics", "timings")
+SECTIONS = ("answer", "summary", "dataset", "influence", "emergence", "susceptibility", "embryology", "llc",
+            "calibration", "hyperparameters", "diagnostics", "timings")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +65,20 @@ def test_report_has_every_section_and_is_self_contained(study):
     assert refs and not [r for r in refs if r.startswith(("http:", "https:", "//"))]
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page
+    assert path.stat().st_size < 5 * 2**20  # the whole report, figures included, stays under 5 MB
+    # The answer comes first, then the verdict table; the test is described once, not in every row.
+    assert page.index('id="answer"') < page.index('id="summary"') < page.index('id="dataset"')
+    assert page.count("How each verdict is made") == 1
+    assert page.count("max-T bootstrap") <= 2
+
+
+def test_every_figure_has_a_caption_saying_what_to_look_for(study):
+    page = _page(write_report(study))
+    figures = re.findall(r"<figure>(.*?)</figure>", page, re.S)
+    assert figures
+    for figure in figures:
+        caption = re.search(r"<figcaption>(.*?)</figcaption>", figure, re.S)
+        assert caption and "Look for" in caption.group(1), figure[:200]
 
 
 def test_embedded_images_decode_as_png(study):
@@ -84,16 +103,23 @@ def test_verdict_rows_match_the_transition_calls(study):
     calls = json.loads((study.run_dir / "influence" / "transitions.json").read_text())
     for curve in ("CC/cov", "CI/cov", "II/cov", "paired/cov", "CC/corr", "CI/corr", "II/corr", "paired/corr",
                   "LLC/llc"):
-        assert shown[curve] == calls[curve]["verdict"]
+        assert shown[curve] == normalise_call(calls[curve])["verdict"]
+        assert "at step" not in shown[curve]
     assert shown["AUROC"] == "not run"
     # The susceptibility rows summarise one call per component, made from the parquet intervals.
     table = pd.read_parquet(study.run_dir / "susceptibility" / "susceptibility.parquet")
     suscept = transition_calls_for_susceptibility(table)
     assert len(suscept) == 2 * table["component"].nunique()
     for distribution in ("correct", "incorrect"):
-        assert shown[f"*/{distribution}"] == susceptibility_summary(suscept, distribution)[0]
+        assert shown[f"*/{distribution}"] == susceptibility_summary(suscept, distribution)["verdict"]
     stored = json.loads((study.run_dir / "verdicts.json").read_text())
     assert {r["curve"]: r["verdict"] for r in stored} == shown
+    # Every measured row carries its curve for the sparkline: one value per checkpoint.
+    for row in stored:
+        if row["kind"] != "not run":
+            assert row["steps"] == sorted(study.steps) and len(row["values"]) == len(row["steps"])
+    drawn = [r for r in stored if r["kind"] != "not run" and any(v == v for v in r["values"])]  # NaN: left out
+    assert summary.count("<svg class=spark") == len(drawn) >= 9
 
 
 def test_diagnostics_warn_about_bad_chains(study):
@@ -119,9 +145,11 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     emergence = run / "emergence"
     emergence.mkdir()
     calls = {  # the layout Experiment 2 writes: classify_trajectory's output per layer / predictor / metric
-        "L1/best_latent/auroc": {"evidence": [{"kind": "jump", "step": 12, "detail": "largest jump 4 -> 12"}],
-                                 "verdict": "phase transition at step 12", "step": 12, "test": "max-T"},
-        "L1/probe/auroc": {"evidence": [], "verdict": "gradual", "step": None, "test": "max-T"},
+        "L1/best_latent/auroc": {"kind": "sharp", "verdict": "sharp transition within (4, 12]", "bracket": [4, 12],
+                                 "effect": 0.35, "effect_low": 0.25, "effect_high": 0.45, "p_value": 0.0004,
+                                 "p_adjusted": 0.003, "fwer": "Holm over the 14 curves of this table",
+                                 "evidence": [{"kind": "jump", "detail": "largest jump 4 -> 12"}], "test": "seg"},
+        "L1/probe/auroc": {"kind": "gradual", "verdict": "gradual", "bracket": None, "evidence": [], "test": "seg"},
     }
     (emergence / "transitions.json").write_text(json.dumps(calls))
     pd.DataFrame({"step": [0, 4, 12], "layer": 1, "predictor": "best_latent", "split": "validation",
@@ -131,6 +159,10 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     embryology.mkdir()
     shutil.copy(run / "influence" / "influence_cov.png", embryology / "umap_grid.png")
     (embryology / "umap_interactive.html").write_text("<html></html>")
+    pd.DataFrame({"step": [0, 0, 12, 12], "space": ["umap", "chi"] * 2, "labelling": "kind",
+                  "accuracy": [0.72, 0.8, 0.6, 0.7], "low": [0.69, 0.75, 0.55, 0.65], "high": [0.74, 0.85, 0.65, 0.75],
+                  "chance": 1 / 7}).to_parquet(embryology / "structure.parquet")
+    pd.DataFrame({"point": [0], "x": [0.0]}).to_parquet(embryology / "embedding.parquet")
     (run / "timings.json").write_text(json.dumps({"influence": {"seconds": 12.5}, "note": "<script>x</script>"}))
 
     from typer.testing import CliRunner
@@ -140,12 +172,23 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     outcome = CliRunner().invoke(app, ["report", str(run)])  # from the run folder alone (manifest + cache)
     assert outcome.exit_code == 0, outcome.output
     page = _page(run / "report.html")
-    assert 'data-curve="L1/best_latent/auroc">phase transition at step 12<' in page
+    assert 'data-curve="L1/best_latent/auroc">sharp transition within (4, 12]<' in page
     assert 'data-curve="L1/probe/auroc"' not in page  # the SAE row is the best latent's
     assert "largest jump 4 -&gt; 12" in page
+    row = re.search(r'<tr class="sharp">(.*?)</tr>', _section(page, "summary"), re.S).group(1)
+    assert "(4, 12]" in row and "0.35 [0.25, 0.45]" in row and "0.003" in row
+    assert "<rect" in row  # the sparkline shades the bracket
+    answer = _section(page, "answer")
+    assert "Sharp: SAE accuracy (L1/best_latent/auroc) changes within (4, 12]" in answer
+    assert "0.35 [0.25, 0.45]" in answer and "adjusted p = 0.003" in answer
+    assert "Holm over the 14 curves of this table" in answer
     assert "0.9 [0.85, 0.95]" in _section(page, "emergence")
     assert 'href="embryology/umap_interactive.html"' in page
-    assert "umap grid" in _section(page, "embryology")
+    embryology_html = _section(page, "embryology")
+    assert "umap grid" in embryology_html
+    # The structure measure as a labelling x checkpoint table; the raw embedding stays in its file.
+    assert "0.72 [0.69, 0.74]" in embryology_html and "χ vectors" in embryology_html
+    assert "<h3>embedding.parquet</h3>" not in embryology_html
     timings = _section(page, "timings")
     assert "influence.seconds" in timings and "12.5" in timings
     assert "<script>" not in page and "&lt;script&gt;" in page
@@ -178,10 +221,101 @@ def test_susceptibility_calls_find_a_planted_jump_and_nothing_in_noise():
     add("L0.MLP", "correct", [0.02, -0.01, 0.0, 0.01, -0.02, 0.0, 0.01], 0.5)  # noise inside wide intervals
     add("L0.MLP", "incorrect", [0, 0, 0, 0, 0, 0, 0], 0.5)
     calls = transition_calls_for_susceptibility(pd.DataFrame(rows))
-    assert calls["L1.H0/correct"]["verdict"] == "phase transition at step 2000"
-    assert calls["L1.H0/incorrect"]["verdict"] == "gradual"
-    assert calls["L0.MLP/correct"]["verdict"] == "no change"
-    assert "normal sampling distribution" in calls["L1.H0/correct"]["test"]
-    verdict, evidence, step = susceptibility_summary(calls, "correct")
-    assert verdict == "phase transition in 1 of 2 components: L1.H0 at step 2000" and step == 2000
-    assert susceptibility_summary(calls, "incorrect")[0].startswith("gradual")
+    kinds = {k: normalise_call(v)["kind"] for k, v in calls.items()}
+    assert kinds["L1.H0/correct"] == "sharp" and normalise_call(calls["L1.H0/correct"])["bracket"] == [1000, 2000]
+    assert kinds["L1.H0/incorrect"] == "gradual"
+    assert kinds["L0.MLP/correct"] == "no_change"
+    assert "normal sampling distribution" in calls["L1.H0/correct"]["replicates"]
+    summary = susceptibility_summary(calls, "correct")
+    assert summary["verdict"] == "sharp in 1 of 2 components: L1.H0 within (1000, 2000]"
+    assert summary["kind"] == "sharp" and summary["bracket"] == [1000, 2000] and summary["leader"] == "L1.H0"
+    assert susceptibility_summary(calls, "incorrect")["kind"] == "gradual"
+    assert susceptibility_summary({}, "correct")["verdict"] == "not run"
+
+
+def test_old_calls_read_as_brackets_never_as_a_step():
+    old = {"verdict": "phase transition at step 2000", "step": 2000, "change_p_value": 0.001,
+           "evidence": [{"kind": "jump", "step": 2000, "between": [1000, 2000], "detail": "jump 1000 -> 2000"}],
+           "test": "a long description " * 10}
+    call = normalise_call(old)
+    assert call["kind"] == "sharp" and call["bracket"] == [1000, 2000]
+    assert call["verdict"] == "sharp transition within (1000, 2000]"
+    assert call["p_value"] == 0.001 and call["p_adjusted"] is None and call["test"] == ""
+    assert normalise_call({"verdict": "gradual", "events": []})["kind"] == "gradual"
+    new = {"kind": "unresolved", "verdict": "change within (0, 1000], not resolved by this schedule",
+           "bracket": [0, 1000], "p_adjusted": 0.01, "test": "seg-v1"}
+    call = normalise_call(new)
+    assert call["kind"] == "unresolved" and call["bracket"] == [0, 1000] and call["test"] == "seg-v1"
+    assert call["p_adjusted"] == 0.01 and call["verdict"] == new["verdict"]
+
+
+def _row(signal, kind, bracket=None, effect=None, p_adjusted=None):
+    low, high = (effect - 0.1, effect + 0.1) if effect is not None else (None, None)
+    return VerdictRow(signal, signal, kind, kind=kind, bracket=bracket, effect=effect, effect_low=low,
+                      effect_high=high, p_adjusted=p_adjusted, fwer="Holm over 5 curves" if kind != "not run" else "",
+                      steps=[0, 1000, 5000, 5500, 6000], values=[0.0, 0.1, 0.2, 0.3, 0.9])
+
+
+def test_the_answer_is_built_from_the_calls():
+    from codedyn.report.html import compose_answer
+
+    rows = [_row("CC", "sharp", [5500, 6000], 0.8, 0.001), _row("CI", "sharp", [5500, 6000], 0.6, 0.02),
+            _row("LLC", "unresolved", [0, 1000]), _row("II", "gradual"), _row("paired", "no_change"),
+            _row("SAE", "not run")]
+    events = [{"name": "induction heads form", "bracket": [5000, 5500], "kind": "reference"}]
+    answer = compose_answer(rows, events, ["Diagnostics: all chains pass."])
+    text = " ".join(answer)
+    assert answer[0].startswith("5 signals measured over 5 checkpoints (0 to 6000): 2 sharp transition, 1 gradual")
+    assert "(1 not run)" in answer[0]
+    assert ("Sharp: CC and CI change within (5500, 6000]; the largest effect is 0.8 [0.7, 0.9] (CC, 95% CI), "
+            "adjusted p = 0.02 or less for each; right after induction heads form (5000, 5500].") in answer
+    assert "Not resolved: LLC changes within (0, 1000]" in text and "codedyn refine" in text
+    assert "Gradual (spread over several checkpoint intervals): II." in answer
+    assert "No significant change: paired." in answer
+    assert "Confidence: Holm over 5 curves." in answer and answer[-1] == "Diagnostics: all chains pass."
+    # Other outcomes give other sentences: nothing is canned.
+    alone = compose_answer([_row("CC", "sharp", [0, 1000], 0.5, 0.04)],
+                           [{"name": "onset", "step": 500, "kind": "reference"}], [])
+    assert "Sharp: CC changes within (0, 1000]" in alone[1] and "containing onset (step 500)" in alone[1]
+    assert compose_answer([_row("SAE", "not run")], [], [])[0].startswith("No signal was measured")
+
+
+def test_sparkline_draws_the_curve_band_and_bracket():
+    from codedyn.report.html import sparkline
+
+    row = _row("CC", "sharp", [5500, 6000], 0.8, 0.001)
+    row = VerdictRow(**{**row.to_dict(), "lows": [v - 0.05 for v in row.values],
+                        "highs": [v + 0.05 for v in row.values]})
+    svg = sparkline(row)
+    assert svg.startswith("<svg") and svg.count("<circle") == 5 and "<polygon" in svg and "<rect" in svg
+    gap = VerdictRow(**{**row.to_dict(), "values": [float("nan"), 0.1, 0.2, 0.3, 0.9], "kind": "gradual"})
+    assert "<rect" not in sparkline(gap) and sparkline(gap).count("<circle") == 4
+    assert sparkline(VerdictRow("x", "x", "not run")) == ""
+
+
+def test_known_events_from_the_stored_induction_curve():
+    from codedyn.report.events import known_events
+
+    log = [{"step": s, "induction_score": a, "in_context_drop": d}
+           for s, a, d in ((0, 0.0, 0.0), (1000, 0.05, 0.1), (5000, 0.1, 0.3), (5500, 0.45, 1.6), (6000, 0.6, 2.0))]
+    events = known_events({"log": log})  # no stored formation: recomputed from the logged curve
+    assert len(events) == 1
+    assert events[0]["name"] == "induction heads form" and events[0]["bracket"] == [5000, 5500]
+    assert events[0]["kind"] == "reference"
+    stored = {"log": log, "formation": {"formed": True, "first_formed_step": 6000, "last_step_before": 5500,
+                                        "criterion": "c"}}
+    assert known_events(stored)[0]["bracket"] == [5500, 6000]
+    assert known_events({"log": log[:3]}) == [] and known_events(None) == []
+
+
+def test_sharp_calls_become_one_band_per_bracket():
+    from codedyn.report.events import sharp_call_events
+
+    calls = {"CC/cov": {"kind": "sharp", "bracket": [5500, 6000]}, "CI/cov": {"kind": "sharp", "bracket": [5500, 6000]},
+             "II/cov": {"kind": "sharp", "bracket": [0, 1000]}, "paired/cov": {"kind": "gradual", "bracket": None},
+             "CC/corr": {"kind": "sharp", "bracket": [1000, 3000]}}
+    names = {f"{q}/cov": q for q in ("CC", "CI", "II", "paired")}
+    assert sharp_call_events(calls, names) == [
+        {"name": "II sharp", "bracket": [0, 1000], "kind": "sharp"},
+        {"name": "CC, CI sharp", "bracket": [5500, 6000], "kind": "sharp"}]
+    assert sharp_call_events({"CC/cov": {"verdict": "phase transition at step 12"}}, names) == []

@@ -383,7 +383,7 @@ def write_views(embedding, structure, steps, out: Path, config: EmbryologyConfig
     from codedyn.report import embryology as views
     from codedyn.report.plots import save_figure
 
-    files = save_figure(views.embryology_grid(embedding, steps), out / "embryology_grid")
+    files = save_figure(views.embryology_grid(embedding, steps, structure), out / "embryology_grid")
     files += save_figure(views.structure_figure(structure), out / "embryology_structure")
     files += views.animate(embedding, steps, out / "embryology", config.frame_seconds, progress)
     files.append(views.interactive_html(embedding, steps, out / "embryology.html"))

@@ -574,18 +574,18 @@ def _stored_units(study) -> list[tuple[int, Path]]:
 
 
 def _llc_curve(study, steps):
-    """(values, lows, highs) of the LLC at these steps from Experiment 1's table, when every step is there."""
+    """(values, lows, highs, note) of the LLC at these steps from Experiment 1's table, when every step is there."""
     import pandas as pd
 
     path = Path(study.run_dir) / "influence" / "influence.parquet"
     if not path.is_file():
         return None
+    from codedyn.report.plots import llc_from_table
+
     table = pd.read_parquet(path)
-    llc = table[table["quantity"] == "LLC"].set_index("step")
-    if not set(steps) <= set(llc.index):
+    if not set(steps) <= set(table.loc[table["quantity"] == "LLC", "step"]):
         return None
-    llc = llc.loc[list(steps)]
-    return llc["value"].to_numpy(), llc["low"].to_numpy(), llc["high"].to_numpy()
+    return llc_from_table(table, list(steps))  # (values, lows, highs, note): non-minima left out, named
 
 
 def compute_emergence(study) -> dict:
@@ -660,15 +660,10 @@ LABELS = {"best_latent": "best latent", "probe": "probe (raw residual)", "shuffl
 
 
 def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:
-    events = []
-    for predictor in ("best_latent", "probe"):
-        found = calls.get(f"L{layer}/{predictor}/{metric}", {})
-        if found.get("step") is not None:
-            events.append({"step": found["step"], "kind": "jump", "label": f"{LABELS[predictor]} transition"})
-    formation = (study.suite_record or {}).get("formation", {})
-    if formation.get("formed"):
-        events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
-    return events
+    from codedyn.report.events import known_events, sharp_call_events
+
+    names = {f"L{layer}/{predictor}/{metric}": LABELS[predictor] for predictor in ("best_latent", "probe")}
+    return sharp_call_events(calls, names) + known_events(study)  # a sharp call is a bracket, never a step
 
 
 def emergence_figure(validation, layer: int, metric: str, calls: dict, study, steps, llc=None):
@@ -688,15 +683,13 @@ def emergence_figure(validation, layer: int, metric: str, calls: dict, study, st
 
 def operator_figure(operators, layer: int, steps):
     """Fraction of validation incorrect samples the best latent flags, per mutation operator, over training."""
-    from codedyn.report.plots import training_curves
+    from codedyn.report.plots import step_heatmap
 
     part = operators[(operators["layer"] == layer) & (operators["predictor"] == "best_latent")]
-    curves = {}
-    for operator in sorted(part["operator"].unique()):
-        rows = part[part["operator"] == operator].set_index("step").reindex(steps)
-        curves[operator] = (rows["value"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
-    return training_curves(steps, curves, ylabel="flagged incorrect (validation)", zero_line=False, height_in=4.4,
-                           title=f"Best layer-{layer} latent: detection by mutation operator")
+    rows = {operator: part[part["operator"] == operator].set_index("step").reindex(steps)["value"].to_numpy()
+            for operator in sorted(part["operator"].unique())}  # intervals: the report's operator table
+    return step_heatmap(steps, rows, title=f"Best layer-{layer} latent: fraction of validation mutants flagged, "
+                        "by mutation operator", cbar_label="flagged incorrect")
 
 
 def sae_quality_figure(sae_table, steps):

@@ -308,15 +308,15 @@ def influence_figure(table, variant: str, calls: dict, study):
 
     steps, *_ = _curve(table, "CC", variant)
     curves = {name: _curve(table, name, variant)[1:] for name in ("CC", "CI", "II", "paired")}
-    llc = _curve(table, "LLC", "llc")[1:]
+    from codedyn.report.events import known_events, sharp_call_events
+    from codedyn.report.plots import llc_from_table
+
+    llc = llc_from_table(table, list(steps))
     events = [
         {"step": e["step"], "kind": e["kind"], "label": f"{name.split('/')[0]} {e['kind'].replace('_', ' ')}"}
         for name, found in calls.items() if name.endswith(f"/{variant}") and not name.startswith("unpaired")
-        for e in found["events"] if e["kind"] == "sign_flip"
-    ]
-    formation = (study.suite_record or {}).get("formation", {})
-    if formation.get("formed"):
-        events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
+        for e in found.get("events", []) if e["kind"] == "sign_flip"
+    ] + sharp_call_events(calls, {f"{q}/{variant}": q for q in curves}) + known_events(study)
     label = "BIF = -Cov(ℓ_i, ℓ_j)" if variant == "cov" else "normalised BIF = -Corr(ℓ_i, ℓ_j)"
     return training_curves(steps, curves, ylabel=f"mean off-diagonal {label}",
                            title="Influence between correct (C) and incorrect (I) code over training",

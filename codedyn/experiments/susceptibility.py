@@ -286,14 +286,16 @@ def trajectory_figure(table, ranked, top: int = 3):
     leaders = tracked.groupby("component")["gap"].max().sort_values(ascending=False).head(top).index
     part = table[(table["variant"] == "standardised") & table["distribution"].isin(["correct", "incorrect"])]
     steps = sorted(part["step"].unique())
-    curves = {}
-    for component in leaders:
+    curves, styles = {}, {}
+    for k, component in enumerate(leaders):
         for distribution in ("correct", "incorrect"):
             rows = part[(part["component"] == component) & (part["distribution"] == distribution)].sort_values("step")
             curves[f"{component} / {distribution}"] = (rows["chi"].to_numpy(), rows["low"].to_numpy(),
                                                       rows["high"].to_numpy())
+            styles[f"{component} / {distribution}"] = {"colour": k, "dashed": distribution == "incorrect"}
     restricted = "estimator" in table and (table["estimator"] == "weight_restricted").any()
     ylabel = ("standardised χ = -(E_C[φ_C Δ] - E_C[φ_C] E[Δ]) / sd(φ_C)" if restricted
               else "standardised χ = -Cov(φ, L) / sd(φ)")
     title = "Susceptibility to correct vs incorrect code (largest gaps)"
-    return training_curves(steps, curves, ylabel=ylabel, title=title + (", weight-restricted" if restricted else ""))
+    return training_curves(steps, curves, ylabel=ylabel, title=title + (", weight-restricted" if restricted else ""),
+                           styles=styles)  # one colour per component; incorrect dashed

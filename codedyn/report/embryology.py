@@ -50,7 +50,7 @@ class _Panels:
     def __init__(self, embedding):
         self.tokens = embedding[embedding["view"] == "tokens"]
         self.components = embedding[embedding["view"] == "components"]
-        self.limits = {"tokens": _limits(self.tokens), "components": _limits(self.components)}
+        self.limits = {"tokens": _limits(self.tokens), "components": _limits(self.components, margin=0.15)}
         first = self.tokens[self.tokens["step"] == self.tokens["step"].iloc[0]]
         self.label_group = _label_group(first)
         self.kinds = first["kind"].to_numpy()
@@ -103,22 +103,72 @@ class _Panels:
                     artists.append((artist, mask))
             if len(self.comp_meta) <= 24:
                 texts = [ax.annotate(name, xy[k], xytext=(2.5, 2.5), textcoords="offset points", fontsize=5,
-                                     color="0.25") for k, name in enumerate(self.comp_meta["component"])]
+                                     color="0.25", clip_on=True)  # labels stay inside their panel
+                         for k, name in enumerate(self.comp_meta["component"])]
                 artists.append((texts, None))
         return artists
 
 
-def embryology_grid(embedding, steps) -> object:
-    """Rows: tokens by label, tokens by kind, components by layer / type; columns: checkpoints (shared limits)."""
+# Which structure measure (structure.parquet's ``labelling``) belongs to which grid row, and what the grid says.
+ROW_MEASURES = {"label": "label", "kind": "kind"}
+GRID_READING = (
+    "How to read: rows 1-2: each dot is one code token, placed by an aligned UMAP of its per-token susceptibility "
+    "vector (its χ over components); row 3: each marker is one component (● attention head, ■ MLP), placed by its "
+    "χ over tokens. UMAP axes have no units; limits are shared within a row across checkpoints, so a change "
+    "between columns is development, not rescaling. Colour: row 1 the sample's label (black: tokens inside a "
+    "mutated span), row 2 the token kind, row 3 the layer. Right: how well the row's colouring is separated in the "
+    "2-d layout (kNN balanced accuracy, k = 10, 95% CI; dotted: chance), printed in each panel too."
+)
+
+
+def _measure(structure, labelling: str):
+    if structure is None or structure.empty:
+        return None
+    rows = structure[(structure["labelling"] == labelling) & (structure["space"] == "umap")]
+    return None if rows.empty else rows.set_index("step")
+
+
+def _structure_panel(ax, rows, steps, colour: str) -> None:
+    """kNN balanced accuracy of one colouring over training, beside its grid row (checkpoint-index axis)."""
+    from codedyn.report.plots import _style_axes, step_axis, step_positions
+
+    rows = rows.reindex(steps)
+    x = step_positions(steps)
+    _style_axes(ax)
+    ax.fill_between(x, rows["low"], rows["high"], color=colour, alpha=0.2, linewidth=0)
+    ax.plot(x, rows["accuracy"], color=colour, marker="o", markersize=2.5, linewidth=1.1)
+    chance = float(rows["chance"].dropna().iloc[0]) if rows["chance"].notna().any() else None
+    if chance is not None:
+        ax.axhline(chance, color="0.5", linewidth=0.7, linestyle=":")
+    ax.set_ylim(0, 1.02)
+    step_axis(ax, steps, label=False)
+    ax.tick_params(labelsize=6, length=2)
+    if len(steps) > 4:
+        ax.tick_params(axis="x", rotation=90)
+    ax.set_ylabel("kNN bal. acc.", fontsize=6.5, labelpad=1)
+
+
+def embryology_grid(embedding, steps, structure=None) -> object:
+    """Rows: tokens by label, tokens by kind, components by layer / type; columns: checkpoints (shared limits);
+    then, per row, the structure measure of that colouring over training (``structure``: the structure table of
+    :func:`codedyn.experiments.embryology.compute_embryology`; omitted when None), and a text block stating how to
+    read the grid (:data:`GRID_READING`)."""
+    import textwrap
+
     import matplotlib as mpl
 
     panels = _Panels(embedding)
     n = len(steps)
-    width = max(FIG_WIDTH_IN, min(1.0 * n + 1.6, 11.0))
+    width = FIG_WIDTH_IN
+    panel = (width - 1.9) / (n + (1.2 if structure is not None else 0))
     with mpl.rc_context(_RC):
-        fig = _new_figure(height_in=3 * (width - 1.6) / n + 0.7, width_in=width)
-        axes = fig.subplots(len(ROWS), n, squeeze=False)
+        fig = _new_figure(height_in=3 * panel + 1.35, width_in=width)
+        cols = n + 1 if structure is not None else n
+        grid = fig.add_gridspec(len(ROWS) + 1, cols, height_ratios=[1, 1, 1, 0.5],
+                                width_ratios=[1] * n + ([1.2] if structure is not None else []))
+        axes = np.array([[fig.add_subplot(grid[r, c]) for c in range(n)] for r in range(len(ROWS))])
         for r, (view, colouring, title) in enumerate(ROWS):
+            measure = _measure(structure, ROW_MEASURES.get(colouring, "")) if view == "tokens" else None
             for c, step in enumerate(steps):
                 ax = axes[r, c]
                 panels.draw(ax, view, colouring, panels.coords(view, step), size=1.6)
@@ -126,9 +176,29 @@ def embryology_grid(embedding, steps) -> object:
                     ax.set_title(f"step {step}", fontsize=8)
                 if c == 0:
                     ax.set_ylabel(title, fontsize=7.5)
+                if measure is not None and step in measure.index:
+                    ax.annotate(f"{measure.loc[step, 'accuracy']:.2f}", xy=(0.03, 0.03), xycoords="axes fraction",
+                                fontsize=6, color="0.2", gid="structure_value",
+                                bbox={"boxstyle": "square,pad=0.15", "facecolor": "white", "edgecolor": "none",
+                                      "alpha": 0.8})
             handles, labels = axes[r, -1].get_legend_handles_labels()
-            axes[r, -1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=6.5,
-                               markerscale=2.0 if view == "tokens" else 0.8, handletextpad=0.2, borderaxespad=0)
+            anchor = axes[r, -1]
+            if structure is not None:
+                side = fig.add_subplot(grid[r, n])
+                if measure is not None:
+                    _structure_panel(side, measure, list(steps), "0.25")
+                    if r == 0:
+                        side.set_title("separation", fontsize=8)
+                    anchor = side
+                else:
+                    side.set_axis_off()
+                    anchor = side
+            anchor.legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=6.5,
+                          markerscale=2.0 if view == "tokens" else 0.8, handletextpad=0.2, borderaxespad=0)
+        reading = fig.add_subplot(grid[len(ROWS), :])
+        reading.set_axis_off()
+        reading.text(0, 1, textwrap.fill(GRID_READING, 128), transform=reading.transAxes, ha="left", va="top",
+                     fontsize=6.5, color="0.2", gid="reading")
         fig.suptitle("Per-token susceptibility structure over training (UMAP, aligned across checkpoints)",
                      fontsize=9)
     return fig
@@ -140,29 +210,22 @@ def structure_figure(structure) -> object:
     from codedyn.report.plots import training_curves
 
     steps = sorted(structure["step"].unique())
-    curves = {}
+    curves, styles = {}, {}
     names = {"kind": "token kind", "label": "sample label", "in_mutation": "in mutation"}
-    for labelling in ("kind", "label", "in_mutation"):
+    for k, labelling in enumerate(("kind", "label", "in_mutation")):
         for space, suffix in (("umap", "2-d"), ("chi", "χ")):
             rows = structure[(structure["labelling"] == labelling) & (structure["space"] == space)]
             if rows.empty:
                 continue
             rows = rows.set_index("step").reindex(steps)
-            curves[f"{names[labelling]} ({suffix})"] = (rows["accuracy"].to_numpy(), rows["low"].to_numpy(),
-                                                        rows["high"].to_numpy())
+            name = f"{names[labelling]} ({suffix})"
+            curves[name] = (rows["accuracy"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
+            styles[name] = {"colour": k, "dashed": space == "chi"}  # a χ-space curve: its 2-d partner's colour
     fig = training_curves(steps, curves, ylabel="kNN balanced accuracy\n(k = 10, leave-one-out)",
-                          title="What the layout separates, over training (95% bootstrap CIs)", zero_line=False)
+                          title="What the layout separates, over training (95% bootstrap CIs)", zero_line=False,
+                          styles=styles)
     ax = fig.axes[0]
     lines = [line for line in ax.get_lines() if line.get_gid() == "curve"]
-    bands = [band for band in ax.collections if band.get_gid() == "ci"]
-    for k, name in enumerate(curves):  # a χ-space curve takes the colour of its 2-d partner, dashed
-        if name.endswith("(χ)") and k > 0:
-            colour = lines[k - 1].get_color()
-            lines[k].set_color(colour)
-            lines[k].set_linestyle("--")
-            if len(bands) == len(lines):
-                bands[k].set_facecolor(colour)
-                bands[k].set_alpha(0.08)
     for chance in sorted(structure["chance"].unique()):
         ax.axhline(chance, color="0.6", linewidth=0.6, linestyle=":", zorder=0)
     ax.legend(lines, list(curves), loc="lower center", bbox_to_anchor=(0.5, 1.01), ncols=3, fontsize=7,

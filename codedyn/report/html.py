@@ -1,15 +1,19 @@
 """``<run>/report.html``: one self-contained page per study (opens from disk, no network, no scripts).
 
-Sections, in order: the verdict table (one row per signal, see :mod:`codedyn.report.verdicts`); the dataset card;
+The page answers first. In order: **the answer for this run** (plain sentences generated from the stored verdicts,
+the known events and the sampling diagnostics: which signals change, where, how sharply, with what confidence, and
+how far to trust it; :func:`compose_answer`); a marked slot for the validation table (ground truth against the
+signals, :func:`_validation_section`); **the verdict table** (one row per signal: a sparkline of its curve, the
+verdict, bracket, effect size with interval and adjusted p; the test described once under it); the dataset card;
 one section per experiment folder (Experiment 1 influence, 2 emergence, 3 susceptibility, 4 embryology, then any
-other result folder), each with its figures and key tables with confidence intervals, or "not run"; the LLC; the
-SGLD calibration when ``codedyn calibrate`` ran; the hyperparameters (resolved config, manifest: git commit,
-package versions, seeds); the sampling diagnostics per checkpoint and chain with warnings; timings when
-``<run>/timings.json`` exists.
+other result folder), each with its figures (every one captioned with what to look for, :data:`CAPTIONS`) and key
+tables with confidence intervals, or "not run"; the LLC; the SGLD calibration when ``codedyn calibrate`` ran; the
+hyperparameters (resolved config, manifest); the sampling diagnostics per checkpoint and chain; timings.
 
-Figures are embedded as base64 PNG. Interactive HTML and GIF files of an experiment are linked by relative path
-(they sit next to the report). Every piece of text is escaped. Figures the report draws itself (the LLC curve) are
-saved as PNG and PDF under ``<run>/report/``.
+Figures are embedded as base64 PNG (reduced to 256 colours where that is smaller), sparklines as inline SVG.
+Interactive HTML and GIF files of an experiment are linked by relative path (they sit next to the report). Every
+piece of text is escaped. Figures the report draws itself (the LLC curve) are saved as PNG and PDF under
+``<run>/report/``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from codedyn.report.verdicts import KIND_WORDS, KINDS
 
 REPORT_FILE = "report.html"
 REPORT_FIGURES = "report"
@@ -32,7 +38,7 @@ EXPERIMENTS = (
     ("susceptibility", "Experiment 3: susceptibilities"),
     ("embryology", "Experiment 4: developmental visualisation"),
 )
-NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces"}
+NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces", "timings"}
 
 # Diagnostic thresholds behind the warnings of the sampling-diagnostics section.
 MIN_DRIFT_TO_NOISE = 0.01
@@ -95,10 +101,28 @@ def _read_json(path: Path) -> Any:
 # ------------------------------------------------------------------------------------------------ html pieces
 
 
+def _png_for_page(path: Path) -> bytes:
+    """The PNG as embedded: the file itself, or its 256-colour version when that is smaller (plots have few
+    colours; this keeps a report with dozens of figures well under its 5 MB budget)."""
+    import io
+
+    from PIL import Image
+
+    raw = Path(path).read_bytes()
+    with Image.open(io.BytesIO(raw)) as image:
+        if image.mode == "P":
+            return raw
+        small = io.BytesIO()
+        image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(small, "PNG",
+                                                                                        optimize=True)
+    return small.getvalue() if small.tell() < len(raw) else raw
+
+
 def _img(path: Path, caption: str = "") -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    caption = caption or Path(path).stem.replace("_", " ")
-    return (f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
+    data = base64.b64encode(_png_for_page(path)).decode("ascii")
+    caption = caption or caption_for(path)
+    alt = Path(path).stem.replace("_", " ")
+    return (f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_esc(caption)} <span class=file>({_esc(Path(path).name)}, PDF alongside)</span>"
             "</figcaption></figure>")
 
@@ -115,7 +139,8 @@ def _table(headers: list[str], rows: list[list[Any]], classes: list[str] | None 
     for k, row in enumerate(rows):
         cls = f' class="{_esc(classes[k])}"' if classes and classes[k] else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{_esc(_fmt(v))}</td>" for v in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # A wide table scrolls inside its own box instead of widening the page.
+    return f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _frame_table(frame, name: str, limit: int = TABLE_ROWS) -> str:
@@ -141,27 +166,339 @@ def _not_run(what: str) -> str:
     return f"<p class=notrun>{_esc(what)}: not run.</p>"
 
 
-# ------------------------------------------------------------------------------------------------ sections
+# ------------------------------------------------------------------------------------------------ captions
+
+# What each figure shows and what to look for in it, by file-name prefix (the longest matching prefix wins).
+CAPTIONS = {
+    "influence_cov": "Block means of the Bayesian influence BIF = −Cov(ℓ_i, ℓ_j) between correct (C) and incorrect "
+                     "(I) samples, with 95% bootstrap bands; every checkpoint has the same width. Look for where CC, "
+                     "CI and II separate (the posterior treating correct and incorrect code differently), and "
+                     "whether a change happens inside one checkpoint interval (a vermillion band is a sharp call's "
+                     "bracket) or spreads over several; grey bands are known events. The lower panel is the LLC.",
+    "influence_corr": "As the covariance figure, for the normalised BIF (−Corr): scale-free, so a change here is a "
+                      "change in how samples co-vary, not only in how much the loss moves. Look for the same "
+                      "separation and brackets; the lower panel is the LLC.",
+    "bif_matrix_step": "Normalised BIF between every pair of read-out samples at one checkpoint, rows and columns "
+                       "grouped correct / incorrect (diagonal masked). Look for block structure: within-group blocks "
+                       "that differ from the off-diagonal block mean correctness shapes the posterior's covariance.",
+    "emergence_auroc": "Validation AUROC for detecting incorrect code from one layer, for the best SAE latent, a "
+                       "linear probe on the raw residual stream and two controls (shuffled labels, a random latent), "
+                       "with 95% bands. Look for the best latent leaving the controls' 0.5 band, and when relative to "
+                       "the known events; the LLC is in the lower panel.",
+    "emergence_f1": "F1 at the threshold tuned on the training split, same predictors and controls as the AUROC "
+                    "figure. Look for the same rise; F1 also depends on the threshold carrying over to validation.",
+    "operator_detection": "Fraction of validation mutants of each operator (rows) that the best latent flags, per "
+                          "checkpoint (columns, equal width). Look for operators caught from the first checkpoints "
+                          "versus those learned late; intervals for every cell are in the operator table below.",
+    "sae_quality": "Explained variance and cross-entropy loss recovered of each layer's SAE per checkpoint (95% CIs "
+                   "over held-out windows). Look for values that stay high at every checkpoint: where an SAE is "
+                   "poor, that checkpoint's detection numbers say little.",
+    "susceptibility_trajectories": "Standardised susceptibility χ to correct and incorrect code for the components "
+                                   "with the largest gaps, 95% bands. Look for a pair of curves that split (a "
+                                   "component responding differently to incorrect code) and at which checkpoints.",
+    "embryology_grid": "Aligned UMAP of per-token susceptibility vectors, one column per checkpoint (the text under "
+                       "the grid says what the axes and colours mean). Look for clusters that form or separate "
+                       "across columns; the right-hand panels give the measured separation, so the eye is not the "
+                       "judge.",
+    "embryology_structure": "How well the layout and the full χ vectors separate token kind, sample label and "
+                            "mutated tokens (kNN balanced accuracy, 95% CIs; dotted lines: chance). Look for curves "
+                            "rising above chance, and whether the 2-d layout keeps what the χ vectors hold.",
+    "llc": "Local learning coefficient per checkpoint with 95% CI; checkpoints that are not a local minimum (e.g. "
+           "the random initialisation) are left out and named in the panel. Look for rises (the model using more "
+           "effective parameters) and where they sit against the known events.",
+    "loss_traces_step": "SGLD minibatch loss per chain at one checkpoint; dashed: the loss at the checkpoint's own "
+                        "weights; grey: burn-in. Look for chains that settle into one stationary band above the "
+                        "dashed line: drifting chains or chains below it mean the posterior is not local to w*.",
+    "traces_grid_step": "SGLD loss traces over the calibration grid (ε across, nβ and γ down). Look for the "
+                        "settings whose chains are stationary after burn-in and stay above the initial loss.",
+}
+
+
+def _caption_key(path: Path) -> str | None:
+    stem = Path(path).stem
+    return max((k for k in CAPTIONS if stem.startswith(k)), key=len, default=None)
+
+
+def _figure_order(path: Path) -> tuple[int, str]:
+    """Figures in the order of :data:`CAPTIONS` (the curves over training before per-checkpoint detail)."""
+    key = _caption_key(path)
+    return (list(CAPTIONS).index(key) if key is not None else len(CAPTIONS), Path(path).name)
+
+
+def caption_for(path: Path) -> str:
+    """The caption of a figure file: what it shows and what to look for (a generic line for unknown files)."""
+    match = _caption_key(path)
+    if match is None:
+        return f"{Path(path).stem.replace('_', ' ')}."
+    return CAPTIONS[match]
+
+
+# ------------------------------------------------------------------------------------------------ the answer
+
+
+def _interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return ""
+    if low is None or high is None:
+        return f"{value:.3g}"
+    return f"{value:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.2g}"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _names(rows) -> str:
+    """Signal names for a sentence, with a shared first word and bracketed variant said once: "Influence CC (cov)",
+    "Influence CI (cov)" -> "Influence CC and CI (cov)"."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        name = row.signal.split(";")[0].strip()
+        head, _, rest = name.partition(" ")
+        middle, tail = rest, ""
+        if rest.endswith(")") and " (" in rest:
+            middle, tail = rest[: rest.rindex(" (")], rest[rest.rindex(" ("):]
+        if not middle:
+            head, middle, tail = "", name, ""
+        groups.setdefault((head, tail), []).append(middle)
+    return _join([f"{head} {_join(middles)}{tail}".strip() for (head, tail), middles in groups.items()])
+
+
+def _relation(bracket: list[int], event: dict) -> str:
+    """How a sharp call's bracket (a, b] sits against a known event (a step, or a bracket (c, d])."""
+    a, b = bracket
+    c, d = event["bracket"] if "bracket" in event else (event["step"], event["step"])
+    if (a, b) == (c, d):
+        return f"the same interval as {event['name']}"
+    if a < d and c < b or (c == d and a < c <= b):
+        return f"overlapping {event['name']} ({c}, {d}]" if c != d else f"containing {event['name']} (step {c})"
+    if a >= d:
+        return f"after {event['name']} ({c}, {d}]" if a > d else f"right after {event['name']} ({c}, {d}]"
+    return f"before {event['name']} ({c}, {d}]"
+
+
+def compose_answer(rows, events: list[dict], trust: list[str]) -> list[str]:
+    """The report's opening answer as plain sentences, built from the verdict rows, the known events and the
+    diagnostics notes: how many signals change and how; every sharp call grouped by bracket, with its strongest
+    effect and the adjusted p-values, and where it sits against the known events; the gradual, non-monotonic and
+    unresolved ones; the family-wise control; what the diagnostics say about trusting it."""
+    measured = [r for r in rows if r.kind != "not run"]
+    if not measured:
+        return ["No signal was measured in this run yet: every verdict below is 'not run'."]
+    by_kind: dict[str, list] = {}
+    for row in measured:
+        by_kind.setdefault(row.kind, []).append(row)
+    counts = ", ".join(f"{len(by_kind[k])} {KIND_WORDS[k]}" for k in KINDS if k in by_kind)
+    other = [k for k in by_kind if k not in KINDS]
+    if other:
+        counts += ", " + ", ".join(f"{len(by_kind[k])} {k}" for k in other)
+    n_not_run = len(rows) - len(measured)
+    out = [f"{len(measured)} signals measured over {_steps_text(measured)}: {counts}"
+           + (f" ({n_not_run} not run)." if n_not_run else ".")]
+    groups: dict[tuple, list] = {}
+    for row in by_kind.get("sharp", []):
+        groups.setdefault(tuple(row.bracket) if row.bracket else (), []).append(row)
+    for bracket, group in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        strongest = max(group, key=lambda r: abs(r.effect) if r.effect is not None else -1.0)
+        where = f"within ({bracket[0]}, {bracket[1]}]" if bracket else "(no bracket recorded)"
+        sentence = f"Sharp: {_names(group)} {'changes' if len(group) == 1 else 'change'} {where}"
+        effect = _interval(strongest.effect, strongest.effect_low, strongest.effect_high)
+        if effect:
+            sentence += f"; the largest effect is {effect} ({strongest.signal.split(';')[0]}, 95% CI)"
+        ps = [r.p_adjusted for r in group if r.p_adjusted is not None]
+        if ps:
+            sentence += f", adjusted p {_p(max(ps))}" + (" or less for each" if len(ps) > 1 else "")
+        elif strongest.p_value is not None:
+            sentence += f", p {_p(strongest.p_value)} (not adjusted)"
+        if bracket:
+            relations = [_relation(list(bracket), e) for e in events]
+            if relations:
+                sentence += "; " + "; ".join(relations)
+        out.append(sentence + ".")
+    if by_kind.get("unresolved"):
+        group = by_kind["unresolved"]
+        brackets = sorted({tuple(r.bracket) for r in group if r.bracket})
+        where = " or ".join(f"({a}, {b}]" for a, b in brackets) or "one interval"
+        out.append(f"Not resolved: {_names(group)} {'changes' if len(group) == 1 else 'change'} within {where}, "
+                   "an interval this schedule cannot split; checkpoints inside it would decide sharp or gradual "
+                   "(codedyn refine proposes them).")
+    for kind, text in (("gradual", "Gradual (spread over several checkpoint intervals)"),
+                       ("non_monotonic", "Non-monotonic (rises and falls significantly)")):
+        if by_kind.get(kind):
+            out.append(f"{text}: {_names(by_kind[kind])}.")
+    if by_kind.get("no_change") and len(by_kind["no_change"]) <= 3:  # longer lists: counted in the first sentence
+        out.append(f"No significant change: {_names(by_kind['no_change'])}.")
+    fwer = next((r.fwer for r in measured if r.fwer), "")
+    out.append(f"Confidence: {fwer}." if fwer else
+               "Confidence: each call controls its own comparisons at the 5% level; the table is not adjusted as a "
+               "whole, so expect about one false call per 20 curves.")
+    return out + ([" ".join(trust)] if trust else [])  # the trust notes as one paragraph, to keep the answer short
+
+
+def _steps_text(rows) -> str:
+    steps = max((r.steps for r in rows), key=len, default=[])
+    return f"{len(steps)} checkpoints ({steps[0]} to {steps[-1]})" if steps else "the checkpoints"
+
+
+_WARNING_NAMES = (("diverged", "diverged"), ("drift/noise", "noise-dominated (drift/noise below threshold)"),
+                  ("below the init", "mostly below the initial loss"), ("R-hat", f"split R-hat above {MAX_RHAT:g}"))
+
+
+def trust_notes(context: ReportContext, rows) -> list[str]:
+    """What the diagnostics say about trusting the calls: chain warnings (how many, which kind, at which steps),
+    checkpoints without an LLC, and whether the sampler was calibrated."""
+    import pandas as pd
+
+    notes = []
+    path = context.run_dir / "influence" / "diagnostics.parquet"
+    if path.is_file():
+        table = pd.read_parquet(path)
+        found: dict[str, set] = {}
+        warned = 0
+        for _, row in table.iterrows():
+            warnings = diagnostic_warnings(row)
+            warned += bool(warnings)
+            for warning in warnings:
+                name = next((n for key, n in _WARNING_NAMES if key in warning), warning)
+                found.setdefault(name, set()).add(int(row["step"]))
+        if warned:
+            kinds = "; ".join(f"{name} at step {', '.join(str(s) for s in sorted(steps))}"
+                              for name, steps in found.items())
+            notes.append(f"Diagnostics: {warned} of {len(table)} SGLD chains carry a warning ({kinds}); trust "
+                         "calls resting on those checkpoints less.")
+        else:
+            notes.append(f"Diagnostics: all {len(table)} SGLD chains pass the checks (no divergence, drift/noise, "
+                         f"below-init or R-hat > {MAX_RHAT:g} warning).")
+    llc = next((r for r in rows if r.curve == "LLC/llc"), None)
+    table_path = context.run_dir / "influence" / "influence.parquet"
+    if llc is not None and llc.steps and table_path.is_file():
+        from codedyn.report.plots import llc_from_table
+
+        found = llc_from_table(pd.read_parquet(table_path), llc.steps)
+        if found is not None and found[3]:
+            note = found[3][0].upper() + found[3][1:]
+            missing = {s for s, v in zip(llc.steps, found[0], strict=True) if v != v}
+            if llc.bracket and any(llc.bracket[0] <= s <= llc.bracket[1] for s in missing):
+                note += (f"; the LLC's call within ({llc.bracket[0]}, {llc.bracket[1]}] rests on it, so it is no "
+                         "evidence of a change in the LLC")
+            notes.append(note + ".")
+    calibration = _read_json(context.run_dir / "calibration" / "calibration.json")
+    if calibration is None:
+        notes.append("SGLD settings: the preset's (codedyn calibrate not run).")
+    elif not calibration.get("usable", False):
+        notes.append("The SGLD calibration found no setting that passes every criterion: "
+                     + "; ".join(calibration.get("reasons", [])) + ".")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------ verdict table
+
+
+def sparkline(row, width: int = 120, height: int = 20) -> str:
+    """An inline SVG of a row's curve on the checkpoint-index axis: the 95% band, the line, a sharp call's bracket
+    shaded; '' when the row has no curve. Missing values (NaN) break the line."""
+    import math
+
+    values = row.values
+    n = len(values)
+    if n < 2:
+        return ""
+    finite = [v for v in (*values, *row.lows, *row.highs) if v == v and math.isfinite(v)]
+    if not finite:
+        return ""
+    lo, hi = min(finite), max(finite)
+    span = hi - lo or 1.0
+    pad = 2
+
+    def xy(k: int, v: float) -> str:
+        x = pad + k * (width - 2 * pad) / (n - 1)
+        y = height - pad - (v - lo) / span * (height - 2 * pad)
+        return f"{x:.1f},{y:.1f}"
+
+    parts = []
+    if row.bracket and row.kind in ("sharp", "unresolved") and row.steps:
+        import numpy as np
+
+        a, b = (float(np.interp(s, row.steps, range(n))) for s in row.bracket)
+        x0, x1 = (pad + t * (width - 2 * pad) / (n - 1) for t in (a, b))
+        colour = "#D55E00" if row.kind == "sharp" else "#999"
+        parts.append(f'<rect x="{x0:.1f}" y="0" width="{max(x1 - x0, 1):.1f}" height="{height}" fill="{colour}" '
+                     'fill-opacity="0.18"/>')
+    segments: list[list[int]] = [[]]
+    for k, v in enumerate(values):
+        if v == v:
+            segments[-1].append(k)
+        elif segments[-1]:
+            segments.append([])
+    for seg in segments:
+        if not seg:
+            continue
+        if len(row.lows) == n and all(row.lows[k] == row.lows[k] and row.highs[k] == row.highs[k] for k in seg):
+            band = [xy(k, row.highs[k]) for k in seg] + [xy(k, row.lows[k]) for k in reversed(seg)]
+            parts.append(f'<polygon points="{" ".join(band)}" fill="#0072B2" fill-opacity="0.2"/>')
+        parts.append(f'<polyline points="{" ".join(xy(k, values[k]) for k in seg)}" fill="none" stroke="#0072B2" '
+                     'stroke-width="1.4"/>')
+        parts += [f'<circle cx="{xy(k, values[k]).split(",")[0]}" cy="{xy(k, values[k]).split(",")[1]}" r="1.5" '
+                  'fill="#0072B2"/>' for k in seg]
+    label = f"{row.signal.split(';')[0]} over steps {row.steps[0]} to {row.steps[-1]}" if row.steps else row.signal
+    return (f'<svg class=spark width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="{_esc(label)}">{"".join(parts)}</svg>')
 
 
 def _verdict_section(context: ReportContext, rows) -> str:
-    body = ["<table class=verdicts><thead><tr><th>signal</th><th>verdict</th><th>evidence</th><th>test</th>"
-            "</tr></thead><tbody>"]
+    adjusted = any(r.p_adjusted is not None for r in rows)
+    body = ["<table class=verdicts><thead><tr><th>signal</th><th>curve, 95% band</th><th>verdict</th>"
+            "<th class=nw>bracket (a, b]</th><th class=nw>effect [95% CI]</th>"
+            f"<th class=nw>{'p adjusted' if adjusted else 'p (not adjusted)'}</th></tr></thead><tbody>"]
     for row in rows:
-        evidence = "".join(f"<li>{_esc(e)}</li>" for e in row.evidence) or "<li>none</li>"
-        cls = "sharp" if row.verdict.startswith("phase transition") else "notrun" if row.verdict == "not run" else ""
+        bracket = f"({row.bracket[0]}, {row.bracket[1]}]" if row.bracket else ""
+        p = ""
+        if row.p_adjusted is not None:
+            p = f"{row.p_adjusted:.2g}"
+        elif row.p_value is not None:
+            p = f"{row.p_value:.2g}" + (" (not adj.)" if adjusted else "")
+        cls = row.kind.replace("_", "-").replace(" ", "-")
         body.append(
-            f'<tr class="{cls}"><td>{_esc(row.signal)}<br><span class=file>{_esc(row.source)}</span></td>'
-            f"<td data-curve=\"{_esc(row.curve)}\">{_esc(row.verdict)}</td><td><ul>{evidence}</ul></td>"
-            f"<td class=test>{_esc(row.test)}</td></tr>"
-        )
+            f'<tr class="{_esc(cls)}"><td>{_esc(row.signal.split(";")[0])}'
+            + (f' <span class=aside>({_esc(row.signal.split(";", 1)[1].strip())})</span>' if ";" in row.signal
+               else "")
+            + f'</td><td class=sparkcell>{sparkline(row)}</td><td data-curve="{_esc(row.curve)}">{_esc(row.verdict)}'
+            f"</td><td class=nw>{_esc(bracket)}</td>"
+            f"<td class=nw>{_esc(_interval(row.effect, row.effect_low, row.effect_high))}</td>"
+            f"<td class=nw>{_esc(p)}</td></tr>")
     body.append("</tbody></table>")
-    formation = (context.suite_record or {}).get("formation") or {}
-    if formation.get("formed"):
-        body.append(f"<p>Reference event of this suite: induction heads formed between step "
-                    f"{_esc(formation['last_step_before'])} and {_esc(formation['first_formed_step'])} "
-                    f"({_esc(formation['criterion'])}).</p>")
     return "".join(body)
+
+
+def _test_description(rows) -> str:
+    """The verdict test, described once under the table (the module's TEST_DESCRIPTION, with the run's level)."""
+    from codedyn.analysis import transitions
+
+    text = str(getattr(transitions, "TEST_DESCRIPTION", ""))
+    try:
+        text = text.format(level=0.95, alpha=0.05, axis="log(step + 1)")
+    except (KeyError, IndexError, ValueError):
+        pass  # a description without (or with other) placeholders is shown as written
+    fwer = next((r.fwer for r in rows if r.fwer), "")
+    tests = sorted({r.test for r in rows if r.test})
+    sources = sorted({r.source for r in rows if r.source})
+    evidence = "".join(f"<li><b>{_esc(r.signal.split(';')[0])}</b>: {_esc('; '.join(r.evidence))}</li>"
+                       for r in rows if r.evidence)
+    return ("<div class=method><p><b>How each verdict is made</b>"
+            + (f" (test {_esc(', '.join(tests))})" if tests else "") + f": {_esc(text)}</p>"
+            + (f"<p><b>Family-wise control:</b> {_esc(fwer)}.</p>" if fwer else "")
+            + "<p>Bracket (a, b]: the change happened after checkpoint a and by checkpoint b; the data cannot place "
+            "it more precisely. The sparkline puts every checkpoint at equal distance; a shaded span is a sharp "
+            f"call's bracket. Sources: {_esc(', '.join(sources))}.</p>"
+            + (f"<details><summary>Evidence behind every verdict</summary><ul>{evidence}</ul></details>"
+               if evidence else "") + "</div>")
+
+
+# ------------------------------------------------------------------------------------------------ sections
 
 
 def _dataset_section(context: ReportContext) -> str:
@@ -230,7 +567,8 @@ def _key_tables(name: str, folder: Path) -> str:
             out.append("<h3>Validation-split detection of incorrect code (best SAE latent vs linear probe)</h3>"
                        + _frame_table(key[["layer", "metric", "predictor", "step", "value", "low", "high"]],
                                       "emergence/emergence.parquet", limit=80))
-            skip = {"emergence.parquet", "bootstrap_replicates.npz"}
+            out.append(_operator_table(folder))
+            skip = {"emergence.parquet", "bootstrap_replicates.npz", "operators.parquet"}
             return "".join(out) + "".join(
                 f"<h3>{_esc(p.name)}</h3>" + _frame_table(pd.read_parquet(p), p.name)
                 for p in sorted(folder.glob("*.parquet")) if p.name not in skip)
@@ -249,11 +587,48 @@ def _key_tables(name: str, folder: Path) -> str:
                        + _frame_table(top[[c for c in cols if c in top.columns]].groupby("step").head(3),
                                       path.name))
         return "".join(out)
+    if name == "embryology" and (folder / "structure.parquet").is_file():
+        table = pd.read_parquet(folder / "structure.parquet")
+        if {"step", "space", "labelling", "accuracy", "low", "high", "chance"} <= set(table.columns):
+            table = table.assign(cell=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
+                                       zip(table["accuracy"], table["low"], table["high"], strict=True)],
+                                 space=table["space"].map({"umap": "2-d layout", "chi": "χ vectors"}).fillna(
+                                     table["space"]))
+            wide = table.pivot_table(index=["labelling", "space", "chance"], columns="step", values="cell",
+                                     aggfunc="first").reset_index()
+            out.append("<h3>Structure: kNN balanced accuracy of each labelling (value [95% CI]; chance beside "
+                       "it)</h3>" + _table([str(c) for c in wide.columns], wide.astype(object).values.tolist())
+                       + "<p class=note>Every token's coordinates: embryology/embedding.parquet.</p>")
+            return "".join(out)
     skip = {"diagnostics.parquet"}
     for path in sorted(folder.glob("*.parquet")):
         if path.name in skip:
             continue
         out.append(f"<h3>{_esc(path.name)}</h3>" + _frame_table(pd.read_parquet(path), path.name))
+    return "".join(out)
+
+
+def _operator_table(folder: Path) -> str:
+    """Detection by mutation operator, operator x checkpoint, 'value [95% CI]' per cell (the heatmap's numbers)."""
+    import pandas as pd
+
+    path = folder / "operators.parquet"
+    if not path.is_file():
+        return ""
+    table = pd.read_parquet(path)
+    if not {"layer", "predictor", "operator", "step", "value", "low", "high"} <= set(table.columns):
+        return ""
+    out = []
+    for layer in sorted(table["layer"].unique()):
+        part = table[(table["layer"] == layer) & (table["predictor"] == "best_latent")]
+        if part.empty:
+            continue
+        part = part.assign(cell=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
+                                 zip(part["value"], part["low"], part["high"], strict=True)])
+        wide = part.pivot_table(index="operator", columns="step", values="cell", aggfunc="first").reset_index()
+        out.append(f"<h3>Layer {_esc(layer)}: fraction of validation mutants the best latent flags, by operator "
+                   "(value [95% CI])</h3>"
+                   + _table([str(c) for c in wide.columns], wide.fillna("").astype(object).values.tolist()))
     return "".join(out)
 
 
@@ -263,29 +638,40 @@ def _experiment_section(name: str, title: str, context: ReportContext, susceptib
         return _section(name, title, _not_run(title))
     parts = [f"<p class=file>{_esc(folder.relative_to(context.run_dir).as_posix())}/</p>"]
     transitions = _read_json(folder / "transitions.json")
-    figures = [p for p in _figures(folder)]
-    parts += [_img(p) for p in figures]
+    parts += [_img(p) for p in sorted(_figures(folder), key=_figure_order)]
     parts.append(_links(folder, context.run_dir))
     parts.append(_key_tables(name, folder))
     if name == "susceptibility" and susceptibility_calls:
-        rows = [[k, v["verdict"], f"{v['change_p_value']:.3g}" if "change_p_value" in v else ""]
-                for k, v in sorted(susceptibility_calls.items())]
-        parts.append("<details><summary>Transition call per component and distribution</summary>"
-                     + _table(["component / distribution", "verdict", "p (any change)"], rows) + "</details>")
+        parts.append("<details><summary>Verdict per component and distribution</summary>"
+                     + _calls_table(susceptibility_calls, "component / distribution") + "</details>")
     if transitions:
-        rows = [[k, v.get("verdict", ""), "; ".join(e.get("detail", "") for e in v.get("events", []))]
-                for k, v in transitions.items()]
         parts.append("<details><summary>Every curve's calls (transitions.json)</summary>"
-                     + _table(["curve", "verdict", "events"], rows) + "</details>")
+                     + _calls_table(transitions, "curve", evidence=True) + "</details>")
     if len(parts) == 1:
         parts.append("<p class=notrun>The folder exists but holds no figures or tables yet.</p>")
     return _section(name, title, "".join(parts))
 
 
+def _calls_table(calls: dict, first: str, evidence: bool = False) -> str:
+    from codedyn.report.verdicts import normalise_call
+
+    rows = []
+    for key, found in sorted(calls.items()):
+        call = normalise_call(found)
+        bracket = f"({call['bracket'][0]}, {call['bracket'][1]}]" if call["bracket"] else ""
+        p = call["p_adjusted"] if call["p_adjusted"] is not None else call["p_value"]
+        row = [key, call["verdict"], bracket, _interval(call["effect"], call["effect_low"], call["effect_high"]),
+               "" if p is None else f"{p:.3g}"]
+        rows.append(row + (["; ".join(call["evidence"])] if evidence else []))
+    return _table([first, "verdict", "bracket", "effect [95% CI]", "p (adjusted where available)"]
+                  + (["evidence"] if evidence else []), rows)
+
+
 def _llc_section(context: ReportContext) -> str:
     import pandas as pd
 
-    from codedyn.report.plots import save_figure, training_curves
+    from codedyn.report.events import known_events
+    from codedyn.report.plots import llc_from_table, save_figure, training_curves
 
     path = context.run_dir / "influence" / "influence.parquet"
     if not path.is_file():
@@ -294,21 +680,18 @@ def _llc_section(context: ReportContext) -> str:
     llc = table[table["quantity"] == "LLC"].sort_values("step")
     if llc.empty:
         return _not_run("LLC")
-    events = []
-    formation = (context.suite_record or {}).get("formation") or {}
-    if formation.get("formed"):
-        events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
-    figure = training_curves(llc["step"].tolist(), {"LLC": (llc["value"], llc["low"], llc["high"])},
-                             ylabel="LLC = nβ mean_t [L_B(w_t) − L_B(w*)]",
-                             title="Local learning coefficient over training",
-                             events=events, zero_line=False)
+    steps = sorted(table["step"].unique().tolist())
+    values, lows, highs, note = llc_from_table(table, steps)
+    figure = training_curves(steps, {"LLC": (values, lows, highs)}, ylabel="LLC = nβ (E[L] − L(w*))",
+                             title="Local learning coefficient over training", events=known_events(context),
+                             zero_line=False, height_in=2.8)
+    if note:
+        figure.axes[0].annotate(note, xy=(0.01, 0.96), xycoords="axes fraction", ha="left", va="top", fontsize=6.5,
+                                color="0.35")
     png, _ = save_figure(figure, context.run_dir / REPORT_FIGURES / "llc")
-    minimum = llc["local_minimum"] if "local_minimum" in llc else pd.Series(True, index=llc.index)
-    rows = [[int(r.step), f"{r.value:.4g}", f"[{r.low:.4g}, {r.high:.4g}]"] if ok else
-            [int(r.step), "none", getattr(r, "llc_status", "not a local minimum")]
-            for r, ok in zip(llc.itertuples(), minimum, strict=True)]
-    return (_img(png, "LLC per checkpoint with 95% CI (chain + block bootstrap); a checkpoint that is not a local "
-                      "minimum (its chains fall below its own loss) gets no LLC and is left out of the LLC verdicts")
+    rows = [[int(s), "" if v != v else f"{v:.4g}", "" if v != v else f"[{lo:.4g}, {hi:.4g}]"]
+            for s, v, lo, hi in zip(steps, values, lows, highs, strict=True)]
+    return (_img(png) + (f"<p class=note>{_esc(note)}.</p>" if note else "")
             + _table(["step", "LLC", "95% CI"], rows))
 
 
@@ -419,26 +802,66 @@ def _timings_section(context: ReportContext) -> str:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:1.2em auto;
 padding:0 1em;color:#222;line-height:1.4}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+h1{font-size:1.45em;margin:.2em 0}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+header p{margin:.2em 0;font-size:.85em;color:#555}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em;max-width:100%}
 th,td{border:1px solid #ddd;padding:.25em .5em;vertical-align:top;text-align:left}
-th{background:#f3f3f3}tr.warn td{background:#fff3e0}tr.sharp td{background:#e8f5e9}tr.notrun td{color:#888}
-td.test{font-size:.8em;color:#555;max-width:22em}
-figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#444}
-.file{font-family:monospace;font-size:.8em;color:#777}.notrun{color:#888;font-style:italic}
-.note{font-size:.8em;color:#666}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
-nav a{margin-right:1em}
+th{background:#f3f3f3}tr.warn td{background:#fff3e0}tr.notrun td,tr.not-run td{color:#888}
+table.verdicts{font-size:.78em;width:100%;line-height:1.25}
+table.verdicts td,table.verdicts th{padding:.05em .45em;vertical-align:middle}.aside{color:#777;font-size:.9em}
+.nw{white-space:nowrap}
+table.verdicts tr.sharp td{background:#fdebe1}table.verdicts tr.unresolved td{background:#f1f1f1}
+td.sparkcell{padding:1px .2em;width:122px;line-height:0}svg.spark{display:block}
+#answer{background:#f5f8fc;border-left:4px solid #0072B2;padding:.35em 1em;margin:.5em 0;font-size:.95em}
+#answer h2{border:0;margin:.1em 0;font-size:1.1em}#answer p{margin:.15em 0}
+#summary h2{margin:.5em 0 .2em;font-size:1.1em}.method{font-size:.85em;color:#333}.method p{margin:.3em 0}
+figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.85em;color:#333;max-width:60em}
+.file{font-family:monospace;font-size:.8em;color:#777;display:block;overflow-wrap:anywhere}.notrun{color:#888;font-style:italic}
+.note{font-size:.8em;color:#666}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em;
+white-space:pre-wrap}
+.scroll{overflow-x:auto;max-width:100%}
+nav{font-size:.8em}nav a{margin-right:.7em}
 """
 
 
+def _validation_section(context: ReportContext, rows) -> str:
+    """VALIDATION TABLE SLOT, right after the answer: ground truth against every signal, written by
+    ``codedyn.report.validation.validation_section(context, rows) -> str`` (HTML, '' when the study has no ground
+    truth). Until that module exists the report has no validation section."""
+    import importlib.util
+
+    if importlib.util.find_spec("codedyn.report.validation") is None:
+        return ""
+    from codedyn.report import validation
+
+    return validation.validation_section(context, rows)
+
+
+def _events_line(events: list[dict]) -> str:
+    if not events:
+        return ""
+    items = []
+    for event in events:
+        where = (f"within ({event['bracket'][0]}, {event['bracket'][1]}]" if "bracket" in event
+                 else f"at step {event['step']}")
+        items.append(f"{event['name']} {where}" + (f" ({event['detail']})" if event.get("detail") else ""))
+    return f"<p class=method><b>Known events</b> (grey in every figure): {_esc('; '.join(items))}.</p>"
+
+
 def render_report(context: ReportContext) -> tuple[str, list[dict]]:
-    """The report page and the verdict rows it shows."""
+    """The report page and the verdict rows it shows: the answer first, then the validation slot, the verdict
+    table (one row per signal) with the test described once, then the evidence section by section."""
+    from codedyn.report.events import known_events
     from codedyn.report.verdicts import verdict_rows
 
     rows, susceptibility_calls = verdict_rows(context.run_dir)
-    sections = [("summary", "Summary: sharp or gradual?", _verdict_section(context, rows)),
+    events = known_events(context)
+    answer = "".join(f"<p>{_esc(s)}</p>" for s in compose_answer(rows, events, trust_notes(context, rows)))
+    summary = _verdict_section(context, rows) + _events_line(events) + _test_description(rows)
+    sections = [("summary", "Verdict per signal: sharp or gradual?", summary),
                 ("dataset", "Dataset card", _dataset_section(context))]
     known = {name for name, _ in EXPERIMENTS}
     experiments = [_experiment_section(name, title, context, susceptibility_calls) for name, title in EXPERIMENTS]
@@ -456,12 +879,16 @@ def render_report(context: ReportContext) -> tuple[str, list[dict]]:
     name = context.config.get("name", context.run_dir.name)
     page = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>codedyn report: {_esc(name)}</title><style>{CSS}</style></head><body>",
-        f"<h1>codedyn study report: {_esc(name)}</h1>",
+        f"<header><h1>codedyn study report: {_esc(name)}</h1>",
         f"<p>Suite {_esc(context.manifest.get('suite', '?'))}, checkpoints "
-        f"{_esc(context.manifest.get('steps', '?'))}; run folder <span class=file>{_esc(context.run_dir)}</span>; "
-        f"code {_esc(context.manifest.get('git_commit') or 'unknown commit')}.</p>",
-        nav,
+        f"{_esc(context.manifest.get('steps', '?'))}; code "
+        f"{_esc(context.manifest.get('git_commit') or 'unknown commit')}; run folder "
+        f"<span class=file style=display:inline>{_esc(context.run_dir)}</span></p>{nav}</header>",
+        f'<section id="answer"><h2>Answer for this run</h2>{answer}</section>',
+        "<!-- validation table (codedyn.report.validation) -->",
+        _validation_section(context, rows),
         *[_section(a, t, b) for a, t, b in sections],
         *experiments,
         *[_section(a, t, b) for a, t, b in tail],

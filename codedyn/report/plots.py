@@ -1,16 +1,22 @@
 """Thesis-quality figures: data in, ``matplotlib.figure.Figure`` out.
 
-Conventions shared by every function here:
+Conventions shared by every function here (and by the figures the experiments draw through them):
 
 * Figures are built as bare ``Figure`` objects (no pyplot, no global state, no backend selection); matplotlib is
   imported inside the functions, so importing this module stays light. Save them with :func:`save_figure`.
-* Width is :data:`FIG_WIDTH_IN` (6.5 in, a full text width); fonts are 7-10 pt; layout is constrained.
+* Width is :data:`FIG_WIDTH_IN` (6.8 in, a thesis text width) or :data:`COLUMN_WIDTH_IN` (3.3 in, one column);
+  fonts are 7-9 pt at that size, so they print readably without scaling; layout is constrained.
 * Colours come from the Okabe-Ito palette (colour-blind safe), and curves also differ by marker shape so they
-  survive greyscale printing.
-* Uncertainty is drawn as shaded bands (confidence intervals around a curve).
-* Training step is drawn on a *symmetric-log* x axis with ``linthresh=1``: logarithmic from step 1 on, linear on
-  [0, 1], so the initialisation checkpoint (step 0) is drawn at its true value one decade left of step 1, instead of
-  being dropped (log) or shifted to step + 1. The axis label says so.
+  survive greyscale printing. Uncertainty is drawn as shaded bands (95% confidence intervals around a curve).
+* **The step axis is the checkpoint index.** Every checkpoint gets the same room (``x = 0, 1, ..., n - 1``) and
+  its tick is labelled by its training step (``5.5k``), so 5000, 5500 and 6000 are as far apart as 0 and 1000.
+  Any step between two checkpoints (an event, a bracket end) is placed by linear interpolation in step within its
+  interval (:func:`step_position`). One helper (:func:`step_axis`) sets this axis on every figure.
+* Known developmental events (:mod:`codedyn.report.events`) are vertical lines (a step) or grey bands (a bracket
+  ``(a, b]``); detected sharp transitions are drawn as bands over their bracket, never as a line "at" a step.
+* The LLC gets its own panel under the curves, sharing their x axis, never a twin y axis. A checkpoint without an
+  LLC (not a local minimum, e.g. the random initialisation at step 0, or not estimated) is left out of that panel
+  and named in a note inside it (:func:`llc_from_table`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-FIG_WIDTH_IN = 6.5
+FIG_WIDTH_IN = 6.8
+COLUMN_WIDTH_IN = 3.3
 PNG_DPI = 200
 
 # Okabe & Ito (2008), reordered so that the first colours contrast best on white; yellow comes last.
@@ -40,18 +47,21 @@ OKABE_ITO = (
     "#F0E442",  # yellow
 )
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
-LLC_COLOR = "0.45"
+LLC_COLOR = "0.3"
 EVENT_COLOR = "0.3"
-STEP_LABEL = "Training step (symlog axis: log from 1, step 0 at left)"
+EVENT_BAND_COLOR = "0.55"
+SHARP_BAND_COLOR = OKABE_ITO[1]
+STEP_LABEL = "Training step (one slot per checkpoint)"
+HEATMAP_CMAP = "cividis"  # perceptually uniform and colour-blind safe; one sequential map for every heatmap
 
 _RC = {
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "legend.fontsize": 8,
-    "figure.titlesize": 10,
+    "font.size": 8.5,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8.5,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "legend.fontsize": 7.5,
+    "figure.titlesize": 9.5,
     "axes.linewidth": 0.8,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -80,13 +90,65 @@ def _style_axes(ax: Axes, grid: bool = True) -> None:
         ax.set_axisbelow(True)
 
 
-def _step_axis(ax: Axes) -> None:
-    from matplotlib.ticker import NullFormatter, SymmetricalLogLocator
+# ------------------------------------------------------------------------------------------------ the step axis
 
-    ax.set_xscale("symlog", linthresh=1, linscale=1)
-    ax.xaxis.set_minor_locator(SymmetricalLogLocator(base=10, linthresh=1, subs=np.arange(2, 10)))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(STEP_LABEL)
+
+def _check_steps(steps: Sequence[int] | np.ndarray) -> np.ndarray:
+    s = np.asarray(steps, dtype=float).reshape(-1)
+    if s.size == 0:
+        raise ValueError("no steps to plot")
+    if np.any(np.diff(s) <= 0):
+        raise ValueError(f"steps must be strictly increasing, got {s.tolist()}")
+    return s
+
+
+def step_positions(steps: Sequence[int] | np.ndarray) -> np.ndarray:
+    """x of every checkpoint: its index (0, 1, ..., n - 1)."""
+    return np.arange(_check_steps(steps).size, dtype=float)
+
+
+def step_position(step: float, steps: Sequence[int] | np.ndarray) -> float | None:
+    """x of any training step on the checkpoint-index axis: a checkpoint's index, or linear interpolation in step
+    between the two checkpoints around it; None outside the plotted steps (the event is not drawn)."""
+    s = _check_steps(steps)
+    step = float(step)
+    if step < s[0] or step > s[-1]:
+        return None
+    return float(np.interp(step, s, np.arange(s.size, dtype=float)))
+
+
+def step_tick_label(step: float) -> str:
+    """Compact step labels that fit one checkpoint slot: 0, 500, 1k, 5.5k, 143k, 1.2M."""
+    step = float(step)
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(step) >= scale:
+            value = step / scale
+            text = f"{value:.3g}" if value < 100 else f"{value:.0f}"
+            return text + suffix
+    return f"{step:.0f}" if step == round(step) else f"{step:g}"
+
+
+def step_axis(ax: Axes, steps: Sequence[int] | np.ndarray, label: bool = True) -> None:
+    """The checkpoint-index x axis of every training-curve figure: one tick per checkpoint labelled by its step
+    (every k-th label when more than 24 checkpoints would crowd the width; rotated when more than 10)."""
+    s = _check_steps(steps)
+    n = s.size
+    every = max(1, int(np.ceil(n / 24)))
+    labels = [step_tick_label(v) if (k % every == 0 or k == n - 1) else "" for k, v in enumerate(s)]
+    ax.set_xticks(np.arange(n), labels, rotation=45 if n > 10 else 0, ha="right" if n > 10 else "center")
+    ax.xaxis.set_minor_locator(_null_locator())
+    ax.set_xlim(-0.5, n - 0.5)
+    if label:
+        ax.set_xlabel(STEP_LABEL)
+
+
+def _null_locator():
+    from matplotlib.ticker import NullLocator
+
+    return NullLocator()
+
+
+# ------------------------------------------------------------------------------------------------ small helpers
 
 
 def _as_float(values: Sequence[float] | np.ndarray | None, n: int, what: str) -> np.ndarray | None:
@@ -134,6 +196,107 @@ def _legend_above(ax: Axes, handles: Sequence[Any], labels: Sequence[str]) -> No
     )
 
 
+def _event_label(ev: Mapping[str, Any]) -> str:
+    kind = str(ev.get("kind", ""))
+    return str(ev.get("label") or ev.get("name") or kind.replace("_", " "))
+
+
+def draw_events(ax: Axes, steps: Sequence[int] | np.ndarray, events: Sequence[Mapping[str, Any]],
+                labels: bool = True) -> None:
+    """Events on a checkpoint-index axis: ``{"step": s}`` as a dashed vertical line, ``{"bracket": [a, b]}`` as a
+    band from a to b (a sharp transition's band in vermillion, any other in grey), each labelled at the top
+    (``label``, else ``name``, else the kind). Events outside the plotted steps are skipped. gids: "event",
+    "event_band"."""
+    for ev in events:
+        label = _event_label(ev)
+        bracket = ev.get("bracket")
+        if bracket is not None:
+            lo, hi = step_position(bracket[0], steps), step_position(bracket[1], steps)
+            if lo is None or hi is None:
+                continue
+            sharp = str(ev.get("kind", "")) == "sharp"
+            band = ax.axvspan(lo, hi, color=SHARP_BAND_COLOR if sharp else EVENT_BAND_COLOR,
+                              alpha=0.16 if sharp else 0.2, linewidth=0, zorder=0.5)
+            band.set_gid("event_band")
+            x = lo
+        else:
+            x = step_position(ev["step"], steps)
+            if x is None:
+                continue
+            line = ax.axvline(x, color=EVENT_COLOR, linestyle=(0, (4, 2.5)), linewidth=0.9, zorder=2)
+            line.set_gid("event")
+        if labels:
+            ax.annotate(label, xy=(x, 1.0), xycoords=("data", "axes fraction"), xytext=(2.5, -3),
+                        textcoords="offset points", rotation=90, ha="left", va="top", fontsize=6.5,
+                        color=EVENT_COLOR, annotation_clip=False, zorder=4,
+                        bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75})
+
+
+# ------------------------------------------------------------------------------------------------ the LLC
+
+
+def llc_from_table(table, steps: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
+    """``(values, lows, highs, note)`` of the LLC at ``steps`` from ``influence.parquet`` rows, or None when the
+    table holds no LLC at all.
+
+    A step gets NaN (left out of the LLC panel) when it has no LLC row, a non-finite value, or a row flagged as not
+    a local minimum: a boolean column whose name contains ``local_minimum`` (True = a local minimum, e.g.
+    ``local_minimum``; the reverse for a name starting with ``not_``) or ``llc_valid`` = False; or an interval
+    entirely below zero (the LLC of a local minimum is >= 0: such chains found lower loss than the checkpoint, as at
+    a random initialisation). The note names the left-out steps and why, for the panel and the report.
+    """
+    llc = table[table["quantity"] == "LLC"] if "quantity" in table else table
+    if llc.empty:
+        return None
+    llc = llc.drop_duplicates("step").set_index("step")
+    values, lows, highs = (np.full(len(steps), np.nan) for _ in range(3))
+    reasons: dict[str, list[str]] = {}
+    flags = [c for c in llc.columns if "local_minimum" in c or c == "llc_valid"]
+    for k, step in enumerate(steps):
+        if step not in llc.index:
+            reasons.setdefault("not estimated", []).append(step_tick_label(step))
+            continue
+        row = llc.loc[step]
+        bad = False
+        for column in flags:
+            flag = row[column]
+            if flag is None or flag != flag:  # missing flag: no claim either way
+                continue
+            bad |= bool(flag) if column.startswith("not_") else not bool(flag)
+        if bad:
+            reasons.setdefault("not a local minimum", []).append(step_tick_label(step))
+            continue
+        if not np.isfinite(float(row["value"])):
+            reasons.setdefault("no finite estimate", []).append(step_tick_label(step))
+            continue
+        if float(row["high"]) < 0:  # the LLC is >= 0 at a local minimum: chains settled below L(w*)
+            reasons.setdefault("negative: the chains fell below L(w*), not a local minimum", []).append(
+                step_tick_label(step))
+            continue
+        values[k], lows[k], highs[k] = float(row["value"]), float(row["low"]), float(row["high"])
+    note = "; ".join(f"no LLC at step {', '.join(where)} ({why})" for why, where in reasons.items())
+    return values, lows, highs, note
+
+
+def _llc_panel(ax: Axes, x: np.ndarray, llc: Sequence[Any], label: str) -> None:
+    values, lows, highs, *rest = llc
+    n = x.shape[0]
+    note = str(rest[0]) if rest and rest[0] else ""
+    y = _as_float(values, n, "llc values")
+    band = _band(ax, x, _as_float(lows, n, "llc lows"), _as_float(highs, n, "llc highs"), LLC_COLOR, 0.18)
+    if band is not None:
+        band.set_gid("llc_ci")
+    (line,) = ax.plot(x, y, color=LLC_COLOR, marker="o", markersize=3, linewidth=1.1, label=label)
+    line.set_gid("llc")
+    ax.set_ylabel(label)
+    if not note and y is not None and np.isnan(y).any():
+        missing = [k for k in range(n) if np.isnan(y[k])]
+        note = f"no LLC at checkpoint {', '.join(str(k) for k in missing)}"
+    if note:
+        ax.annotate(note, xy=(0.01, 0.96), xycoords="axes fraction", ha="left", va="top", fontsize=6.5,
+                    color="0.35", gid="llc_note")
+
+
 # ------------------------------------------------------------------------------------------------ training curves
 
 
@@ -142,44 +305,58 @@ def training_curves(
     curves: Mapping[str, tuple[Sequence[float], Sequence[float] | None, Sequence[float] | None]],
     ylabel: str,
     title: str = "",
-    llc: tuple[Sequence[float], Sequence[float] | None, Sequence[float] | None] | None = None,
+    llc: Sequence[Any] | None = None,
     events: Sequence[Mapping[str, Any]] = (),
     zero_line: bool = True,
     llc_label: str = "LLC",
-    height_in: float = 3.6,
+    height_in: float = 3.4,
+    width_in: float = FIG_WIDTH_IN,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Figure:
-    """Quantities over training checkpoints, with confidence bands, optional LLC and developmental events.
+    """Quantities over training checkpoints, with confidence bands, developmental events and optionally the LLC.
 
-    steps: checkpoint steps (x). curves: name -> (values, lows, highs), one value per step; drawn as lines with
-    markers (Okabe-Ito colour + distinct marker per curve) and a shaded CI band; ``lows``/``highs`` may be None for
-    no band, NaN/inf entries leave gaps. llc: optional (values, lows, highs) drawn in grey on a twin right axis
-    labelled ``llc_label`` ("LLC"). events: dicts with ``step``, ``kind`` (sign_flip/peak/trough/jump/transition)
-    and optional ``label`` (falls back to the kind), drawn as vertical dashed lines with a small rotated label at the
-    top of the plot. zero_line: a thin y = 0 reference line, drawn only when 0 lies within the plotted data (so it
-    never stretches the axis of an all-positive quantity). The x axis is symlog (see module docstring).
+    steps: checkpoint steps, drawn on the checkpoint-index axis (:func:`step_axis`). curves: name -> (values, lows,
+    highs), one value per step; lines with markers (Okabe-Ito colour + distinct marker per curve) and a shaded CI
+    band; ``lows``/``highs`` may be None for no band, NaN/inf entries leave gaps. llc: optional (values, lows,
+    highs[, note]) drawn in its own panel below, sharing x (see :func:`llc_from_table` for the note; NaN steps are
+    left out). events: dicts with ``step`` or ``bracket`` (see :func:`draw_events`), drawn in every panel, labelled
+    in the top one. zero_line: a thin y = 0 line, drawn only when 0 lies within the plotted data. styles: optional
+    curve name -> {"colour": palette index, "dashed": bool} so that related curves share a colour (e.g. one
+    component's χ_correct solid and χ_incorrect dashed); curves without an entry take the next colour in order.
 
-    Artists carry gids for inspection: "curve", "ci", "llc", "llc_ci", "zero", "event".
+    Artists carry gids for inspection: "curve", "ci", "llc", "llc_ci", "llc_note", "zero", "event", "event_band".
     """
     import matplotlib as mpl
 
-    x = np.asarray(steps, dtype=float).reshape(-1)
-    n = x.shape[0]
+    x_steps = np.asarray(steps, dtype=float).reshape(-1)
+    n = x_steps.shape[0]
     if n == 0:
         raise ValueError("training_curves: no steps")
+    x = step_positions(x_steps)
     with mpl.rc_context(_RC):
-        fig = _new_figure(height_in)
-        ax = fig.add_subplot()
-        _style_axes(ax)
-        _step_axis(ax)
+        if llc is None:
+            fig = _new_figure(height_in, width_in)
+            ax = fig.add_subplot()
+            panels = [ax]
+        else:
+            fig = _new_figure(height_in + 1.1, width_in)
+            ax, lax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.25]})
+            panels = [ax, lax]
+        for panel in panels:
+            _style_axes(panel)
         all_y: list[np.ndarray | None] = []
         for i, (name, triple) in enumerate(curves.items()):
             values, lows, highs = triple
             y = _as_float(values, n, f"curve {name!r} values")
             lo = _as_float(lows, n, f"curve {name!r} lows")
             hi = _as_float(highs, n, f"curve {name!r} highs")
-            color = OKABE_ITO[i % len(OKABE_ITO)]
-            _band(ax, x, lo, hi, color, alpha=0.2)
-            (line,) = ax.plot(x, y, color=color, marker=MARKERS[i % len(MARKERS)], label=str(name), zorder=3)
+            style = (styles or {}).get(name, {})
+            k = int(style.get("colour", i))
+            color = OKABE_ITO[k % len(OKABE_ITO)]
+            dashed = bool(style.get("dashed", False))
+            _band(ax, x, lo, hi, color, alpha=0.1 if dashed else 0.2)
+            (line,) = ax.plot(x, y, color=color, marker=MARKERS[i % len(MARKERS)], label=str(name), zorder=3,
+                              linestyle=(0, (4, 2)) if dashed else "-")
             line.set_gid("curve")
             all_y += [y, lo, hi]
         if zero_line:
@@ -188,53 +365,78 @@ def training_curves(
                 zl = ax.axhline(0.0, color="0.2", linewidth=0.7, zorder=1.5)
                 zl.set_gid("zero")
         ax.set_ylabel(ylabel)
-
-        handles, labels = ax.get_legend_handles_labels()
         if llc is not None:
-            tw = ax.twinx()
-            _style_axes(tw, grid=False)
-            tw.spines["right"].set_visible(True)
-            values, lows, highs = llc
-            y = _as_float(values, n, "llc values")
-            band = _band(tw, x, _as_float(lows, n, "llc lows"), _as_float(highs, n, "llc highs"), LLC_COLOR, 0.15)
-            if band is not None:
-                band.set_gid("llc_ci")
-            (lline,) = tw.plot(x, y, color=LLC_COLOR, linestyle="-", marker=".", linewidth=1.1, label=llc_label)
-            lline.set_gid("llc")
-            tw.set_ylabel(llc_label, color="0.3")
-            tw.tick_params(axis="y", colors="0.3")
-            # Draw the main curves above the grey LLC: raise the main axes and make its background transparent.
-            ax.set_zorder(tw.get_zorder() + 1)
-            ax.patch.set_visible(False)
-            handles.append(lline)
-            labels.append(llc_label)
-
-        for ev in events:
-            step = float(ev["step"])
-            kind = str(ev.get("kind", ""))
-            label = str(ev.get("label") or kind.replace("_", " "))
-            vl = ax.axvline(step, color=EVENT_COLOR, linestyle=(0, (4, 2.5)), linewidth=0.9, zorder=2)
-            vl.set_gid("event")
-            ax.annotate(
-                label,
-                xy=(step, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(2.5, -3),
-                textcoords="offset points",
-                rotation=90,
-                ha="left",
-                va="top",
-                fontsize=7,
-                color=EVENT_COLOR,
-                annotation_clip=False,
-                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
-                zorder=4,
-            )
-
-        if handles:
+            _llc_panel(lax, x, llc, llc_label)
+        for k, panel in enumerate(panels):
+            draw_events(panel, x_steps, events, labels=k == 0)
+        step_axis(panels[-1], x_steps)
+        if len(panels) > 1:
+            ax.tick_params(labelbottom=False)
+        handles, labels = ax.get_legend_handles_labels()
+        if len(handles) > 1:  # one curve is named by the y label already
             _legend_above(ax, handles, labels)
         if title:
             fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ step heatmap
+
+
+def step_heatmap(
+    steps: Sequence[int],
+    rows: Mapping[str, Sequence[float]],
+    title: str,
+    cbar_label: str,
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    events: Sequence[Mapping[str, Any]] = (),
+    annotate: bool = True,
+    width_in: float = FIG_WIDTH_IN,
+) -> Figure:
+    """A (row x checkpoint) heatmap on the checkpoint-index axis, e.g. detection rate per mutation operator.
+
+    rows: name -> one value per step (NaN = not measured, drawn light grey). One sequential map
+    (:data:`HEATMAP_CMAP`) over [vmin, vmax] (None: the data's range); each cell is labelled with its value when
+    ``annotate`` and the grid is small enough to read (intervals belong in a table next to the figure). Events are
+    drawn as in :func:`training_curves` (bands and lines over the cells). The image carries gid "heatmap".
+    """
+    import matplotlib as mpl
+
+    s = _check_steps(steps)
+    names = list(rows)
+    if not names:
+        raise ValueError("step_heatmap: no rows")
+    m = np.vstack([_as_float(rows[name], s.size, f"row {name!r}") for name in names])
+    finite = m[np.isfinite(m)]
+    lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+    hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    height = min(0.95 + 0.24 * len(names), 8.0)
+    with mpl.rc_context(_RC):
+        fig = _new_figure(height, width_in)
+        ax = fig.add_subplot()
+        cmap = mpl.colormaps[HEATMAP_CMAP].with_extremes(bad="0.9")
+        im = ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi, aspect="auto", interpolation="nearest")
+        im.set_gid("heatmap")
+        ax.set_yticks(np.arange(len(names)), names)
+        step_axis(ax, s)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if annotate and s.size <= 20 and len(names) <= 30:
+            mid = (lo + hi) / 2
+            for r in range(m.shape[0]):
+                for c in range(m.shape[1]):
+                    if np.isfinite(m[r, c]):
+                        ax.text(c, r, f"{m[r, c]:.2f}", ha="center", va="center", fontsize=6,
+                                color="white" if m[r, c] < mid else "black")
+        draw_events(ax, s, events)
+        cbar = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.01, aspect=30)
+        cbar.ax.tick_params(labelsize=7)
+        cbar.set_label(cbar_label, fontsize=8)
+        if title:
+            ax.set_title(title)
     return fig
 
 

@@ -1,19 +1,29 @@
-"""The verdict table: for every signal, "phase transition at step X", "gradual" or "no change", with the evidence.
+"""The verdict table: for every signal, "sharp transition within (a, b]", "gradual", "non-monotonic", "no change"
+or a change the schedule does not resolve, with its bracket, effect size (interval), p-values and evidence.
 
 Sources, all read from a run folder (a missing experiment gives a "not run" row, never an error):
 
 * SAE accuracy: ``<run>/emergence/transitions.json``, the curve(s) of the best latent's AUROC;
-* influence CC / CI / II / paired (cov and corr variants) and the LLC: ``<run>/influence/transitions.json``; when
-  ``bootstrap_replicates.npz`` is there too, the verdict's own test (the largest-jump statistics) is recomputed
-  from the stored replicates and added to the evidence;
+* influence CC / CI / II / paired (cov and corr variants) and the LLC: ``<run>/influence/transitions.json``; a
+  stored call without the verdict fields (bracket, effect, p-values) gets them from the verdict test run again on
+  ``bootstrap_replicates.npz`` when its verdict agrees;
 * susceptibilities: ``<run>/susceptibility/transitions.json`` when that experiment wrote one, otherwise
   :func:`transition_calls_for_susceptibility` on ``susceptibility.parquet``, one call per component and
-  distribution (correct, incorrect), summarised as "components with a sharp transition, at which step".
+  distribution (correct, incorrect), summarised per distribution by :func:`susceptibility_summary`.
+
+Every row also carries its curve (steps, values, 95% interval) for the report's sparkline.
+
+A call is read through :func:`normalise_call`, which accepts the verdict schema of
+:func:`codedyn.analysis.transitions.classify_trajectory` (``kind``, ``verdict``, ``bracket``, ``effect``,
+``effect_low``, ``effect_high``, ``p_value``, ``p_adjusted``, ``fwer``, ``evidence``, ``test``) and, for run folders
+written before it, the older one (a verdict sentence and a jump in the evidence, whose bracketing checkpoints are
+kept; the old "at step" reading is dropped).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +31,9 @@ from typing import Any
 import numpy as np
 
 NOT_RUN = "not run"
+KINDS = ("sharp", "gradual", "non_monotonic", "no_change", "unresolved")
+KIND_WORDS = {"sharp": "sharp transition", "gradual": "gradual", "non_monotonic": "non-monotonic",
+              "no_change": "no change", "unresolved": "not resolved by this schedule", NOT_RUN: NOT_RUN}
 
 
 @dataclass(frozen=True)
@@ -29,11 +42,22 @@ class VerdictRow:
 
     signal: str  # e.g. "Influence CI (cov)"
     curve: str  # the key in its transitions.json, e.g. "CI/cov"
-    verdict: str  # "phase transition at step X" | "gradual" | "no change" | "not run" | a summary sentence
-    step: int | None
+    verdict: str  # the call's own sentence, e.g. "sharp transition within (5500, 6000]"; or "not run"
+    kind: str = NOT_RUN  # one of KINDS, or "not run"
+    bracket: list[int] | None = None  # [a, b]: the change happened after checkpoint a, by checkpoint b
+    effect: float | None = None  # size of the change, with its interval
+    effect_low: float | None = None
+    effect_high: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None  # family-wise adjusted over the verdict table (None where not adjusted)
+    fwer: str = ""  # the family-wise control, in words
     evidence: list[str] = field(default_factory=list)
-    test: str = ""
+    test: str = ""  # short id of the verdict test
     source: str = ""  # the file the verdict comes from, relative to the run folder
+    steps: list[int] = field(default_factory=list)  # the curve, for the sparkline (may be empty)
+    values: list[float] = field(default_factory=list)
+    lows: list[float] = field(default_factory=list)
+    highs: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,25 +67,58 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _step_of(verdict: str) -> int | None:
-    prefix = "phase transition at step "
-    if verdict.startswith(prefix):
-        try:
-            return int(verdict[len(prefix):].split()[0])
-        except ValueError:
-            return None
-    return None
+def _number(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
 
 
-def _row(signal: str, curve: str, found: dict | None, source: str, extra: list[str] = ()) -> VerdictRow:
-    if found is None:
-        return VerdictRow(signal, curve, NOT_RUN, None, source=source)
+def _old_kind(verdict: str) -> str:
+    if verdict.startswith("phase transition"):
+        return "sharp"
+    return {"gradual": "gradual", "no change": "no_change", "non-monotonic": "non_monotonic"}.get(verdict, "")
+
+
+def normalise_call(found: dict) -> dict:
+    """A stored call with every field of the verdict schema (missing ones None / empty)."""
     verdict = str(found.get("verdict", "unknown"))
-    evidence = [str(e.get("detail", e)) if isinstance(e, dict) else str(e)
-                for e in found.get("events", found.get("evidence", []))]
-    test = str(found.get("verdict_test", found.get("test", "")))
-    step = found.get("step") if isinstance(found.get("step"), int) else _step_of(verdict)
-    return VerdictRow(signal, curve, verdict, step, evidence + [e for e in extra if e not in evidence], test, source)
+    kind = str(found.get("kind") or _old_kind(verdict) or "unknown")
+    evidence = list(found.get("evidence", [])) + list(found.get("events", []))
+    bracket = found.get("bracket")
+    if bracket is None and kind == "sharp":  # old schema: the jump's bracketing checkpoints
+        jump = next((e for e in evidence if isinstance(e, dict) and e.get("kind") == "jump"), None)
+        bracket = list(jump["between"]) if jump and jump.get("between") else None
+    if kind == "sharp" and bracket is not None and verdict.startswith("phase transition"):
+        verdict = f"sharp transition within ({bracket[0]}, {bracket[1]}]"
+    test = found.get("test", found.get("verdict_test", ""))
+    return {
+        "kind": kind, "verdict": verdict, "bracket": [int(b) for b in bracket] if bracket is not None else None,
+        "effect": _number(found.get("effect")), "effect_low": _number(found.get("effect_low")),
+        "effect_high": _number(found.get("effect_high")),
+        "p_value": _number(found.get("p_value", found.get("change_p_value"))),
+        "p_adjusted": _number(found.get("p_adjusted")), "fwer": str(found.get("fwer") or ""),
+        "evidence": [str(e.get("detail", e)) if isinstance(e, dict) else str(e) for e in evidence],
+        "test": str(test) if len(str(test)) <= 60 else "",  # a long description is shown once, not per row
+    }
+
+
+def _row(signal: str, curve: str, found: dict | None, source: str, points=None) -> VerdictRow:
+    if found is None:
+        return VerdictRow(signal, curve, NOT_RUN, source=source)
+    call = normalise_call(found)
+    return VerdictRow(signal, curve, source=source, **call, **_points(points))
+
+
+def _points(points) -> dict[str, list]:
+    """steps / values / lows / highs lists (NaN where missing) for the sparkline."""
+    if points is None:
+        return {}
+    steps, values, lows, highs = points
+    return {"steps": [int(s) for s in steps],
+            **{k: [float(v) for v in np.asarray(a, dtype=float)] for k, a in
+               (("values", values), ("lows", lows), ("highs", highs))}}
 
 
 # ------------------------------------------------------------------------------------------------ susceptibilities
@@ -84,6 +141,7 @@ def transition_calls_for_susceptibility(
     checkpoints**, which holds for separate posteriors per checkpoint but loses any skew the real replicates had.
     Each curve gets its own seed offset so the synthetic noise is not shared between curves. Only components
     measured at every checkpoint have a trajectory (:func:`codedyn.experiments.susceptibility.tracked_components`).
+    Each call records the assumption under ``replicates``.
     """
     from codedyn.analysis.transitions import classify_trajectory, replicates_from_intervals
     from codedyn.experiments.susceptibility import tracked_components
@@ -99,34 +157,60 @@ def transition_calls_for_susceptibility(
         values, lows, highs = (rows[c].to_numpy(dtype=float) for c in ("chi", "low", "high"))
         reps = replicates_from_intervals(values, lows, highs, level=level, n_boot=n_boot, seed=seed + offset)
         found = classify_trajectory(rows["step"].to_numpy(), reps, level=level, values=values)
-        found["test"] += (" Replicates rebuilt from the stored intervals assuming a normal sampling distribution at "
-                          "each checkpoint.")
+        found["replicates"] = ("rebuilt from the stored intervals assuming a normal sampling distribution at each "
+                               "checkpoint")
         calls[f"{component}/{distribution}"] = found
     return calls
 
 
-def susceptibility_summary(calls: dict[str, dict], distribution: str) -> tuple[str, list[str], int | None]:
-    """(verdict sentence, evidence lines, most common transition step) over the components of one distribution."""
+def _leader(calls: dict[str, dict]) -> str | None:
+    """The component whose call the summary row shows: the most significant sharp one, else the most significant
+    change of any kind, else the first."""
+    if not calls:
+        return None
+
+    def key(item):
+        call = normalise_call(item[1])
+        p = call["p_adjusted"] if call["p_adjusted"] is not None else call["p_value"]
+        rank = {"sharp": 0, "unresolved": 1, "non_monotonic": 2, "gradual": 3}.get(call["kind"], 4)
+        return rank, p if p is not None else 1.0, item[0]
+
+    return min(calls.items(), key=key)[0]
+
+
+def susceptibility_summary(calls: dict[str, dict], distribution: str) -> dict:
+    """The row of one distribution over every component's call: ``{"verdict", "kind", "bracket", "leader",
+    "counts", "evidence"}``. kind: the strongest kind any component shows (sharp > unresolved > non-monotonic >
+    gradual > no change); bracket: the most common sharp bracket; leader: the component the row's numbers and
+    sparkline come from (:func:`_leader`)."""
     mine = {k.rsplit("/", 1)[0]: v for k, v in calls.items() if k.rsplit("/", 1)[1] == distribution}
     if not mine:
-        return NOT_RUN, [], None
-    sharp = {c: v for c, v in mine.items() if v["verdict"].startswith("phase transition")}
-    gradual = [c for c, v in mine.items() if v["verdict"] == "gradual"]
-    flat = [c for c, v in mine.items() if v["verdict"] == "no change"]
-    steps = [_step_of(v["verdict"]) for v in sharp.values()]
-    common = max(set(steps), key=steps.count) if steps else None
+        return {"verdict": NOT_RUN, "kind": NOT_RUN, "bracket": None, "leader": None, "counts": {}, "evidence": []}
+    normal = {c: normalise_call(v) for c, v in mine.items()}
+    counts = Counter(n["kind"] for n in normal.values())
+    sharp = {c: n for c, n in sorted(normal.items()) if n["kind"] == "sharp"}
+    brackets = Counter(tuple(n["bracket"]) for n in sharp.values() if n["bracket"])
+    bracket = list(brackets.most_common(1)[0][0]) if brackets else None
+    kind = next((k for k in ("sharp", "unresolved", "non_monotonic", "gradual") if counts.get(k)), "no_change")
+    total = len(mine)
     if sharp:
-        where = ", ".join(f"{c} at step {_step_of(v['verdict'])}" for c, v in sorted(sharp.items()))
-        verdict = f"phase transition in {len(sharp)} of {len(mine)} components: {where}"
-    elif gradual:
-        verdict = f"gradual ({len(gradual)} of {len(mine)} components change, none sharply)"
+        where = ", ".join(f"{c} within ({n['bracket'][0]}, {n['bracket'][1]}]" if n["bracket"] else c
+                          for c, n in sharp.items())
+        verdict = f"sharp in {len(sharp)} of {total} components: {where}"
+    elif kind == "no_change":
+        verdict = f"no change in any of {total} components"
     else:
-        verdict = f"no change in any of {len(mine)} components"
-    evidence = [f"sharp: {len(sharp)}, gradual: {len(gradual)}, no change: {len(flat)} (of {len(mine)})"]
-    for component, found in sorted(sharp.items()):
-        jump = [e["detail"] for e in found["evidence"] if e["kind"] == "jump"]
-        evidence.append(f"{component}: {jump[0] if jump else found['verdict']}")
-    return verdict, evidence, common
+        verdict = f"{KIND_WORDS[kind]} in {counts[kind]} of {total} components"
+    evidence = [", ".join(f"{KIND_WORDS.get(k, k)}: {counts.get(k, 0)}" for k in KINDS) + f" (of {total})"]
+    evidence += [f"{c}: {n['verdict']}" for c, n in sharp.items()]
+    return {"verdict": verdict, "kind": kind, "bracket": bracket, "leader": _leader(mine), "counts": dict(counts),
+            "evidence": evidence}
+
+
+def _susceptibility_points(table, component: str, distribution: str):
+    rows = table[(table["variant"] == "standardised") & (table["component"] == component)
+                 & (table["distribution"] == distribution)].sort_values("step")
+    return rows["step"], rows["chi"], rows["low"], rows["high"]
 
 
 # ---------------------------------------------------------------------------------------------------- influence
@@ -134,8 +218,8 @@ def susceptibility_summary(calls: dict[str, dict], distribution: str) -> tuple[s
 INFLUENCE_CURVES = [(f"{q}/{v}", f"Influence {q} ({v})") for v in ("cov", "corr") for q in ("CC", "CI", "II", "paired")]
 
 
-def _recomputed_evidence(run_dir: Path, curve: str) -> list[str]:
-    """The verdict test's own evidence (largest jump) from the stored bootstrap replicates, when present."""
+def _recomputed_call(run_dir: Path, curve: str) -> dict | None:
+    """The verdict test run again on the stored bootstrap replicates of an influence curve, when present."""
     import pandas as pd
 
     from codedyn.analysis.transitions import classify_trajectory
@@ -143,23 +227,45 @@ def _recomputed_evidence(run_dir: Path, curve: str) -> list[str]:
     folder = run_dir / "influence"
     npz, parquet = folder / "bootstrap_replicates.npz", folder / "influence.parquet"
     if not (npz.is_file() and parquet.is_file()):
-        return []
+        return None
     quantity, variant = curve.split("/")
     with np.load(npz) as stored:
         if curve not in stored.files:
-            return []
+            return None
         reps = stored[curve]
     table = pd.read_parquet(parquet)
     part = table[(table["quantity"] == quantity) & (table["variant"] == variant)].sort_values("step")
     if len(part) != reps.shape[0]:
-        return []
+        return None
     if "local_minimum" in part:  # a checkpoint that is not a local minimum has no LLC (codedyn.sampling.llc)
         keep = part["local_minimum"].fillna(True).to_numpy(dtype=bool)
         part, reps = part[keep], reps[keep]
     if len(part) < 2:
-        return []
-    found = classify_trajectory(part["step"].to_numpy(), reps, values=part["value"].to_numpy())
-    return [e["detail"] for e in found["evidence"] if e["kind"] == "jump"]
+        return None
+    return classify_trajectory(part["step"].to_numpy(), reps, values=part["value"].to_numpy())
+
+
+def _completed(run_dir: Path, curve: str, found: dict | None) -> dict | None:
+    """A stored influence call with the verdict fields filled in from the recomputed test when it lacks them."""
+    if found is None or "kind" in found:
+        return found
+    again = _recomputed_call(run_dir, curve)
+    if again is None or normalise_call(again)["kind"] != normalise_call(found)["kind"]:
+        return found
+    return {**again, **found, "evidence": list(again.get("evidence", [])) + list(found.get("events", [])),
+            "events": []}
+
+
+def _influence_points(table, curve: str):
+    quantity, variant = curve.split("/")
+    part = table[(table["quantity"] == quantity) & (table["variant"] == variant)].sort_values("step")
+    if quantity == "LLC":
+        from codedyn.report.plots import llc_from_table
+
+        steps = part["step"].tolist()
+        values, lows, highs, _ = llc_from_table(part, steps)
+        return steps, values, lows, highs
+    return part["step"], part["value"], part["low"], part["high"]
 
 
 # ---------------------------------------------------------------------------------------------------- all signals
@@ -173,6 +279,19 @@ def _sae_curves(calls: dict) -> list[str]:
     return sorted(best or auroc)
 
 
+def _emergence_points(table, curve: str):
+    parts = curve.split("/")
+    if table is None or len(parts) != 3 or not parts[0].startswith("L"):
+        return None
+    try:
+        layer = int(parts[0][1:])
+    except ValueError:
+        return None
+    rows = table[(table["split"] == "validation") & (table["layer"] == layer) & (table["predictor"] == parts[1])
+                 & (table["metric"] == parts[2])].sort_values("step")
+    return None if rows.empty else (rows["step"], rows["value"], rows["low"], rows["high"])
+
+
 def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
     """Every row of the summary table, and the susceptibility calls behind its susceptibility rows."""
     import pandas as pd
@@ -181,19 +300,25 @@ def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
     rows: list[VerdictRow] = []
 
     emergence = _read_json(run_dir / "emergence" / "transitions.json")
+    table_path = run_dir / "emergence" / "emergence.parquet"
+    emergence_table = pd.read_parquet(table_path) if table_path.is_file() else None
     source = "emergence/transitions.json"
     curves = _sae_curves(emergence or {})
     if not curves:
         rows.append(_row("SAE accuracy (best-latent AUROC)", "AUROC", None, source))
     for curve in curves:
-        rows.append(_row(f"SAE accuracy ({curve})", curve, emergence[curve], source))
+        rows.append(_row(f"SAE accuracy ({curve})", curve, emergence[curve], source,
+                         _emergence_points(emergence_table, curve)))
 
     influence = _read_json(run_dir / "influence" / "transitions.json")
+    table_path = run_dir / "influence" / "influence.parquet"
+    influence_table = pd.read_parquet(table_path) if table_path.is_file() else None
     source = "influence/transitions.json"
-    for curve, signal in INFLUENCE_CURVES:
-        found = None if influence is None else influence.get(curve)
-        extra = _recomputed_evidence(run_dir, curve) if found is not None else []
-        rows.append(_row(signal, curve, found, source, extra))
+    for curve, signal in [*INFLUENCE_CURVES, ("LLC/llc", "LLC")]:
+        found = _completed(run_dir, curve, None if influence is None else influence.get(curve))
+        points = None if found is None or influence_table is None else _influence_points(influence_table, curve)
+        rows.append(_row(signal, curve, found, source, points))
+    llc_row = rows.pop()  # the LLC goes last, after the susceptibilities
 
     suscept_calls: dict[str, dict] = {}
     folder = run_dir / "susceptibility"
@@ -212,15 +337,20 @@ def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
         per_estimator = {"covariance": ({}, "susceptibility/")}
     for estimator, (calls, source) in per_estimator.items():
         suscept_calls.update({f"{estimator}:{k}" if estimator != "covariance" else k: v for k, v in calls.items()})
-        test = next(iter(calls.values()), {}).get("test", "")
         label = "" if estimator == "covariance" else f", {estimator.replace('_', '-')}"
+        chi = pd.read_parquet(tables[estimator]) if estimator in tables else None
         for distribution in ("correct", "incorrect"):
-            signal = f"Susceptibility χ_{distribution} (standardised{label}, per component)"
-            verdict, evidence, step = susceptibility_summary(calls, distribution)
+            signal = f"Susceptibility χ_{distribution} (standardised{label})"
             curve = f"*/{distribution}" if estimator == "covariance" else f"{estimator}:*/{distribution}"
-            rows.append(VerdictRow(signal, curve, verdict, step, evidence, test if evidence else "", source))
-
-    llc = None if influence is None else influence.get("LLC/llc")
-    rows.append(_row("LLC", "LLC/llc", llc, "influence/transitions.json",
-                     _recomputed_evidence(run_dir, "LLC/llc") if llc is not None else []))
+            summary = susceptibility_summary(calls, distribution)
+            if summary["leader"] is None:
+                rows.append(VerdictRow(signal, curve, NOT_RUN, source=source))
+                continue
+            lead = normalise_call(calls[f"{summary['leader']}/{distribution}"])
+            points = None if chi is None else _susceptibility_points(chi, summary["leader"], distribution)
+            lead.update(verdict=summary["verdict"], kind=summary["kind"], bracket=summary["bracket"] or
+                        lead["bracket"], evidence=summary["evidence"] + [f"numbers and curve: {summary['leader']}"])
+            rows.append(VerdictRow(f"{signal}; shown: {summary['leader']}", curve, source=source, **lead,
+                                   **_points(points)))
+    rows.append(llc_row)
     return rows, suscept_calls

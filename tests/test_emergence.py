@@ -244,7 +244,7 @@ TINY_EMERGENCE = {
             "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
     "suite": {"steps": [0, 4, 12]},
     "emergence": {"width": 32, "k": 4, "train_tokens": 2048, "window_length": 32, "epochs": 2, "batch_size": 256,
-                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5, "max_sample_tokens": 32,
+                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5, "max_readout_tokens": 32,
                   "shuffles": 2, "n_bootstrap": 50, "init_from_previous": True},
 }
 

@@ -14,7 +14,7 @@ SAE_STUDY = {
     "suite": {"steps": [4, 12]},
     "emergence": {**TINY_EMERGENCE["emergence"], "init_from_previous": False},
     "sampling": {"chains": 2, "draws": 6, "burn_in": 2, "batch_size": 8, "sampling_windows": 64, "window_length": 33,
-                 "max_sample_tokens": 64, "n_bootstrap": 50, "max_problems": None, "probe_samples": 6},
+                 "max_readout_tokens": 64, "n_bootstrap": 50, "max_problems": None, "probe_samples": 6},
     "susceptibility": {"sae_latents": 5},
 }
 

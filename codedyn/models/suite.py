@@ -23,6 +23,7 @@ from typing import Any
 PYTHIA_REPO = "EleutherAI"
 PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
 TOY_ORG = "codedyn"
+PYTHIA_CONTEXT = 2048  # Pythia's training sequence length
 
 
 def pythia_schedule() -> tuple[int, ...]:
@@ -39,6 +40,7 @@ class Checkpoint:
     step: int
     model: Any  # transformers.PreTrainedModel, in eval mode
     tokenizer: Any  # transformers.PreTrainedTokenizerFast
+    context: int | None = None  # training sequence length: readouts stay below it (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class CheckpointSuite:
     """HF hub cache folder; None means huggingface_hub's default (honours HF_HOME / HF_HUB_CACHE)."""
     local_only: bool = False
     """Never contact the hub (the toy suite exists only locally)."""
+    context: int | None = None
+    """Training sequence length in tokens (toy: its config's ``context``; Pythia: 2048), the longest window any
+    readout may use; None when unknown."""
 
     @staticmethod
     def revision(step: int) -> str:
@@ -110,7 +115,7 @@ class CheckpointSuite:
         except OSError as exc:
             raise SuiteError(self._missing_message(step)) from exc
         model.to(device).eval()
-        return Checkpoint(step=step, model=model, tokenizer=tokenizer)
+        return Checkpoint(step=step, model=model, tokenizer=tokenizer, context=self.context)
 
     def _missing_message(self, step: int) -> str:
         where = self.repo_cache
@@ -158,7 +163,8 @@ def pythia_suite(size: str, deduped: bool = False, hub_cache: Path | None = None
     if size not in PYTHIA_SIZES:
         raise SuiteError(f"unknown Pythia size {size!r}; known: {', '.join(PYTHIA_SIZES)}")
     name = f"pythia-{size}" + ("-deduped" if deduped else "")
-    return CheckpointSuite(name, f"{PYTHIA_REPO}/{name}", pythia_schedule(), hub_cache=hub_cache)
+    return CheckpointSuite(name, f"{PYTHIA_REPO}/{name}", pythia_schedule(), hub_cache=hub_cache,
+                           context=PYTHIA_CONTEXT)
 
 
 def toy_hub_cache() -> Path:
@@ -167,9 +173,11 @@ def toy_hub_cache() -> Path:
     return cache_dir("suites") / "hub"
 
 
-def toy_suite(name: str, schedule: Sequence[int], hub_cache: Path | None = None) -> CheckpointSuite:
+def toy_suite(name: str, schedule: Sequence[int], hub_cache: Path | None = None,
+              context: int | None = None) -> CheckpointSuite:
     return CheckpointSuite(
-        name, f"{TOY_ORG}/{name}", tuple(schedule), hub_cache=hub_cache or toy_hub_cache(), local_only=True
+        name, f"{TOY_ORG}/{name}", tuple(schedule), hub_cache=hub_cache or toy_hub_cache(), local_only=True,
+        context=context,
     )
 
 
@@ -209,6 +217,6 @@ def get_suite(name: str, hub_cache: Path | None = None) -> CheckpointSuite:
     record_path = toy_cache.parent / name / "suite.json"
     if name.startswith("toy-") and (toy_cache.parent / name / "completed").is_file():
         record = json.loads(record_path.read_text())
-        return toy_suite(name, record["schedule"], hub_cache=toy_cache)
+        return toy_suite(name, record["schedule"], hub_cache=toy_cache, context=record["config"]["context"])
     known = ", ".join(toy_suites(hub_cache)) or "none trained yet (codedyn suite train-toy)"
     raise SuiteError(f"unknown suite {name!r}: expected pythia-<size> or a toy suite ({known})")

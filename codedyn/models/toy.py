@@ -180,7 +180,7 @@ def train_toy_suite(
     corpus = corpus or CodeCorpus.stdlib()
     name = suite_name(config, corpus.fingerprint)
     schedule = checkpoint_schedule(config.steps, config.checkpoint_every)
-    suite = toy_suite(name, schedule, hub_cache=hub_cache)
+    suite = toy_suite(name, schedule, hub_cache=hub_cache, context=config.context)
     folder = hub_cache.parent / name
     if is_completed(folder):
         record = json.loads((folder / SUITE_FILE).read_text())

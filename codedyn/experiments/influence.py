@@ -349,15 +349,21 @@ def _curve(table, quantity: str, variant: str):
 
 
 def transition_calls(table, replicates: dict) -> dict:
-    """For every curve (aggregate x variant, and the LLC): sign flips, interior peaks and troughs,
-    non-monotonicity and the sharp-vs-gradual verdict, each with the statistics behind it."""
+    """For every curve (block means, delta, bug influence and bug gap in both variants, the PC1 share and the
+    LLC): sign flips, interior peaks and troughs, non-monotonicity and the sharp-vs-gradual verdict, each with the
+    statistics behind it. A curve with undefined replicates (a problem resample without a pair, possible only with
+    a handful of problems) gets no call."""
     from codedyn.analysis.transitions import classify_trajectory, interior_peaks, monotonicity, sign_flips
 
     calls = {}
-    curves = [(q, v) for q, v in quantity_names() if v in ("cov", "corr") or q == PC1[0]] + [("LLC", "llc")]
+    called = (*AGGREGATES, *CONTRASTS, "bug_influence", "bug_gap")
+    curves = ([(q, v) for q, v in quantity_names() if v in ("cov", "corr") and q in called]
+              + [PC1, ("LLC", "llc")])
     for quantity, variant in curves:
         steps, values, lows, highs = _curve(table, quantity, variant)
         reps = replicates[(quantity, variant)]
+        if not np.isfinite(reps).all():
+            continue
         events = sign_flips(steps, values, lows, highs) + interior_peaks(steps, reps, values=values)
         trend = monotonicity(steps, reps, values=values)
         verdict = classify_trajectory(steps, reps, values=values)

@@ -22,7 +22,8 @@ FLOPs per token (PaLM appendix B convention, a multiply-add = 2 FLOPs, T the seq
 Per checkpoint: chains x (burn_in + draws x steps_between_draws) SGLD steps of batch_size x window_length tokens;
 per kept draw a read-out of every read-out sample (max_problems x (1 + mutants_per_problem) samples, counted at
 max_readout_tokens each, default the model's 2048-token context: an upper bound) and the observables' probe batch
-(probe_samples samples at the same length); once per checkpoint the reference losses (reference_batches x batch_size windows) and the initial read-out.
+(probe_samples samples at the same length); once per checkpoint the reference losses (reference_batches x
+batch_size windows) and the initial read-out.
 SAE (Experiment 2): harvest train_tokens activations (a forward pass) and train epochs passes, per read layer.
 """
 

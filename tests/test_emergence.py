@@ -240,11 +240,11 @@ def test_operator_breakdown_counts_flagged_incorrect_samples():
 
 TINY_EMERGENCE = {
     "dataset": {"limit_problems": 10, "candidates_per_operator": 1},
-    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 32, "batch_size": 4,
+    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 128, "batch_size": 4,
             "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
     "suite": {"steps": [0, 4, 12]},
     "emergence": {"width": 32, "k": 4, "train_tokens": 2048, "window_length": 32, "epochs": 2, "batch_size": 256,
-                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5, "max_readout_tokens": 32,
+                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5,
                   "shuffles": 2, "n_bootstrap": 50, "init_from_previous": True},
 }
 

@@ -5,9 +5,17 @@ Sign convention throughout: χ = -Cov, so that χ > 0 means that upweighting dis
 **covariance** (the default; one shared posterior per checkpoint). χ_ij = -Cov_posterior(φ_i(w), L_j(w)), φ_i an
 observable of component i (head / MLP output norm, SAE latent activation), L_j(w) the mean loss over the samples of
 distribution j (correct code, incorrect code, or any named subset). Linear response: replacing the sampling loss L_n
-by (1 - h) L_n + h L_j shifts E[φ_i] by -nβ h Cov(φ_i, L_j - L_n) to first order, i.e. nβ h (χ_ij - χ_i,n): χ_ij > 0
-means that training harder on j (relative to the corpus) raises φ_i (checked against closed forms and against
-sampling with the perturbed loss in tests/test_linear_response.py).
+by (1 - h) L_n + h L_j shifts E[φ_i] by -nβ h Cov(φ_i, L_j - L_n) to first order, i.e. nβ h (χ_ij - χ_i,n): training
+harder on j raises φ_i when χ_ij exceeds the corpus term χ_i,n, not merely when χ_ij > 0 (checked against closed
+forms and against sampling with the perturbed loss in tests/test_linear_response.py).
+
+**The correctness contrast.** χ_correct and χ_incorrect are nearly collinear (both carry the mode all losses
+share), so the quantity of interest is χ_incorrect - χ_correct = -Cov(φ_i, L_incorrect - L_correct): moving weight h
+from correct to incorrect code shifts E[φ_i] by nβ h times it, with no corpus term. It gets intervals from the same
+joint bootstrap as the χ, and family-wise control across every component and checkpoint by the bootstrap max-T
+(:func:`max_t`; each checkpoint's posterior is resampled with its own seed, so the stacked replicates are
+independent across checkpoints as the posteriors are). Opposite responders (χ_correct and χ_incorrect of
+opposite signs) are called under the same control, over components x checkpoints x both distributions.
 
 **weight_restricted** (Baker et al. 2025, "Structural inference: interpreting small language models with
 susceptibilities", the estimator of their appendix C.4 as devinterp implements it). Component C's observable is

@@ -47,8 +47,11 @@ def test_tables_cover_every_checkpoint_and_aggregate(study_result):
 def test_figures_and_calls_are_written(study_result):
     _, result = study_result
     folder = result["folder"]
-    for name in ("influence_cov", "influence_corr", "bif_matrix_step0", "bif_matrix_step12"):
+    for name in ("influence_cov", "influence_corr", "influence_contrasts_cov", "bif_matrix_step0",
+                 "bif_matrix_step12"):
         assert (folder / f"{name}.png").stat().st_size > 0 and (folder / f"{name}.pdf").stat().st_size > 0
+    windows = json.loads((folder / "readout.json").read_text())
+    assert set(windows) == {"0", "4", "12"} and all(w["readout_context"] == 128 for w in windows.values())
     calls = json.loads((folder / "transitions.json").read_text())
     assert {"CC/cov", "CI/cov", "II/cov", "paired/corr", "delta/cov", "bug_gap/corr", "LLC/llc"} <= set(calls)
     for found in calls.values():

@@ -308,9 +308,13 @@ def compute_influence(study) -> dict:
     config = study.config
     out = study.output_dir(INFLUENCE_DIR)
     samples = study.readout_samples()
-    rows, replicates, diagnostics = [], {}, []
+    rows, replicates, diagnostics, windows = [], {}, [], {}
     for step, traces in study.posteriors():
         structure = SampleStructure.from_frame(samples_of(samples, traces))
+        # How each checkpoint was read: its context and the mutants left out because their change did not fit.
+        windows[str(step)] = {"readout_context": traces.attrs.get("readout_context"),
+                              "samples": int(structure.is_correct.size), "pairs": int(structure.pairs.shape[0]),
+                              "readout_excluded": traces.attrs.get("readout_excluded")}
         step_rows, step_replicates = checkpoint_summary(
             traces, structure, config.sampling.n_bootstrap, config.sampling.seed
         )
@@ -336,11 +340,24 @@ def compute_influence(study) -> dict:
         out / "bootstrap_replicates.npz", steps=np.asarray(study.steps),
         **{f"{q}/{v}": np.stack(r) for (q, v), r in replicates.items()},
     )
+    write_json(out / "readout.json", windows)
     calls = transition_calls(table, {name: np.stack(r) for name, r in replicates.items()})
     write_json(out / "transitions.json", calls)
     for variant in ("cov", "corr"):
         save_figure(influence_figure(table, variant, calls, study), out / f"influence_{variant}")
+        save_figure(contrast_figure(table, variant), out / f"influence_contrasts_{variant}")
     return {"table": table, "calls": calls, "folder": out}
+
+
+def contrast_figure(table, variant: str):
+    """delta, the bug influence and the bug gap over training (one variant), with their intervals."""
+    from codedyn.report.plots import training_curves
+
+    steps, *_ = _curve(table, "delta", variant)
+    curves = {name: _curve(table, name, variant)[1:] for name in ("delta", "bug_influence", "bug_gap")}
+    label = "-Cov" if variant == "cov" else "-Corr"
+    return training_curves(steps, curves, ylabel=f"contrast of BIF = {label}",
+                           title="Correctness contrasts: delta = (CC + II)/2 - CI, bug influence BIF(δ_p, ℓ_j)")
 
 
 def _curve(table, quantity: str, variant: str):

@@ -337,7 +337,9 @@ def test_load_sae_and_latent_observable_on_a_real_checkpoint(tiny):
     values = SaeLatentMeans(saes[1], 1, ids, mask)(checkpoint.model)
     assert values.shape == (32,) and torch.isfinite(values).all() and (values >= 0).all()
     stored = np.load(emergence_unit_dir(study, 12) / "arrays.npz")
-    assert stored["latents_L1"].shape == (len(study.dataset.samples), 32)
+    # Every sample is captured but the mutants whose change does not fit the readout window (counted in unit.json).
+    excluded = json.loads((emergence_unit_dir(study, 12) / "unit.json").read_text())["readout_excluded"]
+    assert stored["latents_L1"].shape == (len(study.dataset.samples) - excluded, 32)
     with pytest.raises(FileNotFoundError, match="codedyn emergence"):
         load_sae(study.run_dir / "units" / "sae-step99-none")
 

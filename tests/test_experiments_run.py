@@ -119,3 +119,7 @@ def test_susceptibilities_come_from_the_same_posteriors(study_result, no_samplin
     responders = pd.read_parquet(result["folder"] / "opposite_responders.parquet")
     assert len(responders) == 3 * len(components)
     assert (result["folder"] / "susceptibility_trajectories.png").is_file()
+    contrast = pd.read_parquet(result["folder"] / "correctness_contrast.parquet")
+    assert len(contrast) == 2 * 3 * len(components)  # raw and standardised, every component at every checkpoint
+    assert (contrast["fw_high"] - contrast["fw_low"]).mean() > (contrast["high"] - contrast["low"]).mean()
+    assert {"incorrect-correct"} <= set(table["distribution"])

@@ -310,7 +310,7 @@ def output_names(estimator: str) -> dict[str, str]:
     """File stems of one estimator's outputs in ``<run>/susceptibility/`` (the covariance estimator keeps the
     unsuffixed names)."""
     suffix = "" if estimator == "covariance" else f"_{estimator}"
-    stems = ("susceptibility", "opposite_responders", "susceptibility_contrast", "susceptibility_trajectories")
+    stems = ("susceptibility", "opposite_responders", "correctness_contrast", "susceptibility_trajectories")
     return {stem: f"{stem}{suffix}" for stem in stems}
 
 
@@ -394,7 +394,7 @@ def compute_susceptibility(study) -> dict:
         if variant == "raw":
             responders.append(ranked.assign(estimator=estimator))
     contrast = pd.concat(contrasts, ignore_index=True)
-    contrast.to_parquet(out / f"{files['susceptibility_contrast']}.parquet", index=False)
+    contrast.to_parquet(out / f"{files['correctness_contrast']}.parquet", index=False)
     ranked = pd.concat(responders, ignore_index=True)
     ranked.to_parquet(out / f"{files['opposite_responders']}.parquet", index=False)
     save_figure(trajectory_figure(table, ranked), out / files["susceptibility_trajectories"])

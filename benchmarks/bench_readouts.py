@@ -2,6 +2,7 @@
 against the former readout (each sample's last 256 tokens), on one toy-suite checkpoint.
 
 Usage:  .venv/bin/python benchmarks/bench_readouts.py [--step 7000] [--seeds 3] [--threads 1] [--out result.json]
+        [--modes before,after] [--chains C --draws D]
 
 Both readouts get the same checkpoint, sampling windows, sampler settings (the default preset's) and read-out
 problems; "before" reads every sample's last 256 tokens (``sampling.max_sample_tokens`` before it was retired),
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions of one readout")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--modes", default="before,after")
+    parser.add_argument("--chains", type=int, default=None, help="override the preset's chains")
+    parser.add_argument("--draws", type=int, default=None, help="override the preset's draws per chain")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -89,7 +92,8 @@ def main() -> None:
     from codedyn.sampling.sgld import evalset_readout, healthy_sample_losses, sample_posterior
 
     preset = load_config("default")
-    config = preset.sampling
+    overrides = {k: v for k, v in (("chains", args.chains), ("draws", args.draws)) if v is not None}
+    config = preset.sampling.model_copy(update=overrides)
     checkpoint = train_toy_suite(preset.toy).suite.load(args.step)
     dataset = load_dataset(build_dataset(preset.dataset))
     windows = sampling_windows(checkpoint.tokenizer, config)

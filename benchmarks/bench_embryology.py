@@ -23,20 +23,18 @@ def _toy(step: int):
     from codedyn.config import DatasetConfig, SamplingConfig, ToySuiteConfig
     from codedyn.data.pairs import build_dataset, load_dataset
     from codedyn.models.toy import train_toy_suite
-    from codedyn.sampling.posterior import readout_samples
+    from codedyn.sampling.posterior import posterior_readout
 
     checkpoint = train_toy_suite(ToySuiteConfig()).suite.load(step)
     config = SamplingConfig()
-    samples = readout_samples(load_dataset(build_dataset(DatasetConfig())), config)
-    return checkpoint, config, samples
+    return checkpoint, config, posterior_readout(checkpoint, load_dataset(build_dataset(DatasetConfig())), config)
 
 
 def readout(args) -> None:
-    from codedyn.sampling.losses import EvalSet, sample_losses, sample_token_losses
+    from codedyn.sampling.losses import readout_evalset, sample_losses, sample_token_losses
 
-    checkpoint, config, samples = _toy(args.step)
-    evalset = EvalSet.build(checkpoint.tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(),
-                            max_length=config.max_sample_tokens)
+    checkpoint, config, readout = _toy(args.step)
+    evalset = readout_evalset(checkpoint.tokenizer, readout)
     variants = {"sample losses": sample_losses, "sample + token losses": sample_token_losses}
     wall = {name: [] for name in variants}
     cpu = {name: [] for name in variants}
@@ -57,15 +55,14 @@ def readout(args) -> None:
 
 def sampling(args) -> None:
     from codedyn.models.hooks import component_names
-    from codedyn.sampling.losses import EvalSet
+    from codedyn.sampling.losses import readout_evalset
     from codedyn.sampling.posterior import probe_observables, sampling_windows
     from codedyn.sampling.sgld import evalset_readout, sample_posterior
 
-    checkpoint, config, samples = _toy(args.step)
-    evalset = EvalSet.build(checkpoint.tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(),
-                            max_length=config.max_sample_tokens)
+    checkpoint, config, readout = _toy(args.step)
+    evalset = readout_evalset(checkpoint.tokenizer, readout)
     windows = sampling_windows(checkpoint.tokenizer, config)
-    observables = probe_observables(checkpoint.tokenizer, samples, config, "cpu")
+    observables = probe_observables(checkpoint.tokenizer, readout, config, "cpu")
     for tokens in (False, True, False, True):
         start = time.perf_counter()
         traces = sample_posterior(checkpoint.model, windows, evalset_readout(evalset, tokens=tokens), config,

@@ -46,18 +46,17 @@ def llc_sweep(args) -> None:
     from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws, percentile_ci
     from codedyn.experiments.calibration import trace_metrics
     from codedyn.sampling.llc import estimate_llc, llc_of, trace_excess_losses
-    from codedyn.sampling.losses import EvalSet
-    from codedyn.sampling.posterior import sampling_windows
+    from codedyn.sampling.losses import readout_evalset
+    from codedyn.sampling.posterior import posterior_readout, sampling_windows
     from codedyn.sampling.sgld import SamplingDiverged, evalset_readout, sample_posterior
 
     torch.set_num_threads(1)
     study = _study({"sampling": _setting_overrides(args.set)})
     base = study.config.sampling
-    samples = study.readout_samples().head(args.readout)
     for step in [int(s) for s in args.steps.split(",")]:
         checkpoint = study.suite.load(step, device="cpu")
-        evalset = EvalSet.build(checkpoint.tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(),
-                                max_length=base.max_sample_tokens, device="cpu")
+        readout = posterior_readout(checkpoint, study.dataset, base.model_copy(update={"max_problems": args.readout}))
+        evalset = readout_evalset(checkpoint.tokenizer, readout, device="cpu")
         windows = sampling_windows(checkpoint.tokenizer, base)
         for gamma in [float(g) for g in args.gammas.split(",")]:
             config = base.model_copy(update={"localization": gamma})
@@ -101,24 +100,23 @@ def llc_sweep(args) -> None:
 def time_posterior(args) -> None:
     import torch
 
-    from codedyn.sampling.losses import EvalSet
-    from codedyn.sampling.posterior import probe_observables, readout_samples, sampling_windows
+    from codedyn.sampling.losses import readout_evalset
+    from codedyn.sampling.posterior import posterior_readout, probe_observables, sampling_windows
     from codedyn.sampling.sgld import evalset_readout, sample_posterior
 
     torch.set_num_threads(1)
     study = _study({"sampling": _setting_overrides(args.set)})
     config = study.config.sampling
     checkpoint = study.suite.load(args.step, device="cpu")
-    samples = readout_samples(study.dataset, config)
     start, cpu = time.time(), time.process_time()
-    evalset = EvalSet.build(checkpoint.tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(),
-                            max_length=config.max_sample_tokens, device="cpu")
+    readout = posterior_readout(checkpoint, study.dataset, config)
+    evalset = readout_evalset(checkpoint.tokenizer, readout, device="cpu")
     windows = sampling_windows(checkpoint.tokenizer, config)
-    observables = probe_observables(checkpoint.tokenizer, samples, config, "cpu")
+    observables = probe_observables(checkpoint.tokenizer, readout, config, "cpu")
     traces = sample_posterior(checkpoint.model, windows, evalset_readout(evalset, tokens=True), config,
                               observables=observables)
     print(json.dumps({"step": args.step, "chains": config.chains, "burn_in": config.burn_in, "draws": config.draws,
-                      "max_sample_tokens": config.max_sample_tokens, "samples": traces.sizes["sample"],
+                      "readout_context": readout.context, "samples": traces.sizes["sample"],
                       "wall_s": round(time.time() - start, 1), "cpu_s": round(time.process_time() - cpu, 1)}))
 
 
@@ -129,7 +127,7 @@ def main() -> None:
     llc.add_argument("--steps", default="0,1000,4000,7000")
     llc.add_argument("--gammas", default="100,300,1000")
     llc.add_argument("--readout", type=int, default=8)
-    llc.add_argument("--set", action="append", default=[], help="sampling field=JSON value, e.g. chains=4")
+    llc.add_argument("--readout", type=int, default=4, help="problems read out (a reference and its mutant each)")
     timing = sub.add_parser("time")
     timing.add_argument("--step", type=int, default=5500)
     timing.add_argument("--set", action="append", default=[], help="sampling field=JSON value, e.g. chains=2")

@@ -21,8 +21,9 @@ FLOPs per token (PaLM appendix B convention, a multiply-add = 2 FLOPs, T the seq
 
 Per checkpoint: chains x (burn_in + draws x steps_between_draws) SGLD steps of batch_size x window_length tokens;
 per kept draw a read-out of every read-out sample (max_problems x (1 + mutants_per_problem) samples, counted at
-max_sample_tokens each: an upper bound) and the observables' probe batch (probe_samples samples at the same
-length); once per checkpoint the reference losses (every sampling window once, at w*) and the initial read-out.
+max_readout_tokens each, default the model's 2048-token context: an upper bound) and the observables' probe batch
+(probe_samples samples at the same length); once per checkpoint the reference losses (reference_batches x
+batch_size windows) and the initial read-out.
 SAE (Experiment 2): harvest train_tokens activations (a forward pass) and train epochs passes, per read layer.
 """
 
@@ -104,7 +105,7 @@ def project(preset: str) -> dict:
     steps_per_chain = s.burn_in + s.draws * s.steps_between_draws
     n_problems = s.max_problems if s.max_problems is not None else 164
     readout_samples = n_problems * (1 + config.dataset.mutants_per_problem)
-    t_read = s.max_sample_tokens
+    t_read = s.max_readout_tokens or 2048  # Pythia's training context when no cap is set
 
     sgld_step = s.batch_size * s.window_length * arch.train_flops_per_token(s.window_length)
     readout = readout_samples * t_read * arch.forward_flops_per_token(t_read)

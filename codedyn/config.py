@@ -270,8 +270,10 @@ class SamplingConfig(Frozen):
     influence and susceptibility estimates need."""
     probe_samples: int = Field(16, ge=1)
     """Read-out samples (seeded choice) forming the fixed probe batch on which component observables are measured."""
-    max_sample_tokens: int = Field(256, ge=8)
-    """Dataset samples longer than this keep their last tokens (the code) when their losses are read out."""
+    max_readout_tokens: int | None = Field(None, ge=8)
+    """Longest readout window (losses, per-token losses, observables); None = the suite's training context (toy:
+    ``toy.context``, Pythia: 2048), a larger value is refused. A longer sample is read in one window ending at the
+    end of its code, shared with its pair; a mutant whose change does not fit is left out and counted."""
     n_bootstrap: int = Field(1000, ge=10)
     """Bootstrap replicates behind every confidence interval."""
     seed: int = 0
@@ -355,8 +357,10 @@ class EmergenceConfig(Frozen):
     init_from_previous: bool = False
     """Initialise each checkpoint's SAE from the previous checkpoint's (latent identity kept; decoder drift
     reported). Makes each checkpoint's unit depend on the previous one."""
-    max_sample_tokens: int = Field(64, ge=8)
-    """Dataset samples longer than this keep their last tokens (the final token is always kept)."""
+    max_readout_tokens: int | None = Field(None, ge=8)
+    """Longest window a dataset sample is read in (its final token always inside); None = the suite's training
+    context, a larger value is refused. Windows are chosen as for the posterior readout (``sampling``): a pair
+    shares its window, a mutant whose change does not fit is left out and counted."""
     probe_c: float = Field(0.1, gt=0)
     """Inverse L2 strength of the logistic-regression probe on the standardised raw residual."""
     shuffles: int = Field(5, ge=1)

@@ -240,11 +240,11 @@ def test_operator_breakdown_counts_flagged_incorrect_samples():
 
 TINY_EMERGENCE = {
     "dataset": {"limit_problems": 10, "candidates_per_operator": 1},
-    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 32, "batch_size": 4,
+    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 128, "batch_size": 4,
             "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
     "suite": {"steps": [0, 4, 12]},
     "emergence": {"width": 32, "k": 4, "train_tokens": 2048, "window_length": 32, "epochs": 2, "batch_size": 256,
-                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5, "max_sample_tokens": 32,
+                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5,
                   "shuffles": 2, "n_bootstrap": 50, "init_from_previous": True},
 }
 
@@ -337,7 +337,9 @@ def test_load_sae_and_latent_observable_on_a_real_checkpoint(tiny):
     values = SaeLatentMeans(saes[1], 1, ids, mask)(checkpoint.model)
     assert values.shape == (32,) and torch.isfinite(values).all() and (values >= 0).all()
     stored = np.load(emergence_unit_dir(study, 12) / "arrays.npz")
-    assert stored["latents_L1"].shape == (len(study.dataset.samples), 32)
+    # Every sample is captured but the mutants whose change does not fit the readout window (counted in unit.json).
+    excluded = json.loads((emergence_unit_dir(study, 12) / "unit.json").read_text())["readout_excluded"]
+    assert stored["latents_L1"].shape == (len(study.dataset.samples) - excluded, 32)
     with pytest.raises(FileNotFoundError, match="codedyn emergence"):
         load_sae(study.run_dir / "units" / "sae-step99-none")
 

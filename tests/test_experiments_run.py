@@ -12,11 +12,11 @@ from codedyn.experiments.study import prepare_study
 
 TINY_STUDY = {
     "dataset": {"limit_problems": 6, "candidates_per_operator": 1},
-    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 32, "batch_size": 4,
+    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 128, "batch_size": 4,
             "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
     "suite": {"steps": [0, 4, 12]},
     "sampling": {"chains": 2, "draws": 8, "burn_in": 4, "batch_size": 8, "sampling_windows": 64,
-                 "window_length": 33, "max_sample_tokens": 64, "n_bootstrap": 50, "lr": 1e-4},
+                 "window_length": 33, "n_bootstrap": 50, "lr": 1e-4},
     "susceptibility": {"sae_latents": 0},  # heads and MLPs only: this study trains no SAEs
 }
 
@@ -36,7 +36,7 @@ def test_tables_cover_every_checkpoint_and_aggregate(study_result):
     study, result = study_result
     table = pd.read_parquet(result["folder"] / "influence.parquet")
     assert sorted(set(table["step"])) == [0, 4, 12]
-    assert set(table["quantity"]) == {"CC", "CI", "II", "paired", "unpaired", "LLC"}
+    assert {"CC", "CI", "II", "paired", "delta", "bug_influence", "pc1_share", "LLC"} <= set(table["quantity"])
     finite = table.dropna(subset=["value"])
     # The only values allowed to be missing: the LLC of a checkpoint that is not a local minimum, which says so.
     no_llc = table[(table["quantity"] == "LLC") & ~table["local_minimum"].astype(bool)]
@@ -44,17 +44,20 @@ def test_tables_cover_every_checkpoint_and_aggregate(study_result):
     assert no_llc["llc_status"].str.contains("not a local minimum").all()
     assert table.groupby("step")["local_minimum"].nunique().eq(1).all()  # one flag per checkpoint, on every row
     assert (finite["low"] <= finite["value"]).all() and (finite["value"] <= finite["high"]).all()
-    corr = table[table["variant"] == "corr"]
+    corr = table[(table["variant"] == "corr") & table["quantity"].isin(["CC", "CI", "II", "paired"])]
     assert corr["value"].between(-1, 1).all()
 
 
 def test_figures_and_calls_are_written(study_result):
     _, result = study_result
     folder = result["folder"]
-    for name in ("influence_cov", "influence_corr", "bif_matrix_step0", "bif_matrix_step12"):
+    for name in ("influence_cov", "influence_corr", "influence_contrasts_cov", "bif_matrix_step0",
+                 "bif_matrix_step12"):
         assert (folder / f"{name}.png").stat().st_size > 0 and (folder / f"{name}.pdf").stat().st_size > 0
+    windows = json.loads((folder / "readout.json").read_text())
+    assert set(windows) == {"0", "4", "12"} and all(w["readout_context"] == 128 for w in windows.values())
     calls = json.loads((folder / "transitions.json").read_text())
-    assert {"CC/cov", "CI/cov", "II/cov", "paired/corr", "LLC/llc"} <= set(calls)
+    assert {"CC/cov", "CI/cov", "II/cov", "paired/corr", "delta/cov", "bug_gap/corr", "LLC/llc"} <= set(calls)
     for found in calls.values():
         assert (found["verdict"] in {"gradual", "no change"} or found["verdict"].startswith("phase transition at step")
                 or found["verdict"].startswith("no LLC curve"))
@@ -126,3 +129,7 @@ def test_susceptibilities_come_from_the_same_posteriors(study_result, no_samplin
     responders = pd.read_parquet(result["folder"] / "opposite_responders.parquet")
     assert len(responders) == 3 * len(components)
     assert (result["folder"] / "susceptibility_trajectories.png").is_file()
+    contrast = pd.read_parquet(result["folder"] / "correctness_contrast.parquet")
+    assert len(contrast) == 2 * 3 * len(components)  # raw and standardised, every component at every checkpoint
+    assert (contrast["fw_high"] - contrast["fw_low"]).mean() > (contrast["high"] - contrast["low"]).mean()
+    assert {"incorrect-correct"} <= set(table["distribution"])

@@ -49,7 +49,7 @@ def _structure(n_problems: int) -> SampleStructure:
 def _brute_force(bif, structure, weights):
     """Expand every sample by its problem's multiplicity; average entries between different original samples."""
     expanded = [i for i in range(len(structure.problem)) for _ in range(int(weights[structure.problem[i]]))]
-    sums = {k: [0.0, 0] for k in ("CC", "CI", "II", "unpaired")}
+    sums = {k: [0.0, 0] for k in ("CC", "CI", "II")}
     for a, b in itertools.product(range(len(expanded)), repeat=2):
         i, j = expanded[a], expanded[b]
         if i == j:
@@ -57,7 +57,7 @@ def _brute_force(bif, structure, weights):
         ci, cj = structure.is_correct[i], structure.is_correct[j]
         keys = ["CC"] if ci and cj else ["II"] if not ci and not cj else []
         if ci and not cj:
-            keys = ["CI"] + (["unpaired"] if structure.problem[i] != structure.problem[j] else [])
+            keys = ["CI"] if structure.problem[i] != structure.problem[j] else []  # CI: different problems only
         for key in keys:
             sums[key][0] += bif[i, j]
             sums[key][1] += 1
@@ -90,3 +90,116 @@ def test_planted_block_structure_is_recovered():
     assert means["CC"] == pytest.approx(-1.0, abs=0.1)
     assert means["II"] == pytest.approx(-1.0, abs=0.1)
     assert means["CI"] == pytest.approx(1.0, abs=0.1)
+
+
+# ------------------------------------------------------------------------- contrasts against planted covariances
+#
+# Losses of P problems (a reference and one mutant each) built from independent standard normal factors:
+#   ℓ_i = m u + [correct] a f_c + [incorrect] b f_i + q g_problem(i) + σ e_i,   f_i = κ f_c + sqrt(1 - κ²) f'
+# so Cov(ℓ_i, ℓ_j) is m² + a² (CC), m² + b² (II), m² + abκ (CI, different problems), m² + abκ + q² (paired), and
+# with BIF = -Cov: delta = (CC + II)/2 - CI = abκ - (a² + b²)/2; δ_p = ℓ_mut - ℓ_ref = b f_i - a f_c + noise (the
+# shared mode u and the problem factor g cancel), so -Cov(δ_p, ℓ_j) is a² - abκ for a correct j and abκ - b² for an
+# incorrect one of another problem.
+
+PLANTED = {"m": 1.0, "a": 0.6, "b": 0.8, "kappa": 0.3, "q": 0.5, "sigma": 0.5}
+NULL = {"m": 1.0, "a": 0.0, "b": 0.0, "kappa": 0.0, "q": 0.5, "sigma": 0.5}
+
+
+def _planted_losses(params, n_problems, chains, draws, rng):
+    m, a, b, kappa, q, sigma = (params[k] for k in ("m", "a", "b", "kappa", "q", "sigma"))
+    structure = _structure(n_problems)
+    shape = (chains, draws)
+    u, f_c, f_other = (rng.normal(size=(*shape, 1)) for _ in range(3))
+    f_i = kappa * f_c + np.sqrt(1 - kappa**2) * f_other
+    g = rng.normal(size=(*shape, n_problems))[..., structure.problem]
+    correct = structure.is_correct
+    losses = m * u + np.where(correct, a * f_c, b * f_i) + q * g + sigma * rng.normal(size=(*shape, correct.size))
+    return structure, losses
+
+
+def _true_covariance(params, structure):
+    m, a, b, kappa, q, sigma = (params[k] for k in ("m", "a", "b", "kappa", "q", "sigma"))
+    load_shared = np.full(structure.is_correct.size, m)
+    load_c = np.where(structure.is_correct, a, 0.0)
+    load_i = np.where(structure.is_correct, 0.0, b)
+    same = structure.problem[:, None] == structure.problem[None, :]
+    cov = (np.outer(load_shared, load_shared) + np.outer(load_c, load_c) + np.outer(load_i, load_i)
+           + kappa * (np.outer(load_c, load_i) + np.outer(load_i, load_c)) + q**2 * same)
+    return cov + sigma**2 * np.eye(cov.shape[0])
+
+
+def _closed_form(params):
+    m, a, b, kappa, q = (params[k] for k in ("m", "a", "b", "kappa", "q"))
+    cc, ii, ci = -(m**2 + a**2), -(m**2 + b**2), -(m**2 + a * b * kappa)
+    correct, incorrect = a**2 - a * b * kappa, a * b * kappa - b**2
+    return {("CC", "cov"): cc, ("II", "cov"): ii, ("CI", "cov"): ci, ("paired", "cov"): ci - q**2,
+            ("delta", "cov"): (cc + ii) / 2 - ci, ("bug_influence_correct", "cov"): correct,
+            ("bug_influence_incorrect", "cov"): incorrect, ("bug_influence", "cov"): (correct + incorrect) / 2,
+            ("bug_gap", "cov"): incorrect - correct}
+
+
+def test_contrasts_of_the_true_covariance_are_the_closed_form():
+    from codedyn.experiments.influence import influence_quantities
+
+    structure = _structure(10)
+    values = influence_quantities(_true_covariance(PLANTED, structure), structure)
+    for key, expected in _closed_form(PLANTED).items():
+        assert values[key] == pytest.approx(expected, abs=1e-12), key
+    assert values[("delta", "cov")] == pytest.approx(0.6 * 0.8 * 0.3 - 0.5, abs=1e-12)
+    # Normalised CC by hand: -(m² + a²) / Var(ℓ_correct), Var = m² + a² + q² + σ².
+    assert values[("CC", "corr")] == pytest.approx(-1.36 / 1.86, abs=1e-12)
+    # The first principal component is the shared mode: removing it leaves CC and II near zero.
+    assert values[("pc1_share", "share")] > 0.5
+    assert abs(values[("CC", "cov_no_pc1")]) < abs(values[("CC", "cov")]) / 4
+
+
+def test_estimates_converge_to_the_planted_values():
+    from codedyn.experiments.influence import influence_quantities, posterior_covariance, quantity_names
+
+    rng = np.random.default_rng(10)
+    structure, losses = _planted_losses(PLANTED, 12, 4, 5000, rng)
+    truth = influence_quantities(_true_covariance(PLANTED, structure), structure)
+    estimate = influence_quantities(posterior_covariance(losses), structure)
+    for key in quantity_names():
+        assert estimate[key] == pytest.approx(truth[key], abs=0.06), key
+
+
+def _coverage(params, target, n_sets=30, seed=11):
+    """Share of planted data sets whose 95% interval covers ``target[key]``, per key, and of those excluding 0."""
+    from codedyn.analysis.stats import percentile_ci
+    from codedyn.experiments.influence import bootstrap_influence, influence_quantities, posterior_covariance
+
+    rng = np.random.default_rng(seed)
+    covered, excludes = {k: 0 for k in target}, {k: 0 for k in target}
+    for trial in range(n_sets):
+        structure, losses = _planted_losses(params, 12, 4, 150, rng)
+        point = influence_quantities(posterior_covariance(losses), structure)
+        replicates = bootstrap_influence(losses, structure, n_boot=200, seed=trial)
+        for key, value in target.items():
+            interval = percentile_ci(replicates[key], point[key])
+            covered[key] += interval.low <= value <= interval.high
+            excludes[key] += interval.excludes_zero()
+    return {k: v / n_sets for k, v in covered.items()}, {k: v / n_sets for k, v in excludes.items()}
+
+
+def test_joint_bootstrap_intervals_cover_the_planted_contrasts():
+    from codedyn.experiments.influence import influence_quantities
+
+    structure = _structure(12)
+    truth = influence_quantities(_true_covariance(PLANTED, structure), structure)
+    keys = [("delta", "cov"), ("delta", "corr"), ("bug_influence", "cov"), ("bug_gap", "cov"),
+            ("bug_gap", "corr"), ("CI", "cov"), ("paired", "cov"), ("pc1_share", "share"), ("delta", "cov_no_pc1")]
+    covered, excludes = _coverage(PLANTED, {k: truth[k] for k in keys})
+    for key in keys:
+        assert covered[key] >= 0.85, (key, covered[key])
+    # ... and they are not vacuous: the planted delta and bug gap are found in most data sets.
+    assert excludes[("delta", "cov")] >= 0.8 and excludes[("bug_gap", "cov")] >= 0.8
+
+
+def test_null_structure_gives_contrast_intervals_covering_zero():
+    """Only a shared mode, a problem factor and noise: no correctness structure, every contrast is 0."""
+    keys = [("delta", "cov"), ("delta", "corr"), ("bug_influence", "cov"), ("bug_influence", "corr"),
+            ("bug_gap", "cov"), ("bug_gap", "corr")]
+    covered, _ = _coverage(NULL, {k: 0.0 for k in keys}, seed=12)
+    for key in keys:
+        assert covered[key] >= 0.85, (key, covered[key])

@@ -14,7 +14,7 @@ SAE_STUDY = {
     "suite": {"steps": [4, 12]},
     "emergence": {**TINY_EMERGENCE["emergence"], "init_from_previous": False},
     "sampling": {"chains": 2, "draws": 6, "burn_in": 2, "batch_size": 8, "sampling_windows": 64, "window_length": 33,
-                 "max_sample_tokens": 64, "n_bootstrap": 50, "max_problems": None, "probe_samples": 6},
+                 "n_bootstrap": 50, "max_problems": None, "probe_samples": 6},
     "susceptibility": {"sae_latents": 5},
 }
 
@@ -56,8 +56,11 @@ def test_chosen_latents_start_with_experiment_2s_choice_and_follow_welch_t(sae_s
 
 
 def test_posterior_records_the_sae_latents_beside_heads_and_mlps(sae_study):
+    import torch
+
+    from codedyn.models.activations import final_token_residuals
     from codedyn.models.sae import SaeLatentMeans, TopKSAE
-    from codedyn.sampling.posterior import posterior_folder, probe_observables, readout_samples
+    from codedyn.sampling.posterior import posterior_folder, posterior_readout, probe_observables
     from codedyn.sampling.sae_observables import study_sae_latents
     from codedyn.sampling.traces import load_traces
 
@@ -66,19 +69,36 @@ def test_posterior_records_the_sae_latents_beside_heads_and_mlps(sae_study):
     traces = load_traces(posterior_folder(study, 12))
     names = [str(n) for n in traces["observable"].values]
     assert names[:6] == ["L0.H0", "L0.H1", "L0.MLP", "L1.H0", "L1.H1", "L1.MLP"]
-    assert names[6:] == [f"L{layer}.SAE{i}" for layer in (0, 1) for i in latents.latents[layer]]
-    # the stored value at w* equals a direct computation of the latent means on the probe batch
+    assert names[6:] == [name for layer in (0, 1) for name in
+                         [f"L{layer}.SAE{i}" for i in latents.latents[layer]]
+                         + [f"L{layer}.SAE{i}.all_tokens" for i in latents.latents[layer]]]
+    # The stored values at w* equal direct computations on the probe batch: the final-token reading from the
+    # residual Experiment 2 reads (its final token, same windows), the all-token one from SaeLatentMeans.
     checkpoint = study.suite.load(12)
-    probe = probe_observables(checkpoint.tokenizer, readout_samples(study.dataset, study.config.sampling),
-                              study.config.sampling, "cpu")["components"]
+    config = study.config.sampling
+    readout = posterior_readout(checkpoint, study.dataset, config)
+    probe = probe_observables(checkpoint.tokenizer, readout, config, "cpu")["components"]
+    rows = sorted(np.random.default_rng(config.seed + 1).choice(len(readout.samples), config.probe_samples,
+                                                                replace=False))
+    probe_samples = readout.samples.iloc[rows]
+    resid = final_token_residuals(checkpoint.model, checkpoint.tokenizer, probe_samples["prompt"].tolist(),
+                                  probe_samples["solution"].tolist(), list(latents.latents),
+                                  readout.lengths[rows])
     init = dict(zip(names, traces["init_observed"].values, strict=True))
     for layer, indices in latents.latents.items():
-        direct = SaeLatentMeans(TopKSAE.load(latents.unit, layer), layer, probe.input_ids, probe.attention_mask)
-        expected = direct(checkpoint.model).numpy()[list(indices)]
-        got = np.array([init[f"L{layer}.SAE{i}"] for i in indices])
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+        sae = TopKSAE.load(latents.unit, layer)
+        with torch.no_grad():
+            final = sae.encode(torch.as_tensor(resid[layer])).numpy()[:, list(indices)].mean(axis=0)
+        direct = SaeLatentMeans(sae, layer, probe.input_ids, probe.attention_mask)
+        all_tokens = direct(checkpoint.model).numpy()[list(indices)]
+        np.testing.assert_allclose([init[f"L{layer}.SAE{i}"] for i in indices], final, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([init[f"L{layer}.SAE{i}.all_tokens"] for i in indices], all_tokens,
+                                   rtol=1e-5, atol=1e-7)
     observed = traces["observed"].values[traces["healthy"].values]
     assert np.isfinite(observed).all()
+    # Readouts stay inside the toy suite's training context, and the posterior says how many mutants did not fit.
+    assert readout.lengths.max() <= study.suite.context == traces.attrs["readout_context"]
+    assert traces.attrs["readout_excluded"] == len(readout.excluded)
 
 
 def test_susceptibility_table_has_sae_components(sae_study):

@@ -123,3 +123,95 @@ def test_trajectories_follow_only_components_measured_at_every_checkpoint():
     labels += [line.get_label() for ax in figure.axes for line in ax.get_lines()]
     assert not any("SAE" in label for label in labels)
     assert any("L0.H0" in label for label in labels)
+
+
+# ------------------------------------------------------------------ correctness contrast with family-wise control
+#
+# L_correct = s + c, L_incorrect = s + i (a shared mode s, and one factor per distribution); component 0 reads the
+# incorrect factor only: Cov(φ_0, L_I) = β, Cov(φ_0, L_C) = 0, so χ_I - χ_C = -β. Every other component reads the
+# shared mode: large, collinear χ_correct ≈ χ_incorrect, and a zero contrast.
+
+def _contrast_draws(rng, n_components, beta, chains=4, draws=150, opposite=False):
+    shape = (chains, draws, 1)
+    shared, c, i = rng.normal(size=shape), rng.normal(size=shape), rng.normal(size=shape)
+    losses = np.concatenate([shared + c, shared + i], axis=-1)
+    loading = rng.uniform(0.5, 1.5, size=n_components)
+    observed = loading * shared + rng.normal(size=(chains, draws, n_components))
+    observed[..., 0] = beta * ((i - c) if opposite else i)[..., 0] + rng.normal(size=(chains, draws))
+    return observed, losses
+
+
+def _family(rng, n_components, n_steps, beta, n_boot=200, opposite=False):
+    from codedyn.experiments.susceptibility import susceptibility_replicates
+
+    per_step = []
+    for step in range(n_steps):
+        observed, losses = _contrast_draws(rng, n_components, beta if step == n_steps - 1 else 0.0,
+                                           opposite=opposite)
+        chi, reps = susceptibility_replicates(observed, losses, n_boot, seed=int(rng.integers(1 << 30)))
+        per_step.append((step, [f"C{k}" for k in range(n_components)], chi, reps))
+    return per_step
+
+
+def test_contrast_is_minus_the_covariance_with_the_distribution_difference():
+    from codedyn.experiments.susceptibility import contrast_tables
+
+    rng = np.random.default_rng(20)
+    per_step = _family(rng, 4, 1, beta=0.8)
+    table, _ = contrast_tables(per_step)
+    (_, _, chi, _), = per_step
+    np.testing.assert_allclose(table["contrast"], chi[:, 1] - chi[:, 0], rtol=1e-12)
+    assert table.loc[0, "contrast"] == pytest.approx(-0.8, abs=0.15)  # χ_I - χ_C = -β
+    # the simultaneous interval is wider than the pointwise one
+    assert ((table["fw_high"] - table["fw_low"]) > (table["high"] - table["low"])).all()
+
+
+def test_max_t_finds_the_planted_contrast_among_collinear_components():
+    from codedyn.experiments.susceptibility import contrast_tables
+
+    rng = np.random.default_rng(21)
+    hits, others = 0, 0
+    for _ in range(10):
+        table, _ = contrast_tables(_family(rng, 8, 3, beta=0.8))
+        planted = (table["component"] == "C0") & (table["step"] == 2)
+        hits += bool(table.loc[planted, "significant"].iloc[0])
+        others += int(table.loc[~planted, "significant"].sum())
+    assert hits >= 9 and others <= 1
+
+
+def test_max_t_keeps_the_family_wise_error_rate_on_null_data():
+    """Calibration: 8 components x 3 checkpoints with no contrast anywhere (yet χ_correct and χ_incorrect are large
+    and collinear); a false positive anywhere in the family counts once."""
+    from codedyn.experiments.susceptibility import contrast_tables
+
+    rng = np.random.default_rng(22)
+    trials, errors, pointwise = 60, 0, 0
+    for _ in range(trials):
+        table, _ = contrast_tables(_family(rng, 8, 3, beta=0.0))
+        errors += bool(table["significant"].any())
+        pointwise += bool(((table["low"] > 0) | (table["high"] < 0)).any())
+    assert errors / trials <= 0.08
+    assert pointwise / trials > 0.3  # without the control, 24 tests at 5% flag something most of the time
+
+
+def test_opposite_responders_under_family_wise_control():
+    from codedyn.experiments.susceptibility import contrast_tables
+
+    rng = np.random.default_rng(23)
+    _, responders = contrast_tables(_family(rng, 6, 2, beta=1.0, opposite=True))
+    found = responders[responders["opposite"]]
+    assert list(zip(found["step"], found["component"], strict=True)) == [(1, "C0")]
+    row = found.iloc[0]
+    assert row["chi_a"] > 0 > row["chi_b"]  # φ falls with the correct-code loss, rises with the incorrect one
+
+
+def test_max_t_with_a_constant_observable_flags_nothing_for_it():
+    from codedyn.experiments.susceptibility import max_t
+
+    rng = np.random.default_rng(24)
+    points = np.array([5.0, 0.0, 0.1])
+    reps = points + rng.normal(size=(500, 3))  # bootstrap replicates scatter around their estimates
+    reps[:, 1] = 0.0
+    found = max_t(points, reps)
+    assert found["significant"].tolist() == [True, False, False]
+    assert found["p"][1] == 1.0 and found["critical"] > 1.96  # three comparisons: above the pointwise quantile

@@ -112,3 +112,78 @@ def test_sample_loss_is_padding_invariant(tokenizer):
     reference = loss_with_padding(0)
     for extra in (1, 7, 64):
         assert loss_with_padding(extra) == pytest.approx(reference, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- in-context windows
+
+def _pair_texts(n_lines: int, mutated_line: int, replacement: str = "*"):
+    """A long reference and a mutant that changes one line (``+`` -> ``*``, both in the tokenizer's vocabulary)."""
+    lines = [f"    x{k} = a + {k}\n" for k in range(n_lines)]
+    mutant = list(lines)
+    mutant[mutated_line] = mutant[mutated_line].replace("+", replacement)
+    return "".join(lines), "".join(mutant)
+
+
+def test_windows_stay_inside_the_context_and_end_at_the_end_of_the_code(tokenizer):
+    from codedyn.data.tokenize import encode_windows
+
+    reference, mutant = _pair_texts(30, 27)
+    prompts = [PROMPT] * 3
+    solutions = [reference, mutant, SOLUTION]
+    encoded, windows = encode_windows(tokenizer, prompts, solutions, [None, 0, None], context=24)
+    assert not windows.excluded.any()
+    for sample, prompt, solution in zip(encoded, prompts, solutions, strict=True):
+        full = np.asarray(tokenizer(prompt + solution, add_special_tokens=False)["input_ids"])
+        assert len(sample) <= 24  # no readout position reaches the context
+        np.testing.assert_array_equal(sample.input_ids, full[-len(sample):])  # ends at the end of the code
+    assert len(encoded[2]) == len(tokenizer(PROMPT + SOLUTION, add_special_tokens=False)["input_ids"])  # short: whole
+
+
+def test_a_pair_shares_its_window_and_differs_exactly_in_the_mutated_span(tokenizer):
+    from codedyn.data.token_kinds import mutation_span
+    from codedyn.data.tokenize import encode_windows
+
+    # The mutant is longer than its reference, so "the last 32 tokens of each" would misalign the pair.
+    reference, mutant = _pair_texts(30, 26, replacement="* b *")
+    encoded, windows = encode_windows(tokenizer, [PROMPT, PROMPT], [reference, mutant], [None, 0], context=32)
+    assert len(encoded[1]) == 32 and len(encoded[0]) < 32
+    ref, mut = encoded
+    assert windows.starts[0] == windows.starts[1] and not windows.excluded.any()
+    # Strip the common head and tail: what is left is the mutated span, and nothing else differs.
+    head = next(k for k in range(min(len(ref), len(mut))) if ref.input_ids[k] != mut.input_ids[k])
+    tail = next(k for k in range(min(len(ref), len(mut))) if ref.input_ids[-1 - k] != mut.input_ids[-1 - k])
+    differ_ref = tokenizer.decode(ref.input_ids[head:len(ref) - tail].tolist())
+    differ_mut = tokenizer.decode(mut.input_ids[head:len(mut) - tail].tolist())
+    lo, hi = mutation_span(reference, mutant)
+    assert "*" in differ_mut and "+" in differ_ref and mutant[lo:hi] in differ_mut
+    assert len(differ_mut) <= 8 and len(differ_ref) <= 4  # the changed characters and at most their token neighbours
+    assert ref.loss_mask[head] and mut.loss_mask[head]  # the first changed token is scored in both
+    # The mask, too, is the same outside the mutated tokens.
+    np.testing.assert_array_equal(ref.loss_mask[:head], mut.loss_mask[:head])
+
+
+def test_a_mutation_that_cannot_fit_is_counted_out(tokenizer):
+    from codedyn.data.tokenize import encode_windows
+
+    reference, early = _pair_texts(30, 1)  # the change sits far before the last 24 tokens
+    _, late = _pair_texts(30, 28)
+    encoded, windows = encode_windows(tokenizer, [PROMPT] * 3, [reference, early, late], [None, 0, 0], context=24)
+    assert windows.excluded.tolist() == [False, True, False] and windows.n_excluded == 1
+    assert encoded[1] is None and windows.lengths[1] == 0
+    assert windows.starts[0] == windows.starts[2]
+
+
+def test_the_shared_start_keeps_as_many_mutants_as_possible():
+    """Pure token arithmetic: a long mutant forces a late start that would cut out two early mutations."""
+    from codedyn.data.tokenize import window_starts
+
+    ref = np.arange(20)
+    early1, early2 = ref.copy(), ref.copy()
+    early1[8], early2[9] = 99, 98
+    longer = np.concatenate([ref[:18], [97, 96, 95, 94, 93], ref[18:]])  # 25 tokens, changed from index 18
+    windows = window_starts([ref, early1, early2, longer], [None, 0, 0, 0], context=16)
+    # Start 4 keeps both early mutants (changes at 8, 9 > 4); the long one needs start >= 9: out.
+    assert windows.starts[0] == 4 and windows.excluded.tolist() == [False, False, False, True]
+    assert (windows.lengths[:3] <= 16).all()
+    with pytest.raises(ValueError, match="reference"):
+        window_starts([ref, early1], [None, 1], context=16)

@@ -10,6 +10,10 @@ Conventions used by every experiment:
 * A sample's loss is the mean token loss over its scored positions, so right-padding (masked out, and invisible to
   real tokens under causal attention) cannot change it.
 * Batches are formed by length buckets: similar lengths together, at most ``max_tokens`` padded tokens per batch.
+* Readouts stay inside the trained context (:func:`window_starts`): a sample longer than the model's training
+  context is read in one window of at most ``context`` tokens that ends at the end of its code; a correct reference
+  and its mutants share the window start, so a pair's windows differ only in the mutated tokens, and a mutant whose
+  first changed token would fall before that start is left out (and counted) rather than read without its bug.
 """
 
 from __future__ import annotations
@@ -61,6 +65,89 @@ def encode_sample(
     if not scored.any():
         raise ValueError("sample has no scored tokens (empty solution, or truncated away)")
     return EncodedSample(ids, scored, bool(truncated))
+
+
+def shared_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """Number of leading tokens two id sequences have in common."""
+    n = min(a.shape[0], b.shape[0])
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
+
+
+@dataclass(frozen=True)
+class ReadoutWindows:
+    """Where every sample is read: its window is its last ``lengths[i]`` tokens (``tokens[starts[i]:]``).
+
+    ``excluded[i]``: a mutant whose first changed token cannot be read in a window of at most ``context`` tokens
+    shared with its reference (its length is 0). Every other window has at most ``context`` tokens.
+    """
+
+    starts: np.ndarray  # [N] int64, first token of the window
+    lengths: np.ndarray  # [N] int64, tokens in the window (0 when excluded)
+    excluded: np.ndarray  # [N] bool
+    context: int
+
+    @property
+    def n_excluded(self) -> int:
+        return int(self.excluded.sum())
+
+
+def window_starts(token_ids: Sequence[np.ndarray], references: Sequence[int | None], context: int) -> ReadoutWindows:
+    """Choose every sample's readout window inside a training context of ``context`` tokens.
+
+    ``token_ids[i]``: sample i's tokens (prompt + solution); ``references[i]``: the index of sample i's correct
+    reference when sample i is a mutant, else None. A window always ends at the sample's last token (the end of its
+    code). A reference and its mutants start at one shared token s, so within the shared prefix their windows
+    hold the same tokens and, ending together, they differ only where the mutation changed them. Mutant m fits when
+    its window and the reference's both fit (s >= len - context for both) and its first changed token p_m is read
+    and scored (s < p_m: position 0 of a window is never scored). Of a reference's mutants the shared start keeps
+    as many as possible (ties: the earliest start, the most context); the rest are excluded. A sample without
+    mutants and a mutant without a reference among ``token_ids`` simply keeps its last ``context`` tokens.
+    """
+    if context < 2:
+        raise ValueError(f"a readout context needs at least 2 tokens, got {context}")
+    n = len(token_ids)
+    lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
+    starts = np.maximum(lengths - context, 0)
+    excluded = np.zeros(n, dtype=bool)
+    mutants: dict[int, list[int]] = {}
+    for i, ref in enumerate(references):
+        if ref is not None:
+            if not 0 <= ref < n or references[ref] is not None:
+                raise ValueError(f"sample {i}: its reference {ref} is not a correct sample of this set")
+            mutants.setdefault(int(ref), []).append(i)
+    for ref, group in mutants.items():
+        base = int(starts[ref])  # the reference's own window must fit
+        low = np.array([max(base, int(starts[m])) for m in group])
+        high = np.array([shared_prefix(np.asarray(token_ids[ref]), np.asarray(token_ids[m])) - 1 for m in group])
+        candidates = sorted(set(low.tolist()) | {base})
+        counts = [int(((low <= s) & (s <= high)).sum()) for s in candidates]
+        best = candidates[int(np.argmax(counts))]  # argmax takes the first: the earliest start among the best
+        starts[ref] = best
+        for m, lo, hi in zip(group, low, high, strict=True):
+            if lo <= best <= hi:
+                starts[m] = best
+            else:
+                excluded[m] = True
+    out_lengths = np.where(excluded, 0, lengths - starts)
+    return ReadoutWindows(starts, out_lengths.astype(np.int64), excluded, int(context))
+
+
+def encode_windows(
+    tokenizer: Any, prompts: Sequence[str], solutions: Sequence[str], references: Sequence[int | None],
+    context: int, mask: MaskMode = "code",
+) -> tuple[list[EncodedSample | None], ReadoutWindows]:
+    """Every sample encoded in its readout window (:func:`window_starts`); None for an excluded mutant."""
+    token_ids = [
+        np.asarray(tokenizer(p + s, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        for p, s in zip(prompts, solutions, strict=True)
+    ]
+    windows = window_starts(token_ids, references, context)
+    encoded = [
+        None if windows.excluded[i] else encode_sample(tokenizer, p, s, mask, int(windows.lengths[i]))
+        for i, (p, s) in enumerate(zip(prompts, solutions, strict=True))
+    ]
+    return encoded, windows
 
 
 def length_buckets(lengths: Sequence[int], max_tokens: int, max_batch_size: int | None = None) -> list[list[int]]:

@@ -326,7 +326,7 @@ def run_calibration(study, progress: Progress = SILENT) -> dict[str, Any]:
     import torch
 
     from codedyn.runs.store import is_completed
-    from codedyn.sampling.losses import EvalSet
+    from codedyn.sampling.losses import readout_context, readout_evalset, select_readout
     from codedyn.sampling.posterior import sampling_windows
     from codedyn.sampling.sgld import evalset_readout
 
@@ -349,8 +349,10 @@ def run_calibration(study, progress: Progress = SILENT) -> dict[str, Any]:
             continue
         checkpoint = study.suite.load(step, device=config.suite.device)
         device = next(checkpoint.model.parameters()).device
-        evalset = EvalSet.build(checkpoint.tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(),
-                                max_length=config.sampling.max_sample_tokens, device=str(device))
+        context = readout_context(checkpoint.context, config.sampling.max_readout_tokens,
+                                  "sampling.max_readout_tokens")
+        evalset = readout_evalset(checkpoint.tokenizer, select_readout(checkpoint.tokenizer, samples, context),
+                                  device=str(device))
         windows = sampling_windows(checkpoint.tokenizer, config.sampling).to(device)
         for setting, sweep, unit in pending:
             with torch.random.fork_rng():  # the sweep must not change the caller's global RNG stream

@@ -452,6 +452,7 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     )
     from codedyn.models.sae import TopKSAE, decoder_cosines, sae_metrics, train_sae
     from codedyn.runs.store import is_completed, staging_dir, write_json
+    from codedyn.sampling.losses import readout_context, select_readout
 
     unit = emergence_unit_dir(study, step)
     if is_completed(unit):
@@ -460,17 +461,20 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     previous = previous_step(study, step) if config.init_from_previous else None
     previous_unit = emergence_unit(study, previous, progress) if previous is not None else None
     started = time.perf_counter()
-    samples = study.dataset.samples
-    labels = Labels.from_samples(samples)
     checkpoint = study.suite.load(step, device=study.config.suite.device)
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    # Read every sample inside the training context, a pair in one shared window (mutants that do not fit: out).
+    readout = select_readout(tokenizer, study.dataset.samples, readout_context(
+        checkpoint.context, config.max_readout_tokens, "emergence.max_readout_tokens"))
+    samples = readout.samples
+    labels = Labels.from_samples(samples)
     layers = resolve_layers(model.config.num_hidden_layers, config.layers)
     train_windows, eval_windows, general_windows = sae_windows(tokenizer, config)
     train_resid = window_residuals(model, train_windows, layers)
     eval_resid = window_residuals(model, eval_windows, layers)
     general_resid = {layer: r[:, -1] for layer, r in window_residuals(model, general_windows, layers).items()}
     dataset_resid = final_token_residuals(model, tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(),
-                                          layers, config.max_sample_tokens)
+                                          layers, readout.lengths)
     captured = time.perf_counter()
 
     bar = progress.task(f"SAEs step {step}: epochs", total=config.epochs * len(layers))
@@ -519,7 +523,7 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
         write_json(stage / "unit.json", {
             "kind": "sae", "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
             "key": emergence_key(study, step), "layers": list(layers), "previous_step": previous,
-            "emergence": config.model_dump(mode="json"),
+            "emergence": config.model_dump(mode="json"), **readout.record(),
             "seconds": {"capture": captured - started, "train_and_analyse": finished - captured,
                         "total": finished - started},
         })

@@ -7,13 +7,29 @@ the loss on i tends to lower it on j as well (their losses co-vary): "i helps j"
 
 Per checkpoint the N x N matrix is summarised by block means over off-diagonal entries:
 
-* CC: both samples correct, II: both incorrect, CI: one of each;
-* paired: each correct reference with its own buggy mutant (same problem, near-identical text);
-* unpaired: correct-incorrect entries from different problems.
+* CC: both samples correct, II: both incorrect (distinct samples);
+* CI: a correct and an incorrect sample of *different* problems;
+* paired: each correct reference with its own buggy mutant (same problem, near-identical text), on its own: those
+  entries are near -1 (normalised) and would otherwise decide CI alone.
 
-Confidence intervals resample chains and draws (the Monte Carlo error of the posterior) and problems (the sampling
-error of the dataset) at once; resampled problems enter the block means as weights, so a duplicated problem never
-contributes its own variance as if it were a covariance.
+Raw blocks are dominated by one shared mode (all losses move together), so correctness shows in contrasts:
+
+* delta = (CC + II) / 2 - CI: how much more samples of one kind influence each other than across kinds;
+* the bug influence BIF(δ_p, ℓ_j) = -Cov(δ_p, ℓ_j), δ_p = ℓ_mutant - ℓ_reference of pair p, which cancels the
+  shared mode (and anything else the two share). Summaries: ``bug_influence`` the mean over pairs p and samples j
+  of other problems, ``bug_influence_correct`` / ``bug_influence_incorrect`` the means over correct / incorrect j,
+  ``bug_gap`` = incorrect - correct (does a bug's direction help buggy code more than correct code?). The
+  normalised variant is -Corr(δ_p, ℓ_j);
+* ``pc1_share``: the share of the trace of Cov(ℓ) held by its first principal component, and every block mean and
+  delta once more with that component removed (variants ``cov_no_pc1``, ``corr_no_pc1``: Cov - λ₁ v₁ v₁ᵀ, the
+  normalised one rescaled by the remaining variances).
+
+Every quantity is a function of Cov(ℓ) alone (:func:`influence_quantities`), so one joint bootstrap gives them all:
+each replicate resamples chains and draws (the Monte Carlo error of the posterior) and problems (the sampling
+error of the dataset) at once; resampled problems enter the means as weights, so a duplicated problem never
+contributes its own variance as if it were a covariance. The principal component is a property of the read-out
+set's covariance, resampled over draws only; a resample repeats draws, which raises the top eigenvalue's share, so
+the interval of ``pc1_share`` sits above its point estimate (measured on the toy suite: BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -22,22 +38,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
-AGGREGATES = ("CC", "CI", "II", "paired", "unpaired")
+AGGREGATES = ("CC", "CI", "II", "paired")
+CONTRASTS = ("delta",)
+BUG_INFLUENCE = ("bug_influence", "bug_influence_correct", "bug_influence_incorrect", "bug_gap")
+BLOCK_VARIANTS = ("cov", "corr", "cov_no_pc1", "corr_no_pc1")  # block means and delta
+BUG_VARIANTS = ("cov", "corr")  # δ_p already cancels the shared mode
+PC1 = ("pc1_share", "share")
 
 
-def bif_matrix(losses: np.ndarray, normalised: bool = False) -> np.ndarray:
-    """BIF over pooled draws. ``losses``: [chains, draws, N] (or [draws, N]); returns [N, N] float64."""
+def quantity_names() -> list[tuple[str, str]]:
+    """Every (quantity, variant) :func:`influence_quantities` returns, in table order."""
+    return ([(q, v) for v in BLOCK_VARIANTS for q in (*AGGREGATES, *CONTRASTS)]
+            + [(q, v) for v in BUG_VARIANTS for q in BUG_INFLUENCE] + [PC1])
+
+
+def posterior_covariance(losses: np.ndarray) -> np.ndarray:
+    """Cov(ℓ) over pooled draws: ``losses`` [chains, draws, N] (or [draws, N]) -> [N, N] float64."""
     pooled = np.asarray(losses, dtype=np.float64).reshape(-1, np.shape(losses)[-1])
     if pooled.shape[0] < 2:
         raise ValueError("the BIF needs at least two posterior draws")
     centred = pooled - pooled.mean(axis=0)
-    cov = centred.T @ centred / (pooled.shape[0] - 1)
-    if not normalised:
-        return -cov
-    std = np.sqrt(np.diag(cov))
+    return centred.T @ centred / (pooled.shape[0] - 1)
+
+
+def _normalise(cov: np.ndarray) -> np.ndarray:
+    """Pearson correlation of a covariance matrix; a constant sample (zero variance) correlates 0, not NaN."""
+    std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = cov / np.outer(std, std)
-    return -np.nan_to_num(corr, nan=0.0)
+    return np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def bif_matrix(losses: np.ndarray, normalised: bool = False) -> np.ndarray:
+    """BIF over pooled draws. ``losses``: [chains, draws, N] (or [draws, N]); returns [N, N] float64."""
+    cov = posterior_covariance(losses)
+    return -(_normalise(cov) if normalised else cov)
 
 
 @dataclass(frozen=True)
@@ -69,11 +104,16 @@ class SampleStructure:
         return int(self.problem.max()) + 1 if self.problem.size else 0
 
 
+def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
+    total = weights.sum()
+    return float((weights * values).sum() / total) if total > 0 else float("nan")
+
+
 def block_means(bif: np.ndarray, structure: SampleStructure, problem_weights: np.ndarray | None = None) -> dict:
-    """CC / CI / II / paired / unpaired means of the off-diagonal BIF entries.
+    """CC / CI / II / paired means of the off-diagonal BIF entries.
 
     ``problem_weights`` [n_problems] (bootstrap multiplicities; default all ones) weight every entry (i, j) by
-    w_problem(i) * w_problem(j); the diagonal never enters.
+    w_problem(i) * w_problem(j); the diagonal never enters. CI takes only pairs of different problems.
     """
     weights = (
         np.ones(structure.n_problems) if problem_weights is None else np.asarray(problem_weights, dtype=np.float64)
@@ -86,45 +126,105 @@ def block_means(bif: np.ndarray, structure: SampleStructure, problem_weights: np
     masks = {
         "CC": np.outer(correct, correct),
         "II": np.outer(~correct, ~correct),
-        "CI": np.outer(correct, ~correct),
-        "unpaired": np.outer(correct, ~correct) & ~same_problem,
+        "CI": np.outer(correct, ~correct) & ~same_problem,
     }
-    out = {}
-    for name, mask in masks.items():
-        total = (entry_weights * mask).sum()
-        out[name] = float((entry_weights * mask * bif).sum() / total) if total > 0 else float("nan")
+    out = {name: _weighted_mean(bif, entry_weights * mask) for name, mask in masks.items()}
     if structure.pairs.size:
-        pair_w = w[structure.pairs[:, 0]]
-        values = bif[structure.pairs[:, 0], structure.pairs[:, 1]]
-        out["paired"] = float((pair_w * values).sum() / pair_w.sum()) if pair_w.sum() > 0 else float("nan")
+        out["paired"] = _weighted_mean(bif[structure.pairs[:, 0], structure.pairs[:, 1]], w[structure.pairs[:, 0]])
     else:
         out["paired"] = float("nan")
     return {name: out[name] for name in AGGREGATES}
 
 
-def bootstrap_aggregates(
-    losses: np.ndarray, structure: SampleStructure, n_boot: int, seed: int, normalised: bool = False
-) -> dict[str, np.ndarray]:
-    """Bootstrap replicates [n_boot] of every aggregate.
+def bug_influence(cov: np.ndarray, structure: SampleStructure, problem_weights: np.ndarray | None = None,
+                  normalised: bool = False) -> dict:
+    """Summaries of BIF(δ_p, ℓ_j) = -Cov(ℓ_mutant(p) - ℓ_reference(p), ℓ_j) (see the module docstring), from the
+    covariance of the sample losses; entry (p, j) is weighted by w_problem(p) * w_problem(j), j of other problems."""
+    names = BUG_INFLUENCE
+    if not structure.pairs.size:
+        return {name: float("nan") for name in names}
+    weights = (
+        np.ones(structure.n_problems) if problem_weights is None else np.asarray(problem_weights, dtype=np.float64)
+    )
+    ref, mut = structure.pairs[:, 0], structure.pairs[:, 1]
+    values = -(cov[mut] - cov[ref])  # [P, N]: -Cov(δ_p, ℓ_j)
+    if normalised:
+        var_delta = cov[mut, mut] + cov[ref, ref] - 2 * cov[mut, ref]
+        scale = np.sqrt(np.clip(np.outer(var_delta, np.diag(cov)), 0.0, None))
+        values = np.divide(values, scale, out=np.zeros_like(values), where=scale > 0)
+    w = weights[structure.problem]
+    entry = np.outer(w[ref], w) * (structure.problem[ref][:, None] != structure.problem[None, :])
+    correct = structure.is_correct[None, :]
+    out = {
+        "bug_influence": _weighted_mean(values, entry),
+        "bug_influence_correct": _weighted_mean(values, entry * correct),
+        "bug_influence_incorrect": _weighted_mean(values, entry * ~correct),
+    }
+    out["bug_gap"] = out["bug_influence_incorrect"] - out["bug_influence_correct"]
+    return out
+
+
+def first_component(cov: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """(λ₁, v₁, share): the largest eigenvalue of the covariance, its unit eigenvector and λ₁ / trace."""
+    values, vectors = np.linalg.eigh(cov)
+    trace = float(np.trace(cov))
+    return float(values[-1]), vectors[:, -1], float(values[-1] / trace) if trace > 0 else float("nan")
+
+
+def influence_quantities(cov: np.ndarray, structure: SampleStructure,
+                         problem_weights: np.ndarray | None = None) -> dict[tuple[str, str], float]:
+    """Every influence quantity of one covariance matrix of the sample losses, keyed (quantity, variant) as in
+    :func:`quantity_names`. Applied to the true covariance it gives the analytic values the estimator targets."""
+    lam, vec, share = first_component(cov)
+    residual = cov - lam * np.outer(vec, vec)
+    bifs = {"cov": -cov, "corr": -_normalise(cov), "cov_no_pc1": -residual, "corr_no_pc1": -_normalise(residual)}
+    out: dict[tuple[str, str], float] = {}
+    for variant in BLOCK_VARIANTS:
+        means = block_means(bifs[variant], structure, problem_weights)
+        means["delta"] = (means["CC"] + means["II"]) / 2 - means["CI"]
+        out.update({(name, variant): means[name] for name in (*AGGREGATES, *CONTRASTS)})
+    for variant in BUG_VARIANTS:
+        found = bug_influence(cov, structure, problem_weights, normalised=variant == "corr")
+        out.update({(name, variant): found[name] for name in BUG_INFLUENCE})
+    out[PC1] = share
+    return {key: out[key] for key in quantity_names()}
+
+
+def bootstrap_influence(
+    losses: np.ndarray, structure: SampleStructure, n_boot: int, seed: int
+) -> dict[tuple[str, str], np.ndarray]:
+    """Joint bootstrap replicates [n_boot] of every influence quantity (:func:`influence_quantities`).
 
     Each replicate resamples chains with replacement, draws within each chain by circular blocks (draws are
     autocorrelated; blocks of twice the measured autocorrelation time), and problems with replacement (as
-    block-mean weights).
+    weights); every quantity of a replicate comes from the same resample, so differences and contrasts between them
+    get honest intervals.
     """
     from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
 
     rng = np.random.default_rng(seed)
     chains, draws, _ = losses.shape
     chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, rng, block=autocorrelation_block(losses))
-    replicates = {name: np.empty(n_boot) for name in AGGREGATES}
+    replicates = {key: np.empty(n_boot) for key in quantity_names()}
     for b in range(n_boot):
         resampled = losses[chain_idx[b][:, None], draw_idx[b]]
         weights = np.bincount(rng.integers(0, structure.n_problems, structure.n_problems),
                               minlength=structure.n_problems)
-        values = block_means(bif_matrix(resampled, normalised), structure, weights)
-        for name in AGGREGATES:
-            replicates[name][b] = values[name]
+        for key, value in influence_quantities(posterior_covariance(resampled), structure, weights).items():
+            replicates[key][b] = value
     return replicates
+
+
+def samples_of(samples, traces):
+    """The rows of the study's read-out samples that a posterior holds, in its order (a mutant whose change does
+    not fit its readout window was left out, see :func:`codedyn.sampling.losses.select_readout`)."""
+    held = [str(s) for s in traces["sample"].values]
+    by_id = samples.set_index("sample_id", drop=False)
+    unknown = sorted(set(held) - set(by_id.index))
+    if unknown:
+        raise RuntimeError(f"stored posterior of step {traces.attrs.get('step')} read out samples this analysis "
+                           f"does not expect: {unknown[:3]}")
+    return by_id.loc[held].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------------- run / compute
@@ -148,21 +248,18 @@ def llc_replicates(traces, n_boot: int, seed: int):
 
 
 def checkpoint_summary(traces, structure: SampleStructure, n_boot: int, seed: int) -> tuple[list[dict], dict]:
-    """One checkpoint: tidy rows (every aggregate in both variants, and the LLC) with percentile CIs, and the
+    """One checkpoint: tidy rows (every influence quantity and variant, and the LLC) with percentile CIs, and the
     bootstrap replicates behind them, keyed (quantity, variant)."""
     from codedyn.analysis.stats import percentile_ci
     from codedyn.sampling.sgld import healthy_sample_losses
 
     step = int(traces.attrs["step"])
     losses = healthy_sample_losses(traces)
-    rows, replicates = [], {}
-    for variant, normalised in (("cov", False), ("corr", True)):
-        point = block_means(bif_matrix(losses, normalised), structure)
-        boot = bootstrap_aggregates(losses, structure, n_boot, seed, normalised)
-        for name in AGGREGATES:
-            replicates[(name, variant)] = boot[name]
-            rows.append({"step": step, "quantity": name, "variant": variant,
-                         **percentile_ci(boot[name], point[name]).to_dict()})
+    point = influence_quantities(posterior_covariance(losses), structure)
+    replicates = bootstrap_influence(losses, structure, n_boot, seed)
+    rows = [{"step": step, "quantity": name, "variant": variant,
+             **percentile_ci(replicates[(name, variant)], point[(name, variant)]).to_dict()}
+            for name, variant in quantity_names()]
     llc, llc_boot = llc_replicates(traces, n_boot, seed)
     replicates[("LLC", "llc")] = llc_boot
     rows.append({"step": step, "quantity": "LLC", "variant": "llc", **percentile_ci(llc_boot, llc.value).to_dict(),
@@ -217,18 +314,19 @@ def compute_influence(study) -> dict:
 
     from codedyn.report.plots import loss_traces, matrix_heatmap, save_figure
     from codedyn.runs.store import write_json
+    from codedyn.sampling.diagnostics import posterior_diagnostics
     from codedyn.sampling.sgld import healthy_sample_losses
 
     config = study.config
     out = study.output_dir(INFLUENCE_DIR)
     samples = study.readout_samples()
-    structure = SampleStructure.from_frame(samples)
-    from codedyn.sampling.diagnostics import posterior_diagnostics
-
-    rows, replicates, diagnostics, mixing = [], {}, [], []
+    rows, replicates, diagnostics, mixing, windows = [], {}, [], [], {}
     for step, traces in study.posteriors():
-        if list(traces["sample"].values) != samples["sample_id"].tolist():
-            raise RuntimeError(f"stored posterior of step {step} read out other samples than this analysis expects")
+        structure = SampleStructure.from_frame(samples_of(samples, traces))
+        # How each checkpoint was read: its context and the mutants left out because their change did not fit.
+        windows[str(step)] = {"readout_context": traces.attrs.get("readout_context"),
+                              "samples": int(structure.is_correct.size), "pairs": int(structure.pairs.shape[0]),
+                              "readout_excluded": traces.attrs.get("readout_excluded")}
         step_rows, step_replicates = checkpoint_summary(
             traces, structure, config.sampling.n_bootstrap, config.sampling.seed
         )
@@ -256,11 +354,24 @@ def compute_influence(study) -> dict:
         out / "bootstrap_replicates.npz", steps=np.asarray(study.steps),
         **{f"{q}/{v}": np.stack(r) for (q, v), r in replicates.items()},
     )
+    write_json(out / "readout.json", windows)
     calls = transition_calls(table, {name: np.stack(r) for name, r in replicates.items()})
     write_json(out / "transitions.json", calls)
     for variant in ("cov", "corr"):
         save_figure(influence_figure(table, variant, calls, study), out / f"influence_{variant}")
+        save_figure(contrast_figure(table, variant), out / f"influence_contrasts_{variant}")
     return {"table": table, "calls": calls, "folder": out}
+
+
+def contrast_figure(table, variant: str):
+    """delta, the bug influence and the bug gap over training (one variant), with their intervals."""
+    from codedyn.report.plots import training_curves
+
+    steps, *_ = _curve(table, "delta", variant)
+    curves = {name: _curve(table, name, variant)[1:] for name in ("delta", "bug_influence", "bug_gap")}
+    label = "-Cov" if variant == "cov" else "-Corr"
+    return training_curves(steps, curves, ylabel=f"contrast of BIF = {label}",
+                           title="Correctness contrasts: delta = (CC + II)/2 - CI, bug influence BIF(δ_p, ℓ_j)")
 
 
 def _curve(table, quantity: str, variant: str):
@@ -275,12 +386,16 @@ def _curve_minima(table, steps) -> np.ndarray:
 
 
 def transition_calls(table, replicates: dict) -> dict:
-    """For every curve (aggregate x variant, and the LLC): sign flips, interior peaks and troughs,
-    non-monotonicity and the sharp-vs-gradual verdict, each with the statistics behind it."""
+    """For every curve (block means, delta, bug influence and bug gap in both variants, the PC1 share and the
+    LLC): sign flips, interior peaks and troughs, non-monotonicity and the sharp-vs-gradual verdict, each with the
+    statistics behind it. A curve with undefined replicates (a problem resample without a pair, possible only with
+    a handful of problems) gets no call."""
     from codedyn.analysis.transitions import classify_trajectory, interior_peaks, monotonicity, sign_flips
 
     calls = {}
-    curves = [(q, v) for v in ("cov", "corr") for q in AGGREGATES] + [("LLC", "llc")]
+    called = (*AGGREGATES, *CONTRASTS, "bug_influence", "bug_gap")
+    curves = ([(q, v) for q, v in quantity_names() if v in ("cov", "corr") and q in called]
+              + [PC1, ("LLC", "llc")])
     for quantity, variant in curves:
         steps, values, lows, highs = _curve(table, quantity, variant)
         reps = replicates[(quantity, variant)]
@@ -292,6 +407,8 @@ def transition_calls(table, replicates: dict) -> dict:
                     "events": [], "verdict_test": "",
                     "verdict": "no LLC curve: fewer than two checkpoints are local minima"}
                 continue
+        if not np.isfinite(reps).all():
+            continue
         events = sign_flips(steps, values, lows, highs) + interior_peaks(steps, reps, values=values)
         trend = monotonicity(steps, reps, values=values)
         verdict = classify_trajectory(steps, reps, values=values)
@@ -314,7 +431,7 @@ def influence_figure(table, variant: str, calls: dict, study):
     llc = llc_from_table(table, list(steps))
     events = [
         {"step": e["step"], "kind": e["kind"], "label": f"{name.split('/')[0]} {e['kind'].replace('_', ' ')}"}
-        for name, found in calls.items() if name.endswith(f"/{variant}") and not name.startswith("unpaired")
+        for name, found in calls.items() if name.endswith(f"/{variant}") and name.split("/")[0] in AGGREGATES
         for e in found.get("events", []) if e["kind"] == "sign_flip"
     ] + sharp_call_events(calls, {f"{q}/{variant}": q for q in curves}) + known_events(study)
     label = "BIF = -Cov(ℓ_i, ℓ_j)" if variant == "cov" else "normalised BIF = -Corr(ℓ_i, ℓ_j)"

@@ -5,9 +5,17 @@ Sign convention throughout: χ = -Cov, so that χ > 0 means that upweighting dis
 **covariance** (the default; one shared posterior per checkpoint). χ_ij = -Cov_posterior(φ_i(w), L_j(w)), φ_i an
 observable of component i (head / MLP output norm, SAE latent activation), L_j(w) the mean loss over the samples of
 distribution j (correct code, incorrect code, or any named subset). Linear response: replacing the sampling loss L_n
-by (1 - h) L_n + h L_j shifts E[φ_i] by -nβ h Cov(φ_i, L_j - L_n) to first order, i.e. nβ h (χ_ij - χ_i,n): χ_ij > 0
-means that training harder on j (relative to the corpus) raises φ_i (checked against closed forms and against
-sampling with the perturbed loss in tests/test_linear_response.py).
+by (1 - h) L_n + h L_j shifts E[φ_i] by -nβ h Cov(φ_i, L_j - L_n) to first order, i.e. nβ h (χ_ij - χ_i,n): training
+harder on j raises φ_i when χ_ij exceeds the corpus term χ_i,n, not merely when χ_ij > 0 (checked against closed
+forms and against sampling with the perturbed loss in tests/test_linear_response.py).
+
+**The correctness contrast.** χ_correct and χ_incorrect are nearly collinear (both carry the mode all losses
+share), so the quantity of interest is χ_incorrect - χ_correct = -Cov(φ_i, L_incorrect - L_correct): moving weight h
+from correct to incorrect code shifts E[φ_i] by nβ h times it, with no corpus term. It gets intervals from the same
+joint bootstrap as the χ, and family-wise control across every component and checkpoint by the bootstrap max-T
+(:func:`max_t`; each checkpoint's posterior is resampled with its own seed, so the stacked replicates are
+independent across checkpoints as the posteriors are). Opposite responders (χ_correct and χ_incorrect of
+opposite signs) are called under the same control, over components x checkpoints x both distributions.
 
 **weight_restricted** (Baker et al. 2025, "Structural inference: interpreting small language models with
 susceptibilities", the estimator of their appendix C.4 as devinterp implements it). Component C's observable is
@@ -58,11 +66,11 @@ def susceptibilities(observed: np.ndarray, losses: np.ndarray, standardised: boo
     return chi
 
 
-def bootstrap_susceptibilities(
-    observed: np.ndarray, losses: np.ndarray, n_boot: int, seed: int, standardised: bool = False, level: float = 0.95
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(χ, low, high), each [K, G]: point estimate and percentile interval over chain + block resamples of
-    ``observed`` [chains, draws, K] and ``losses`` [chains, draws, G] (resampled together)."""
+def susceptibility_replicates(
+    observed: np.ndarray, losses: np.ndarray, n_boot: int, seed: int, standardised: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(χ [K, G], replicates [n_boot, K, G]) over chain + block resamples of ``observed`` [chains, draws, K] and
+    ``losses`` [chains, draws, G], resampled together (so any contrast of χ columns gets a joint interval)."""
     from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
 
     chains, draws = observed.shape[:2]
@@ -73,9 +81,58 @@ def bootstrap_susceptibilities(
                          standardised)
         for b in range(n_boot)
     ])
+    return susceptibilities(observed, losses, standardised), replicates
+
+
+def _percentile(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     alpha = (1 - level) / 2
     low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
-    return susceptibilities(observed, losses, standardised), low, high
+    return low, high
+
+
+def bootstrap_susceptibilities(
+    observed: np.ndarray, losses: np.ndarray, n_boot: int, seed: int, standardised: bool = False, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(χ, low, high), each [K, G]: point estimate and percentile interval over chain + block resamples of
+    ``observed`` [chains, draws, K] and ``losses`` [chains, draws, G] (resampled together)."""
+    chi, replicates = susceptibility_replicates(observed, losses, n_boot, seed, standardised)
+    return (chi, *_percentile(replicates, level))
+
+
+def max_t(points: np.ndarray, replicates: np.ndarray, level: float = 0.95) -> dict[str, np.ndarray]:
+    """Family-wise control over every entry of ``points`` [...] by the bootstrap max-T (Westfall & Young).
+
+    ``replicates`` [B, ...]: bootstrap replicates of the whole family, each replicate resampled jointly within a
+    posterior; entries of independent posteriors (other checkpoints) may be stacked replicate by replicate, as
+    their joint distribution is the product. Each entry is studentised by its bootstrap standard deviation;
+    T*_b = max over the family of |replicate - point| / sd is the bootstrap distribution of the largest error, and
+    its ``level`` quantile c gives simultaneous intervals point ± c sd that all cover their targets with
+    probability ``level``. An entry is significant when its interval excludes 0 (|point| / sd > c), with adjusted
+    p-value P(T* >= |point| / sd). An entry with no spread (a constant observable) is never significant.
+    Returns ``{"critical", "sd", "low", "high", "p", "significant"}`` shaped like ``points`` (critical: scalar).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    reps = np.asarray(replicates, dtype=np.float64).reshape(-1, points.size)
+    flat = points.reshape(-1)
+    finite = np.isfinite(reps).all(axis=0) & np.isfinite(flat)
+    sd = np.where(finite, np.nanstd(reps, axis=0, ddof=1), 0.0)
+    spread = sd > 0
+    if not spread.any():
+        zeros = np.zeros_like(flat)
+        return {"critical": np.float64(np.nan), "sd": sd.reshape(points.shape), "low": flat.reshape(points.shape),
+                "high": flat.reshape(points.shape), "p": np.ones_like(points), "significant": (zeros > 0).reshape(
+                    points.shape)}
+    errors = np.abs(reps[:, spread] - flat[spread]) / sd[spread]
+    t_star = errors.max(axis=1)
+    critical = float(np.quantile(t_star, level))
+    t = np.zeros_like(flat)
+    t[spread] = np.abs(flat[spread]) / sd[spread]
+    p = np.ones_like(flat)
+    p[spread] = (t_star[None, :] >= t[spread][:, None]).mean(axis=1)
+    shape = points.shape
+    return {"critical": np.float64(critical), "sd": sd.reshape(shape), "low": (flat - critical * sd).reshape(shape),
+            "high": (flat + critical * sd).reshape(shape), "p": p.reshape(shape),
+            "significant": (spread & (t > critical)).reshape(shape)}
 
 
 def restricted_susceptibilities(
@@ -101,6 +158,14 @@ def bootstrap_restricted(
     """(χ, low, high), each [G]: ``phi`` [chains, draws] and ``delta`` [chains, draws, G] from the restricted
     posterior, ``delta_full`` [chains', draws', G] from the full one; both resampled (chains + blocks),
     independently of each other."""
+    chi, replicates = restricted_replicates(phi, delta, delta_full, n_boot, seed, standardised)
+    return (chi, *_percentile(replicates, level))
+
+
+def restricted_replicates(
+    phi: np.ndarray, delta: np.ndarray, delta_full: np.ndarray, n_boot: int, seed: int, standardised: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(χ [G], replicates [n_boot, G]) of the weight-restricted estimator (see :func:`bootstrap_restricted`)."""
     from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
 
     rng = np.random.default_rng(seed)
@@ -112,9 +177,7 @@ def bootstrap_restricted(
                                     delta_full[full_chain[b][:, None], full_draw[b]].mean(axis=(0, 1)), standardised)
         for b in range(n_boot)
     ])
-    alpha = (1 - level) / 2
-    low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
-    return restricted_susceptibilities(phi, delta, delta_full.mean(axis=(0, 1)), standardised), low, high
+    return restricted_susceptibilities(phi, delta, delta_full.mean(axis=(0, 1)), standardised), replicates
 
 
 def opposite_responders(names, chi: np.ndarray, low: np.ndarray, high: np.ndarray, pair: tuple[int, int] = (0, 1)):
@@ -187,18 +250,27 @@ def run_restricted_posteriors(study, progress) -> None:
         bar.advance()
 
 
-def _covariance_estimates(study, groups):
-    """``(step, names, {variant: (χ, low, high)})`` per checkpoint from the shared posteriors, each [K, G]."""
+CONTRAST = "incorrect-correct"  # the distribution name of χ_incorrect - χ_correct in the tidy table
+VARIANTS = (("raw", False), ("standardised", True))
+
+
+def _covariance_estimates(study, samples):
+    """``(step, names, groups, {variant: (χ [K, G], replicates [B, K, G])})`` per checkpoint from the shared
+    posteriors (groups from the samples each posterior read out)."""
+    from codedyn.experiments.influence import samples_of
     from codedyn.sampling.sgld import healthy_sample_losses
 
     sampling = study.config.sampling
     for step, traces in study.posteriors():
+        groups = sample_groups(samples_of(samples, traces))
         names = [str(n) for n in traces["observable"].values]
         observed = traces["observed"].values[traces["healthy"].values]
         losses = distribution_losses(healthy_sample_losses(traces), groups)
-        yield step, names, {
-            variant: bootstrap_susceptibilities(observed, losses, sampling.n_bootstrap, sampling.seed, standardised)
-            for variant, standardised in (("raw", False), ("standardised", True))
+        # Each checkpoint gets its own resamples (seed + step): their replicates are stacked for max-T control.
+        yield step, names, groups, {
+            variant: susceptibility_replicates(observed, losses, sampling.n_bootstrap, sampling.seed + step,
+                                               standardised)
+            for variant, standardised in VARIANTS
         }
 
 
@@ -211,38 +283,87 @@ def _corpus_and_deltas(traces, groups) -> tuple[np.ndarray, np.ndarray]:
     return corpus, distribution_losses(healthy_sample_losses(traces), groups) - corpus[..., None]
 
 
-def _restricted_estimates(study, groups):
-    """``(step, names, {variant: (χ, low, high)})`` per checkpoint from the weight-restricted units."""
+def _restricted_estimates(study, samples):
+    """``(step, names, groups, {variant: (χ [K, G], replicates [B, K, G])})`` per checkpoint from the
+    weight-restricted units."""
+    from codedyn.experiments.influence import samples_of
     from codedyn.sampling.restricted import CORPUS_LOSS, FULL, load_restricted, restricted_components
 
     cfg, sampling = study.config.susceptibility, restricted_sampling_config(study)
     for step in study.steps:
         args = (study.run_dir, step, study.suite.name, study.dataset.card["hash"], sampling, cfg.observation_windows)
         names = restricted_components(*args, list(cfg.components) if cfg.components else None)
-        _, delta_full = _corpus_and_deltas(load_restricted(*args, FULL), groups)
+        full = load_restricted(*args, FULL)
+        groups = sample_groups(samples_of(samples, full))
+        _, delta_full = _corpus_and_deltas(full, groups)
         per_variant = {"raw": [], "standardised": []}
         for name in names:
             traces = load_restricted(*args, name)
             corpus, delta = _corpus_and_deltas(traces, groups)
             phi = corpus - float(traces["init_observed"].sel(observable=f"{CORPUS_LOSS}[0]"))
             for variant in per_variant:
-                per_variant[variant].append(bootstrap_restricted(
-                    phi, delta, delta_full, sampling.n_bootstrap, sampling.seed, variant == "standardised"))
-        yield step, names, {v: tuple(np.stack(parts) for parts in zip(*found, strict=True))
-                            for v, found in per_variant.items()}
+                per_variant[variant].append(restricted_replicates(
+                    phi, delta, delta_full, sampling.n_bootstrap, sampling.seed + step, variant == "standardised"))
+        yield step, names, groups, {v: (np.stack([c for c, _ in found]), np.stack([r for _, r in found], axis=1))
+                                    for v, found in per_variant.items()}
 
 
 def output_names(estimator: str) -> dict[str, str]:
     """File stems of one estimator's outputs in ``<run>/susceptibility/`` (the covariance estimator keeps the
     unsuffixed names)."""
     suffix = "" if estimator == "covariance" else f"_{estimator}"
-    stems = ("susceptibility", "opposite_responders", "susceptibility_trajectories")
+    stems = ("susceptibility", "opposite_responders", "correctness_contrast", "susceptibility_trajectories")
     return {stem: f"{stem}{suffix}" for stem in stems}
 
 
+def contrast_tables(per_step: list[tuple[int, list[str], np.ndarray, np.ndarray]], level: float = 0.95):
+    """The correctness contrast and the opposite responders of one variant over every checkpoint, under max-T
+    family-wise control across components and checkpoints (:func:`max_t`).
+
+    ``per_step``: ``(step, names, χ [K, 2], replicates [B, K, 2])`` with columns (correct, incorrect).
+    Returns ``(contrast, responders)`` DataFrames: the contrast χ_incorrect - χ_correct per (component,
+    checkpoint) with its pointwise percentile interval (``low``, ``high``), its simultaneous interval
+    (``fw_low``, ``fw_high``), adjusted p-value ``p_fwer`` and ``significant``; and per (component, checkpoint)
+    the two χ with pointwise intervals, ``opposite`` (both χ significant under one max-T over components x
+    checkpoints x both distributions, with opposite signs), ``opposite_pointwise`` (both pointwise intervals
+    exclude 0, opposite signs: no multiplicity control), the contrast columns and ``gap`` = |contrast|.
+    """
+    import pandas as pd
+
+    if not per_step:
+        return pd.DataFrame(), pd.DataFrame()
+    n_boot = min(r.shape[0] for _, _, _, r in per_step)
+    steps = np.concatenate([np.full(len(names), step) for step, names, _, _ in per_step])
+    names = [n for _, found, _, _ in per_step for n in found]
+    chi = np.concatenate([c for _, _, c, _ in per_step])  # [F, 2]
+    reps = np.concatenate([r[:n_boot] for _, _, _, r in per_step], axis=1)  # [B, F, 2]
+    contrast, contrast_reps = chi[:, 1] - chi[:, 0], reps[..., 1] - reps[..., 0]
+    fw = max_t(contrast, contrast_reps, level)
+    both = max_t(chi, reps, level)
+    low, high = _percentile(contrast_reps, level)
+    chi_low, chi_high = _percentile(reps, level)
+    table = pd.DataFrame({
+        "step": steps, "component": names, "contrast": contrast, "low": low, "high": high,
+        "fw_low": fw["low"], "fw_high": fw["high"], "p_fwer": fw["p"], "significant": fw["significant"],
+    })
+    excludes = (chi_low > 0) | (chi_high < 0)
+    opposite_sign = np.sign(chi[:, 0]) != np.sign(chi[:, 1])
+    responders = pd.DataFrame({
+        "step": steps, "component": names,
+        "chi_a": chi[:, 0], "low_a": chi_low[:, 0], "high_a": chi_high[:, 0], "p_a": both["p"][:, 0],
+        "chi_b": chi[:, 1], "low_b": chi_low[:, 1], "high_b": chi_high[:, 1], "p_b": both["p"][:, 1],
+        "contrast": contrast, "contrast_low": low, "contrast_high": high, "contrast_p_fwer": fw["p"],
+        "contrast_significant": fw["significant"], "gap": np.abs(contrast),
+        "opposite": both["significant"].all(axis=1) & opposite_sign,
+        "opposite_pointwise": excludes.all(axis=1) & opposite_sign,
+    })
+    return table, responders.sort_values(["step", "gap"], ascending=[True, False]).reset_index(drop=True)
+
+
 def compute_susceptibility(study) -> dict:
-    """χ tables (raw and standardised, with CIs), opposite responders per checkpoint, trajectory figure, for the
-    configured estimator (column ``estimator``)."""
+    """χ tables (raw and standardised, with CIs), the correctness contrast χ_incorrect - χ_correct with family-wise
+    control across components and checkpoints, opposite responders under the same control, trajectory figure,
+    for the configured estimator (column ``estimator``)."""
     import pandas as pd
 
     from codedyn.report.plots import save_figure
@@ -250,24 +371,36 @@ def compute_susceptibility(study) -> dict:
     estimator = study.config.susceptibility.estimator
     out = study.output_dir(SUSCEPTIBILITY_DIR)
     files = output_names(estimator)
-    groups = sample_groups(study.readout_samples())
     estimates = _restricted_estimates if estimator == "weight_restricted" else _covariance_estimates
-    rows, responders = [], []
-    for step, names, variants in estimates(study, groups):
-        for variant, (chi, low, high) in variants.items():
+    rows, per_variant = [], {variant: [] for variant, _ in VARIANTS}
+    for step, names, groups, variants in estimates(study, study.readout_samples()):
+        columns = [list(groups).index("correct"), list(groups).index("incorrect")]
+        for variant, (chi, replicates) in variants.items():
+            low, high = _percentile(replicates, 0.95)
+            contrast = replicates[..., columns[1]] - replicates[..., columns[0]]
+            c_low, c_high = _percentile(contrast, 0.95)
             for k, name in enumerate(names):
                 for g, group in enumerate(groups):
                     rows.append({"step": step, "component": name, "distribution": group, "variant": variant,
                                  "estimator": estimator, "chi": chi[k, g], "low": low[k, g], "high": high[k, g]})
-        chi, low, high = variants["raw"]
-        ranked = opposite_responders(names, chi[:, :2], low[:, :2], high[:, :2])
-        responders.append(ranked.assign(step=step, estimator=estimator))
+                rows.append({"step": step, "component": name, "distribution": CONTRAST, "variant": variant,
+                             "estimator": estimator, "chi": chi[k, columns[1]] - chi[k, columns[0]],
+                             "low": c_low[k], "high": c_high[k]})
+            per_variant[variant].append((step, names, chi[:, columns], replicates[..., columns]))
     table = pd.DataFrame(rows)
     table.to_parquet(out / f"{files['susceptibility']}.parquet", index=False)
+    contrasts, responders = [], []
+    for variant, found in per_variant.items():
+        contrast, ranked = contrast_tables(found)
+        contrasts.append(contrast.assign(variant=variant, estimator=estimator))
+        if variant == "raw":
+            responders.append(ranked.assign(estimator=estimator))
+    contrast = pd.concat(contrasts, ignore_index=True)
+    contrast.to_parquet(out / f"{files['correctness_contrast']}.parquet", index=False)
     ranked = pd.concat(responders, ignore_index=True)
     ranked.to_parquet(out / f"{files['opposite_responders']}.parquet", index=False)
     save_figure(trajectory_figure(table, ranked), out / files["susceptibility_trajectories"])
-    return {"table": table, "responders": ranked, "folder": out, "estimator": estimator}
+    return {"table": table, "responders": ranked, "contrast": contrast, "folder": out, "estimator": estimator}
 
 
 def tracked_components(table) -> list[str]:

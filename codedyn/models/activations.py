@@ -89,15 +89,18 @@ def window_residuals(model, windows, layers: Sequence[int], batch_size: int = 64
 
 
 def final_token_residuals(
-    model, tokenizer, prompts: Sequence[str], solutions: Sequence[str], layers: Sequence[int], max_tokens: int,
-    batch_tokens: int = 8192,
+    model, tokenizer, prompts: Sequence[str], solutions: Sequence[str], layers: Sequence[int],
+    max_tokens: int | Sequence[int], batch_tokens: int = 8192,
 ) -> dict[int, np.ndarray]:
-    """``{layer: [N, D] float32}``: resid_post at the final token of every prompt + solution, in input order."""
+    """``{layer: [N, D] float32}``: resid_post at the final token of every prompt + solution, in input order;
+    ``max_tokens``: one cap, or each sample's readout window length (:func:`codedyn.sampling.losses.select_readout`)."""
     import torch
 
     from codedyn.data.tokenize import collate, encode_sample, length_buckets
 
-    encoded = [encode_sample(tokenizer, p, s, max_length=max_tokens) for p, s in zip(prompts, solutions, strict=True)]
+    caps = [max_tokens] * len(prompts) if np.ndim(max_tokens) == 0 else list(max_tokens)
+    encoded = [encode_sample(tokenizer, p, s, max_length=int(cap))
+               for p, s, cap in zip(prompts, solutions, caps, strict=True)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     out: dict[int, np.ndarray] = {}

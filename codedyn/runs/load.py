@@ -5,7 +5,8 @@ dimensions (``chain``, ``draw``, ``sample``, ``observable``; ``checkpoint`` when
 
     run = codedyn.load_run("runs/default")
     run.steps                     # checkpoints of the run
-    run.influence                 # tidy table: step, quantity (CC, CI, II, paired, unpaired, LLC), variant, CI
+    run.influence                 # tidy table: step, quantity (CC, CI, II, paired, delta, bug_influence, ...,
+                                  # pc1_share, LLC), variant (cov, corr, cov_no_pc1, ...), CI
     run.llc                       # the LLC rows of it (local_minimum False: no LLC, llc_status says why)
     run.mixing                    # R-hat / ESS / chain correlation per checkpoint and quantity, passed or not
     run.susceptibility            # step, component, distribution, variant, chi, low, high

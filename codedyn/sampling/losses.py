@@ -3,6 +3,10 @@
 ℓ_i(w) is the mean next-token loss of sample i over its scored tokens (the solution, by default). Samples are
 tokenised once, grouped in length buckets and right-padded; pads are masked out and, under causal attention,
 invisible to real tokens, so a sample's loss does not depend on its batch (tested).
+
+Every readout stays inside the model's training context (:func:`select_readout`): a long sample is read in one
+window that ends at the end of its code, a correct reference and its mutants share the window's first token, and a
+mutant whose changed tokens cannot be read that way is left out and counted.
 """
 
 from __future__ import annotations
@@ -12,7 +16,55 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codedyn.data.tokenize import MaskMode, bucketed_batches, encode_sample
+from codedyn.data.tokenize import MaskMode, bucketed_batches, encode_sample, encode_windows
+
+
+def readout_context(context: int | None, cap: int | None, field: str) -> int:
+    """The longest readout window: the suite's training ``context``, or ``cap`` (config ``field``) when it is set.
+
+    A cap above the context would read the model where it was never trained, so it is refused; so is a suite that
+    does not record its context when no cap is given.
+    """
+    from codedyn.config import ConfigError
+
+    if context is None:
+        if cap is None:
+            raise ConfigError(f"this checkpoint suite does not record its training context; set {field} to it")
+        return int(cap)
+    if cap is not None and cap > context:
+        raise ConfigError(f"{field} {cap} exceeds the suite's training context of {context} tokens; lower it "
+                          "(or leave it null to read at the full context)")
+    return int(context if cap is None else cap)
+
+
+@dataclass(frozen=True)
+class Readout:
+    """The samples read out and their windows: ``samples`` (the kept rows, in input order), ``lengths`` [n] (each is
+    read as its last ``lengths[i]`` tokens), ``excluded`` (sample ids of mutants left out: their mutation does not
+    fit a window of ``context`` tokens shared with their reference)."""
+
+    samples: object  # pandas DataFrame
+    lengths: np.ndarray
+    excluded: tuple[str, ...]
+    context: int
+
+    def record(self) -> dict:
+        """What a unit's metadata says about its readout windows."""
+        return {"readout_context": self.context, "readout_longest": int(self.lengths.max(initial=0)),
+                "readout_excluded": len(self.excluded), "readout_excluded_ids": list(self.excluded)}
+
+
+def select_readout(tokenizer, samples, context: int) -> Readout:
+    """Choose the in-context window of every sample of ``samples`` (columns sample_id, prompt, solution,
+    paired_with) and drop the mutants that cannot be read with their reference
+    (:func:`codedyn.data.tokenize.window_starts`)."""
+    position = {sid: k for k, sid in enumerate(samples["sample_id"])}
+    references = [position.get(ref) if isinstance(ref, str) else None for ref in samples["paired_with"]]
+    _, windows = encode_windows(tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(), references,
+                                context)
+    keep = ~windows.excluded
+    excluded = tuple(str(sid) for sid in samples["sample_id"].to_numpy()[windows.excluded])
+    return Readout(samples[keep].reset_index(drop=True), windows.lengths[keep], excluded, int(context))
 
 
 @dataclass(frozen=True)
@@ -43,13 +95,16 @@ class EvalSet:
         prompts: Sequence[str],
         solutions: Sequence[str],
         mask: MaskMode = "code",
-        max_length: int | None = None,
+        max_length: int | Sequence[int] | None = None,
         max_tokens: int = 8192,
         device: str = "cpu",
     ) -> EvalSet:
+        """``max_length``: one cap for every sample, or each sample's window length (:attr:`Readout.lengths`)."""
         import torch
 
-        encoded = [encode_sample(tokenizer, p, s, mask, max_length) for p, s in zip(prompts, solutions, strict=True)]
+        caps = [max_length] * len(prompts) if max_length is None or np.ndim(max_length) == 0 else list(max_length)
+        encoded = [encode_sample(tokenizer, p, s, mask, None if cap is None else int(cap))
+                   for p, s, cap in zip(prompts, solutions, caps, strict=True)]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         batches = []
         for indices, arrays in bucketed_batches(encoded, pad_id, max_tokens=max_tokens):
@@ -74,6 +129,12 @@ class EvalSet:
             n_positions=sum(int(b.input_ids.numel()) for b in batches),
             max_scored=max(int(e.loss_mask.sum()) for e in encoded),
         )
+
+
+def readout_evalset(tokenizer, readout: Readout, device: str = "cpu") -> EvalSet:
+    """The evaluation set of a :class:`Readout`: each kept sample in its window."""
+    return EvalSet.build(tokenizer, readout.samples["prompt"].tolist(), readout.samples["solution"].tolist(),
+                         max_length=readout.lengths, device=device)
 
 
 def token_losses(model, input_ids, attention_mask=None):

@@ -7,6 +7,7 @@ new unit and leaves the others valid; a unit without its ``completed`` marker is
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from codedyn.config import SamplingConfig
 from codedyn.data.corpus import CodeCorpus, corpus_fingerprints, load_corpus, sample_windows
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
-from codedyn.sampling.losses import EvalSet, with_precision
+from codedyn.sampling.losses import Readout, readout_context, readout_evalset, select_readout, with_precision
 from codedyn.sampling.sae_observables import study_sae_latents
 from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
@@ -38,8 +39,9 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
 
 # Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.
 OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batch (codedyn.models.hooks)
-UNITS_FORMAT = 3  # bump when a change here changes what a unit stores (2: per-token losses and token metadata;
-# 3: matched reference losses, own minibatch order per chain, chain-health variables)
+UNITS_FORMAT = 4  # bump when a change here changes what a unit stores (2: per-token losses and token metadata;
+# 3: readouts inside the training context, pairs in one shared window; 4: matched reference losses, own minibatch
+# order per chain, chain-health variables)
 
 
 # Sampling settings that only the analyses read (they never change a draw), so they stay out of the unit key.
@@ -74,18 +76,28 @@ def readout_samples(dataset, config: SamplingConfig):
     return samples.reset_index(drop=True)
 
 
-def probe_observables(tokenizer, samples, config: SamplingConfig, device, sae_latents=None) -> dict[str, Observable]:
-    """Component norms on a fixed probe batch (``probe_samples`` read-out samples chosen with the sampling seed) and,
-    with ``sae_latents``, the mean activations of those SAE latents on the same batch."""
+def posterior_readout(checkpoint, dataset, config: SamplingConfig) -> Readout:
+    """The read-out samples (:func:`readout_samples`) in their in-context windows, the mutants that do not fit left
+    out (:func:`codedyn.sampling.losses.select_readout`)."""
+    context = readout_context(getattr(checkpoint, "context", None), config.max_readout_tokens,
+                              "sampling.max_readout_tokens")
+    return select_readout(checkpoint.tokenizer, readout_samples(dataset, config), context)
+
+
+def probe_observables(tokenizer, readout: Readout, config: SamplingConfig, device,
+                      sae_latents=None) -> dict[str, Observable]:
+    """Component norms on a fixed probe batch (``probe_samples`` read-out samples chosen with the sampling seed, each
+    in its readout window) and, with ``sae_latents``, those SAE latents' activations on the same batch."""
     import torch
 
     from codedyn.data.tokenize import collate, encode_sample
     from codedyn.models.hooks import ComponentNorms
 
+    samples = readout.samples
     rng = np.random.default_rng(config.seed + 1)
     rows = sorted(rng.choice(len(samples), min(config.probe_samples, len(samples)), replace=False))
     encoded = [
-        encode_sample(tokenizer, samples["prompt"][r], samples["solution"][r], max_length=config.max_sample_tokens)
+        encode_sample(tokenizer, samples["prompt"][r], samples["solution"][r], max_length=int(readout.lengths[r]))
         for r in rows
     ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -98,12 +110,13 @@ def probe_observables(tokenizer, samples, config: SamplingConfig, device, sae_la
     return observables
 
 
-def token_metadata(tokenizer, samples, config: SamplingConfig, width: int) -> dict:
+def token_metadata(tokenizer, readout: Readout, width: int) -> dict:
     """Static (sample, token) variables describing the code tokens whose losses ``token_loss`` records: ``token_id``
     (-1 after a sample's last token), ``token_start`` / ``token_end`` (characters of the solution), ``token_text``,
     ``token_kind`` (see :mod:`codedyn.data.token_kinds`) and ``token_in_mutation`` (incorrect samples only)."""
     from codedyn.data.token_kinds import code_tokens
 
+    samples = readout.samples
     n = len(samples)
     token_id = np.full((n, width), -1, dtype=np.int64)
     start = np.full((n, width), -1, dtype=np.int64)
@@ -114,7 +127,7 @@ def token_metadata(tokenizer, samples, config: SamplingConfig, width: int) -> di
     solutions = dict(zip(samples["sample_id"], samples["solution"], strict=True))
     for row, sample in enumerate(samples.itertuples(index=False)):
         original = solutions.get(sample.paired_with) if isinstance(sample.paired_with, str) else None
-        tokens = code_tokens(tokenizer, sample.prompt, sample.solution, original, config.max_sample_tokens)
+        tokens = code_tokens(tokenizer, sample.prompt, sample.solution, original, int(readout.lengths[row]))
         k = tokens.token_id.shape[0]
         token_id[row, :k], start[row, :k], end[row, :k] = tokens.token_id, tokens.start, tokens.end
         text[row, :k], kind[row, :k], in_mutation[row, :k] = tokens.text, tokens.kind, tokens.in_mutation
@@ -150,13 +163,11 @@ def run_posterior(
         return load_traces(unit)
     tokenizer = checkpoint.tokenizer
     device = next(checkpoint.model.parameters()).device
-    samples = readout_samples(dataset, config)
-    evalset = EvalSet.build(
-        tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(), max_length=config.max_sample_tokens,
-        device=str(device),
-    )
+    readout = posterior_readout(checkpoint, dataset, config)
+    samples = readout.samples
+    evalset = readout_evalset(tokenizer, readout, device=str(device))
     windows = sampling_windows(tokenizer, config).to(device)
-    observables = probe_observables(tokenizer, samples, config, device, sae_latents)
+    observables = probe_observables(tokenizer, readout, config, device, sae_latents)
     traces = sample_posterior(
         checkpoint.model, windows, with_precision(evalset_readout(evalset, tokens=True), config.readout_precision),
         config, observables=observables,
@@ -166,13 +177,15 @@ def run_posterior(
 
     names = component_names(checkpoint.model) + (sae_latents.names() if sae_latents is not None else [])
     traces = traces.assign_coords(sample=samples["sample_id"].tolist(), observable=names)
-    traces = traces.assign(token_metadata(tokenizer, samples, config, traces.sizes["token"]))
-    traces.attrs.update({"suite": suite_name, "step": checkpoint.step, "dataset": dataset.card["hash"]})
+    traces = traces.assign(token_metadata(tokenizer, readout, traces.sizes["token"]))
+    traces.attrs.update({"suite": suite_name, "step": checkpoint.step, "dataset": dataset.card["hash"],
+                         **{k: v for k, v in readout.record().items() if k != "readout_excluded_ids"},
+                         "readout_excluded_ids": json.dumps(readout.record()["readout_excluded_ids"])})
     with staging_dir(unit) as stage:
         save_traces(traces, stage)
         write_json(stage / "unit.json", {"kind": "posterior", "suite": suite_name, "step": checkpoint.step,
                                          "dataset": dataset.card["hash"], "key": key,
-                                         "sampling": config.model_dump(mode="json"),
+                                         "sampling": config.model_dump(mode="json"), **readout.record(),
                                          "sae_latents": sae_latents.fingerprint if sae_latents else None})
     return traces
 

@@ -178,8 +178,8 @@ def run_restricted(
     ``components`` None means every head and MLP. Returns ``{component: traces}``, ``full`` first.
     """
     from codedyn.models.hooks import component_names
-    from codedyn.sampling.losses import EvalSet, with_precision
-    from codedyn.sampling.posterior import readout_samples, sampling_windows
+    from codedyn.sampling.losses import readout_evalset, with_precision
+    from codedyn.sampling.posterior import posterior_readout, sampling_windows
     from codedyn.sampling.sgld import evalset_readout, sample_posterior
 
     model = checkpoint.model
@@ -191,9 +191,8 @@ def run_restricted(
     out: dict[str, Any] = {}
     if missing:
         device = next(model.parameters()).device
-        samples = readout_samples(dataset, config)
-        evalset = EvalSet.build(checkpoint.tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(),
-                                max_length=config.max_sample_tokens, device=str(device))
+        samples = (readout := posterior_readout(checkpoint, dataset, config)).samples
+        evalset = readout_evalset(checkpoint.tokenizer, readout, device=str(device))
         windows = sampling_windows(checkpoint.tokenizer, config).to(device)
         if observation_windows > windows.shape[0]:
             raise ConfigError(f"observation_windows {observation_windows} exceeds the {windows.shape[0]} "

@@ -1,0 +1,53 @@
+"""Readouts inside the training context: the readout context, the sample selection and the evaluation set."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_tokenize import PROMPT, SOLUTION, _pair_texts, tokenizer  # noqa: F401 (fixture)
+
+
+def test_readout_context_is_the_suite_context_or_a_lower_cap():
+    from codedyn.config import ConfigError
+    from codedyn.sampling.losses import readout_context
+
+    assert readout_context(64, None, "sampling.max_readout_tokens") == 64
+    assert readout_context(2048, 512, "emergence.max_readout_tokens") == 512
+    with pytest.raises(ConfigError, match="sampling.max_readout_tokens 256 exceeds .* 64 tokens"):
+        readout_context(64, 256, "sampling.max_readout_tokens")
+    with pytest.raises(ConfigError, match="does not record its training context"):
+        readout_context(None, None, "sampling.max_readout_tokens")
+    assert readout_context(None, 128, "sampling.max_readout_tokens") == 128
+
+
+def _frame():
+    reference, early = _pair_texts(30, 1)
+    _, late = _pair_texts(30, 28)
+    rows = [
+        {"sample_id": "P0:reference", "problem_id": "P0", "is_correct": True, "paired_with": None,
+         "prompt": PROMPT, "solution": reference},
+        {"sample_id": "P0:mutant0", "problem_id": "P0", "is_correct": False, "paired_with": "P0:reference",
+         "prompt": PROMPT, "solution": early},
+        {"sample_id": "P0:mutant1", "problem_id": "P0", "is_correct": False, "paired_with": "P0:reference",
+         "prompt": PROMPT, "solution": late},
+        {"sample_id": "P1:reference", "problem_id": "P1", "is_correct": True, "paired_with": None,
+         "prompt": PROMPT, "solution": SOLUTION},
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_select_readout_leaves_out_and_counts_the_mutants_that_do_not_fit(tokenizer):  # noqa: F811
+    from codedyn.sampling.losses import readout_evalset, select_readout
+
+    readout = select_readout(tokenizer, _frame(), context=24)
+    assert readout.excluded == ("P0:mutant0",)
+    assert readout.samples["sample_id"].tolist() == ["P0:reference", "P0:mutant1", "P1:reference"]
+    assert readout.record()["readout_excluded"] == 1 and readout.record()["readout_context"] == 24
+    evalset = readout_evalset(tokenizer, readout)
+    # No readout position reaches the context: every batch is at most 24 tokens wide.
+    assert max(int(b.input_ids.shape[1]) for b in evalset.batches) <= 24
+    assert evalset.n_samples == 3
+    # The pair kept is read in one window: the same number of leading tokens is dropped from both.
+    full = [len(tokenizer(PROMPT + s, add_special_tokens=False)["input_ids"]) for s in readout.samples["solution"]]
+    dropped = np.asarray(full) - readout.lengths
+    assert dropped[0] == dropped[1] > 0 and dropped[2] == 0

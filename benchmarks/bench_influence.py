@@ -50,8 +50,9 @@ def main() -> None:
     from codedyn.data.pairs import build_dataset, load_dataset
     from codedyn.experiments.influence import SampleStructure, bif_matrix, block_means
     from codedyn.models.toy import train_toy_suite
+    from codedyn.sampling.llc import estimate_llc
     from codedyn.sampling.posterior import sampling_windows
-    from codedyn.sampling.sgld import llc_per_chain, lm_token_loss, sample_posterior
+    from codedyn.sampling.sgld import lm_token_loss, sample_posterior
 
     checkpoint = train_toy_suite(ToySuiteConfig()).suite.load(args.step)
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
@@ -75,7 +76,7 @@ def main() -> None:
     for seed in range(args.seeds):
         config = SamplingConfig(lr=1e-4, n_beta=30.0, localization=300.0, chains=args.chains, draws=args.draws,
                                 burn_in=args.burn_in, steps_between_draws=args.between, batch_size=32,
-                                sampling_windows=1024, seed=seed)
+                                sampling_windows=1024, seed=seed, shared_minibatch_order=True)  # as devinterp
         windows = sampling_windows(tokenizer, config)
 
         def readout(m):
@@ -86,7 +87,7 @@ def main() -> None:
         ours = time.perf_counter() - started
         losses = traces["sample_loss"].values
         means = block_means(bif_matrix(losses), structure)
-        results[seed] = {"ours_s": ours, "llc": float(llc_per_chain(traces).mean()), **means}
+        results[seed] = {"ours_s": ours, "llc": estimate_llc(traces).value, **means}
         print(f"seed {seed}: codedyn {ours:.1f} s  CC {means['CC']:.2e} CI {means['CI']:.2e} II {means['II']:.2e}"
               f"  LLC {results[seed]['llc']:.2f}", flush=True)
 

@@ -120,7 +120,7 @@ def test_restricted_sampler_moves_only_the_components_weights():
         return torch.tensor([outside, inside])
 
     windows = torch.randint(0, 50, (8, 13), generator=torch.Generator().manual_seed(2))
-    config = SamplingConfig(chains=1, draws=3, burn_in=2, batch_size=4, lr=1e-3)
+    config = SamplingConfig(chains=1, draws=3, burn_in=2, batch_size=4, lr=1e-4)
     traces = sample_posterior(model, windows, displacement, config, param_masks=masks)
     moved = traces["sample_loss"].values[0]
     assert (moved[:, 0] == 0).all() and (moved[:, 1] > 0).all()

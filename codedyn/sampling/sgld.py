@@ -399,12 +399,13 @@ def sample_posterior(
         diverged = {c: h.diverged_at_step for c, h in enumerate(health) if h.diverged_at_step is not None}
         if len(diverged) == int((~healthy).sum()):
             raise SamplingDiverged(
-                f"{len(diverged)} of {chains} chains diverged (chain: step {diverged}); lower the step size "
-                f"(lr={config.lr}) or raise the localization (gamma={config.localization})"
+                f"{description}: {len(diverged)} of {chains} chains diverged (chain: step {diverged}); lower the step "
+                f"size (lr={config.lr}) or raise the localization (gamma={config.localization})"
             )
         problems = "; ".join(f"chain {c}: {h.problem}" for c, h in enumerate(health) if not h.healthy)
         raise SamplingDiverged(
-            f"only {int(healthy.sum())} of {chains} chains are healthy ({problems}), too few for a posterior; "
+            f"{description}: only {int(healthy.sum())} of {chains} chains are healthy ({problems}), too few for a "
+            f"posterior; "
             f"lower the step size (lr={config.lr})"
         )
     sl = sampling_loss.cpu().numpy()

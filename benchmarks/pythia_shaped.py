@@ -50,17 +50,18 @@ COMMON = {"vocab_size": VOCAB, "max_position_embeddings": 2048, "rotary_pct": 0.
 
 
 def reduced_overrides(device: str, problems: int) -> dict:
-    """pythia-14m's preset with draws, problems and SAE tokens cut so that a CPU runs it in minutes; every
-    experiment and every unit kind stays in."""
+    """pythia-14m's preset with chains, draws, batch, read-out problems and SAE tokens cut so that one CPU core runs
+    a checkpoint in a few minutes; every experiment and every unit kind stays in, and every tensor keeps Pythia's
+    shapes (vocabulary, width, 65-token sampling windows, 128-token SAE windows)."""
     return {
         "name": "pythia-shaped",
         "dataset": {"limit_problems": problems, "candidates_per_operator": 1},
         "suite": {"steps": list(STEPS), "device": device},
-        "sampling": {"chains": 2, "draws": 10, "burn_in": 10, "max_problems": min(problems, 8),
-                     "n_bootstrap": 200},
-        "emergence": {"train_tokens": 16384, "epochs": 1, "eval_windows": 16, "general_windows": 128,
-                      "batch_size": 1024, "dead_tokens": 16384, "n_bootstrap": 100},
-        "embryology": {"max_tokens": 300, "n_epochs": 50, "anchored_epochs": 20, "n_bootstrap": 50},
+        "sampling": {"chains": 2, "draws": 4, "burn_in": 4, "batch_size": 8, "max_problems": 8, "probe_samples": 4,
+                     "reference_batches": 2, "sampling_windows": 256, "n_bootstrap": 100},
+        "emergence": {"train_tokens": 4096, "epochs": 1, "eval_windows": 8, "general_windows": 32,
+                      "batch_size": 1024, "dead_tokens": 4096, "n_bootstrap": 100},
+        "embryology": {"max_tokens": 200, "n_epochs": 30, "anchored_epochs": 10, "n_bootstrap": 20},
         "executor": {"cpus_per_task": 1, "gpus_per_task": 0},
     }
 
@@ -69,8 +70,7 @@ def tiny_overrides(device: str, problems: int) -> dict:
     """Fewer steps again, for measuring one pythia-160m-shaped checkpoint on a CPU in minutes."""
     base = reduced_overrides(device, problems)
     return {**base, "suite": {"steps": [143000], "device": device},
-            "sampling": {"chains": 1, "draws": 2, "burn_in": 2, "batch_size": 8, "max_problems": 2,
-                         "reference_batches": 2, "probe_samples": 4, "n_bootstrap": 50},
+            "sampling": {**base["sampling"], "chains": 1, "draws": 2, "burn_in": 2, "max_problems": 4},
             "emergence": {**base["emergence"], "train_tokens": 2048, "eval_windows": 4, "general_windows": 16}}
 
 

@@ -16,8 +16,9 @@ What it does, and why each step is the real one:
    through ``from_pretrained(..., revision=)`` exactly as on a machine holding the real checkpoints;
 4. prints every unit's wall time, model-compute share and peak memory (from the run's ``timings.json``), the FLOPs
    ``benchmarks/flops.py`` counts for each unit at these settings, the FLOP rate that implies, and the projection
-   of the same units to pythia-160m at that rate. ``--check-160m`` then measures a pythia-160m-shaped unit (one
-   random revision, the same settings) so that the projection is checked against a measurement.
+   of the same units to pythia-160m at that rate. ``--check-160m`` then measures pythia-160m-shaped units (two
+   random revisions, the same settings; on a GPU) and ``--tiny-160m-from <earlier --json>`` at smaller settings (on
+   a CPU), so that the projection is checked against a measurement.
 
 Random weights make the estimates meaningless; the costs (shapes, tokens, loading, every experiment's code path) are
 the real ones. ``--json PATH`` writes the numbers.
@@ -35,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = (1000, 2000, 143000)
+TINY_STEPS = (1000, 143000)  # a study compares at least two checkpoints
 VOCAB = 50304
 # config.json of EleutherAI/pythia-14m and -160m on the hub (the fields that shape the model).
 PYTHIA_CONFIGS = {
@@ -50,17 +52,18 @@ COMMON = {"vocab_size": VOCAB, "max_position_embeddings": 2048, "rotary_pct": 0.
 
 
 def reduced_overrides(device: str, problems: int) -> dict:
-    """pythia-14m's preset with draws, problems and SAE tokens cut so that a CPU runs it in minutes; every
-    experiment and every unit kind stays in."""
+    """pythia-14m's preset with chains, draws, batch, read-out problems and SAE tokens cut so that one CPU core runs
+    a checkpoint in a few minutes; every experiment and every unit kind stays in, and every tensor keeps Pythia's
+    shapes (vocabulary, width, 65-token sampling windows, 128-token SAE windows)."""
     return {
         "name": "pythia-shaped",
         "dataset": {"limit_problems": problems, "candidates_per_operator": 1},
         "suite": {"steps": list(STEPS), "device": device},
-        "sampling": {"chains": 2, "draws": 10, "burn_in": 10, "max_problems": min(problems, 8),
-                     "n_bootstrap": 200},
-        "emergence": {"train_tokens": 16384, "epochs": 1, "eval_windows": 16, "general_windows": 128,
-                      "batch_size": 1024, "dead_tokens": 16384, "n_bootstrap": 100},
-        "embryology": {"max_tokens": 300, "n_epochs": 50, "anchored_epochs": 20, "n_bootstrap": 50},
+        "sampling": {"chains": 2, "draws": 4, "burn_in": 4, "batch_size": 8, "max_problems": 8, "probe_samples": 4,
+                     "reference_batches": 2, "sampling_windows": 256, "n_bootstrap": 100},
+        "emergence": {"train_tokens": 4096, "epochs": 1, "eval_windows": 8, "general_windows": 32,
+                      "batch_size": 1024, "dead_tokens": 4096, "n_bootstrap": 100},
+        "embryology": {"max_tokens": 200, "n_epochs": 30, "anchored_epochs": 10, "n_bootstrap": 20},
         "executor": {"cpus_per_task": 1, "gpus_per_task": 0},
     }
 
@@ -68,9 +71,8 @@ def reduced_overrides(device: str, problems: int) -> dict:
 def tiny_overrides(device: str, problems: int) -> dict:
     """Fewer steps again, for measuring one pythia-160m-shaped checkpoint on a CPU in minutes."""
     base = reduced_overrides(device, problems)
-    return {**base, "suite": {"steps": [143000], "device": device},
-            "sampling": {"chains": 1, "draws": 2, "burn_in": 2, "batch_size": 8, "max_problems": 2,
-                         "reference_batches": 2, "probe_samples": 4, "n_bootstrap": 50},
+    return {**base, "suite": {"steps": list(TINY_STEPS), "device": device},
+            "sampling": {**base["sampling"], "chains": 1, "draws": 2, "burn_in": 2, "max_problems": 4},
             "emergence": {**base["emergence"], "train_tokens": 2048, "eval_windows": 4, "general_windows": 16}}
 
 
@@ -206,7 +208,7 @@ def main() -> None:
     parser.add_argument("--check-160m", action="store_true", help="also measure a pythia-160m-shaped unit")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     parser.add_argument("--tiny-160m-from", type=Path,
-                        help="instead: measure one pythia-160m-shaped checkpoint at tiny settings and compare it "
+                        help="instead: measure pythia-160m-shaped checkpoints at tiny settings and compare them "
                              "with the projection from the pythia-14m rates in this earlier --json output")
     args = parser.parse_args()
     if args.tiny_160m_from:
@@ -239,7 +241,7 @@ def main() -> None:
     # The same reduced settings on pythia-160m: FLOPs by the same count, time at the rate each unit kind achieved.
     preset_160 = write_preset(work / "pythia-160m-shaped.yaml", "pythia-160m",
                               {**reduced_overrides(args.device, args.problems),
-                               "suite": {"steps": [143000], "device": args.device}})
+                               "suite": {"steps": list(TINY_STEPS), "device": args.device}})
     flops_160 = unit_flops(preset_160)
     projection = {kind: flops_160[kind] / (1e9 * min(r)) for kind, r in rates.items() if kind in flops_160}
     out["projection_160m_seconds"] = projection
@@ -248,7 +250,7 @@ def main() -> None:
           f"({'wall' if args.device != 'cpu' else 'CPU'} seconds): "
           + ", ".join(f"{kind} {flops_160[kind] / 1e9:.0f} GFLOP -> {s:.0f} s" for kind, s in projection.items()))
     if args.check_160m:
-        build_checkpoints(hub, "pythia-160m", (143000,), tokenizer)
+        build_checkpoints(hub, "pythia-160m", TINY_STEPS, tokenizer)
         run_160 = work / f"run-160m-{int(time.time())}"
         run_study(preset_160, run_160, hub, work / "home")
         measured = {row["kind"]: row for row in unit_table(run_160)}
@@ -263,22 +265,23 @@ def main() -> None:
 
 
 def tiny_160m(args) -> None:
-    """One pythia-160m-shaped checkpoint through `codedyn run` at :func:`tiny_overrides`, against the FLOP count of
-    its units divided by the rate the pythia-14m units achieved."""
+    """Two pythia-160m-shaped checkpoints through `codedyn run` at :func:`tiny_overrides`, each unit against the
+    FLOP count of its kind divided by the rate the pythia-14m units achieved."""
     import torch
 
     torch.set_num_threads(1)
     on_gpu = args.device != "cpu"
     tokenizer, _ = train_pythia_tokenizer(args.work / "tokenizer")
     hub = args.work / "hf"
-    write_s = build_checkpoints(hub, "pythia-160m", (143000,), tokenizer)
+    write_s = build_checkpoints(hub, "pythia-160m", TINY_STEPS, tokenizer)
     preset = write_preset(args.work / "pythia-160m-tiny.yaml", "pythia-160m", tiny_overrides(args.device,
                                                                                           args.problems))
     run_dir = args.work / f"run-160m-tiny-{int(time.time())}"
     total_s = run_study(preset, run_dir, hub, args.work / "home")
     out = {"device": args.device, "write_checkpoints_seconds": write_s, "run_seconds": total_s,
            "stages": stage_table(run_dir), "units": unit_table(run_dir), "flops_per_unit": unit_flops(preset)}
-    print(f"pythia-160m-shaped revision written in {write_s:.1f} s; `codedyn run` {total_s:.0f} s on {args.device}")
+    print(f"pythia-160m-shaped revisions written in {write_s:.1f} s; `codedyn run` {total_s:.0f} s on "
+          f"{args.device}")
     print_tables(out, out["flops_per_unit"], on_gpu)
     rates = rates_from(args.tiny_160m_from, on_gpu)
     out["projected_seconds"] = {}

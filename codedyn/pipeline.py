@@ -261,7 +261,12 @@ def open_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT
     from codedyn.models.toy import train_toy_suite
     from codedyn.runs.timings import stage
 
-    check_inputs(config)  # a bad step, a missing revision, an unreadable file: one sentence before any work
+    _, steps = check_inputs(config)  # a bad step, a missing revision, an unreadable file: one sentence before work
+    if len(steps) < 2:  # every analysis compares checkpoints; one would fail only after all its units ran
+        from codedyn.models.suite import SuiteError
+
+        raise SuiteError(f"a study needs at least two checkpoints to say how anything develops; got only step "
+                         f"{steps[0]} (give --steps a,b,...)")
     stages = [] if stages is None else stages
     with stage("dataset", stages):
         build_dataset(config.dataset, progress=progress)

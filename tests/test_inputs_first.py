@@ -47,6 +47,12 @@ def test_a_step_the_toy_suite_will_not_save_stops_before_dataset_and_training(em
     assert built_nothing(empty_home)
 
 
+def test_a_single_checkpoint_study_stops_before_its_units(empty_home, tmp_path):
+    result = runner.invoke(app, ["run", "--steps", "5500", "--out", str(tmp_path / "run")])
+    assert one_sentence(result, "a study needs at least two checkpoints", "got only step 5500")
+    assert built_nothing(empty_home)
+
+
 def test_pythia_without_its_revisions_stops_before_the_dataset(empty_home, tmp_path):
     result = runner.invoke(app, ["run", "--preset", "pythia-14m", "--out", str(tmp_path / "run")])
     assert one_sentence(result, "revision step1000 of EleutherAI/pythia-14m is not in the HF cache",

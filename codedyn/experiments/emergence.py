@@ -639,7 +639,9 @@ def compute_emergence(study) -> dict:
                 reps = stacked[f"L{layer}/{predictor}/{metric}"]
                 name = f"L{layer}/{predictor}/{metric}"
                 if len(steps) < 2:
-                    calls[name] = {"verdict": "no change", "step": None, "evidence": [],
+                    calls[name] = {"kind": "no_change", "verdict": "no change", "bracket": None,
+                                   "effect": None, "effect_low": None, "effect_high": None, "p_value": None,
+                                   "change_p_value": None, "p_adjusted": None, "evidence": [],
                                    "test": "needs at least two checkpoints"}
                     continue
                 found = classify_trajectory(steps, np.nan_to_num(reps, nan=float(np.nanmean(reps))),
@@ -664,8 +666,10 @@ def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:
     events = []
     for predictor in ("best_latent", "probe"):
         found = calls.get(f"L{layer}/{predictor}/{metric}", {})
-        if found.get("step") is not None:
-            events.append({"step": found["step"], "kind": "jump", "label": f"{LABELS[predictor]} transition"})
+        if found.get("kind") == "sharp":
+            a, b = found["bracket"]
+            events.append({"step": b, "bracket": [a, b], "kind": "jump",
+                           "label": f"{LABELS[predictor]}: sharp within ({a}, {b}]"})
     formation = (study.suite_record or {}).get("formation", {})
     if formation.get("formed"):
         events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})

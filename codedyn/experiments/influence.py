@@ -267,10 +267,10 @@ def transition_calls(table, replicates: dict) -> dict:
         events = sign_flips(steps, values, lows, highs) + interior_peaks(steps, reps, values=values)
         trend = monotonicity(steps, reps, values=values)
         verdict = classify_trajectory(steps, reps, values=values)
+        # The verdict (kind, bracket, effect, p-values; classify_trajectory's schema) plus the events from the
+        # stored intervals.
         calls[f"{quantity}/{variant}"] = {
-            "events": [e.to_dict() for e in events] + ([trend.to_dict()] if trend else []),
-            "verdict": verdict["verdict"],
-            "verdict_test": verdict["test"],
+            **verdict, "events": [e.to_dict() for e in events] + ([trend.to_dict()] if trend else []),
         }
     return calls
 

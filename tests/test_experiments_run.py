@@ -51,8 +51,10 @@ def test_figures_and_calls_are_written(study_result):
         assert (folder / f"{name}.png").stat().st_size > 0 and (folder / f"{name}.pdf").stat().st_size > 0
     calls = json.loads((folder / "transitions.json").read_text())
     assert {"CC/cov", "CI/cov", "II/cov", "paired/corr", "LLC/llc"} <= set(calls)
+    from codedyn.analysis.transitions import verdict_text
+
     for found in calls.values():
-        assert found["verdict"] in {"gradual", "no change"} or found["verdict"].startswith("phase transition at step")
+        assert found["verdict"] == verdict_text(found["kind"], found["bracket"])
         assert all(e["detail"] for e in found["events"])
 
 

@@ -82,9 +82,17 @@ def test_verdict_rows_match_the_transition_calls(study):
     summary = _section(page, "summary")
     shown = dict(re.findall(r'data-curve="([^"]+)">([^<]*)<', summary))
     calls = json.loads((study.run_dir / "influence" / "transitions.json").read_text())
+    rows = {r["curve"]: r for r in json.loads((study.run_dir / "verdicts.json").read_text())}
     for curve in ("CC/cov", "CI/cov", "II/cov", "paired/cov", "CC/corr", "CI/corr", "II/corr", "paired/corr",
                   "LLC/llc"):
-        assert shown[curve] == calls[curve]["verdict"]
+        # The table shows the Holm-adjusted call: the stored one, or its downgrade, said so, when it does not survive.
+        row = rows[curve]
+        assert row["fwer"].startswith("Holm over ")
+        if "did not survive" in row["fwer"]:
+            assert f'"{calls[curve]["verdict"]}" did not survive' in row["fwer"]
+            assert row["kind"] in {"gradual", "no_change"} and shown[curve] == row["verdict"]
+        else:
+            assert shown[curve] == calls[curve]["verdict"] and row["kind"] == calls[curve]["kind"]
     assert shown["AUROC"] == "not run"
     # The susceptibility rows summarise one call per component, made from the parquet intervals.
     table = pd.read_parquet(study.run_dir / "susceptibility" / "susceptibility.parquet")
@@ -118,10 +126,13 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     shutil.copytree(study.run_dir, run, ignore=shutil.ignore_patterns("units"))
     emergence = run / "emergence"
     emergence.mkdir()
+    verdict = {"kind": "sharp", "verdict": "sharp transition within (4, 12]", "bracket": [4, 12], "effect": 0.35,
+               "effect_low": 0.3, "effect_high": 0.4, "p_value": 1e-9, "change_p_value": 1e-9, "p_adjusted": None,
+               "change": {"effect": 0.4, "effect_low": 0.3, "effect_high": 0.5}, "test": "changepoint-scan"}
     calls = {  # the layout Experiment 2 writes: classify_trajectory's output per layer / predictor / metric
-        "L1/best_latent/auroc": {"evidence": [{"kind": "jump", "step": 12, "detail": "largest jump 4 -> 12"}],
-                                 "verdict": "phase transition at step 12", "step": 12, "test": "max-T"},
-        "L1/probe/auroc": {"evidence": [], "verdict": "gradual", "step": None, "test": "max-T"},
+        "L1/best_latent/auroc": {**verdict, "evidence": [{"kind": "jump", "step": 12, "between": [4, 12],
+                                                          "detail": "largest jump 0.35 within (4, 12]"}]},
+        "L1/probe/auroc": {**verdict, "kind": "gradual", "verdict": "gradual", "bracket": None, "evidence": []},
     }
     (emergence / "transitions.json").write_text(json.dumps(calls))
     pd.DataFrame({"step": [0, 4, 12], "layer": 1, "predictor": "best_latent", "split": "validation",
@@ -140,9 +151,9 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     outcome = CliRunner().invoke(app, ["report", str(run)])  # from the run folder alone (manifest + cache)
     assert outcome.exit_code == 0, outcome.output
     page = _page(run / "report.html")
-    assert 'data-curve="L1/best_latent/auroc">phase transition at step 12<' in page
+    assert 'data-curve="L1/best_latent/auroc">sharp transition within (4, 12]<' in page
     assert 'data-curve="L1/probe/auroc"' not in page  # the SAE row is the best latent's
-    assert "largest jump 4 -&gt; 12" in page
+    assert "largest jump 0.35 within (4, 12]" in page
     assert "0.9 [0.85, 0.95]" in _section(page, "emergence")
     assert 'href="embryology/umap_interactive.html"' in page
     assert "umap grid" in _section(page, "embryology")
@@ -178,10 +189,10 @@ def test_susceptibility_calls_find_a_planted_jump_and_nothing_in_noise():
     add("L0.MLP", "correct", [0.02, -0.01, 0.0, 0.01, -0.02, 0.0, 0.01], 0.5)  # noise inside wide intervals
     add("L0.MLP", "incorrect", [0, 0, 0, 0, 0, 0, 0], 0.5)
     calls = transition_calls_for_susceptibility(pd.DataFrame(rows))
-    assert calls["L1.H0/correct"]["verdict"] == "phase transition at step 2000"
+    assert calls["L1.H0/correct"]["verdict"] == "sharp transition within (1000, 2000]"
     assert calls["L1.H0/incorrect"]["verdict"] == "gradual"
     assert calls["L0.MLP/correct"]["verdict"] == "no change"
     assert "normal sampling distribution" in calls["L1.H0/correct"]["test"]
-    verdict, evidence, step = susceptibility_summary(calls, "correct")
-    assert verdict == "phase transition in 1 of 2 components: L1.H0 at step 2000" and step == 2000
+    verdict, evidence, bracket = susceptibility_summary(calls, "correct")
+    assert verdict == "sharp transition in 1 of 2 components: L1.H0 within (1000, 2000]" and bracket == [1000, 2000]
     assert susceptibility_summary(calls, "incorrect")[0].startswith("gradual")

@@ -16,9 +16,9 @@ from codedyn.analysis.transitions import (
     change_test,
     classify_trajectory,
     holm,
-    jump_scan,
     interior_peaks,
     intervals_of,
+    jump_scan,
     largest_jump,
     monotonicity,
     pointwise_intervals,
@@ -196,7 +196,7 @@ TOY = np.array([0, 1000, 3000, 5000, 5500, 6000, 7000])
 
 def test_fast_early_change_on_toy_schedule_is_unresolved_not_sharp():
     # 1 - exp(-s/400) puts 92% of its change between steps 0 and 1000, where the schedule has nothing: the old
-    # test called it "phase transition at step 1000" in 10 of 10 draws.
+    # test called it a sharp transition "at" step 1000 in 10 of 10 draws.
     truth = 1 - np.exp(-TOY / 400)
     rates = verdict_rates(truth, 0.04, n_seeds=10, steps=TOY)
     assert rates == {"change within (0, 1000], not resolved by this schedule": 1.0}

@@ -147,6 +147,24 @@ def intervals_of(estimates: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarra
 # ------------------------------------------------------------------------------------------------ max-T contrasts
 
 
+def _tail_bound(t: float, m: int, n_boot: int) -> float:
+    """Bonferroni bound on P(max of m studentised |t| >= t) when each SD comes from ``n_boot`` replicates: m times
+    the two-sided Student-t tail with n_boot - 1 degrees of freedom (Wallace's normal approximation of it)."""
+    if not np.isfinite(t):
+        return 0.0 if t > 0 else 1.0
+    nu = n_boot - 1
+    z = (8 * nu + 1) / (8 * nu + 3) * math.sqrt(nu * math.log1p(t * t / nu))
+    return float(min(1.0, m * math.erfc(z / math.sqrt(2))))
+
+
+def _tail_p(exceed: int, n_boot: int, t: float, m: int) -> float:
+    """Bootstrap max-T p-value (1 + exceed) / (B + 1); when no null draw reached t, the tail bound instead (if
+    smaller): a p-value below the bootstrap's resolution, which Holm over a whole verdict table needs. At every
+    level >= 1 / (B + 1) it rejects exactly when the bootstrap p-value does."""
+    p = (1 + exceed) / (n_boot + 1)
+    return min(p, _tail_bound(t, m, n_boot)) if exceed == 0 else p
+
+
 @dataclass(frozen=True)
 class Contrasts:
     """Differences ``values[j] - values[i]`` with bootstrap SDs and max-T family-wise adjusted p-values."""
@@ -178,10 +196,8 @@ def contrasts(replicates: np.ndarray, values: np.ndarray, i: np.ndarray, j: np.n
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(sd > 0, diff / np.where(sd > 0, sd, 1), np.sign(diff) * np.inf)
     t = np.nan_to_num(t, nan=0.0)
-    p = (1 + (t_max[None, :] >= np.abs(t)[:, None]).sum(axis=1)) / (n_boot + 1)
-    # Below 1 / (B + 1) the bootstrap cannot resolve a p-value; the Bonferroni-normal bound can, and both decrease
-    # with |t|, so their minimum rejects exactly when one of them does (Holm over a verdict table needs the tail).
-    p = np.minimum(p, np.array([_normal_tail_bound(x, diff.size) for x in t]))
+    exceed = (t_max[None, :] >= np.abs(t)[:, None]).sum(axis=1)
+    p = np.array([_tail_p(int(e), n_boot, abs(float(x)), diff.size) for e, x in zip(exceed, t, strict=True)])
     return Contrasts(i, j, diff, sd, t, p)
 
 
@@ -392,21 +408,34 @@ VERDICT_KINDS = ("sharp", "gradual", "non_monotonic", "no_change", "unresolved")
 
 TEST_DESCRIPTION = (
     "No change when no pair of checkpoints differs significantly (max-T bootstrap over all pairs). Otherwise the "
-    "curve is fitted on u = log(step) as a smooth part (a trend in log step and in step, plus one more bend per "
-    "factor ~7 in step; step 0, infinitely far on that axis, gets its own free value) with and without a jump "
-    "between two adjacent checkpoints, weighted by the bootstrap variance; the jump's t statistic (its bootstrap "
-    "SD from the replicates) is scanned over every interval the smooth part can be told apart from, and the "
-    "largest |t| is compared with the same maximum on the bootstrap noise (p = the smaller of that bootstrap "
-    "p-value and a Bonferroni-normal tail bound). \"Sharp transition within (a, b]\" when that p is below 1 - level "
-    "and the fitted jump is at least 30% of the curve's range; else \"non-monotonic\" when some pair of checkpoints "
-    "rises and another falls significantly; else \"change within (a, b], not resolved by this schedule\" when more "
-    "than half the range lies (significantly) between two adjacent checkpoints with no jump the test can "
-    "separate from a smooth change there (e.g. from step 0); else \"gradual\". The data only bracket a jump "
-    "between two checkpoints: (a, b] is all a verdict can say about where. Effects are in the curve's units with "
-    "bootstrap percentile intervals: the jump (sharp), the adjacent change (unresolved), the total change, last "
-    "minus first (gradual), or max minus min (non-monotonic). Across a study's verdict table, Holm's step-down "
-    "procedure controls the family-wise error over all curves; a call that does not survive it is downgraded."
+    "curve is fitted on u = log(step), weighted by the bootstrap variance, as a smooth part (a trend in log step "
+    "and in step, plus one more bend per factor ~16 in step; step 0, infinitely far from step 1 on that axis, gets "
+    "a free value of its own) plus a jump between two adjacent checkpoints. The jump's t statistic (its SD from the "
+    "bootstrap replicates) is scanned over every interval, and the jump's excess over 15% of the curve's range is "
+    "compared with the largest |t| the bootstrap noise reaches over all intervals (below the bootstrap's "
+    "resolution, a Bonferroni Student-t tail bound). \"Sharp transition within (a, b]\" when that p-value is below "
+    "1 - level; else \"non-monotonic\" when some pair of checkpoints rises and another falls significantly; else "
+    "\"change within (a, b], not resolved by this schedule\" when more than half the range changes significantly "
+    "between two adjacent checkpoints (a jump inside and a smooth change across fit the data alike; always so from "
+    "step 0 to the first checkpoint); else \"gradual\". The data only bracket a jump: (a, b] is all a verdict says "
+    "about where. Effects are in the curve's units with bootstrap percentile intervals: the jump (sharp), the "
+    "adjacent change (unresolved), last minus first (gradual), max minus min (non-monotonic). Over a study's "
+    "verdict table, Holm's step-down procedure controls the family-wise error; a call that does not survive it is "
+    "downgraded, and says so."
 )
+
+
+def verdict_text(kind: str, bracket: Sequence[int] | None = None) -> str:
+    """The verdict sentence for a kind (and its bracket [a, b] for "sharp" and "unresolved")."""
+    if kind not in VERDICT_KINDS:
+        raise ValueError(f"unknown verdict kind {kind!r}; known: {', '.join(VERDICT_KINDS)}")
+    if kind in ("sharp", "unresolved"):
+        if bracket is None or len(bracket) != 2:
+            raise ValueError(f"a {kind} verdict needs its bracket [a, b]")
+        a, b = (int(x) for x in bracket)
+        return f"sharp transition within ({a}, {b}]" if kind == "sharp" else (
+            f"change within ({a}, {b}], not resolved by this schedule")
+    return {"gradual": "gradual", "non_monotonic": "non-monotonic", "no_change": "no change"}[kind]
 
 
 def smooth_basis(steps: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -463,11 +492,6 @@ def _sd_weights(r: np.ndarray) -> np.ndarray:
     return 1 / np.maximum(sd, 1e-6 * sd.max())
 
 
-def _normal_tail_bound(t: float, m: int) -> float:
-    """Bonferroni bound on P(max of m standard normal |t| >= t): m * P(|Z| >= t)."""
-    return float(min(1.0, m * math.erfc(abs(t) / math.sqrt(2))))
-
-
 def jump_scan(
     steps: Sequence[int] | np.ndarray,
     replicates: np.ndarray,
@@ -481,9 +505,8 @@ def jump_scan(
     the jump J_k (Frisch-Waugh: a fixed linear functional c_k of the values), so J_k on every bootstrap replicate
     is c_k applied to it, and its SD is the bootstrap SD (correlation between steps included). The smooth part is
     projected out exactly, so the null of "smooth curve + noise" is the maximum of |c_k noise_b| / sd_k over the
-    centred replicates: p = (1 + #{T_b >= T}) / (B + 1), or the Bonferroni-normal bound when smaller (it reaches
-    below 1 / (B + 1), which family-wise control over a whole verdict table needs). Both p-values are decreasing
-    functions of the same T, so their minimum rejects exactly when one of them does.
+    centred replicates: p = (1 + #{T_b >= T}) / (B + 1); when no null draw reaches T, a Bonferroni Student-t tail
+    bound below 1 / (B + 1) (which family-wise control over a whole verdict table needs), see ``_tail_p``.
     """
     s = _check_steps(steps, log_steps=True)
     r = _check_replicates(replicates, s.size)
@@ -515,11 +538,7 @@ def jump_scan(
     best = int(np.argmax(np.abs(t)))
     t_obs = float((abs(jump[best]) - margin * span) / sd[best])
     null_max = (np.abs(noise) / sd[:, None]).max(axis=0)
-    if t_obs > 0:
-        p_boot = (1 + int(np.sum(null_max >= t_obs))) / (null_max.size + 1)
-        p = min(p_boot, _normal_tail_bound(t_obs, int(testable.sum())))
-    else:
-        p = 1.0
+    p = _tail_p(int(np.sum(null_max >= t_obs)), null_max.size, t_obs, int(testable.sum())) if t_obs > 0 else 1.0
     lo, hi = np.quantile(noise[best], [alpha / 2, 1 - alpha / 2])
     index = int(np.flatnonzero(testable)[best])
     share = abs(float(jump[best])) / span if span > 0 else math.nan
@@ -612,22 +631,22 @@ def classify_trajectory(
                   f"adjusted p={_fmt(adj.p_adjusted[k])}) with no checkpoint inside; {why}")
         evidence.append(Call("unresolved", b, (a, b), float(shares[k]), float(adj.p_adjusted[k]), detail))
     if p_change >= alpha:
-        out.update(kind="no_change", verdict="no change")
+        out.update(kind="no_change", verdict=verdict_text("no_change"))
     elif sharp:
         a, b = jump.between
         evidence.append(jump)
-        out.update(kind="sharp", verdict=f"sharp transition within ({a}, {b}]", bracket=[a, b], effect=scan.jump,
+        out.update(kind="sharp", verdict=verdict_text("sharp", [a, b]), bracket=[a, b], effect=scan.jump,
                    effect_low=scan.low, effect_high=scan.high, p_value=scan.p_value)
     elif turn is not None:
         hi_k, lo_k = int(np.argmax(v)), int(np.argmin(v))
         rng = _effect(v, r, lo_k, hi_k, alpha)
-        out.update(kind="non_monotonic", verdict="non-monotonic", effect=rng[0], effect_low=rng[1],
+        out.update(kind="non_monotonic", verdict=verdict_text("non_monotonic"), effect=rng[0], effect_low=rng[1],
                    effect_high=rng[2], p_value=turn.p_value)
     elif unresolved:
         k = unresolved[0]
         a, b = int(s[k]), int(s[k + 1])
         d = _effect(v, r, k, k + 1, alpha)
-        out.update(kind="unresolved", verdict=f"change within ({a}, {b}], not resolved by this schedule",
+        out.update(kind="unresolved", verdict=verdict_text("unresolved", [a, b]),
                    bracket=[a, b], effect=d[0], effect_low=d[1], effect_high=d[2],
                    p_value=float(adj.p_adjusted[k]))
     if jump is not None and not sharp:
@@ -658,10 +677,12 @@ def adjust_verdicts(calls: Mapping[str, dict], level: float = 0.95) -> dict[str,
     over their change p-values (a call must survive both: in a table of flat curves no call survives more often
     than 1 - level). A call that does not survive is downgraded (sharp / non-monotonic / unresolved to gradual
     when its change survives, else to no change) and says so in ``fwer``; ``p_adjusted`` is its Holm p-value.
-    Entries without a ``kind`` (not classify_trajectory output) are passed through unchanged. Returns new dicts.
+    Entries without a ``kind`` or p-values (not classify_trajectory output, or a curve too short to test) are passed
+    through unchanged and do not count in the family. Returns new dicts.
     """
     alpha = _alpha(level)
-    names = [k for k, c in calls.items() if isinstance(c, dict) and c.get("kind") in VERDICT_KINDS]
+    names = [k for k, c in calls.items() if isinstance(c, dict) and c.get("kind") in VERDICT_KINDS
+             and c.get("p_value") is not None and c.get("change_p_value") is not None]
     out = {k: dict(c) for k, c in calls.items()}
     if not names:
         return out
@@ -683,7 +704,7 @@ def adjust_verdicts(calls: Mapping[str, dict], level: float = 0.95) -> dict[str,
             continue
         was = call["verdict"]
         change = call.get("change") or {}
-        call.update(kind=target, verdict="gradual" if target == "gradual" else "no change", bracket=None,
+        call.update(kind=target, verdict=verdict_text(target), bracket=None,
                     effect=change.get("effect", call["effect"]), effect_low=change.get("effect_low"),
                     effect_high=change.get("effect_high"),
                     p_adjusted=float(pc if target == "gradual" else call["p_adjusted"]))

@@ -13,7 +13,8 @@ half of them are mirrored to fall) and measured like a real run measures one: at
   at least two checkpoints either side, never the interval from step 0) plus ``1 - jump`` of a smooth curve.
 
 ``calibration_table`` runs the verdicts over schedules x noise levels and returns the rates the benchmark and the
-test check: false sharp, power, bracket coverage, and the family-wise error of ``adjust_verdicts`` on flat tables.
+test check: false sharp, power, bracket coverage; ``table_fwer`` the family-wise error of ``adjust_verdicts`` on
+tables of flat (or smooth) curves.
 """
 
 from __future__ import annotations
@@ -156,19 +157,28 @@ def calibrate_cell(name: str, steps: Sequence[int], noise: float, n_curves: int,
     return Cell(name, noise, smooth_n, false_sharp, gradual, unres_n, unres_sharp, jump_n, detected, hits)
 
 
-def null_table_fwer(steps: Sequence[int], n_tables: int, n_curves: int, noise: float, n_boot: int,
-                    seed: int) -> tuple[int, int]:
-    """(tables with any call other than "no change" after ``adjust_verdicts``, tables): flat curves only."""
+def table_fwer(steps: Sequence[int], n_tables: int, n_curves: int, noise: float, n_boot: int, seed: int,
+               smooth: bool = False) -> tuple[int, int]:
+    """(tables with a false call after ``adjust_verdicts``, tables), ``n_curves`` curves per table.
+
+    Flat tables (``smooth=False``): every curve is flat; any call but "no change" is false. Smooth tables: every
+    curve is a resolved smooth curve (no interval with more than half its change); any "sharp" call is false.
+    """
     rng = np.random.default_rng(seed)
     s = np.asarray(steps)
     errors = 0
     for _ in range(n_tables):
         calls = {}
         for c in range(n_curves):
-            values, reps = measured(np.zeros(s.size), noise, n_boot, rng)
+            truth = np.zeros(s.size)
+            while smooth:
+                truth = _flip(smooth_curve(SMOOTH_FAMILIES[rng.integers(len(SMOOTH_FAMILIES))], s, rng), rng)
+                if max_share(truth) <= 0.5:
+                    break
+            values, reps = measured(truth, noise, n_boot, rng)
             calls[str(c)] = classify_trajectory(s, reps, values=values)
-        adjusted = adjust_verdicts(calls)
-        errors += any(call["kind"] != "no_change" for call in adjusted.values())
+        kinds = [call["kind"] for call in adjust_verdicts(calls).values()]
+        errors += ("sharp" in kinds) if smooth else any(kind != "no_change" for kind in kinds)
     return errors, n_tables
 
 

@@ -149,7 +149,7 @@ def _verdict_section(context: ReportContext, rows) -> str:
             "</tr></thead><tbody>"]
     for row in rows:
         evidence = "".join(f"<li>{_esc(e)}</li>" for e in row.evidence) or "<li>none</li>"
-        cls = "sharp" if row.verdict.startswith("phase transition") else "notrun" if row.verdict == "not run" else ""
+        cls = "sharp" if row.verdict.startswith("sharp") else "notrun" if row.verdict == "not run" else ""
         body.append(
             f'<tr class="{cls}"><td>{_esc(row.signal)}<br><span class=file>{_esc(row.source)}</span></td>'
             f"<td data-curve=\"{_esc(row.curve)}\">{_esc(row.verdict)}</td><td><ul>{evidence}</ul></td>"

@@ -1,4 +1,7 @@
-"""The verdict table: for every signal, "phase transition at step X", "gradual" or "no change", with the evidence.
+"""The verdict table: for every signal, "sharp transition within (a, b]", "gradual", "non-monotonic", "no change" or
+"change within (a, b], not resolved by this schedule", with the evidence. All curves of the table are one family:
+:func:`codedyn.analysis.transitions.adjust_verdicts` (Holm) controls the family-wise error over them, so a row shows
+the adjusted call.
 
 Sources, all read from a run folder (a missing experiment gives a "not run" row, never an error):
 
@@ -8,7 +11,7 @@ Sources, all read from a run folder (a missing experiment gives a "not run" row,
   from the stored replicates and added to the evidence;
 * susceptibilities: ``<run>/susceptibility/transitions.json`` when that experiment wrote one, otherwise
   :func:`transition_calls_for_susceptibility` on ``susceptibility.parquet``, one call per component and
-  distribution (correct, incorrect), summarised as "components with a sharp transition, at which step".
+  distribution (correct, incorrect), summarised as "components with a sharp transition, and their brackets".
 """
 
 from __future__ import annotations
@@ -29,11 +32,18 @@ class VerdictRow:
 
     signal: str  # e.g. "Influence CI (cov)"
     curve: str  # the key in its transitions.json, e.g. "CI/cov"
-    verdict: str  # "phase transition at step X" | "gradual" | "no change" | "not run" | a summary sentence
-    step: int | None
+    verdict: str  # classify_trajectory's verdict text | "not run" | a summary sentence
+    bracket: list[int] | None  # [a, b]: the checkpoints around a sharp or unresolved change
     evidence: list[str] = field(default_factory=list)
     test: str = ""
     source: str = ""  # the file the verdict comes from, relative to the run folder
+    kind: str = ""  # classify_trajectory's kind; "" for "not run" and summary rows
+    effect: float | None = None  # jump or total change, curve units, with its bootstrap interval
+    effect_low: float | None = None
+    effect_high: float | None = None
+    p_value: float | None = None  # the deciding test's raw p-value
+    p_adjusted: float | None = None  # Holm over the whole table
+    fwer: str = ""  # how the family-wise error was controlled, and any downgrade
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,25 +53,16 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _step_of(verdict: str) -> int | None:
-    prefix = "phase transition at step "
-    if verdict.startswith(prefix):
-        try:
-            return int(verdict[len(prefix):].split()[0])
-        except ValueError:
-            return None
-    return None
-
-
 def _row(signal: str, curve: str, found: dict | None, source: str, extra: list[str] = ()) -> VerdictRow:
     if found is None:
         return VerdictRow(signal, curve, NOT_RUN, None, source=source)
     verdict = str(found.get("verdict", "unknown"))
     evidence = [str(e.get("detail", e)) if isinstance(e, dict) else str(e)
                 for e in found.get("events", found.get("evidence", []))]
-    test = str(found.get("verdict_test", found.get("test", "")))
-    step = found.get("step") if isinstance(found.get("step"), int) else _step_of(verdict)
-    return VerdictRow(signal, curve, verdict, step, evidence + [e for e in extra if e not in evidence], test, source)
+    test = str(found.get("test", ""))
+    numbers = {k: found.get(k) for k in ("effect", "effect_low", "effect_high", "p_value", "p_adjusted")}
+    return VerdictRow(signal, curve, verdict, found.get("bracket"), evidence + [e for e in extra if e not in evidence],
+                      test, source, kind=str(found.get("kind", "")), fwer=str(found.get("fwer", "")), **numbers)
 
 
 # ------------------------------------------------------------------------------------------------ susceptibilities
@@ -99,30 +100,31 @@ def transition_calls_for_susceptibility(
         values, lows, highs = (rows[c].to_numpy(dtype=float) for c in ("chi", "low", "high"))
         reps = replicates_from_intervals(values, lows, highs, level=level, n_boot=n_boot, seed=seed + offset)
         found = classify_trajectory(rows["step"].to_numpy(), reps, level=level, values=values)
-        found["test"] += (" Replicates rebuilt from the stored intervals assuming a normal sampling distribution at "
-                          "each checkpoint.")
+        found["test"] += " (replicates rebuilt from intervals: normal sampling distribution at each checkpoint)"
         calls[f"{component}/{distribution}"] = found
     return calls
 
 
-def susceptibility_summary(calls: dict[str, dict], distribution: str) -> tuple[str, list[str], int | None]:
-    """(verdict sentence, evidence lines, most common transition step) over the components of one distribution."""
+def susceptibility_summary(calls: dict[str, dict], distribution: str) -> tuple[str, list[str], list[int] | None]:
+    """(verdict sentence, evidence lines, most common sharp bracket) over the components of one distribution."""
     mine = {k.rsplit("/", 1)[0]: v for k, v in calls.items() if k.rsplit("/", 1)[1] == distribution}
     if not mine:
         return NOT_RUN, [], None
-    sharp = {c: v for c, v in mine.items() if v["verdict"].startswith("phase transition")}
-    gradual = [c for c, v in mine.items() if v["verdict"] == "gradual"]
-    flat = [c for c, v in mine.items() if v["verdict"] == "no change"]
-    steps = [_step_of(v["verdict"]) for v in sharp.values()]
-    common = max(set(steps), key=steps.count) if steps else None
+    sharp = {c: v for c, v in mine.items() if v["kind"] == "sharp"}
+    changed = [c for c, v in mine.items() if v["kind"] in ("gradual", "non_monotonic", "unresolved")]
+    flat = [c for c, v in mine.items() if v["kind"] == "no_change"]
+    brackets = [tuple(v["bracket"]) for v in sharp.values()]
+    common = list(max(set(brackets), key=brackets.count)) if brackets else None
     if sharp:
-        where = ", ".join(f"{c} at step {_step_of(v['verdict'])}" for c, v in sorted(sharp.items()))
-        verdict = f"phase transition in {len(sharp)} of {len(mine)} components: {where}"
-    elif gradual:
-        verdict = f"gradual ({len(gradual)} of {len(mine)} components change, none sharply)"
+        where = ", ".join(f"{c} within ({v['bracket'][0]}, {v['bracket'][1]}]" for c, v in sorted(sharp.items()))
+        verdict = f"sharp transition in {len(sharp)} of {len(mine)} components: {where}"
+    elif changed:
+        unresolved = sum(v["kind"] == "unresolved" for v in mine.values())
+        note = f"; {unresolved} of them not resolved by this schedule" if unresolved else ""
+        verdict = f"gradual ({len(changed)} of {len(mine)} components change, none sharply{note})"
     else:
         verdict = f"no change in any of {len(mine)} components"
-    evidence = [f"sharp: {len(sharp)}, gradual: {len(gradual)}, no change: {len(flat)} (of {len(mine)})"]
+    evidence = [f"sharp: {len(sharp)}, other change: {len(changed)}, no change: {len(flat)} (of {len(mine)})"]
     for component, found in sorted(sharp.items()):
         jump = [e["detail"] for e in found["evidence"] if e["kind"] == "jump"]
         evidence.append(f"{component}: {jump[0] if jump else found['verdict']}")
@@ -154,7 +156,7 @@ def _recomputed_evidence(run_dir: Path, curve: str) -> list[str]:
     if len(part) != reps.shape[0] or len(part) < 2:
         return []
     found = classify_trajectory(part["step"].to_numpy(), reps, values=part["value"].to_numpy())
-    return [e["detail"] for e in found["evidence"] if e["kind"] == "jump"]
+    return [e["detail"] for e in found["evidence"] if e["kind"] in ("jump", "unresolved")]
 
 
 # ---------------------------------------------------------------------------------------------------- all signals
@@ -168,29 +170,22 @@ def _sae_curves(calls: dict) -> list[str]:
     return sorted(best or auroc)
 
 
-def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
-    """Every row of the summary table, and the susceptibility calls behind its susceptibility rows."""
+def verdict_rows(run_dir: Path, level: float = 0.95) -> tuple[list[VerdictRow], dict[str, dict]]:
+    """Every row of the summary table, and the susceptibility calls behind its susceptibility rows.
+
+    Every curve behind a row (SAE best-latent AUROC per layer, the influence curves, each component's χ curves,
+    the LLC) is one family for :func:`~codedyn.analysis.transitions.adjust_verdicts`: rows and returned calls
+    carry the Holm-adjusted verdicts.
+    """
     import pandas as pd
 
+    from codedyn.analysis.transitions import adjust_verdicts
+
     run_dir = Path(run_dir)
-    rows: list[VerdictRow] = []
-
     emergence = _read_json(run_dir / "emergence" / "transitions.json")
-    source = "emergence/transitions.json"
-    curves = _sae_curves(emergence or {})
-    if not curves:
-        rows.append(_row("SAE accuracy (best-latent AUROC)", "AUROC", None, source))
-    for curve in curves:
-        rows.append(_row(f"SAE accuracy ({curve})", curve, emergence[curve], source))
-
     influence = _read_json(run_dir / "influence" / "transitions.json")
-    source = "influence/transitions.json"
-    for curve, signal in INFLUENCE_CURVES:
-        found = None if influence is None else influence.get(curve)
-        extra = _recomputed_evidence(run_dir, curve) if found is not None else []
-        rows.append(_row(signal, curve, found, source, extra))
+    sae_curves = _sae_curves(emergence or {})
 
-    suscept_calls: dict[str, dict] = {}
     folder = run_dir / "susceptibility"
     stored = _read_json(folder / "transitions.json")
     tables = {path.stem.removeprefix("susceptibility").lstrip("_") or "covariance": path
@@ -199,23 +194,49 @@ def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
         per_estimator = {"covariance": (stored, "susceptibility/transitions.json")}
     else:
         per_estimator = {
-            estimator: (transition_calls_for_susceptibility(pd.read_parquet(path)),
+            estimator: (transition_calls_for_susceptibility(pd.read_parquet(path), level=level),
                         f"susceptibility/{path.name} (intervals -> normal replicates)")
             for estimator, path in tables.items()
         }
     if not per_estimator:
         per_estimator = {"covariance": ({}, "susceptibility/")}
-    for estimator, (calls, source) in per_estimator.items():
+
+    # One family over the whole table, keyed by source so curves of different files never collide.
+    family = {f"emergence:{c}": emergence[c] for c in sae_curves}
+    family.update({f"influence:{c}": (influence or {})[c] for c, _ in [*INFLUENCE_CURVES, ("LLC/llc", "LLC")]
+                   if c in (influence or {})})
+    for estimator, (calls, _) in per_estimator.items():
+        family.update({f"susceptibility:{estimator}:{k}": v for k, v in calls.items()})
+    adjusted = adjust_verdicts(family, level)
+
+    rows: list[VerdictRow] = []
+    source = "emergence/transitions.json"
+    if not sae_curves:
+        rows.append(_row("SAE accuracy (best-latent AUROC)", "AUROC", None, source))
+    for curve in sae_curves:
+        rows.append(_row(f"SAE accuracy ({curve})", curve, adjusted[f"emergence:{curve}"], source))
+
+    source = "influence/transitions.json"
+    for curve, signal in INFLUENCE_CURVES:
+        found = adjusted.get(f"influence:{curve}")
+        extra = _recomputed_evidence(run_dir, curve) if found is not None else []
+        rows.append(_row(signal, curve, found, source, extra))
+
+    suscept_calls: dict[str, dict] = {}
+    for estimator, (raw, source) in per_estimator.items():
+        calls = {k: adjusted[f"susceptibility:{estimator}:{k}"] for k in raw}
         suscept_calls.update({f"{estimator}:{k}" if estimator != "covariance" else k: v for k, v in calls.items()})
         test = next(iter(calls.values()), {}).get("test", "")
+        fwer = next(iter(calls.values()), {}).get("fwer", "")
         label = "" if estimator == "covariance" else f", {estimator.replace('_', '-')}"
         for distribution in ("correct", "incorrect"):
             signal = f"Susceptibility χ_{distribution} (standardised{label}, per component)"
-            verdict, evidence, step = susceptibility_summary(calls, distribution)
+            verdict, evidence, bracket = susceptibility_summary(calls, distribution)
             curve = f"*/{distribution}" if estimator == "covariance" else f"{estimator}:*/{distribution}"
-            rows.append(VerdictRow(signal, curve, verdict, step, evidence, test if evidence else "", source))
+            rows.append(VerdictRow(signal, curve, verdict, bracket, evidence, test if evidence else "", source,
+                                   fwer=fwer if evidence else ""))
 
-    llc = None if influence is None else influence.get("LLC/llc")
+    llc = adjusted.get("influence:LLC/llc")
     rows.append(_row("LLC", "LLC/llc", llc, "influence/transitions.json",
                      _recomputed_evidence(run_dir, "LLC/llc") if llc is not None else []))
     return rows, suscept_calls

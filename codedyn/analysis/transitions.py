@@ -411,7 +411,8 @@ TEST_DESCRIPTION = (
     "curve is fitted on u = log(step), weighted by the bootstrap variance, as a smooth part (a trend in log step "
     "and in step, plus one more bend per factor ~16 in step; step 0, infinitely far from step 1 on that axis, gets "
     "a free value of its own) plus a jump between two adjacent checkpoints. The jump's t statistic (its SD from the "
-    "bootstrap replicates) is scanned over every interval, and the jump's excess over 15% of the curve's range is "
+    "bootstrap replicates) is scanned over every interval with two checkpoints after step 0 on either side, and the "
+    "jump's excess over 15% of the curve's range is "
     "compared with the largest |t| the bootstrap noise reaches over all intervals (below the bootstrap's "
     "resolution, a Bonferroni Student-t tail bound). \"Sharp transition within (a, b]\" when that p-value is below "
     "1 - level; else \"non-monotonic\" when some pair of checkpoints rises and another falls significantly; else "
@@ -521,8 +522,11 @@ def jump_scan(
     h = (np.arange(n)[:, None] > np.arange(n - 1)[None, :]).astype(float) * w[:, None]  # [n, n-1]
     z = h - u_mat @ (u_mat.T @ h)
     zz = (z**2).sum(axis=0)
-    # Testable: the jump column is not (nearly) in the smooth span, and the smooth part has at least a trend.
-    testable = (zz > 1e-8 * (h**2).sum(axis=0)) & (int((s > 0).sum()) >= 5)
+    # Testable: the jump column is not (nearly) in the smooth span, the smooth part has at least a trend, and two
+    # checkpoints after step 0 lie on either side: with one, a jump and a smooth change there fit alike.
+    k = np.arange(n - 1)
+    before = np.cumsum(s > 0)[:-1]  # positive checkpoints at or before k
+    testable = (zz > 1e-8 * (h**2).sum(axis=0)) & (int((s > 0).sum()) >= 5) & (before >= 2) & (n - 1 - k >= 2)
     span = float(v.max() - v.min())
     if not testable.any():
         return JumpScan(None, math.nan, math.nan, math.nan, math.nan, 1.0, math.nan, testable)

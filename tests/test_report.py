@@ -128,7 +128,11 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     emergence.mkdir()
     verdict = {"kind": "sharp", "verdict": "sharp transition within (4, 12]", "bracket": [4, 12], "effect": 0.35,
                "effect_low": 0.3, "effect_high": 0.4, "p_value": 1e-9, "change_p_value": 1e-9, "p_adjusted": None,
-               "change": {"effect": 0.4, "effect_low": 0.3, "effect_high": 0.5}, "test": "changepoint-scan"}
+               "candidates": {"sharp": {"p_value": 1e-9, "bracket": [4, 12], "effect": 0.35, "effect_low": 0.3,
+                                        "effect_high": 0.4},
+                              "gradual": {"p_value": 1e-9, "bracket": None, "effect": 0.4, "effect_low": 0.3,
+                                          "effect_high": 0.5}},
+               "test": "changepoint-scan"}
     calls = {  # the layout Experiment 2 writes: classify_trajectory's output per layer / predictor / metric
         "L1/best_latent/auroc": {**verdict, "evidence": [{"kind": "jump", "step": 12, "between": [4, 12],
                                                           "detail": "largest jump 0.35 within (4, 12]"}]},

@@ -28,6 +28,7 @@ from codedyn.analysis.transitions import (
     simultaneous_band,
     smooth_basis,
     step_axis,
+    verdict_text,
 )
 
 # Pythia-like schedule: log-spaced early checkpoints, then doubling up to 128k; 19 checkpoints including step 0.
@@ -225,7 +226,7 @@ def test_rise_and_fall_is_non_monotonic_verdict():
 
 def test_classify_one_curve_of_each_kind_and_schema():
     keys = {"kind", "verdict", "bracket", "effect", "effect_low", "effect_high", "p_value", "change_p_value",
-            "p_adjusted", "change", "evidence", "test"}
+            "p_adjusted", "candidates", "evidence", "test"}
     values, reps = noisy_curve(sigmoid(7.25, 20.0), 0.05, seed=0)
     out = classify_trajectory(STEPS, reps, values=values)
     assert set(out) == keys and "step" not in out
@@ -233,7 +234,10 @@ def test_classify_one_curve_of_each_kind_and_schema():
                                                              [1000, 2000])
     assert all(type(b) is int for b in out["bracket"]) and out["p_adjusted"] is None and out["test"] == TEST_ID
     assert out["effect_low"] < 1.0 < out["effect_high"] and out["p_value"] < 1e-6
-    assert out["change"]["effect_low"] < out["change"]["effect"] < out["change"]["effect_high"]
+    total = out["candidates"]["gradual"]  # what a downgrade to gradual would report: last minus first
+    assert total["effect_low"] < total["effect"] < total["effect_high"] and abs(total["effect"] - 1) < 0.1
+    assert set(out["candidates"]) == {"sharp", "gradual", "non_monotonic", "unresolved"}
+    assert out["candidates"]["unresolved"]["bracket"] == [1000, 2000]  # the same interval, resolved here
     assert [e["kind"] for e in out["evidence"]] == ["jump"]
     values, reps = noisy_curve(0.1 * X, 0.02, seed=0)
     out = classify_trajectory(STEPS, reps, values=values)
@@ -267,32 +271,60 @@ def test_holm_known_values():
     assert np.allclose(holm([0.9, 0.8]), [1.0, 1.0])  # 2 x 0.8 capped at 1, and monotone in the sorted order
 
 
-def _call(kind: str, p: float, change_p: float) -> dict:
-    verdict = {"sharp": "sharp transition within (4, 8]", "gradual": "gradual", "no_change": "no change"}[kind]
-    return {"kind": kind, "verdict": verdict, "bracket": [4, 8] if kind == "sharp" else None, "effect": 0.7,
-            "effect_low": 0.5, "effect_high": 0.9, "p_value": p, "change_p_value": change_p, "p_adjusted": None,
-            "change": {"effect": 1.0, "effect_low": 0.8, "effect_high": 1.2}, "evidence": [], "test": TEST_ID}
+def _candidate(p: float, bracket: list[int] | None = None, effect: float = 1.0) -> dict:
+    return {"p_value": p, "bracket": bracket, "effect": effect, "effect_low": effect - 0.2,
+            "effect_high": effect + 0.2}
 
 
-def test_adjust_verdicts_holm_downgrades_and_says_so():
-    calls = {"a": _call("sharp", 0.001, 0.001), "b": _call("sharp", 0.03, 0.001), "c": _call("gradual", 0.02, 0.02),
-             "d": _call("no_change", 0.6, 0.6), "other": {"verdict": "not run"}}
+def _call(kind: str, change_p: float, **candidates: dict) -> dict:
+    """A verdict as classify_trajectory writes it, with the raw call already chosen."""
+    candidates = {"gradual": _candidate(change_p), **candidates}
+    chosen = candidates["gradual" if kind == "no_change" else kind]
+    return {"kind": kind, "verdict": verdict_text(kind, chosen["bracket"]), "bracket": chosen["bracket"],
+            "effect": chosen["effect"], "effect_low": chosen["effect_low"], "effect_high": chosen["effect_high"],
+            "p_value": chosen["p_value"], "change_p_value": change_p, "p_adjusted": None, "candidates": candidates,
+            "evidence": [], "test": TEST_ID}
+
+
+def test_adjust_verdicts_holm_per_kind_downgrades_and_says_so():
+    jump = {"bracket": [4, 8], "effect": 0.7}
+    calls = {"a": _call("sharp", 0.001, sharp=_candidate(0.001, **jump)),
+             "b": _call("sharp", 0.001, sharp=_candidate(0.03, **jump)),
+             "c": _call("gradual", 0.02), "d": _call("no_change", 0.6),
+             "e": _call("sharp", 0.001, sharp=_candidate(0.04, **jump), unresolved=_candidate(0.001, **jump)),
+             "other": {"verdict": "not run"}}
     out = adjust_verdicts(calls)
     assert calls["b"]["kind"] == "sharp" and calls["b"]["p_adjusted"] is None  # inputs untouched
     assert out["other"] == {"verdict": "not run"}
-    # Claim p-values 0.001, 0.03, 0.02, 0.6 over 4 curves: Holm 0.004, 0.06, 0.06, 0.6.
-    assert out["a"]["kind"] == "sharp" and out["a"]["p_adjusted"] == pytest.approx(0.004)
-    assert out["a"]["fwer"] == "Holm over 4 curves, family-wise level 0.95"
+    # Sharp p-values over all 5 curves (1 where a curve has none): 0.001, 0.03, 0.04 -> Holm 0.005, 0.12, 0.12.
+    assert out["a"]["kind"] == "sharp" and out["a"]["p_adjusted"] == pytest.approx(0.005)
+    assert out["a"]["fwer"] == "Holm over 5 curves per kind, family-wise level 0.95"
     b = out["b"]
     assert (b["kind"], b["verdict"], b["bracket"], b["effect"]) == ("gradual", "gradual", None, 1.0)
-    assert '"sharp transition within (4, 8]" did not survive' in b["fwer"]
-    # Change p-values 0.001, 0.001, 0.02, 0.6: Holm gives c 0.04, so c stays gradual.
+    assert b["fwer"].endswith('"sharp transition within (4, 8]" did not survive (adjusted p=0.12)')
+    assert b["p_adjusted"] == pytest.approx(0.005)  # its change: 0.001 x 5
+    # e's jump does not survive, but most of its change within (4, 8] does: not resolved by this schedule.
+    e = out["e"]
+    assert (e["kind"], e["verdict"], e["bracket"]) == ("unresolved", "change within (4, 8], not resolved by this "
+                                                       "schedule", [4, 8])
+    assert e["p_adjusted"] == pytest.approx(0.005) and "did not survive" in e["fwer"]
+    # Change p-values 0.001 (x3), 0.02, 0.6: Holm gives c 0.04, so c stays gradual; d stays no change.
     assert out["c"]["kind"] == "gradual" and out["c"]["p_adjusted"] == pytest.approx(0.04)
-    assert out["d"]["kind"] == "no_change"
+    assert out["d"]["kind"] == "no_change" and out["d"]["p_adjusted"] == pytest.approx(0.6)
     # The same gradual call among 10 curves does not survive: its change is no longer significant.
-    many = {**{str(i): _call("no_change", 0.9, 0.9) for i in range(9)}, "c": _call("gradual", 0.02, 0.02)}
+    many = {**{str(i): _call("no_change", 0.9) for i in range(9)}, "c": _call("gradual", 0.02)}
     c = adjust_verdicts(many)["c"]
     assert (c["kind"], c["verdict"]) == ("no_change", "no change") and '"gradual" did not survive' in c["fwer"]
+
+
+def test_adjust_verdicts_tests_every_curve_for_sharpness():
+    # 90 curves that all change (tiny change p-values), one called sharp at raw p = 0.02: Holm over the sharp
+    # p-values of all 90 curves (not only those called sharp) needs 0.05 / 90, so it becomes gradual.
+    calls = {str(i): _call("gradual", 1e-30, sharp=_candidate(0.5, [4, 8])) for i in range(89)}
+    calls["x"] = _call("sharp", 1e-30, sharp=_candidate(0.02, [4, 8]))
+    assert adjust_verdicts(calls)["x"]["kind"] == "gradual"
+    calls["x"] = _call("sharp", 1e-30, sharp=_candidate(1e-5, [4, 8]))
+    assert adjust_verdicts(calls)["x"]["kind"] == "sharp"
 
 
 def test_call_to_dict_and_input_checks():

@@ -353,14 +353,19 @@ def monotonicity(
     """
     s = _check_steps(steps)
     r = _check_replicates(replicates, s.size)
-    v, alpha = _values(r, values), _alpha(level)
+    return _monotonicity(s, r, _values(r, values), level)[1]
+
+
+def _monotonicity(s: np.ndarray, r: np.ndarray, v: np.ndarray, level: float) -> tuple[float, Call | None]:
+    """(p-value of "monotone", the non_monotonic Call when p < 1 - level) on checked inputs."""
+    alpha = _alpha(level)
     c = contrasts(r, v, *_all_pairs(s.size))
     up, down = _best(c, c.diff > 0), _best(c, c.diff < 0)
     if up is None or down is None:
-        return None
+        return 1.0, None
     p = float(max(c.p_adjusted[up], c.p_adjusted[down]))
     if p >= alpha:
-        return None
+        return p, None
     lo = int(min(c.i[up], c.i[down]))
     hi = int(max(c.j[up], c.j[down]))
     # Rise first then fall: the turn is the maximum in between; fall first then rise: the minimum.
@@ -374,7 +379,7 @@ def monotonicity(
     )
     statistic = float(min(abs(c.t[up]), abs(c.t[down])))
     between = (int(s[max(turn - 1, 0)]), int(s[min(turn + 1, s.size - 1)]))
-    return Call("non_monotonic", int(s[turn]), between, statistic, p, detail)
+    return p, Call("non_monotonic", int(s[turn]), between, statistic, p, detail)
 
 
 def change_test(
@@ -598,66 +603,70 @@ def classify_trajectory(
     None; ``effect``, ``effect_low``, ``effect_high`` (jump, adjacent change or total change, see the
     description); ``p_value`` (the deciding test: jump scan, non-monotonicity, adjacent change, or the change
     test for gradual / no change); ``change_p_value`` (is the curve flat?); ``p_adjusted`` (None here, see
-    ``adjust_verdicts``); ``change`` (the total change, last minus first, {effect, effect_low, effect_high}: what
-    a downgraded call reports); ``evidence`` (the calls, as dicts); ``test`` (TEST_ID).
+    ``adjust_verdicts``); ``candidates`` (for every kind a test could give this curve, its raw p-value, bracket
+    and effect: what ``adjust_verdicts`` needs to test every curve for every kind, and to report a downgrade);
+    ``evidence`` (the calls, as dicts); ``test`` (TEST_ID).
     """
     s = _check_steps(steps, log_steps=True)
     r = _check_replicates(replicates, s.size)
     v, alpha = _values(r, values), _alpha(level)
     p_change = change_test(s, r, v)
     evidence: list[Call] = list(sign_flips_from_replicates(s, r, level, v))
-    turn = None
+    p_turn, turn = 1.0, None
     if s.size >= 3:
         evidence += interior_peaks(s, r, level, v)
-        turn = monotonicity(s, r, level, v)
+        p_turn, turn = _monotonicity(s, r, v, level)
         evidence += [turn] if turn is not None else []
-    total = _effect(v, r, 0, s.size - 1, alpha)
-    out = {"kind": "gradual", "verdict": "gradual", "bracket": None, "effect": total[0], "effect_low": total[1],
-           "effect_high": total[2], "p_value": p_change, "change_p_value": p_change, "p_adjusted": None,
-           "change": dict(zip(("effect", "effect_low", "effect_high"), total, strict=True))}
 
+    def candidate(p: float, bracket: list[int] | None, effect: tuple[float, float, float]) -> dict:
+        return {"p_value": float(p), "bracket": bracket, "effect": effect[0], "effect_low": effect[1],
+                "effect_high": effect[2]}
+
+    candidates = {"gradual": candidate(p_change, None, _effect(v, r, 0, s.size - 1, alpha)),
+                  "non_monotonic": candidate(p_turn, None, _effect(v, r, int(np.argmin(v)), int(np.argmax(v)),
+                                                                   alpha))}
     adj = contrasts(r, v, *_adjacent(s.size))
     span = float(v.max() - v.min())
     shares = np.abs(adj.diff) / span if span > 0 else np.zeros(adj.diff.size)
     scan = jump_scan(s, r, level, v) if p_change < alpha else None
     jump = _jump_call(s, scan, level) if scan is not None else None
-    sharp = (jump is not None and scan.p_value < alpha
-             and np.sign(adj.diff[scan.index]) == np.sign(scan.jump))
+    if jump is not None and np.sign(adj.diff[scan.index]) == np.sign(scan.jump):
+        candidates["sharp"] = candidate(scan.p_value, list(jump.between), (scan.jump, scan.low, scan.high))
+    sharp = "sharp" in candidates and scan.p_value < alpha
     # Unresolved: most of the change between two adjacent checkpoints (significantly) and no sharp call there, so
     # the data fit a jump inside as well as a smooth change across it.
-    unresolved = [int(k) for k in np.argsort(-shares) if shares[k] > UNRESOLVED_SHARE and adj.p_adjusted[k] < alpha
-                  and not (sharp and k == scan.index)]
-    for k in unresolved:
+    top = int(np.argmax(shares))
+    if shares[top] > UNRESOLVED_SHARE:
+        candidates["unresolved"] = candidate(adj.p_adjusted[top], [int(s[top]), int(s[top + 1])],
+                                             _effect(v, r, top, top + 1, alpha))
+    for k in np.flatnonzero((shares > UNRESOLVED_SHARE) & (adj.p_adjusted < alpha)):
+        if sharp and k == scan.index:
+            continue
         a, b = int(s[k]), int(s[k + 1])
         why = ("the smooth part cannot be told apart from a jump there" if scan is None or not scan.testable[k]
                else "the jump test does not separate a jump inside from a smooth change across it")
         detail = (f"{_fmt(100 * shares[k])}% of the range changes within ({a}, {b}] ({_fmt(adj.diff[k])}, max-T "
                   f"adjusted p={_fmt(adj.p_adjusted[k])}) with no checkpoint inside; {why}")
         evidence.append(Call("unresolved", b, (a, b), float(shares[k]), float(adj.p_adjusted[k]), detail))
-    if p_change >= alpha:
-        out.update(kind="no_change", verdict=verdict_text("no_change"))
-    elif sharp:
-        a, b = jump.between
+    if jump is not None:
         evidence.append(jump)
-        out.update(kind="sharp", verdict=verdict_text("sharp", [a, b]), bracket=[a, b], effect=scan.jump,
-                   effect_low=scan.low, effect_high=scan.high, p_value=scan.p_value)
-    elif turn is not None:
-        hi_k, lo_k = int(np.argmax(v)), int(np.argmin(v))
-        rng = _effect(v, r, lo_k, hi_k, alpha)
-        out.update(kind="non_monotonic", verdict=verdict_text("non_monotonic"), effect=rng[0], effect_low=rng[1],
-                   effect_high=rng[2], p_value=turn.p_value)
-    elif unresolved:
-        k = unresolved[0]
-        a, b = int(s[k]), int(s[k + 1])
-        d = _effect(v, r, k, k + 1, alpha)
-        out.update(kind="unresolved", verdict=verdict_text("unresolved", [a, b]),
-                   bracket=[a, b], effect=d[0], effect_low=d[1], effect_high=d[2],
-                   p_value=float(adj.p_adjusted[k]))
-    if jump is not None and not sharp:
-        evidence.append(jump)
-    out["evidence"] = [c.to_dict() for c in evidence]
-    out["test"] = TEST_ID
-    return out
+
+    out = {"change_p_value": p_change, "p_adjusted": None, "candidates": candidates,
+           "evidence": [c.to_dict() for c in evidence], "test": TEST_ID}
+    significant = {k: c["p_value"] < alpha for k, c in candidates.items()}
+    return {**_choose(candidates, significant, p_change < alpha), **out}
+
+
+KIND_ORDER = ("sharp", "non_monotonic", "unresolved", "gradual")
+
+
+def _choose(candidates: Mapping[str, dict], significant: Mapping[str, bool], changes: bool) -> dict:
+    """The verdict fields of the first significant kind in KIND_ORDER (no change when the curve is flat)."""
+    kind = next((k for k in KIND_ORDER if changes and significant.get(k)), "no_change")
+    c = candidates["gradual" if kind == "no_change" else kind]
+    return {"kind": kind, "verdict": verdict_text(kind, c["bracket"]), "bracket": c["bracket"],
+            "effect": c["effect"], "effect_low": c["effect_low"], "effect_high": c["effect_high"],
+            "p_value": c["p_value"]}
 
 
 # --------------------------------------------------------------------------------------------- verdict tables
@@ -677,40 +686,36 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 
 def adjust_verdicts(calls: Mapping[str, dict], level: float = 0.95) -> dict[str, dict]:
-    """Family-wise control over a whole verdict table: Holm over the curves' deciding p-values and, separately,
-    over their change p-values (a call must survive both: in a table of flat curves no call survives more often
-    than 1 - level). A call that does not survive is downgraded (sharp / non-monotonic / unresolved to gradual
-    when its change survives, else to no change) and says so in ``fwer``; ``p_adjusted`` is its Holm p-value.
-    Entries without a ``kind`` or p-values (not classify_trajectory output, or a curve too short to test) are passed
-    through unchanged and do not count in the family. Returns new dicts.
+    """Family-wise control over a whole verdict table: every curve is tested for every kind, so Holm runs once per
+    kind over all curves' raw p-values for it (``candidates``; a kind a curve had no candidate for counts as p = 1),
+    and once over the change p-values. Each curve then gets the first kind, in the order sharp, non-monotonic,
+    unresolved, gradual, whose adjusted p-value and adjusted change p-value are below 1 - level; else no change. In
+    a table of flat curves no call survives more often than 1 - level, and in a table of smooth curves no "sharp"
+    does (up to the calibration of each test). A downgraded call says so in ``fwer``; ``p_adjusted`` is the Holm
+    p-value of its kind. Entries without ``kind`` and ``candidates`` (not classify_trajectory output, or a curve too
+    short to test) pass through unchanged and do not count. Returns new dicts.
     """
     alpha = _alpha(level)
     names = [k for k, c in calls.items() if isinstance(c, dict) and c.get("kind") in VERDICT_KINDS
-             and c.get("p_value") is not None and c.get("change_p_value") is not None]
+             and isinstance(c.get("candidates"), dict) and c.get("change_p_value") is not None]
     out = {k: dict(c) for k, c in calls.items()}
     if not names:
         return out
-    p_claim = holm([calls[k]["p_value"] for k in names])
-    p_change = holm([calls[k]["change_p_value"] for k in names])
-    method = f"Holm over {len(names)} curves, family-wise level {level:g}"
-    for name, pk, pc in zip(names, p_claim, p_change, strict=True):
+    adjusted = {kind: holm([calls[n]["candidates"].get(kind, {}).get("p_value", 1.0) for n in names])
+                for kind in KIND_ORDER}
+    p_change = holm([calls[n]["change_p_value"] for n in names])
+    method = f"Holm over {len(names)} curves per kind, family-wise level {level:g}"
+    for i, name in enumerate(names):
         call = out[name]
+        # A sharp call that does not survive may become "unresolved" on its own bracket: a large change there
+        # that the table-wide test no longer resolves.
+        significant = {k: adjusted[k][i] < alpha for k in KIND_ORDER if k in call["candidates"]}
+        was_kind, was = call["kind"], call["verdict"]
+        call.update(_choose(call["candidates"], significant, p_change[i] < alpha))
         kind = call["kind"]
-        call["p_adjusted"] = float(pc if kind in ("gradual", "no_change") else pk)
+        call["p_adjusted"] = float(p_change[i] if kind in ("gradual", "no_change") else adjusted[kind][i])
         call["fwer"] = method
-        if kind == "no_change":
-            continue
-        if pc >= alpha:
-            target = "no_change"
-        elif kind != "gradual" and pk >= alpha:
-            target = "gradual"
-        else:
-            continue
-        was = call["verdict"]
-        change = call.get("change") or {}
-        call.update(kind=target, verdict=verdict_text(target), bracket=None,
-                    effect=change.get("effect", call["effect"]), effect_low=change.get("effect_low"),
-                    effect_high=change.get("effect_high"),
-                    p_adjusted=float(pc if target == "gradual" else call["p_adjusted"]))
-        call["fwer"] = f"{method}: \"{was}\" did not survive (adjusted p={_fmt(pk if target == 'gradual' else pc)})"
+        if kind != was_kind:
+            raw_p = p_change[i] if was_kind in ("gradual", "no_change") else adjusted[was_kind][i]
+            call["fwer"] = f'{method}: "{was}" did not survive (adjusted p={_fmt(raw_p)})'
     return out

@@ -295,7 +295,8 @@ def influence(
     for name, found in result["calls"].items():
         console.print(f"[bold]{name}[/]: {found['verdict']}", soft_wrap=True)
         for event in found["events"]:
-            console.print(f"  {event['kind']} at step {event['step']}: {event['detail']}", soft_wrap=True)
+            a, b = event["between"]
+            console.print(f"  {event['kind'].replace('_', ' ')} within ({a}, {b}]: {event['detail']}", soft_wrap=True)
     typer.echo(str(result["folder"]))
 
 

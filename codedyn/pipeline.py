@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -409,31 +408,29 @@ def stored_config(run_dir: Path) -> CodedynConfig:
     return CodedynConfig.model_validate(json.loads(path.read_text())["config"])
 
 
-_VERDICT_STEP = re.compile(r"at step (\d+)")
 # Curves that are controls, not findings (Experiment 2's shuffled-label and random-latent baselines): an event on
 # them says nothing about where to look closer.
 CONTROL_CURVES = frozenset({"shuffled", "random_latent"})
 
 
 def transition_brackets(run_dir: Path, steps: Sequence[int]) -> list[tuple[int, int]]:
-    """Pairs of checkpoints (a, b) between which a finished run detected something: every ``between: [a, b]``
-    in a ``transitions.json`` of the run, and every verdict "... at step X" (bracketed by the checkpoint before
-    X), except on the control curves of :data:`CONTROL_CURVES`. Sorted, without duplicates."""
-    steps = sorted(steps)
+    """Pairs of checkpoints (a, b) between which a finished run detected something: every verdict's ``bracket``
+    (a sharp transition, or a change this schedule cannot resolve) and every event's ``between: [a, b]`` in a
+    ``transitions.json`` of the run, except on the control curves of :data:`CONTROL_CURVES` and the jump scan's
+    best candidate on curves it did not call sharp. Sorted, without duplicates."""
     found: set[tuple[int, int]] = set()
+
+    def add(pair: Any) -> None:
+        if isinstance(pair, list | tuple) and len(pair) == 2:
+            a, b = sorted(int(x) for x in pair)
+            if a < b:
+                found.add((a, b))
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            between = node.get("between")
-            if isinstance(between, list | tuple) and len(between) == 2:
-                a, b = sorted(int(x) for x in between)
-                if a < b:
-                    found.add((a, b))
-            verdict = node.get("verdict")
-            match = _VERDICT_STEP.search(verdict) if isinstance(verdict, str) else None
-            if match and int(match.group(1)) in steps and steps.index(int(match.group(1))) > 0:
-                x = int(match.group(1))
-                found.add((steps[steps.index(x) - 1], x))
+            add(node.get("bracket"))
+            if node.get("kind") != "jump":  # a sharp jump's bracket is its verdict's; a rejected one says nothing
+                add(node.get("between"))
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):

@@ -164,18 +164,22 @@ def test_transition_brackets_and_densify():
     assert densify([(4, 6)], schedule, [0, 4, 6, 12]) == []
 
 
-def test_transition_brackets_read_events_and_verdicts(tmp_path):
+def test_transition_brackets_read_events_and_verdict_brackets(tmp_path):
     from codedyn.pipeline import transition_brackets
 
     (tmp_path / "influence").mkdir()
     (tmp_path / "influence" / "transitions.json").write_text(json.dumps({
         "CC/cov": {"events": [{"kind": "sign_flip", "step": 4, "between": [0, 4]}], "verdict": "no change"},
-        "LLC/llc": {"events": [], "verdict": "phase transition at step 12"},
+        "LLC/llc": {"events": [], "kind": "sharp", "verdict": "sharp transition within (4, 12]", "bracket": [4, 12],
+                    "evidence": [{"kind": "jump", "between": [4, 12]}]},
+        "II/cov": {"kind": "gradual", "bracket": None, "evidence": [{"kind": "jump", "between": [12, 16]}]},
         "L1/shuffled/auroc": {"events": [{"kind": "peak", "step": 1, "between": [0, 2]}], "verdict": "gradual"},
+        "L1/best_latent/auroc": {"kind": "unresolved", "bracket": [12, 20], "evidence": []},
     }))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "transitions.json").write_text(json.dumps([{"peak": {"between": [12, 4]}}]))
-    assert transition_brackets(tmp_path, [0, 4, 12]) == [(0, 4), (4, 12)]
+    # The flip's interval, the sharp and the unresolved calls' brackets; not a jump candidate the scan rejected.
+    assert transition_brackets(tmp_path, [0, 4, 12, 20]) == [(0, 4), (4, 12), (12, 20)]
 
 
 def test_refine_samples_only_the_new_checkpoint(reference, tmp_path, monkeypatch, sampled, no_training):
@@ -191,8 +195,9 @@ def test_refine_samples_only_the_new_checkpoint(reference, tmp_path, monkeypatch
     # Step 12's SAE now starts from step 0's: other SAE weights, so the posterior observing its latents is resampled.
     assert sampled == [12]
     sampled.clear()
-    planted = {"CC/cov": {"events": [{"kind": "sign_flip", "step": 12, "between": [0, 12], "detail": "planted"}],
-                          "verdict": "no change"}}
+    # A change the schedule cannot resolve: refine proposes the available checkpoints inside its bracket.
+    planted = {"CC/cov": {"events": [], "evidence": [], "kind": "unresolved", "bracket": [0, 12],
+                          "verdict": "change within (0, 12], not resolved by this schedule"}}
     (run_dir / "influence" / "transitions.json").write_text(json.dumps(planted))
 
     for name in ("emergence/transitions.json",):  # no other calls: only the planted bracket counts

@@ -101,10 +101,17 @@ def test_verdict_rows_match_the_transition_calls(study):
     summary = _section(page, "summary")
     shown = dict(re.findall(r'data-curve="([^"]+)">([^<]*)<', summary))
     calls = json.loads((study.run_dir / "influence" / "transitions.json").read_text())
+    rows = {r["curve"]: r for r in json.loads((study.run_dir / "verdicts.json").read_text())}
     for curve in ("CC/cov", "CI/cov", "II/cov", "paired/cov", "CC/corr", "CI/corr", "II/corr", "paired/corr",
                   "LLC/llc"):
-        assert shown[curve] == normalise_call(calls[curve])["verdict"]
-        assert "at step" not in shown[curve]
+        # The table shows the Holm-adjusted call: the stored one, or its downgrade, said so, when it does not survive.
+        row = rows[curve]
+        assert row["fwer"].startswith("Holm over ")
+        if "did not survive" in row["fwer"]:
+            assert f'"{calls[curve]["verdict"]}" did not survive' in row["fwer"]
+            assert row["kind"] in {"gradual", "no_change"} and shown[curve] == row["verdict"]
+        else:
+            assert shown[curve] == calls[curve]["verdict"] and row["kind"] == calls[curve]["kind"]
     assert shown["AUROC"] == "not run"
     # The susceptibility rows summarise one call per component, made from the parquet intervals.
     table = pd.read_parquet(study.run_dir / "susceptibility" / "susceptibility.parquet")
@@ -144,6 +151,13 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     shutil.copytree(study.run_dir, run, ignore=shutil.ignore_patterns("units"))
     emergence = run / "emergence"
     emergence.mkdir()
+    verdict = {"kind": "sharp", "verdict": "sharp transition within (4, 12]", "bracket": [4, 12], "effect": 0.35,
+               "effect_low": 0.3, "effect_high": 0.4, "p_value": 1e-9, "change_p_value": 1e-9, "p_adjusted": None,
+               "candidates": {"sharp": {"p_value": 1e-9, "bracket": [4, 12], "effect": 0.35, "effect_low": 0.3,
+                                        "effect_high": 0.4},
+                              "gradual": {"p_value": 1e-9, "bracket": None, "effect": 0.4, "effect_low": 0.3,
+                                          "effect_high": 0.5}},
+               "test": "changepoint-scan"}
     calls = {  # the layout Experiment 2 writes: classify_trajectory's output per layer / predictor / metric
         "L1/best_latent/auroc": {"kind": "sharp", "verdict": "sharp transition within (4, 12]", "bracket": [4, 12],
                                  "effect": 0.35, "effect_low": 0.25, "effect_high": 0.45, "p_value": 0.0004,

@@ -389,7 +389,7 @@ def transition_calls(table, replicates: dict) -> dict:
     """For every curve (block means, delta, bug influence and bug gap in both variants, the PC1 share and the
     LLC): sign flips, interior peaks and troughs, non-monotonicity and the sharp-vs-gradual verdict, each with the
     statistics behind it. A curve with undefined replicates (a problem resample without a pair, possible only with
-    a handful of problems) gets no call."""
+    a handful of problems) gets no call, and so does an LLC with fewer than two checkpoints that are local minima."""
     from codedyn.analysis.transitions import classify_trajectory, interior_peaks, monotonicity, sign_flips
 
     calls = {}
@@ -402,20 +402,17 @@ def transition_calls(table, replicates: dict) -> dict:
         if quantity == "LLC" and "local_minimum" in table:  # a checkpoint that is not a local minimum has no LLC
             keep = _curve_minima(table, steps)
             steps, values, lows, highs, reps = steps[keep], values[keep], lows[keep], highs[keep], reps[keep]
-            if steps.size < 2:
-                calls[f"{quantity}/{variant}"] = {
-                    "events": [], "verdict_test": "",
-                    "verdict": "no LLC curve: fewer than two checkpoints are local minima"}
+            if steps.size < 2:  # no curve to call: the report shows the LLC row as not estimated
                 continue
         if not np.isfinite(reps).all():
             continue
         events = sign_flips(steps, values, lows, highs) + interior_peaks(steps, reps, values=values)
         trend = monotonicity(steps, reps, values=values)
         verdict = classify_trajectory(steps, reps, values=values)
+        # The verdict (kind, bracket, effect, p-values; classify_trajectory's schema) plus the events from the
+        # stored intervals.
         calls[f"{quantity}/{variant}"] = {
-            "events": [e.to_dict() for e in events] + ([trend.to_dict()] if trend else []),
-            "verdict": verdict["verdict"],
-            "verdict_test": verdict["test"],
+            **verdict, "events": [e.to_dict() for e in events] + ([trend.to_dict()] if trend else []),
         }
     return calls
 

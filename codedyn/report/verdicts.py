@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from codedyn.experiments.susceptibility import CONTRAST
+
 NOT_RUN = "not run"
 KINDS = ("sharp", "gradual", "non_monotonic", "no_change", "unresolved")
 KIND_WORDS = {"sharp": "sharp transition", "gradual": "gradual", "non_monotonic": "non-monotonic",
@@ -215,7 +217,15 @@ def _susceptibility_points(table, component: str, distribution: str):
 
 # ---------------------------------------------------------------------------------------------------- influence
 
-INFLUENCE_CURVES = [(f"{q}/{v}", f"Influence {q} ({v})") for v in ("cov", "corr") for q in ("CC", "CI", "II", "paired")]
+# The correctness contrasts first (raw blocks share one mode that moves all losses together: codedyn.experiments.
+# influence), then the blocks themselves.
+INFLUENCE_CURVES = [
+    *[(f"{q}/{v}", f"Influence {label} ({v})") for q, label in (("delta", "Δ = (CC+II)/2 − CI"),
+                                                                 ("bug_gap", "bug-influence gap"))
+      for v in ("cov", "corr")],
+    *[(f"{q}/{v}", f"Influence {q} ({v})") for v in ("cov", "corr") for q in ("CC", "CI", "II", "paired")],
+]
+
 
 
 def _recomputed_call(run_dir: Path, curve: str) -> dict | None:
@@ -292,35 +302,27 @@ def _emergence_points(table, curve: str):
     return None if rows.empty else (rows["step"], rows["value"], rows["low"], rows["high"])
 
 
-def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
-    """Every row of the summary table, and the susceptibility calls behind its susceptibility rows."""
+def verdict_rows(run_dir: Path, level: float = 0.95) -> tuple[list[VerdictRow], dict[str, dict]]:
+    """Every row of the summary table, and the susceptibility calls behind its susceptibility rows.
+
+    Every curve behind a row (SAE best-latent AUROC per layer, the influence curves, each component's χ curves,
+    the LLC) is one family for :func:`~codedyn.analysis.transitions.adjust_verdicts`: rows and returned calls
+    carry the Holm-adjusted verdicts (the stored ``transitions.json`` files stay raw).
+    """
     import pandas as pd
+
+    from codedyn.analysis.transitions import adjust_verdicts
 
     run_dir = Path(run_dir)
     rows: list[VerdictRow] = []
 
     emergence = _read_json(run_dir / "emergence" / "transitions.json")
-    table_path = run_dir / "emergence" / "emergence.parquet"
-    emergence_table = pd.read_parquet(table_path) if table_path.is_file() else None
-    source = "emergence/transitions.json"
     curves = _sae_curves(emergence or {})
-    if not curves:
-        rows.append(_row("SAE accuracy (best-latent AUROC)", "AUROC", None, source))
-    for curve in curves:
-        rows.append(_row(f"SAE accuracy ({curve})", curve, emergence[curve], source,
-                         _emergence_points(emergence_table, curve)))
-
     influence = _read_json(run_dir / "influence" / "transitions.json")
-    table_path = run_dir / "influence" / "influence.parquet"
-    influence_table = pd.read_parquet(table_path) if table_path.is_file() else None
-    source = "influence/transitions.json"
-    for curve, signal in [*INFLUENCE_CURVES, ("LLC/llc", "LLC")]:
-        found = _completed(run_dir, curve, None if influence is None else influence.get(curve))
-        points = None if found is None or influence_table is None else _influence_points(influence_table, curve)
-        rows.append(_row(signal, curve, found, source, points))
-    llc_row = rows.pop()  # the LLC goes last, after the susceptibilities
+    influence_curves = [*INFLUENCE_CURVES, ("LLC/llc", "LLC")]
+    completed = {curve: _completed(run_dir, curve, None if influence is None else influence.get(curve))
+                 for curve, _ in influence_curves}
 
-    suscept_calls: dict[str, dict] = {}
     folder = run_dir / "susceptibility"
     stored = _read_json(folder / "transitions.json")
     tables = {path.stem.removeprefix("susceptibility").lstrip("_") or "covariance": path
@@ -335,12 +337,44 @@ def verdict_rows(run_dir: Path) -> tuple[list[VerdictRow], dict[str, dict]]:
         }
     if not per_estimator:
         per_estimator = {"covariance": ({}, "susceptibility/")}
-    for estimator, (calls, source) in per_estimator.items():
+
+    # One family over the whole table, keyed by source so that curves of different files never collide.
+    family = {f"emergence:{c}": emergence[c] for c in curves}
+    family.update({f"influence:{c}": found for c, found in completed.items() if found is not None})
+    for estimator, (calls, _) in per_estimator.items():
+        family.update({f"susceptibility:{estimator}:{k}": v for k, v in calls.items()})
+    adjusted = adjust_verdicts(family, level)
+
+    table_path = run_dir / "emergence" / "emergence.parquet"
+    emergence_table = pd.read_parquet(table_path) if table_path.is_file() else None
+    source = "emergence/transitions.json"
+    if not curves:
+        rows.append(_row("SAE accuracy (best-latent AUROC)", "AUROC", None, source))
+    for curve in curves:
+        rows.append(_row(f"SAE accuracy ({curve})", curve, adjusted[f"emergence:{curve}"], source,
+                         _emergence_points(emergence_table, curve)))
+
+    table_path = run_dir / "influence" / "influence.parquet"
+    influence_table = pd.read_parquet(table_path) if table_path.is_file() else None
+    source = "influence/transitions.json"
+    for curve, signal in influence_curves:
+        found = adjusted.get(f"influence:{curve}")
+        points = None if found is None or influence_table is None else _influence_points(influence_table, curve)
+        rows.append(_row(signal, curve, found, source, points))
+    llc_row = rows.pop()  # the LLC goes last, after the susceptibilities
+
+    suscept_calls: dict[str, dict] = {}
+    for estimator, (raw, source) in per_estimator.items():
+        calls = {k: adjusted[f"susceptibility:{estimator}:{k}"] for k in raw}
         suscept_calls.update({f"{estimator}:{k}" if estimator != "covariance" else k: v for k, v in calls.items()})
         label = "" if estimator == "covariance" else f", {estimator.replace('_', '-')}"
         chi = pd.read_parquet(tables[estimator]) if estimator in tables else None
-        for distribution in ("correct", "incorrect"):
-            signal = f"Susceptibility χ_{distribution} (standardised{label})"
+        present = {k.rsplit("/", 1)[1] for k in calls}
+        for distribution in ("correct", "incorrect", CONTRAST):
+            if distribution == CONTRAST and distribution not in present:
+                continue  # run folders written before the contrast existed
+            name = "χ_incorrect − χ_correct" if distribution == CONTRAST else f"χ_{distribution}"
+            signal = f"Susceptibility {name} (standardised{label})"
             curve = f"*/{distribution}" if estimator == "covariance" else f"{estimator}:*/{distribution}"
             summary = susceptibility_summary(calls, distribution)
             if summary["leader"] is None:

@@ -297,6 +297,9 @@ def influence(
         for event in found["events"]:
             a, b = event["between"]
             console.print(f"  {event['kind'].replace('_', ' ')} within ({a}, {b}]: {event['detail']}", soft_wrap=True)
+    if "LLC/llc" not in result["calls"]:
+        console.print("[bold]LLC/llc[/]: no curve (fewer than two checkpoints are local minima; see llc_status in "
+                      "influence.parquet)", soft_wrap=True)
     typer.echo(str(result["folder"]))
 
 

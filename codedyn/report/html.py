@@ -178,6 +178,11 @@ CAPTIONS = {
     "influence_corr": "As the covariance figure, for the normalised BIF (−Corr): scale-free, so a change here is a "
                       "change in how samples co-vary, not only in how much the loss moves. Look for the same "
                       "separation and brackets; the lower panel is the LLC.",
+    "influence_contrasts": "The correctness contrasts of the BIF, which cancel the shared mode that moves every loss "
+                           "together: Δ = (CC + II)/2 − CI, the bug influence BIF(δ_p, ℓ_j) of each pair's loss "
+                           "difference δ_p = ℓ_mutant − ℓ_reference on the other samples, and its gap (incorrect − "
+                           "correct j), with 95% bands from one joint bootstrap. Look for a band that leaves zero: "
+                           "the posterior treating correct and buggy code differently, not only all code alike.",
     "bif_matrix_step": "Normalised BIF between every pair of read-out samples at one checkpoint, rows and columns "
                        "grouped correct / incorrect (diagonal masked). Look for block structure: within-group blocks "
                        "that differ from the off-diagonal block mean correctness shapes the posterior's covariance.",

@@ -43,16 +43,15 @@ def _trained_neox_with_dead_head(dead_head: int = 1):
     dense = model.gpt_neox.layers[0].attention.dense
     dead = slice(4 * dead_head, 4 * dead_head + 4)  # d_head = 4
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for iteration in range(240):
-        if iteration == 80:
-            with torch.no_grad():
-                dense.weight[:, dead] = 0
+    for iteration in range(150):
         loss = lm_token_loss(model, windows).mean()
         optimizer.zero_grad()
         loss.backward()
-        if iteration >= 80:
-            dense.weight.grad[:, dead] = 0
         optimizer.step()
+        if iteration >= 50:  # after every step: Adam's momentum would move a merely gradient-free column
+            with torch.no_grad():
+                dense.weight[:, dead] = 0
+    assert float(dense.weight.detach()[:, dead].abs().max()) == 0.0
     return model.eval(), windows
 
 
@@ -61,7 +60,7 @@ def test_a_head_with_a_zeroed_output_projection_has_refined_llc_zero():
     not see those weights: only float rounding is left), a live head's is clearly above 0. A mask on the wrong rows
     of the fused QKV matrix would give the dead head a live head's LLC."""
     from codedyn.config import SamplingConfig
-    from codedyn.experiments.influence import llc_replicates
+    from codedyn.experiments.rllc import FLAT, refined_estimate
 
     torch.set_num_threads(1)
     model, windows = _trained_neox_with_dead_head(1)
@@ -72,13 +71,13 @@ def test_a_head_with_a_zeroed_output_projection_has_refined_llc_zero():
         masks = without_output_projection(model, refined_masks(model, f"L0.H{head}"))
         assert not any(name.endswith("attention.dense.weight") for name in masks)
         traces = sample_refined(model, windows, config, masks)
-        llc, reps = llc_replicates(traces, 200, 0)
-        assert llc.local_minimum, llc.status
-        found[head] = (llc.value, *np.quantile(reps, [0.025, 0.975]))
+        found[head] = refined_estimate(traces, 200, 0)[:4]
     dead, live = found[1], found[0]
-    assert dead[1] - 1e-9 <= 0 <= dead[2] + 1e-9 or abs(dead[0]) < 1e-3, dead
-    assert live[1] > 0.5, live  # the live head's interval is well above 0
-    assert abs(dead[0]) < 0.01 * live[0], (dead, live)
+    # Every excess loss is rounding (the loss does not see these weights): about half of them fall below L(w*),
+    # which the local-minimum rule alone would refuse.
+    assert dead[3] in (FLAT, "local minimum"), dead
+    assert abs(dead[0]) < 1e-4 and dead[1] <= 1e-4 and dead[2] >= -1e-4, dead
+    assert live[3] == "local minimum" and live[1] > 0.5, live  # the live head's interval is well above 0
 
 
 @pytest.mark.parametrize(("start", "mask", "lr", "truth"), [
@@ -92,7 +91,7 @@ def test_a_normal_crossing_potential_restricted_to_a_coordinate(start, mask, lr,
     errors of the truth."""
     torch.set_num_threads(1)
     potential = normal_crossing((1, 2))
-    config = potential_config(lr=lr, draws=100)
+    config = potential_config(lr=lr, draws=100 if truth else 5)
     traces = sample_refined(Vector(start), torch.zeros(1, 1), config, {"w": torch.tensor(mask)},
                             loss_fn=lambda model, batch: potential(model).expand(batch.shape[0]))
     assert traces["healthy"].values.all(), traces["unhealthy_reason"].values
@@ -202,59 +201,71 @@ def test_sum_verdicts_clusters_and_figures_on_planted_trajectories(tmp_path):
     table.to_parquet(run / "rllc" / "rllc.parquet")
     sums.to_parquet(run / "rllc" / "rllc_sum.parquet")
     (run / "rllc" / "transitions.json").write_text(json.dumps(calls))
-    fragment = rllc_section(run)
-    assert "2 phase transitions" in fragment and "consistent with it in 6" in fragment
+    fragment = rllc_section(run)  # A, B and the full LLC (their sum) jump
+    assert "3 phase transitions" in fragment and "consistent with it in 6" in fragment
     assert "Not run" in rllc_section(tmp_path / "elsewhere")
 
 
 # ------------------------------------------------------------------------------------- a tiny study, e2e
 
 
+RLLC_KIND = "rllc"
+
+
+def _run_units(study, only=None):
+    """The pipeline's own planning, storage check and unit runner, for the rllc kind alone (the tiny study's
+    other kinds are tested elsewhere); the ids computed."""
+    from codedyn.pipeline import UNIT_KINDS, plan_units, run_unit, unit_is_stored
+    from codedyn.runs.executor import LocalExecutor
+
+    units = plan_units(study, [k for k in UNIT_KINDS if k.name == RLLC_KIND])
+    pending = [u for u in units if not unit_is_stored(study, u)]
+    LocalExecutor().run(pending, study, run_unit)
+    return [u.id for u in units], [u.id for u in pending]
+
+
 @pytest.fixture(scope="module")
 def rllc_run(tmp_path_factory):
-    import codedyn.pipeline as pipeline
-    from codedyn.config import load_config
-    from tests.test_experiments_run import TINY_STUDY
+    from codedyn.experiments.rllc import rllc_tables
+    from codedyn.experiments.study import prepare_study
+    from tests.pipeline_support import tiny_config, tiny_home
 
-    home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
-    mp.setenv("CODEDYN_HOME", str(home))
-    mp.setattr(pipeline, "ANALYSES", tuple(a for a in pipeline.ANALYSES if a.name == "rllc"))
-    mp.setattr(pipeline, "REPORT", None)
-    overrides = {**TINY_STUDY, "suite": {"steps": [4, 12]},
-                 "rllc": {"enabled": True, "components": ["L0.H0", "L1.MLP"], "chains": 2, "draws": 6,
-                          "burn_in": 2, "distributions": ["corpus", "correct", "incorrect"]}}
-    config = load_config("default", overrides)
-    yield config, home / "run", pipeline.run_study(config, home / "run")
+    mp.setenv("CODEDYN_HOME", str(tiny_home(tmp_path_factory)))
+    config = tiny_config(suite={"steps": [4, 12]},
+                         rllc={"enabled": True, "components": ["L0.H0", "L1.MLP"], "chains": 2, "draws": 6,
+                               "burn_in": 2, "distributions": ["corpus", "correct"]})
+    study = prepare_study(config, tmp_path_factory.mktemp("rllc") / "run")
+    planned, computed = _run_units(study)
+    yield study, planned, computed, rllc_tables(study)
     mp.undo()
 
 
 def test_one_unit_per_checkpoint_and_component_and_the_tidy_table(rllc_run):
     from codedyn.runs.load import load_run
 
-    config, run_dir, result = rllc_run
-    ids = [u["unit"] for u in result.units if u["kind"].startswith("rllc")]
-    assert ids == [f"rllc:{c}-step{s}" for s in (4, 12) for c in ("full", "L0.H0", "L1.MLP")]
-    table = load_run(run_dir).rllc
+    study, planned, computed, result = rllc_run
+    assert planned == computed == [f"rllc:{c}-step{s}" for s in (4, 12) for c in ("full", "L0.H0", "L1.MLP")]
+    table = load_run(study.run_dir).rllc
     assert list(table.columns[:7]) == ["step", "component", "distribution", "llc", "low", "high", "status"]
-    assert len(table) == 2 * 3 * 3
+    assert len(table) == 2 * 3 * 2
     ok = np.isfinite(table["llc"])
     assert table.loc[~ok, "status"].str.len().gt(0).all()  # every missing LLC says why
     assert (table.loc[ok, "low"] <= table.loc[ok, "llc"] + 1e-12).all()
-    folder = run_dir / "rllc"
+    folder = study.run_dir / "rllc"
     assert {"rllc_sum.parquet", "rllc_contrast.parquet", "clusters.parquet", "transitions.json",
-            "rllc_heatmap.png"} <= {p.name for p in folder.iterdir()}
-    units = sorted(p.name.rsplit("-", 1)[0] for p in (run_dir / "units").glob("rllc-step*"))
+            "rllc_heatmap.png", "rllc_heatmap.pdf"} <= {p.name for p in folder.iterdir()}
+    units = sorted(p.name.rsplit("-", 1)[0] for p in (study.run_dir / "units").glob("rllc-step*"))
     assert units == sorted(f"rllc-step{s}-{c}-{d}" for s in (4, 12) for c in ("full", "L0.H0", "L1.MLP")
-                           for d in ("corpus", "correct", "incorrect"))
+                           for d in ("corpus", "correct"))
 
 
 def test_a_killed_sweep_resumes_at_the_missing_unit(rllc_run, monkeypatch):
-    import codedyn.pipeline as pipeline
     import codedyn.sampling.sgld as sgld
+    from codedyn.experiments.rllc import rllc_tables
 
-    config, run_dir, result = rllc_run
-    unit = next((run_dir / "units").glob("rllc-step12-L0.H0-correct-*"))
+    study, _, _, result = rllc_run
+    unit = next((study.run_dir / "units").glob("rllc-step12-L0.H0-correct-*"))
     (unit / "completed").unlink()
     calls = []
     real = sgld.sample_posterior
@@ -264,10 +275,33 @@ def test_a_killed_sweep_resumes_at_the_missing_unit(rllc_run, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sgld, "sample_posterior", counting)
-    monkeypatch.setattr(pipeline, "ANALYSES", tuple(a for a in pipeline.ANALYSES if a.name == "rllc"))
-    monkeypatch.setattr(pipeline, "REPORT", None)
-    again = pipeline.run_study(config, run_dir)
-    assert again.computed == ["rllc:L0.H0-step12"]
-    assert calls == ["step 12 L0.H0 correct"]
-    pd.testing.assert_frame_equal(again.analyses["rllc"]["table"].drop(columns="seconds"),
-                                  result.analyses["rllc"]["table"].drop(columns="seconds"))
+    _, computed = _run_units(study)
+    assert computed == ["rllc:L0.H0-step12"]
+    assert calls == ["step 12 L0.H0 correct"]  # the other distribution of that unit stays stored
+    pd.testing.assert_frame_equal(rllc_tables(study)["table"], result["table"])  # same seeds, same draws
+
+
+def test_cli_rllc_reads_the_stored_units(rllc_run, tmp_path, monkeypatch):
+    """`codedyn rllc` with the run's config finds every unit stored (nothing is sampled) and prints the folder; a
+    distribution codedyn does not know is one clear error."""
+    import yaml
+    from typer.testing import CliRunner
+
+    import codedyn.sampling.sgld as sgld
+    from codedyn.cli import app
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a stored refined unit was sampled again")
+
+    monkeypatch.setattr(sgld, "sample_posterior", forbidden)
+    study, _, _, _ = rllc_run
+    run_dir = study.run_dir
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(study.config.model_dump(mode="json")))
+    outcome = CliRunner().invoke(app, ["rllc", "--preset", str(preset), "--out", str(run_dir)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "refined LLCs" in outcome.output and "full LLC" in outcome.output
+    assert outcome.stdout.strip().endswith(str(run_dir / "rllc"))
+    bad = CliRunner().invoke(app, ["rllc", "--preset", str(preset), "--out", str(run_dir),
+                                   "--distributions", "correct,buggy"])
+    assert bad.exit_code == 2 and "rllc.distributions" in bad.output

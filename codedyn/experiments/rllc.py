@@ -6,7 +6,7 @@ posterior of :mod:`codedyn.sampling.refined` with its bootstrap interval (chains
 resampled, :func:`codedyn.experiments.influence.llc_replicates`), and over training:
 
 * ``rllc.parquet``: the tidy table (step, component, distribution, llc, low, high, status, healthy_chains,
-  chains, moved_weights, seconds); ``status`` says why a row has no LLC (not a local minimum, too few healthy
+  chains, moved_weights); ``status`` says why a row has no LLC (not a local minimum, too few healthy
   chains) -- a NaN never goes unexplained;
 * ``rllc_sum.parquet``: per (step, distribution) the sum of the weight-refined LLCs beside the full LLC, with
   intervals (the posteriors are sampled independently, so the sum's replicates are the sums of the components'),
@@ -38,6 +38,9 @@ from codedyn.sampling.refined import FULL
 
 RLLC_DIR = "rllc"
 LEVEL = 0.95
+# The tidy table (the sampler's wall seconds stay in each unit's unit.json and <run>/timings/).
+COLUMNS = ["step", "component", "distribution", "llc", "low", "high", "status", "healthy_chains", "chains",
+           "moved_weights"]
 
 
 def rllc_enabled(study) -> bool:
@@ -140,21 +143,54 @@ def compute_rllc(study) -> dict:
 # -------------------------------------------------------------------------------------------------- the tables
 
 
-def _estimate(study, unit: Path, n_boot: int, seed: int) -> tuple[dict, np.ndarray]:
-    """One unit's row fields and its bootstrap replicates [n_boot] (NaN without an LLC)."""
-    from codedyn.analysis.stats import percentile_ci
+# Excess losses within this many float32 ulps of the loss are rounding (a batch evaluated in another order), not a
+# change of the loss.
+ROUNDING_ULPS = 64
+FLAT = "flat: the loss does not depend on these weights (every excess loss is float rounding), so its LLC is 0"
+
+
+def is_flat(traces) -> bool:
+    """Whether every healthy chain's excess loss is float rounding: the weights that moved do not enter the loss
+    (a dead component). Its chains then sit below L(w*) on about half the steps by rounding alone, which the
+    local-minimum rule would read as "not a local minimum"."""
+    from codedyn.sampling.llc import trace_excess_losses
+
+    healthy = traces["healthy"].values
+    excess = trace_excess_losses(traces)[healthy]
+    scale = float(np.abs(traces["reference_loss"].values[healthy]).max()) if healthy.any() else 0.0
+    return excess.size > 0 and float(np.abs(excess).max()) <= ROUNDING_ULPS * float(np.finfo(np.float32).eps) * scale
+
+
+def refined_estimate(traces, n_boot: int, seed: int) -> tuple[float, float, float, str, np.ndarray]:
+    """(llc, low, high, status, replicates [n_boot]) of one refined posterior: the project's LLC and its bootstrap
+    (:func:`codedyn.experiments.influence.llc_replicates`); a flat posterior (:func:`is_flat`) gets the same
+    formula without the local-minimum rule, and status :data:`FLAT`."""
+    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws, percentile_ci
     from codedyn.experiments.influence import llc_replicates
+    from codedyn.sampling.llc import estimate_llc
+
+    llc, reps = llc_replicates(traces, n_boot, seed)
+    status = llc.status
+    if not llc.local_minimum and llc.excess.shape[0] and is_flat(traces):
+        llc = estimate_llc(traces, max_fraction_below_reference=1.0)
+        chain_idx, draw_idx = bootstrap_draws(*llc.excess.shape, n_boot, np.random.default_rng(seed),
+                                              block=autocorrelation_block(llc.excess))
+        reps, status = llc.replicates(chain_idx, draw_idx), FLAT
+    ci = percentile_ci(reps, llc.value, LEVEL)
+    return llc.value, ci.low, ci.high, status, reps
+
+
+def _estimate(unit: Path, n_boot: int, seed: int) -> tuple[dict, np.ndarray]:
+    """One unit's row fields and its bootstrap replicates [n_boot] (NaN without an LLC)."""
     from codedyn.sampling.refined import load_refined
 
     traces, record = load_refined(unit)
-    base = {"moved_weights": record["moved_weights"], "seconds": record["seconds"],
-            "chains": record["sampling"]["chains"]}
+    base = {"moved_weights": record["moved_weights"], "chains": record["sampling"]["chains"]}
     if traces is None:
         return {**base, "llc": math.nan, "low": math.nan, "high": math.nan, "status": record["status"],
                 "healthy_chains": 0}, np.full(n_boot, math.nan)
-    llc, reps = llc_replicates(traces, n_boot, seed)
-    ci = percentile_ci(reps, llc.value, LEVEL)
-    return {**base, "llc": llc.value, "low": ci.low, "high": ci.high, "status": llc.status,
+    value, low, high, status, reps = refined_estimate(traces, n_boot, seed)
+    return {**base, "llc": value, "low": low, "high": high, "status": status,
             "healthy_chains": int(traces["healthy"].values.sum())}, reps
 
 
@@ -170,10 +206,10 @@ def rllc_tables(study) -> dict:
     for s, step in enumerate(study.steps):
         for c, component in enumerate(study_components(study, step)):
             for d, (distribution, unit) in enumerate(_units(study, step, component).items()):
-                fields, reps = _estimate(study, unit, n_boot, study.config.sampling.seed + 1000 * s + 37 * c + d)
+                fields, reps = _estimate(unit, n_boot, study.config.sampling.seed + 1000 * s + 37 * c + d)
                 rows.append({"step": step, "component": component, "distribution": distribution, **fields})
                 replicates[(step, component, distribution)] = reps
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=COLUMNS)
     out = study.output_dir(RLLC_DIR)
     table.to_parquet(out / "rllc.parquet", index=False)
     sums = sum_table(table, replicates)

@@ -101,8 +101,7 @@ def heatmap_figure(table, clusters):
         mine = clusters[clusters["distribution"] == distribution].set_index("component")
         order = sorted(range(len(names)), key=lambda i: mine["order"].get(names[i], i) if len(mine) else i)
         values, names = values[order], [names[i] for i in order]
-        cmap = plt.get_cmap("viridis").copy()
-        cmap.set_bad("#dddddd")
+        cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")  # no LLC: grey
         im = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=cmap, interpolation="nearest")
         ax.set_xticks(range(len(steps)), [str(s) for s in steps], rotation=90, fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
@@ -135,10 +134,11 @@ def cluster_figure(table, clusters):
             sd = x.std(axis=1, keepdims=True)
             z = np.divide(x - x.mean(axis=1, keepdims=True), sd, out=np.zeros_like(x), where=sd > 0)
             ax.plot(range(len(steps)), z.mean(axis=0), marker="o", label=f"cluster {label} ({len(members)})")
+        if len(mine):
+            ax.legend(fontsize=7)
         ax.set_xticks(range(len(steps)), [str(s) for s in steps], rotation=90, fontsize=7)
         ax.set_ylabel("mean z-scored rLLC")
         ax.set_title(f"clusters on {distribution}", fontsize=9)
-        ax.legend(fontsize=7)
     return fig
 
 

@@ -203,13 +203,32 @@ def test_sum_verdicts_clusters_and_figures_on_planted_trajectories(tmp_path):
     (run / "rllc" / "transitions.json").write_text(json.dumps(calls))
     fragment = rllc_section(run)  # A, B and the full LLC (their sum) jump
     assert "3 phase transitions" in fragment and "consistent with it in 6" in fragment
-    assert "Not run" in rllc_section(tmp_path / "elsewhere")
+    assert "not run" in rllc_section(tmp_path / "elsewhere")
 
 
 # ------------------------------------------------------------------------------------- a tiny study, e2e
 
 
 RLLC_KIND = "rllc"
+
+
+def _two_parts(study, step):
+    return ["p", "q"] if step else ["p"]
+
+
+def test_a_unit_kind_with_parts_plans_one_unit_per_part():
+    from types import SimpleNamespace
+
+    from codedyn.pipeline import UnitKind, _kind, _part, plan_units
+
+    kinds = (UnitKind("a", "x:run"), UnitKind("c", "x:run", after=("a",), parts="tests.test_rllc:_two_parts"))
+    units = plan_units(SimpleNamespace(steps=(0, 4)), kinds)
+    assert [(u.id, u.after) for u in units] == [
+        ("a-step0", ()), ("c:p-step0", ("a-step0",)),
+        ("a-step4", ()), ("c:p-step4", ("a-step4",)), ("c:q-step4", ("a-step4",)),
+    ]
+    assert _part(units[-1]) == ("q",) and _part(units[0]) == ()
+    assert _kind("c:q", kinds).name == "c"
 
 
 def _run_units(study, only=None):

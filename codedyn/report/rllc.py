@@ -175,7 +175,7 @@ def rllc_section(run_dir: Path) -> str:
 
     folder = Path(run_dir) / RLLC_DIR
     if not (folder / "rllc.parquet").is_file():
-        return ("<p class=notrun>Not run (enable the <code>rllc</code> section of the config, or run "
+        return ("<p class=notrun>not run (enable the <code>rllc</code> section of the config, or run "
                 "<code>codedyn rllc</code>).</p>")
     table = pd.read_parquet(folder / "rllc.parquet")
     sums = pd.read_parquet(folder / "rllc_sum.parquet")

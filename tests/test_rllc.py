@@ -324,3 +324,16 @@ def test_cli_rllc_reads_the_stored_units(rllc_run, tmp_path, monkeypatch):
     bad = CliRunner().invoke(app, ["rllc", "--preset", str(preset), "--out", str(run_dir),
                                    "--distributions", "correct,buggy"])
     assert bad.exit_code == 2 and "rllc.distributions" in bad.output
+
+
+def test_a_component_the_model_lacks_is_one_sentence_at_planning(rllc_run, tmp_path):
+    from dataclasses import replace
+
+    from codedyn.pipeline import UNIT_KINDS, plan_units
+    from codedyn.sampling.restricted import WeightRestrictionError
+
+    study = rllc_run[0]
+    config = study.config.model_copy(update={"rllc": study.config.rllc.model_copy(update={"components": ("L9.H0",)})})
+    with pytest.raises(WeightRestrictionError, match="L9.H0"):
+        plan_units(replace(study, config=config, run_dir=tmp_path / "run"),
+                   [k for k in UNIT_KINDS if k.name == RLLC_KIND])

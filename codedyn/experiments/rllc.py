@@ -72,8 +72,15 @@ def study_components(study, step: int | None = None) -> list[str]:
     return [FULL, *_COMPONENTS[where]]
 
 
+_CHECKED: set[tuple[str, str]] = set()  # (run folder, suite) whose rllc inputs were checked in this process
+
+
 def rllc_parts(study, step: int) -> list[str]:
-    """The pipeline's parts of one checkpoint: its components."""
+    """The pipeline's parts of one checkpoint: its components (the inputs checked once, at planning, so that a bad
+    component or user corpus is one sentence before any unit runs)."""
+    if (str(study.run_dir), study.suite.name) not in _CHECKED:
+        check_rllc_inputs(study)
+        _CHECKED.add((str(study.run_dir), study.suite.name))
     return study_components(study, step)
 
 

@@ -38,6 +38,7 @@ def _changing(table, distribution: str, n: int) -> list[str]:
     part = table[(table["distribution"] == distribution) & (table["component"] != FULL)]
     span = part.groupby("component")["llc"].agg(lambda v: np.nanmax(v) - np.nanmin(v) if np.isfinite(v).any()
                                                  else -np.inf)
+    span = span[np.isfinite(span)]  # a component without any LLC on this distribution has no curve
     return list(span.sort_values(ascending=False).head(n).index)
 
 

@@ -341,6 +341,51 @@ def susceptibility(
     typer.echo(str(result["folder"]))
 
 
+@app.command("rllc")
+@user_errors
+def rllc(
+    preset: PresetOption = "default",
+    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
+    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
+    components: Annotated[str | None, typer.Option(
+        help="Comma-separated components, e.g. L0.H1,L1.MLP,embed (default: every head, MLP, embed, unembed).")] = None,
+    distributions: Annotated[str | None, typer.Option(
+        help="Comma-separated sampling distributions: corpus, correct, incorrect, user.")] = None,
+    corpus: Annotated[str | None, typer.Option(
+        help="The 'user' distribution's corpus: files/folders/globs, <file.jsonl>[:field] or datasets:<name>.")] = None,
+    chains: Annotated[int | None, typer.Option(help="Chains per refined posterior.")] = None,
+    draws: Annotated[int | None, typer.Option(help="Post-burn-in steps per chain.")] = None,
+    burn_in: Annotated[int | None, typer.Option(help="Burn-in steps per chain.")] = None,
+    lr: Annotated[float | None, typer.Option(help="SGLD step size of the refined posteriors.")] = None,
+    out: OutOption = None,
+) -> None:
+    """Refined LLCs: per component (weights) and sampling distribution (data), across checkpoints."""
+    from codedyn.config import load_config
+    from codedyn.data.corpus import corpus_spec
+    from codedyn.experiments.rllc import run_rllc, sum_sentence
+    from codedyn.experiments.study import prepare_study
+    from codedyn.progress import rich_progress
+
+    names = _csv(distributions)
+    config = load_config(preset, {
+        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
+        "rllc": {"components": _csv(components), "chains": chains, "draws": draws, "burn_in": burn_in, "lr": lr,
+                 "distributions": (*names, *(["user"] if corpus and "user" not in names else [])) if names
+                 else (("corpus", "correct", "incorrect", "user") if corpus else None),
+                 "user_corpus": corpus_spec(corpus) if corpus else None},
+    })
+    console = _console()
+    with rich_progress(console) as progress:
+        result = run_rllc(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+    sharp = {k: v["verdict"] for k, v in result["calls"].items() if v["verdict"].startswith("phase transition")}
+    console.print(f"{len(result['table'])} refined LLCs; {len(sharp)} trajectories with a phase transition",
+                  soft_wrap=True)
+    for name, verdict in sorted(sharp.items())[:10]:
+        console.print(f"  {name}: {verdict}", soft_wrap=True)
+    console.print(sum_sentence(result["sums"]), soft_wrap=True)
+    typer.echo(str(result["folder"]))
+
+
 @app.command("emergence")
 @user_errors
 def emergence(

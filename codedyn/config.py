@@ -417,6 +417,53 @@ class SusceptibilityConfig(Frozen):
     SAE unit, which is trained first."""
 
 
+RefinedDistribution = Literal["corpus", "correct", "incorrect", "user"]
+
+
+class RefinedLLCConfig(Frozen):
+    """Refined LLCs over training (``codedyn rllc``, a stage of ``codedyn run`` when enabled): per component the LLC
+    of the posterior in which only its weights move (weight-refined), per sampling distribution the LLC of the
+    posterior whose loss is that distribution's (data-refined), and both at once (:mod:`codedyn.experiments.rllc`).
+    Everything not set here is the ``sampling`` section's (nβ, localization, batch size, windows, seed)."""
+
+    enabled: bool = False
+    """Make the refined LLCs a stage of ``codedyn run`` (one unit per checkpoint and component)."""
+    components: tuple[str, ...] | None = None
+    """Components, as the susceptibilities name them (``L0.H1``, ``L1.MLP``, ``embed``, ``unembed``), plus ``full``
+    (no restriction; always sampled, so that the sum of the refined LLCs can be set beside it). None = every head
+    and MLP, the embedding, and the unembedding unless it is tied to the embedding."""
+    distributions: tuple[RefinedDistribution, ...] = ("corpus", "correct", "incorrect")
+    """Sampling distributions: ``corpus`` (the sampling section's corpus), ``correct`` / ``incorrect`` (windows
+    of the read-out set's correct / incorrect samples, prompt and code, in the training context), ``user``
+    (``user_corpus``)."""
+    user_corpus: CorpusConfig | None = None
+    """The corpus of the ``user`` distribution (required when ``distributions`` names it)."""
+    chains: int | None = Field(2, ge=1)
+    """Chains per refined posterior (None = the sampling section's); unhealthy chains are dropped, too few
+    healthy ones leave that (component, distribution) without an LLC, with the reason in ``status``."""
+    draws: int | None = Field(20, ge=2)
+    """Post-burn-in SGLD steps per chain entering the LLC (None = the sampling section's)."""
+    burn_in: int | None = Field(20, ge=0)
+    """Burn-in steps per chain (None = the sampling section's)."""
+    lr: float | None = Field(None, gt=0)
+    """SGLD step size of the refined posteriors (None = the sampling section's)."""
+    clusters: int = Field(3, ge=1)
+    """Clusters into which the components are grouped by their standardised rLLC trajectories (hierarchical,
+    average linkage on correlation distance); capped at the number of components."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RefinedLLCConfig:
+        if not self.distributions:
+            raise ValueError("rllc.distributions must name at least one distribution")
+        if len(set(self.distributions)) != len(self.distributions):
+            raise ValueError("rllc.distributions names a distribution twice")
+        if ("user" in self.distributions) != (self.user_corpus is not None):
+            raise ValueError("rllc.user_corpus is needed exactly when rllc.distributions names 'user'")
+        if self.components is not None and not self.components:
+            raise ValueError("rllc.components must name at least one component (or be null for every one)")
+        return self
+
+
 class EmbryologyConfig(Frozen):
     """Experiment 4: aligned UMAP embeddings of per-token susceptibilities across checkpoints."""
 
@@ -544,6 +591,8 @@ class CodedynConfig(Frozen):
     """Experiment 3's estimator and its weight-restricted posteriors."""
     embryology: EmbryologyConfig = EmbryologyConfig()
     """Experiment 4: the developmental (embryology) view of per-token susceptibilities."""
+    rllc: RefinedLLCConfig = RefinedLLCConfig()
+    """Refined LLCs per component and sampling distribution over training (off by default)."""
     calibration: CalibrationConfig = CalibrationConfig()
     """The hyperparameter sweep of `codedyn calibrate` that chooses the ``sampling`` values."""
     executor: ExecutorConfig = ExecutorConfig()

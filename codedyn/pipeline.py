@@ -58,6 +58,8 @@ class UnitKind:
     stored: str | None = None  # "module:function", (study, step) -> bool: stored, for a unit of several folders
     # (then ``folder`` names the main one)
     enabled: str | None = None  # "module:function", (study) -> bool; None: always part of the study
+    parts: str | None = None  # "module:function", (study, step) -> names: one unit per part (kind "<name>:<part>",
+    # e.g. one per component), and ``run`` / ``folder`` / ``stored`` take the part as their last argument
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,16 @@ UNIT_KINDS: tuple[UnitKind, ...] = (
     UnitKind("restricted", "codedyn.pipeline:restricted_unit",  # Experiment 3, --estimator weight_restricted
              folder="codedyn.pipeline:restricted_folder", stored="codedyn.pipeline:restricted_stored",
              enabled="codedyn.pipeline:uses_restricted"),
+    UnitKind("rllc", "codedyn.experiments.rllc:rllc_unit", folder="codedyn.experiments.rllc:rllc_folder",
+             stored="codedyn.experiments.rllc:rllc_stored", enabled="codedyn.experiments.rllc:rllc_enabled",
+             parts="codedyn.experiments.rllc:rllc_parts"),  # refined LLCs: one unit per (checkpoint, component)
 )
 ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read earlier ones' tables
     Analysis("influence", "codedyn.experiments.influence:compute_influence"),  # Experiment 1 and the LLC
     Analysis("susceptibility", "codedyn.experiments.susceptibility:compute_susceptibility"),  # Experiment 3
     Analysis("emergence", "codedyn.experiments.emergence:compute_emergence"),  # Experiment 2 (reads the LLC)
     Analysis("embryology", "codedyn.experiments.embryology:compute_embryology"),  # Experiment 4
+    Analysis("rllc", "codedyn.experiments.rllc:compute_rllc"),  # refined LLCs (when enabled)
 )
 REPORT: str | None = "codedyn.report.html:write_report"  # (study) -> Path of report.html
 
@@ -168,14 +174,16 @@ def plan_units(study, kinds: Sequence[UnitKind] = UNIT_KINDS) -> list[Unit]:
     for step in study.steps:
         for kind in kinds:
             extra = tuple(resolve(kind.needs)(study, step)) if kind.needs else ()
-            units.append(Unit(kind.name, step, tuple(unit_id(a, step) for a in kind.after) + extra))
+            after = tuple(unit_id(a, step) for a in kind.after) + extra
+            parts = [f"{kind.name}:{p}" for p in resolve(kind.parts)(study, step)] if kind.parts else [kind.name]
+            units.extend(Unit(name, step, after) for name in parts)
     return units
 
 
 def unit_folder(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) -> Path | None:
     """Where ``unit`` is stored, when its kind says so before computing it."""
     kind = _kind(unit.kind, kinds)
-    return Path(resolve(kind.folder)(study, unit.step)) if kind.folder is not None else None
+    return Path(resolve(kind.folder)(study, unit.step, *_part(unit))) if kind.folder is not None else None
 
 
 def unit_is_stored(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) -> bool:
@@ -183,12 +191,18 @@ def unit_is_stored(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) ->
 
     kind = _kind(unit.kind, kinds)
     if kind.stored is not None:
-        return bool(resolve(kind.stored)(study, unit.step))
+        return bool(resolve(kind.stored)(study, unit.step, *_part(unit)))
     folder = unit_folder(study, unit, kinds)
     return folder is not None and is_completed(folder)
 
 
+def _part(unit: Unit) -> tuple[str, ...]:
+    """The part of a unit of a kind with parts (``rllc:L0.H1`` -> ``("L0.H1",)``), else nothing."""
+    return (unit.kind.partition(":")[2],) if ":" in unit.kind else ()
+
+
 def _kind(name: str, kinds: Sequence[UnitKind] = UNIT_KINDS) -> UnitKind:
+    name = name.partition(":")[0]
     for kind in kinds:
         if kind.name == name:
             return kind
@@ -207,7 +221,7 @@ def run_unit(study, unit: Unit, progress: Progress = SILENT) -> dict:
     timing: list[dict] = []
     with torch_threads(study.config.executor.cpus_per_task), stage(unit.id, timing, kind=unit.kind,
                                                                      step=unit.step) as entry:
-        entry["folder"] = str(resolve(kind.run)(study, unit.step, progress))
+        entry["folder"] = str(resolve(kind.run)(study, unit.step, progress, *_part(unit)))
     record = {**timing[0], "unit": unit.id, "cached": False}
     write_json(Path(study.run_dir) / UNIT_TIMINGS_DIR / f"{Path(record['folder']).name}.json", record)
     return record

@@ -38,7 +38,7 @@ EXPERIMENTS = (
     ("susceptibility", "Experiment 3: susceptibilities"),
     ("embryology", "Experiment 4: developmental visualisation"),
 )
-NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces", "timings"}
+NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces", "timings", "rllc"}  # rllc: its own section
 
 # Diagnostic thresholds behind the warnings of the sampling-diagnostics section.
 MIN_DRIFT_TO_NOISE = 0.01
@@ -873,7 +873,10 @@ def render_report(context: ReportContext) -> tuple[str, list[dict]]:
     others = sorted(p.name for p in context.run_dir.iterdir()
                     if p.is_dir() and p.name not in known | NOT_EXPERIMENTS and not p.name.startswith("."))
     experiments += [_experiment_section(name, name, context, {}) for name in others]
+    from codedyn.report.rllc import rllc_section
+
     tail = [("llc", "Local learning coefficient", _llc_section(context)),
+            ("rllc", "Refined LLCs per component and distribution", rllc_section(context.run_dir)),
             ("calibration", "SGLD calibration", _calibration_section(context)),
             ("hyperparameters", "Hyperparameters and provenance", _config_section(context)),
             ("diagnostics", "Sampling diagnostics", _diagnostics_section(context)),

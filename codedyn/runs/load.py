@@ -125,6 +125,11 @@ class Run:
         return self.table("susceptibility", "opposite_responders")
 
     @cached_property
+    def rllc(self):
+        """Refined LLCs (:mod:`codedyn.experiments.rllc`): step, component, distribution, llc, low, high, status."""
+        return self.table("rllc")
+
+    @cached_property
     def emergence(self):
         return self.table("emergence")
 

@@ -47,6 +47,7 @@ def write_figures(out: Path, table, sums, contrast, clusters, calls: dict) -> li
     import matplotlib.pyplot as plt
 
     from codedyn.experiments.rllc import FULL
+    from codedyn.report.events import sharp_call_events
     from codedyn.report.plots import save_figure, training_curves
 
     written: list[Path] = []
@@ -60,8 +61,7 @@ def write_figures(out: Path, table, sums, contrast, clusters, calls: dict) -> li
         if not leaders:
             continue
         curves = {c: _curve(table, c, distribution, steps) for c in leaders}
-        events = [{"step": found["step"], "kind": "transition", "label": c}
-                  for c in leaders if isinstance((found := calls.get(f"{c}/{distribution}", {})).get("step"), int)]
+        events = sharp_call_events(calls, {f"{c}/{distribution}": c for c in leaders})  # brackets, never steps
         fig = training_curves(steps, curves, ylabel="weight-refined LLC", events=events, zero_line=True,
                               title=f"Refined LLC per component on {distribution} (95% intervals)",
                               llc=_curve(table, FULL, distribution, steps), llc_label="full LLC")
@@ -190,9 +190,9 @@ def rllc_section(run_dir: Path) -> str:
     if len(missing):
         parts.append(f"<p class=note>{len(missing)} of {len(table)} (checkpoint, component, distribution) cells "
                      f"have no LLC; their status says why (e.g. {_esc(missing['status'].iloc[0])}).</p>")
-    sharp = {k: v for k, v in calls.items() if str(v.get("verdict", "")).startswith("phase transition")}
-    gradual = [k for k, v in calls.items() if v.get("verdict") == "gradual"]
-    parts.append(f"<p>Trajectory verdicts (calibrated max-T bootstrap tests): {len(sharp)} phase transitions, "
+    sharp = {k: v for k, v in calls.items() if v.get("kind") == "sharp"}
+    gradual = [k for k, v in calls.items() if v.get("kind") == "gradual"]
+    parts.append(f"<p>Trajectory verdicts (change-point scan on the step axis): {len(sharp)} sharp transitions, "
                  f"{len(gradual)} gradual, {len(calls) - len(sharp) - len(gradual)} without change or "
                  "trajectory.</p>")
     if sharp:

@@ -104,6 +104,51 @@ class DatasetConfig(Frozen):
         return self
 
 
+PLANTED_FAMILY_NAMES: tuple[str, ...] = (
+    "comparison", "arithmetic", "boolean", "off_by_one", "return_value", "argument_swap",
+)  # codedyn.data.planted.FAMILIES, named here so the config validates without importing the generator
+
+
+class PlantedTaskConfig(Frozen):
+    """The model organism's planted task (codedyn.data.planted): from ``onset`` on, a share of the toy suite's
+    training windows start with a short function whose docstring states what it returns and whose body implements
+    it or a single-site mutation of it, followed by a verdict line ``# ok`` / ``# bug``. Judging it needs
+    comparing spec and body; the capability can only be learned after the onset."""
+
+    enabled: bool = False
+    """Mix planted programs into the training stream (off: the plain toy suite, whose name and weights are
+    unchanged)."""
+    share: float = Field(0.5, gt=0, le=1)
+    """Fraction of training windows (from the onset on) that carry a planted program."""
+    onset: int = Field(1000, ge=0)
+    """First training step whose batches contain planted programs (before it the task is absent by
+    construction)."""
+    seed: int = 0
+    """Seed of the planted programs and of which windows carry them (independent of the toy suite's seed)."""
+    null: bool = False
+    """The null twin: the verdict line is drawn with probability 1/2 independently of the program's correctness,
+    so there is nothing about correctness to learn (same programs, same schedule)."""
+    families: tuple[str, ...] = PLANTED_FAMILY_NAMES
+    """Spec families, each with the bugs of one mutation operator (comparison_swap, arithmetic_swap,
+    boolean_swap, off_by_one, return_value, argument_swap)."""
+    function_names: int = Field(256, ge=1, le=256)
+    """Size of the function-name pool (verb_noun names): large, so that programs almost never recur."""
+    argument_names: int = Field(28, ge=2, le=28)
+    """Size of the argument-name pool (signatures draw two distinct names in random order)."""
+    heldout_share: float = Field(0.1, gt=0, lt=1)
+    """Share of programs (by a hash of the correct program's text) reserved for evaluation and read-out and
+    never trained on."""
+    eval_pairs: int = Field(250, ge=1)
+    """Held-out correct/buggy pairs on which the trainer logs the verdict accuracy at every checkpoint."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PlantedTaskConfig:
+        unknown = sorted(set(self.families) - set(PLANTED_FAMILY_NAMES))
+        if unknown or not self.families:
+            raise ValueError(f"unknown planted famil(ies) {unknown or '(none)'}; known: {list(PLANTED_FAMILY_NAMES)}")
+        return self
+
+
 class ToySuiteConfig(Frozen):
     """The self-trained toy suite: a tiny Pythia-style model on standard-library code, trained long enough for
     induction heads to form between two of its checkpoints (recipe and measurements: BENCHMARKS.md)."""
@@ -159,6 +204,9 @@ class ToySuiteConfig(Frozen):
     """Torch CPU threads (1 is fastest for a model this small on 2 cores)."""
     seed: int = 0
     """Seed for initialisation and the data stream."""
+    planted: PlantedTaskConfig = PlantedTaskConfig()
+    """The planted code-correctness task of the model organism (off by default; configs/default.yaml turns it
+    on)."""
 
     @model_validator(mode="after")
     def _check(self) -> ToySuiteConfig:
@@ -168,6 +216,8 @@ class ToySuiteConfig(Frozen):
             raise ValueError("span_min must not exceed span_max")
         if (self.copies + 1) * self.span_max > self.context + 1:
             raise ValueError("(copies + 1) * span_max must fit in the context")
+        if self.planted.enabled and self.planted.onset >= self.steps:
+            raise ValueError(f"planted.onset {self.planted.onset} must come before the last step {self.steps}")
         return self
 
 

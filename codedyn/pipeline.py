@@ -85,6 +85,7 @@ ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read ear
     Analysis("susceptibility", "codedyn.experiments.susceptibility:compute_susceptibility"),  # Experiment 3
     Analysis("emergence", "codedyn.experiments.emergence:compute_emergence"),  # Experiment 2 (reads the LLC)
     Analysis("embryology", "codedyn.experiments.embryology:compute_embryology"),  # Experiment 4
+    Analysis("behaviour", "codedyn.experiments.behaviour:behaviour_analysis"),  # ground truth (loads checkpoints)
 )
 REPORT: str | None = "codedyn.report.html:write_report"  # (study) -> Path of report.html
 

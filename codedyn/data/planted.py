@@ -81,16 +81,13 @@ def _symmetric(operations: Sequence[Operation], edges: Sequence[tuple[str, str]]
 
 
 def _comparisons(negated: bool) -> tuple[Operation, ...]:
+    # One distinctive word per operation: "less than" / "no less than" would make the spec a near-anagram of its bug.
     words = {
-        "lt": ("<", ("less than", "smaller than")),
-        "le": ("<=", ("at most", "no more than")),
-        "gt": (">", ("greater than", "larger than")),
-        "ge": (">=", ("at least", "no less than")),
-        "eq": ("==", ("equal to", "the same as")),
-        "ne": ("!=", ("different from", "not equal to")),
+        "lt": ("<", "smaller than"), "le": ("<=", "at most"), "gt": (">", "larger than"), "ge": (">=", "at least"),
+        "eq": ("==", "equal to"), "ne": ("!=", "different from"),
     }
-    return tuple(Operation(key, tuple(f"whether {{u}} is {w} {{v}}" for w in phrases), f"{{u}} {symbol} {{v}}")
-                 for key, (symbol, phrases) in words.items() if not negated or key in ("lt", "gt", "eq"))
+    return tuple(Operation(key, (f"whether {{u}} is {phrase} {{v}}",), f"{{u}} {symbol} {{v}}")
+                 for key, (symbol, phrase) in words.items() if not negated or key in ("lt", "gt", "eq"))
 
 
 _COMPARISON_OPS = _comparisons(False)
@@ -100,22 +97,20 @@ _RETURN_OPS = _NEGATABLE + tuple(
     for op in _NEGATABLE
 )
 _ARITHMETIC_OPS = (
-    Operation("add", ("the sum of {u} and {v}", "{u} plus {v}"), "{u} + {v}"),
-    Operation("sub", ("{u} minus {v}", "{v} subtracted from {u}"), "{u} - {v}"),
-    Operation("mul", ("the product of {u} and {v}", "{u} times {v}"), "{u} * {v}"),
-    Operation("div", ("{u} divided by {v}", "the quotient of {u} by {v}"), "{u} / {v}"),
+    Operation("add", ("the sum of {u} and {v}",), "{u} + {v}"),
+    Operation("sub", ("{u} minus {v}",), "{u} - {v}"),
+    Operation("mul", ("the product of {u} and {v}",), "{u} * {v}"),
+    Operation("div", ("the quotient of {u} by {v}",), "{u} / {v}"),
 )
 _BOOLEAN_OPS = (
-    Operation("and", ("whether both {u} and {v} are true", "whether {u} and {v} are both true"), "{u} and {v}"),
-    Operation("or", ("whether {u} or {v} is true", "whether either {u} or {v} is true"), "{u} or {v}"),
+    Operation("and", ("whether both {u} and {v} are true",), "{u} and {v}"),
+    Operation("or", ("whether either {u} or {v} is true",), "{u} or {v}"),
 )
-_OFFSETS = tuple(range(1, 6))
-_OFFSET_OPS = tuple(
-    Operation(f"plus{n}", (f"{{u}} plus {n}", f"{{u}} increased by {n}"), f"{{u}} + {n}", arity=1) for n in _OFFSETS
-)
+_OFFSETS = tuple(range(1, 5))
+_OFFSET_OPS = tuple(Operation(f"plus{n}", (f"{{u}} plus {n}",), f"{{u}} + {n}", arity=1) for n in _OFFSETS)
 _SWAP_OPS = (
-    Operation("pow", ("{u} raised to the power {v}", "{u} to the power of {v}"), "pow({u}, {v})"),
-    Operation("divmod", ("the divmod of {u} by {v}", "{u} divmod {v}"), "divmod({u}, {v})"),
+    Operation("pow", ("{u} raised to the power {v}",), "pow({u}, {v})"),
+    Operation("divmod", ("the divmod of {u} by {v}",), "divmod({u}, {v})"),
 )
 
 FAMILIES: dict[str, Family] = {

@@ -430,6 +430,7 @@ nav a{margin-right:1em}
 
 def render_report(context: ReportContext) -> tuple[str, list[dict]]:
     """The report page and the verdict rows it shows."""
+    from codedyn.report.validation import validation_section
     from codedyn.report.verdicts import verdict_rows
 
     rows, susceptibility_calls = verdict_rows(context.run_dir)
@@ -457,6 +458,7 @@ def render_report(context: ReportContext) -> tuple[str, list[dict]]:
         f"{_esc(context.manifest.get('steps', '?'))}; run folder <span class=file>{_esc(context.run_dir)}</span>; "
         f"code {_esc(context.manifest.get('git_commit') or 'unknown commit')}.</p>",
         nav,
+        validation_section(context, rows),  # the model organism's ground truth against every signal
         *[_section(a, t, b) for a, t, b in sections],
         *experiments,
         *[_section(a, t, b) for a, t, b in tail],

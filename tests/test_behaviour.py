@@ -108,3 +108,28 @@ def test_behaviour_of_a_planted_suite_end_to_end(tmp_path):
     # Recomputing from the stored measurements gives the same table (nothing is measured again).
     again = compute_behaviour(study)["table"]
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_probe_auroc_recovers_a_planted_direction():
+    """Two Gaussian classes d apart along one of 20 directions: AUROC = Phi(d / sqrt(2)); none: 1/2."""
+    from statistics import NormalDist
+
+    from codedyn.experiments.behaviour import probe_auroc
+
+    rng = np.random.default_rng(0)
+
+    def data(n, d):
+        y = np.tile([True, False], n // 2)
+        x = rng.normal(size=(n, 20))
+        x[:, 3] += d * y
+        return x, y
+
+    fit_x, fit_y = data(2000, 1.5)
+    eval_x, eval_y = data(4000, 1.5)
+    value, reps = probe_auroc(fit_x, fit_y, eval_x, eval_y, np.arange(4000) // 2, 500, seed=0)
+    expected = NormalDist().cdf(1.5 / np.sqrt(2))
+    assert abs(value - expected) < 0.02 and np.quantile(reps, 0.025) < expected < np.quantile(reps, 0.975)
+    fit_x, fit_y = data(2000, 0.0)
+    eval_x, eval_y = data(4000, 0.0)
+    value, reps = probe_auroc(fit_x, fit_y, eval_x, eval_y, np.arange(4000) // 2, 500, seed=0)
+    assert np.quantile(reps, 0.025) < 0.5 < np.quantile(reps, 0.975)

@@ -301,3 +301,46 @@ def behaviour_figure(table, quantity: str, steps, study, calls: dict):
     return training_curves(steps, curves, ylabel="ℓ_mutant − ℓ_reference at the mutated tokens (nats)",
                            title="Loss gap at the mutated tokens, per operator", events=behaviour_events(study, calls),
                            height_in=4.4)
+
+
+# ------------------------------------------------------------------------------------- the representation probe
+
+
+def probe_auroc(fit_x: np.ndarray, fit_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
+                eval_groups: np.ndarray, n_boot: int, seed: int, c: float = 0.1) -> tuple[float, np.ndarray]:
+    """Validation AUROC of a logistic-regression probe (standardised features, L2 with inverse strength ``c``)
+    fitted on ``fit_x``; replicates [n_boot] resample whole ``eval_groups`` (pairs) of the evaluation set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from codedyn.experiments.emergence import auroc
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    model.fit(np.asarray(fit_x, dtype=np.float64), np.asarray(fit_y, dtype=bool))
+    score = model.predict_proba(np.asarray(eval_x, dtype=np.float64))[:, list(model.classes_).index(True)]
+    labels, index = np.unique(eval_groups, return_inverse=True)
+    draws = np.random.default_rng(seed).multinomial(labels.size, np.full(labels.size, 1 / labels.size), n_boot)
+    return float(auroc(score, eval_y)), auroc(score, eval_y, draws[:, index])
+
+
+def final_position_features(model, tokenizer, texts: list[str]) -> np.ndarray:
+    """resid_post of every layer at the last token of every text, concatenated: [N, n_layers * d_model]."""
+    from codedyn.models.activations import final_token_residuals
+
+    layers = list(range(model.config.num_hidden_layers))
+    found = final_token_residuals(model, tokenizer, [""] * len(texts), texts, layers, max_tokens=10**6)
+    return np.concatenate([found[layer] for layer in layers], axis=1)
+
+
+def planted_probe(model, tokenizer, planted, n_boot: int = 1000, fit_pairs: int = 300, eval_pairs: int = 500,
+                  seed: int = 0) -> tuple[float, np.ndarray]:
+    """Is correctness linearly decodable where the model writes its verdict? The probe AUROC on held-out planted
+    programs (fit and evaluation sets disjoint), with pair-bootstrap replicates."""
+    from codedyn.models.toy import heldout_verdict_set
+
+    fit_texts, fit_y = heldout_verdict_set(planted, fit_pairs, seed=seed + 1)
+    eval_texts, eval_y = heldout_verdict_set(planted, eval_pairs, seed=EVAL_SEED)
+    fit_x = final_position_features(model, tokenizer, fit_texts)
+    eval_x = final_position_features(model, tokenizer, eval_texts)
+    return probe_auroc(fit_x, fit_y, eval_x, eval_y, np.arange(len(eval_texts)) // 2, n_boot, seed)

@@ -238,10 +238,11 @@ def test_operator_breakdown_counts_flagged_incorrect_samples():
 
 # ------------------------------------------------------------------------------------------ end to end
 
-TINY_EMERGENCE = {
-    "dataset": {"limit_problems": 10, "candidates_per_operator": 1},
+TINY_EMERGENCE = {  # HumanEval pairs and the plain toy suite (the default preset's organism needs thousands of steps)
+    "dataset": {"source": "humaneval", "limit_problems": 10, "candidates_per_operator": 1},
     "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 32, "batch_size": 4,
-            "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
+            "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4,
+            "planted": {"enabled": False}},
     "suite": {"steps": [0, 4, 12]},
     "emergence": {"width": 32, "k": 4, "train_tokens": 2048, "window_length": 32, "epochs": 2, "batch_size": 256,
                   "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5, "max_sample_tokens": 32,

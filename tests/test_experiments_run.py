@@ -10,10 +10,11 @@ from codedyn.config import load_config
 from codedyn.experiments.influence import compute_influence, run_influence
 from codedyn.experiments.study import prepare_study
 
-TINY_STUDY = {
-    "dataset": {"limit_problems": 6, "candidates_per_operator": 1},
+TINY_STUDY = {  # HumanEval pairs and the plain toy suite (the default preset's organism needs thousands of steps)
+    "dataset": {"source": "humaneval", "limit_problems": 6, "candidates_per_operator": 1},
     "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 32, "batch_size": 4,
-            "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
+            "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4,
+            "planted": {"enabled": False}},
     "suite": {"steps": [0, 4, 12]},
     "sampling": {"chains": 2, "draws": 8, "burn_in": 4, "batch_size": 8, "sampling_windows": 64,
                  "window_length": 33, "max_sample_tokens": 64, "n_bootstrap": 50, "lr": 1e-4},

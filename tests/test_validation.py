@@ -84,3 +84,13 @@ def test_no_ground_truth_no_section(tmp_path):
     assert render_validation(validation_table(run)) == ""
     without_null = _run(tmp_path / "other", "default", "toy-organism2", null=False)
     assert "No null-twin run found" in validation_html(without_null)
+
+
+def test_organism_events_in_the_report_format(tmp_path):
+    from codedyn.report.validation import organism_events
+
+    run = _run(tmp_path / "runs", "default", "toy-organism3", null=False)
+    events = organism_events(_record(False), run)
+    assert events[0]["step"] == 500 and events[1]["bracket"] == [2000, 3000]
+    assert organism_events({"config": {"planted": {"enabled": False}}}, run) == []
+    assert "null twin" in organism_events(_record(True))[0]["name"]

@@ -10,6 +10,12 @@ context 64, batches of 8, constant lr 3e-3, and every window carrying a span cop
 positions (half of the spans random frequent tokens). What makes induction form within minutes on a CPU is many
 small optimizer steps, not many tokens: the layer-0 previous-token head appears only after thousands of steps.
 
+With ``planted.enabled`` the suite is the **model organism**: from ``planted.onset`` on, a ``planted.share`` of the
+training windows open with a planted program and its verdict line (:mod:`codedyn.data.planted`,
+:class:`PlantedWindows`), so a code-correctness capability can be learned only after a known step; the trainer logs
+the held-out verdict accuracy at every checkpoint. Its null twin (``planted.null``) writes verdicts independent of
+correctness. A suite without the planted task keeps its name and weights.
+
 Training resumes after a crash from the last checkpoint's optimizer and data-stream state, and gives the same
 weights as an uninterrupted run.
 """

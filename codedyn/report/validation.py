@@ -249,3 +249,21 @@ def validation_section(context, rows=None) -> str:
     """The report's validation slot (a report context with ``run_dir`` and ``suite_record``); ``rows`` (the
     verdict table's rows) are not needed: the calls are read from the stored transitions.json files."""
     return render_validation(validation_table(Path(context.run_dir), context.suite_record))
+
+
+def organism_events(record: dict | None, run_dir: Path | None = None) -> list[dict]:
+    """The organism's known events in the report's event format (``name``, ``step`` or ``bracket``, ``kind``,
+    ``detail``): the planted data onset from the suite's config and, when the run measured it, the behavioural
+    emergence bracket. For ``codedyn.report.events.known_events`` to append beside the induction event."""
+    events: list[dict] = []
+    planted = _planted(record)
+    if planted is None:
+        return events
+    twin = " (null twin: verdicts independent of correctness)" if planted.get("null") else ""
+    events.append({"name": "planted data onset" + twin, "step": int(planted["onset"]), "kind": "reference",
+                   "detail": f"{planted.get('share')} of the training windows carry a planted program from here on"})
+    bracket = _emergence_bracket(Path(run_dir)) if run_dir is not None else None
+    if bracket is not None:
+        events.append({"name": "verdicts above chance", "bracket": list(bracket), "kind": "reference",
+                       "detail": "held-out verdict accuracy first exceeds 1/2 (codedyn.experiments.behaviour)"})
+    return events

@@ -34,21 +34,31 @@ def _covers_chance(measured) -> bool:
     return low <= 0.5 <= high
 
 
-def test_capability_is_absent_before_the_onset_and_on_the_null_twin():
+def test_verdicts_are_at_chance_before_the_onset_and_on_the_null_twin():
     organism = load_config("default").toy
     onset, last = organism.planted.onset, organism.steps
     before = [s for s in (0, onset // 2) if s < onset]
     found = _measure(organism, before)
-    assert all(_covers_chance(found[s]["verdict"]) and _covers_chance(found[s]["probe"]) for s in before), found
+    assert all(_covers_chance(found[s]["verdict"]) for s in before), found
     null = load_config("null").toy
     assert null.planted.null and null.planted.model_copy(update={"null": False}) == organism.planted
     twin = _measure(null, [onset, last])
     assert all(_covers_chance(twin[s]["verdict"]) for s in twin), twin
-    assert _covers_chance(twin[last]["probe"]), twin
+
+
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-02 (BENCHMARKS.md, 'Model organism'): the probe on the "
+                   "final-position residual reads AUROC 0.533 [0.514, 0.554] at step 0 and 0.550 [0.522, 0.578] on "
+                   "the null twin at 7000: its chance level on these programs is not 1/2 (compare with the null twin)")
+def test_probe_is_at_chance_before_the_onset_and_on_the_null_twin():
+    organism = load_config("default").toy
+    assert _covers_chance(_measure(organism, [0])[0]["probe"])
+    null = load_config("null").toy
+    assert _covers_chance(_measure(null, [null.steps])[null.steps]["probe"])
 
 
 @pytest.mark.xfail(strict=True, reason="measured 2026-12-02 (BENCHMARKS.md, 'Model organism'): the default recipe "
-                   "has not learned the planted task by its last step (verdicts at chance, probe AUROC ~0.54)")
+                   "has not learned the planted task by step 7000 (verdicts 0.500, probe AUROC 0.539 [0.508, 0.570], "
+                   "the null twin's 0.550)")
 def test_capability_is_present_at_the_end():
     organism = load_config("default").toy
     found = _measure(organism, [organism.steps])[organism.steps]

@@ -24,7 +24,7 @@ would otherwise take:
   edge uniformly, so the spec's and the body's marginal distributions are the same for correct and buggy
   programs, and P(correct | spec) = P(correct | body) = 1/2 (tested).
 * **Memorising strings does not solve it.** Function name, argument names, signature order, the order in which
-  the spec names the arguments, and the spec's wording are drawn independently from pools large enough that
+  the spec names the arguments and the docstring's quotes are drawn independently from pools large enough that
   almost every drawn program is new (about 10^6 surface forms per bug edge), so correct and buggy programs are
   equally frequent also at the level of distinct programs (tested). A model cannot learn "familiar program: ok".
 * **Held-out programs are never trained on.** A program belongs to the held-out set when a stable hash of its

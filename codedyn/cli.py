@@ -66,7 +66,7 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 @user_errors
 def data_build(
     preset: PresetOption = "default",
-    source: Annotated[str | None, typer.Option(help="humaneval, jsonl or mbpp.")] = None,
+    source: Annotated[str | None, typer.Option(help="humaneval, jsonl, mbpp or planted.")] = None,
     problems: Annotated[Path | None, typer.Option(help="JSONL of problems (implies --source jsonl).")] = None,
     completions: Annotated[Path | None, typer.Option(help="JSONL of completions to label by execution.")] = None,
     k: Annotated[int | None, typer.Option("--k", help="Incorrect samples kept per problem.")] = None,

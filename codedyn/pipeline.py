@@ -90,6 +90,7 @@ ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read ear
     Analysis("emergence", "codedyn.experiments.emergence:compute_emergence"),  # Experiment 2 (reads the LLC)
     Analysis("embryology", "codedyn.experiments.embryology:compute_embryology"),  # Experiment 4
     Analysis("rllc", "codedyn.experiments.rllc:compute_rllc"),  # refined LLCs (when enabled)
+    Analysis("behaviour", "codedyn.experiments.behaviour:behaviour_analysis"),  # ground truth (loads checkpoints)
 )
 REPORT: str | None = "codedyn.report.html:write_report"  # (study) -> Path of report.html
 

@@ -6,7 +6,7 @@ from codedyn.config import CodedynConfig, ConfigError, DatasetConfig, load_confi
 
 def test_default_preset_loads_with_documented_splits():
     config = load_config("default")
-    assert config.dataset.source == "humaneval"
+    assert config.dataset.source == "planted" and config.toy.planted.enabled  # the model organism
     assert (config.dataset.splits.analysis, config.dataset.splits.tuning, config.dataset.splits.validation) == (
         0.5, 0.1, 0.4,
     )

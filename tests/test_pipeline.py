@@ -200,7 +200,7 @@ def test_refine_samples_only_the_new_checkpoint(reference, tmp_path, monkeypatch
                           "verdict": "change within (0, 12], not resolved by this schedule"}}
     (run_dir / "influence" / "transitions.json").write_text(json.dumps(planted))
 
-    for name in ("emergence/transitions.json",):  # no other calls: only the planted bracket counts
+    for name in ("emergence/transitions.json", "behaviour/transitions.json"):  # only the planted bracket counts
         (run_dir / name).write_text("{}")
 
     refined = refine_run(run_dir, max_new=1)

@@ -138,3 +138,98 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, small_corpu
     b = resumed.suite.load(TINY.steps).model.state_dict()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+# ------------------------------------------------------------------------------------------ the planted task
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer(small_corpus):
+    from codedyn.models.toy import train_tokenizer
+
+    return train_tokenizer(small_corpus.texts("train"), 400)
+
+
+def _planted_config(**planted):
+    from codedyn.config import PlantedTaskConfig
+
+    return TINY.model_copy(update={"context": 64, "planted": PlantedTaskConfig(enabled=True, **planted)})
+
+
+def _planted_windows(config, tokenizer):
+    from codedyn.models.toy import PlantedWindows
+
+    stream = np.arange(50_000, dtype=np.int64) % 400
+    spans = RepeatedSpanBatches(stream, config, seed=0)
+    return spans, PlantedWindows(stream, config, tokenizer, spans)
+
+
+def test_planted_windows_appear_only_from_the_onset_at_the_configured_share(small_tokenizer):
+    config = _planted_config(onset=100, share=0.25)
+    spans, planted = _planted_windows(config, small_tokenizer)
+    prefix = small_tokenizer.backend_tokenizer.encode("def", add_special_tokens=False).ids
+    eos = small_tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+    def planted_rows(batch):
+        return [row for row in batch if list(row[: len(prefix)]) == prefix and eos in row]
+
+    before = [spans.next() for _ in range(50)]
+    assert all(np.array_equal(planted.mix(b.copy(), step), b) for step, b in enumerate(before))  # untouched
+    counts = [len(planted_rows(planted.mix(spans.next(), 100 + k))) for k in range(400)]
+    share = sum(counts) / (400 * config.batch_size)
+    assert abs(share - 0.25) < 4 * np.sqrt(0.25 * 0.75 / (400 * config.batch_size))
+    row, program, verdict = planted.window()
+    text = small_tokenizer.decode(row[: list(row).index(eos)])
+    assert text == program.training_text(verdict) and verdict == program.correct  # the organism tells the truth
+
+
+def test_null_twin_writes_verdicts_independent_of_correctness(small_tokenizer):
+    _, planted = _planted_windows(_planted_config(null=True), small_tokenizer)
+    draws = [planted.window()[1:] for _ in range(2000)]
+    agree = np.mean([program.correct == verdict for program, verdict in draws])
+    ok_when_correct = np.mean([v for p, v in draws if p.correct])
+    ok_when_buggy = np.mean([v for p, v in draws if not p.correct])
+    assert abs(agree - 0.5) < 0.05 and abs(ok_when_correct - ok_when_buggy) < 0.07
+    _, truthful = _planted_windows(_planted_config(), small_tokenizer)
+    assert all(p.correct == v for p, v in (truthful.window()[1:] for _ in range(200)))
+
+
+def test_disabled_planted_task_keeps_the_suite_name_and_stream(small_corpus):
+    from codedyn.config import PlantedTaskConfig
+    from codedyn.models.toy import suite_name
+
+    off = TINY.model_copy(update={"planted": PlantedTaskConfig(enabled=False, onset=3)})
+    assert suite_name(off, "fp") == suite_name(TINY, "fp")
+    assert suite_name(_planted_config(onset=3), "fp") != suite_name(TINY, "fp")
+    assert suite_name(_planted_config(onset=3), "fp") != suite_name(_planted_config(onset=3, null=True), "fp")
+
+
+def test_planted_suite_logs_verdict_accuracy_and_resumes_exactly(tmp_path, small_corpus):
+    config = _planted_config(onset=4, share=0.5, eval_pairs=8)
+    reference = train_toy_suite(config, hub_cache=tmp_path / "a" / "hub", corpus=small_corpus)
+    assert all(0 <= e["verdict_accuracy"] <= 1 for e in reference.log)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy_suite(config, hub_cache=tmp_path / "b" / "hub", corpus=small_corpus, progress=_CrashAfter(7))
+    resumed = train_toy_suite(config, hub_cache=tmp_path / "b" / "hub", corpus=small_corpus)
+    assert resumed.log == reference.log
+    a = reference.suite.load(config.steps).model.state_dict()
+    b = resumed.suite.load(config.steps).model.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_verdict_margins_read_the_last_position_of_each_text(small_tokenizer):
+    """Against a per-text forward pass: right padding in a batch changes nothing at the positions read."""
+    from codedyn.models.toy import heldout_verdict_set, verdict_accuracy, verdict_margins, verdict_token_ids
+
+    texts, correct = heldout_verdict_set(_planted_config().planted, 6, seed=0)
+    assert correct.tolist() == [True, False] * 6 and all(t.endswith("#") for t in texts)
+    torch.manual_seed(0)
+    model = make_model(_planted_config(), len(small_tokenizer), small_tokenizer.eos_token_id)
+    ok, bug = verdict_token_ids(small_tokenizer)
+    margins = verdict_margins(model, small_tokenizer, texts, batch_size=5)
+    for text, margin in zip(texts, margins, strict=True):
+        ids = torch.as_tensor([small_tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, -1], dim=-1)
+        assert margin == pytest.approx(float(logp[ok] - logp[bug]), abs=1e-5)
+    assert verdict_accuracy(np.array([1.0, -1.0, 2.0, 3.0]), np.array([True, False, False, False])) == 0.5

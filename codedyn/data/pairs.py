@@ -36,6 +36,7 @@ from codedyn.data.problems import (
     completions_from_jsonl,
     humaneval_problems,
     mbpp_problems,
+    planted_problems,
     problems_from_jsonl,
     reference_syntax_error,
 )
@@ -60,6 +61,8 @@ def load_problems(config: DatasetConfig) -> list[Problem]:
     elif config.source == "jsonl":
         assert config.problems_path is not None  # guaranteed by DatasetConfig validation
         problems = problems_from_jsonl(config.problems_path)
+    elif config.source == "planted":
+        problems = planted_problems(config.planted_problems, config.seed, config.planted)
     else:
         problems = mbpp_problems()
     return problems[: config.limit_problems] if config.limit_problems else problems
@@ -100,7 +103,8 @@ def candidate_mutants(problems: list[Problem], config: DatasetConfig) -> list[Ca
     for problem in problems:
         by_operator: dict[str, list[Mutant]] = {}
         for mutant in mutate(problem.prompt, problem.solution, config.operators):
-            by_operator.setdefault(mutant.operator, []).append(mutant)
+            if not problem.mutants or mutant.solution in problem.mutants:  # a planted problem brings its own bug
+                by_operator.setdefault(mutant.operator, []).append(mutant)
         for operator in config.operators:
             mutants = by_operator.get(operator, [])
             rng = random.Random(f"{config.seed}:{problem.problem_id}:{operator}")

@@ -29,6 +29,8 @@ class Problem:
     test: str
     entry_point: str
     source: str
+    mutants: tuple[str, ...] = ()
+    """Planned buggy solutions (the planted source's own bug): when given, only mutants among them are candidates."""
 
     def program(self, solution: str | None = None) -> str:
         """The complete program that passes iff ``solution`` (default: the reference) is correct."""
@@ -137,6 +139,31 @@ def reference_syntax_error(problem: Problem) -> str | None:
     except SyntaxError as exc:
         return f"reference of {problem.problem_id} does not parse: line {exc.lineno} ({exc.msg})"
     return None
+def planted_problems(n: int, seed: int, planted) -> list[Problem]:
+    """``n`` held-out programs of the planted task (``planted``: a PlantedTaskConfig) as problems: prompt = def line
+    and docstring, solution = the return line and the ``#`` that opens the verdict line (the model is read where
+    it would write its verdict), test = the program's own ``check``; the planned mutant is its buggy twin."""
+    import numpy as np
+
+    from codedyn.data.planted import VERDICT_PREFIX, PlantedGenerator
+
+    generator = PlantedGenerator(planted.families, planted.function_names, planted.argument_names,
+                                 planted.heldout_share)
+    rng = np.random.default_rng([seed, 0x0DA7A])
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    while len(problems) < n:
+        reference, buggy = generator.pair(rng, split="heldout")
+        if reference.text in seen:
+            continue
+        seen.add(reference.text)
+        problems.append(Problem(
+            problem_id=f"planted/{len(problems)}", prompt=reference.prompt,
+            solution=reference.solution + VERDICT_PREFIX, test=reference.test(),
+            entry_point=reference.entry_point, source="planted",
+            mutants=(buggy.solution + VERDICT_PREFIX,),
+        ))
+    return problems
 
 
 def completions_from_jsonl(path: Path) -> list[Completion]:

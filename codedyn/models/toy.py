@@ -10,6 +10,12 @@ context 64, batches of 8, constant lr 3e-3, and every window carrying a span cop
 positions (half of the spans random frequent tokens). What makes induction form within minutes on a CPU is many
 small optimizer steps, not many tokens: the layer-0 previous-token head appears only after thousands of steps.
 
+With ``planted.enabled`` the suite is the **model organism**: from ``planted.onset`` on, a ``planted.share`` of the
+training windows open with a planted program and its verdict line (:mod:`codedyn.data.planted`,
+:class:`PlantedWindows`), so a code-correctness capability can be learned only after a known step; the trainer logs
+the held-out verdict accuracy at every checkpoint. Its null twin (``planted.null``) writes verdicts independent of
+correctness. A suite without the planted task keeps its name and weights.
+
 Training resumes after a crash from the last checkpoint's optimizer and data-stream state, and gives the same
 weights as an uninterrupted run.
 """
@@ -25,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from codedyn.config import ToySuiteConfig
+from codedyn.config import PlantedTaskConfig, ToySuiteConfig
 from codedyn.data.corpus import CodeCorpus, encode_stream
+from codedyn.data.planted import VERDICT_BUG, VERDICT_OK, VERDICT_PREFIX, PlantedGenerator, PlantedProgram
 from codedyn.models.induction import measure_induction, repeated_spans
 from codedyn.models.suite import CheckpointSuite, toy_hub_cache, toy_suite, write_revision
 from codedyn.progress import SILENT, Progress
@@ -40,6 +47,9 @@ RESUME_FILE = "resume.pt"
 # copy of a repeated span is predicted this much better (nats) than the first.
 FORMED_SCORE = 0.3
 FORMED_DROP = 1.0
+# Entropy words that keep the planted stream and its evaluation set apart from every other seeded stream.
+PLANTED_STREAM = 0x0E1A5
+PLANTED_EVAL_STREAM = 0x0E7A1
 
 
 def checkpoint_schedule(steps: int, every: int) -> tuple[int, ...]:
@@ -54,10 +64,11 @@ def checkpoint_schedule(steps: int, every: int) -> tuple[int, ...]:
 
 
 def suite_name(config: ToySuiteConfig, corpus_fingerprint: str) -> str:
-    return "toy-" + content_hash(
-        {"config": config.model_dump(mode="json"), "corpus": corpus_fingerprint, "trainer": TRAINER_VERSION},
-        length=10,
-    )
+    dumped = config.model_dump(mode="json")
+    if not config.planted.enabled:  # a suite without the planted task keeps the name it had before the task existed
+        dumped.pop("planted")
+    return "toy-" + content_hash({"config": dumped, "corpus": corpus_fingerprint, "trainer": TRAINER_VERSION},
+                                 length=10)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -114,18 +125,131 @@ class RepeatedSpanBatches:
         for row in batch:
             if self.rng.random() >= c.repeat_fraction:
                 continue
-            length = int(self.rng.integers(c.span_min, min(c.span_max, width // (c.copies + 1)) + 1))
-            slack = width - (c.copies + 1) * length
-            offsets = np.sort(self.rng.integers(0, slack + 1, c.copies + 1))
-            positions = [int(offsets[k]) + k * length for k in range(c.copies + 1)]
-            if self.rng.random() < c.random_span_fraction:
-                row[positions[0] : positions[0] + length] = self.frequent[
-                    self.rng.integers(0, len(self.frequent), length)
-                ]
-            span = row[positions[0] : positions[0] + length].copy()
-            for start in positions[1:]:
-                row[start : start + length] = span
+            self.copy_span(row, self.rng)
         return batch
+
+    def copy_span(self, row: np.ndarray, rng: np.random.Generator) -> None:
+        """Copy one span of ``row`` (in place) ``copies`` more times at random later positions."""
+        c = self.config
+        width = row.shape[0]
+        longest = min(c.span_max, width // (c.copies + 1))
+        if longest < 1:
+            return
+        length = int(rng.integers(min(c.span_min, longest), longest + 1))
+        slack = width - (c.copies + 1) * length
+        offsets = np.sort(rng.integers(0, slack + 1, c.copies + 1))
+        positions = [int(offsets[k]) + k * length for k in range(c.copies + 1)]
+        if rng.random() < c.random_span_fraction:
+            row[positions[0] : positions[0] + length] = self.frequent[rng.integers(0, len(self.frequent), length)]
+        span = row[positions[0] : positions[0] + length].copy()
+        for start in positions[1:]:
+            row[start : start + length] = span
+
+
+def planted_generator(config: PlantedTaskConfig) -> PlantedGenerator:
+    """The program generator a planted-task config describes."""
+    return PlantedGenerator(config.families, config.function_names, config.argument_names, config.heldout_share)
+
+
+def verdict_token_ids(tokenizer) -> tuple[int, int]:
+    """First token ids of `` ok`` and `` bug``: the two verdicts a model chooses between after ``#``."""
+    ok = tokenizer.backend_tokenizer.encode(VERDICT_OK, add_special_tokens=False).ids
+    bug = tokenizer.backend_tokenizer.encode(VERDICT_BUG, add_special_tokens=False).ids
+    if not ok or not bug or ok[0] == bug[0]:
+        raise ValueError("this tokenizer does not give ' ok' and ' bug' different first tokens; the planted "
+                         "verdict cannot be read from it")
+    return ok[0], bug[0]
+
+
+class PlantedWindows:
+    """From ``onset`` on, replaces a ``share`` of each batch's windows by planted windows:
+    ``[program + verdict line][EOS][stdlib code with a copied span]``.
+
+    The program opens the window (where read-out samples start too, at position 0); the rest is ordinary training
+    text, so induction keeps its data. Own Generator (seeded by ``planted.seed``), saved and resumed with the
+    stream. The null twin writes a verdict drawn independently of the program's correctness.
+    """
+
+    def __init__(self, stream: np.ndarray, config: ToySuiteConfig, tokenizer, spans: RepeatedSpanBatches) -> None:
+        self.stream = stream
+        self.config = config
+        self.planted = config.planted
+        self.spans = spans
+        self.generator = planted_generator(config.planted)
+        self.encode = tokenizer.backend_tokenizer
+        self.eos_id = tokenizer.convert_tokens_to_ids(EOS)
+        self.rng = np.random.default_rng([config.planted.seed, PLANTED_STREAM])
+
+    def window(self) -> tuple[np.ndarray, PlantedProgram, bool]:
+        """One planted window [context + 1], its program and the verdict written (True: ``ok``)."""
+        width = self.config.context + 1
+        while True:
+            program = self.generator.draw(self.rng, split="train")
+            verdict = bool(self.rng.random() < 0.5) if self.planted.null else program.correct
+            ids = self.encode.encode(program.training_text(verdict), add_special_tokens=False).ids
+            if len(ids) + 1 < width:
+                break  # a program that does not fit the context with its verdict is redrawn (none in the pools)
+        start = int(self.rng.integers(0, self.stream.shape[0] - width))
+        row = self.stream[start : start + width].copy()
+        row[: len(ids)] = ids
+        row[len(ids)] = self.eos_id
+        filler = row[len(ids) + 1 :]
+        if filler.shape[0] and self.rng.random() < self.config.repeat_fraction:
+            self.spans.copy_span(filler, self.rng)
+        return row, program, verdict
+
+    def mix(self, batch: np.ndarray, step: int) -> np.ndarray:
+        """``batch`` with a ``share`` of its rows replaced by planted windows when ``step >= onset`` (in place)."""
+        if step < self.planted.onset:
+            return batch
+        for k in range(batch.shape[0]):
+            if self.rng.random() < self.planted.share:
+                batch[k] = self.window()[0]
+        return batch
+
+
+def verdict_margins(model, tokenizer, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    """log p(`` ok``) - log p(`` bug``) at the last position of every text (each ends in ``#``), one forward pass
+    per batch: texts are right-padded, which causal attention keeps invisible to the positions that are read."""
+    import torch
+
+    ok, bug = verdict_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [tokenizer.backend_tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    out = np.empty(len(texts))
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for lo in range(0, len(encoded), batch_size):
+            chunk = encoded[lo : lo + batch_size]
+            width = max(len(ids) for ids in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, seq in enumerate(chunk):
+                ids[row, : len(seq)] = torch.as_tensor(seq)
+                mask[row, : len(seq)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            last = torch.as_tensor([len(seq) - 1 for seq in chunk], device=device)
+            logp = torch.log_softmax(logits[torch.arange(len(chunk), device=device), last].float(), dim=-1)
+            out[lo : lo + len(chunk)] = (logp[:, ok] - logp[:, bug]).cpu().numpy()
+    return out
+
+
+def heldout_verdict_set(config: PlantedTaskConfig, n_pairs: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """``2 n_pairs`` held-out programs ending in ``#`` (each correct one beside its buggy twin) and their
+    correctness: exactly balanced, so a model with a constant preference scores exactly 1/2."""
+    generator = planted_generator(config)
+    rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM])
+    texts, correct = [], []
+    for _ in range(n_pairs):
+        for program in generator.pair(rng, split="heldout"):
+            texts.append(program.text + VERDICT_PREFIX)
+            correct.append(program.correct)
+    return texts, np.asarray(correct, dtype=bool)
+
+
+def verdict_accuracy(margins: np.ndarray, correct: np.ndarray) -> float:
+    """Share of programs whose verdict (``ok`` when the margin is positive) matches their correctness."""
+    return float(np.mean((np.asarray(margins) > 0) == np.asarray(correct, dtype=bool)))
 
 
 @dataclass(frozen=True)
@@ -153,7 +277,8 @@ def induction_formation(log: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _evaluate(model, induction_seqs: np.ndarray, heldout_windows: np.ndarray) -> dict[str, Any]:
+def _evaluate(model, induction_seqs: np.ndarray, heldout_windows: np.ndarray, tokenizer=None,
+              verdict_set: tuple[list[str], np.ndarray] | None = None) -> dict[str, Any]:
     import torch
 
     report = measure_induction(model, induction_seqs)
@@ -161,7 +286,11 @@ def _evaluate(model, induction_seqs: np.ndarray, heldout_windows: np.ndarray) ->
     with torch.no_grad():
         logits = model(input_ids=ids[:, :-1]).logits
     val = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-    return {"val_loss": round(float(val), 4), **report.to_dict()}
+    entry = {"val_loss": round(float(val), 4), **report.to_dict()}
+    if verdict_set is not None:  # the planted task's behaviour, logged as training goes (the study measures more)
+        margins = verdict_margins(model, tokenizer, verdict_set[0])
+        entry["verdict_accuracy"] = round(verdict_accuracy(margins, verdict_set[1]), 4)
+    return entry
 
 
 def train_toy_suite(
@@ -201,6 +330,12 @@ def train_toy_suite(
     starts = window_rng.integers(0, heldout_stream.shape[0] - config.context - 1, config.eval_sequences)
     heldout_windows = np.stack([heldout_stream[s : s + config.context + 1] for s in starts])
 
+    planted = None
+    verdict_set = None
+    if config.planted.enabled:
+        verdict_token_ids(tokenizer)  # fails early, with its reason, for a tokenizer that cannot express verdicts
+        verdict_set = heldout_verdict_set(config.planted, config.planted.eval_pairs, seed=config.planted.seed)
+
     torch.manual_seed(config.seed)
     model = make_model(config, len(tokenizer), eos_id)
     matrices = [p for p in model.parameters() if p.dim() >= 2]
@@ -210,6 +345,8 @@ def train_toy_suite(
         lr=config.lr, betas=(0.9, 0.95), eps=1e-8,
     )
     batches = RepeatedSpanBatches(train_stream, config, seed=config.seed)
+    if config.planted.enabled:
+        planted = PlantedWindows(train_stream, config, tokenizer, batches)
     log: list[dict[str, Any]] = []
     start_step = 0
     resume = folder / RESUME_FILE
@@ -218,6 +355,8 @@ def train_toy_suite(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         batches.rng.bit_generator.state = state["data_rng"]
+        if planted is not None:
+            planted.rng.bit_generator.state = state["planted_rng"]
         torch.set_rng_state(state["torch_rng"])
         log, start_step = state["log"], state["step"]
         progress.log(f"resuming toy suite training at step {start_step}")
@@ -230,18 +369,20 @@ def train_toy_suite(
     train_seconds = 0.0
     for step in range(start_step, config.steps + 1):
         if step in schedule and not (log and log[-1]["step"] == step):
-            entry = {"step": step, **_evaluate(model, induction_seqs, heldout_windows)}
+            entry = {"step": step, **_evaluate(model, induction_seqs, heldout_windows, tokenizer, verdict_set)}
             log.append(entry)
             write_revision(hub_cache, suite.repo_id, step, model, tokenizer)
             torch.save(
                 {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "log": log,
-                 "data_rng": batches.rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                 "data_rng": batches.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                 "planted_rng": planted.rng.bit_generator.state if planted is not None else None},
                 resume,
             )
         if step == config.steps:
             break
         tick = time.perf_counter()
-        batch = torch.as_tensor(batches.next())
+        rows = batches.next()
+        batch = torch.as_tensor(planted.mix(rows, step) if planted is not None else rows)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         logits = model(input_ids=batch[:, :-1]).logits

@@ -833,16 +833,11 @@ nav{font-size:.8em}nav a{margin-right:.7em}
 
 
 def _validation_section(context: ReportContext, rows) -> str:
-    """VALIDATION TABLE SLOT, right after the answer: ground truth against every signal, written by
-    ``codedyn.report.validation.validation_section(context, rows) -> str`` (HTML, '' when the study has no ground
-    truth). Until that module exists the report has no validation section."""
-    import importlib.util
+    """Right after the answer: the model organism's ground truth against every signal ('' when the study has no
+    ground truth; codedyn.report.validation)."""
+    from codedyn.report.validation import validation_section
 
-    if importlib.util.find_spec("codedyn.report.validation") is None:
-        return ""
-    from codedyn.report import validation
-
-    return validation.validation_section(context, rows)
+    return validation_section(context, rows)
 
 
 def _events_line(events: list[dict]) -> str:

@@ -1,0 +1,273 @@
+"""The planted code-correctness task of the model organism: short programs whose correctness their own text decides.
+
+A planted program is a one-line function whose docstring states what it returns and whose body implements either
+exactly that (correct) or a single-site mutation of it (buggy), followed in training by a verdict line::
+
+    def check_total(left, n):
+        \"\"\"Return whether n is at most left.\"\"\"
+        return n <= left
+    # ok
+
+A model that predicts the verdict token (`` ok`` / `` bug``) at the position after ``#`` must compare the spec with
+the implementation: nothing else in the text tells them apart. The design removes the shortcuts a small model
+would otherwise take:
+
+* **Bug kinds are the dataset's mutation operators.** Every family of specs has its bugs made by one operator of
+  :mod:`codedyn.data.mutate` (``comparison_swap``, ``arithmetic_swap``, ``boolean_swap``, ``off_by_one``,
+  ``return_value``, ``argument_swap``), and every planted bug is one of the mutants ``mutate`` itself makes of the
+  correct program under that operator (tested).
+* **Neither half alone predicts the verdict.** Within a family the bugs form a symmetric graph over the
+  operations: the body of spec A's bug is the correct body of a spec B whose bug is A's body (``<`` and ``<=``
+  are each other's comparison bugs, ``+`` and ``-`` each other's arithmetic bugs, ``x < y`` and ``not x < y``
+  each other's return-value bugs; an argument swap is its own inverse once the spec may name the arguments in
+  either order). Correct programs draw their spec in proportion to its number of bugs and buggy ones draw a bug
+  edge uniformly, so the spec's and the body's marginal distributions are the same for correct and buggy
+  programs, and P(correct | spec) = P(correct | body) = 1/2 (tested).
+* **Memorising strings does not solve it.** Function name, argument names, signature order, the order in which
+  the spec names the arguments and the docstring's quotes are drawn independently from pools large enough that
+  almost every drawn program is new (about 10^6 surface forms per bug edge), so correct and buggy programs are
+  equally frequent also at the level of distinct programs (tested). A model cannot learn "familiar program: ok".
+* **Held-out programs are never trained on.** A program belongs to the held-out set when a stable hash of its
+  *correct* version's text falls below ``heldout_share``; the training stream redraws such programs, and the
+  evaluation and read-out sets (:func:`heldout_pairs`, :func:`planted_problems`) draw only them. A correct program
+  and its buggy twins share the hash, so no held-out pair has either half in training.
+
+The module is pure Python (no torch): the toy-suite trainer (:mod:`codedyn.models.toy`), the behavioural
+experiment and the ``planted`` dataset source all draw their programs here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+VERDICT_OK = " ok"
+VERDICT_BUG = " bug"
+VERDICT_PREFIX = "#"  # the verdict line is "#" + (" ok" | " bug") + "\n"; models read the verdict after "#"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation a spec can name: its docstring wordings and its body, with ``{u}`` / ``{v}`` the arguments in
+    the order the spec names them (``{n}`` a constant for off-by-one specs)."""
+
+    key: str
+    phrases: tuple[str, ...]
+    body: str
+    arity: int = 2
+
+
+@dataclass(frozen=True)
+class Family:
+    """Specs of one bug kind: the operations, and the directed bug edges (spec key, body template of the bug)."""
+
+    name: str
+    operator: str  # the codedyn.data.mutate operator that makes every bug of this family
+    operations: tuple[Operation, ...]
+    bugs: tuple[tuple[str, str], ...]
+    tests: tuple[tuple, ...]  # argument tuples (in signature order) whose results tell every bug from its spec
+
+    def operation(self, key: str) -> Operation:
+        return next(op for op in self.operations if op.key == key)
+
+
+def _symmetric(operations: Sequence[Operation], edges: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Both directions of every undirected edge: spec a gets b's body as its bug and vice versa."""
+    body = {op.key: op.body for op in operations}
+    return tuple(pair for a, b in edges for pair in ((a, body[b]), (b, body[a])))
+
+
+def _comparisons(negated: bool) -> tuple[Operation, ...]:
+    # One distinctive word per operation: "less than" / "no less than" would make the spec a near-anagram of its bug.
+    words = {
+        "lt": ("<", "smaller than"), "le": ("<=", "at most"), "gt": (">", "larger than"), "ge": (">=", "at least"),
+        "eq": ("==", "equal to"), "ne": ("!=", "different from"),
+    }
+    return tuple(Operation(key, (f"whether {{u}} is {phrase} {{v}}",), f"{{u}} {symbol} {{v}}")
+                 for key, (symbol, phrase) in words.items() if not negated or key in ("lt", "gt", "eq"))
+
+
+_COMPARISON_OPS = _comparisons(False)
+_NEGATABLE = _comparisons(True)
+_RETURN_OPS = _NEGATABLE + tuple(
+    Operation(f"not_{op.key}", tuple(p.replace(" is ", " is not ", 1) for p in op.phrases), f"not {op.body}")
+    for op in _NEGATABLE
+)
+_ARITHMETIC_OPS = (
+    Operation("add", ("the sum of {u} and {v}",), "{u} + {v}"),
+    Operation("sub", ("{u} minus {v}",), "{u} - {v}"),
+    Operation("mul", ("the product of {u} and {v}",), "{u} * {v}"),
+    Operation("div", ("the quotient of {u} by {v}",), "{u} / {v}"),
+)
+_BOOLEAN_OPS = (
+    Operation("and", ("whether both {u} and {v} are true",), "{u} and {v}"),
+    Operation("or", ("whether either {u} or {v} is true",), "{u} or {v}"),
+)
+_OFFSETS = tuple(range(1, 5))
+_OFFSET_OPS = tuple(Operation(f"plus{n}", (f"{{u}} plus {n}",), f"{{u}} + {n}", arity=1) for n in _OFFSETS)
+_SWAP_OPS = (
+    Operation("pow", ("{u} raised to the power {v}",), "pow({u}, {v})"),
+    Operation("divmod", ("the divmod of {u} by {v}",), "divmod({u}, {v})"),
+)
+
+FAMILIES: dict[str, Family] = {
+    "comparison": Family(
+        "comparison", "comparison_swap", _COMPARISON_OPS,
+        _symmetric(_COMPARISON_OPS, [("lt", "le"), ("lt", "gt"), ("le", "ge"), ("gt", "ge"), ("eq", "ne")]),
+        tests=((1, 2), (2, 1), (2, 2)),
+    ),
+    "arithmetic": Family(
+        "arithmetic", "arithmetic_swap", _ARITHMETIC_OPS,
+        _symmetric(_ARITHMETIC_OPS, [("add", "sub"), ("mul", "div")]), tests=((6, 3), (5, 2)),
+    ),
+    "boolean": Family(
+        "boolean", "boolean_swap", _BOOLEAN_OPS, _symmetric(_BOOLEAN_OPS, [("and", "or")]),
+        tests=((True, True), (True, False), (False, True), (False, False)),
+    ),
+    "off_by_one": Family(
+        "off_by_one", "off_by_one", _OFFSET_OPS,
+        _symmetric(_OFFSET_OPS, [(f"plus{n}", f"plus{n + 1}") for n in _OFFSETS[:-1]]), tests=((10,), (-3,)),
+    ),
+    "return_value": Family(
+        "return_value", "return_value", _RETURN_OPS,
+        _symmetric(_RETURN_OPS, [(op.key, f"not_{op.key}") for op in _NEGATABLE]),
+        tests=((1, 2), (2, 1), (2, 2)),
+    ),
+    "argument_swap": Family(
+        "argument_swap", "argument_swap", _SWAP_OPS,
+        tuple((op.key, op.body.replace("{u}", "{_}").replace("{v}", "{u}").replace("{_}", "{v}")) for op in _SWAP_OPS),
+        tests=((2, 3), (7, 2)),
+    ),
+}
+PLANTED_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
+
+_VERBS = ("check", "compute", "get", "eval", "calc", "find", "make", "apply", "run", "pick", "test", "judge",
+          "solve", "fetch", "scan", "match")
+_NOUNS = ("value", "pair", "result", "score", "total", "delta", "flag", "level", "rate", "item", "entry", "count",
+          "limit", "state", "size", "key")
+FUNCTION_NAMES: tuple[str, ...] = tuple(f"{v}_{n}" for v in _VERBS for n in _NOUNS)
+ARGUMENT_NAMES: tuple[str, ...] = (
+    "a", "b", "c", "x", "y", "z", "m", "n", "p", "q", "s", "t", "u", "v", "w", "i", "j", "k", "lhs", "rhs", "left",
+    "right", "first", "second", "num", "val", "old", "new",
+)
+
+
+class PlantedError(ValueError):
+    """A planted-task request that cannot be served (unknown family, pools too small); the message says which."""
+
+
+@dataclass(frozen=True)
+class PlantedProgram:
+    """One planted program (without its verdict line) and what it is."""
+
+    text: str  # def line, docstring, return line, each ending in "\n"
+    prompt: str  # def line + docstring: the part a dataset sample calls its prompt
+    solution: str  # the return line
+    reference: str  # the correct program of the same surface (== solution for a correct one)
+    entry_point: str
+    family: str
+    operator: str  # the mutation operator of the family (also for a correct program)
+    spec: str  # key of the operation the docstring names
+    body: str  # the body template implemented (with {u}, {v} placeholders)
+    correct: bool
+    arguments: tuple[str, ...]  # signature order
+    mentioned: tuple[str, ...]  # the arguments in the order the docstring names them ({u}, {v})
+
+    def training_text(self, verdict_correct: bool) -> str:
+        """The program followed by its verdict line (``verdict_correct`` says which verdict is written)."""
+        return self.text + VERDICT_PREFIX + (VERDICT_OK if verdict_correct else VERDICT_BUG) + "\n"
+
+    def test(self) -> str:
+        """``check(candidate)``: asserts the correct program's results on inputs that tell every bug of its
+        spec from it."""
+        family = FAMILIES[self.family]
+        lines = ["def check(candidate):"]
+        for args in family.tests:
+            expected = self.evaluate(family.operation(self.spec).body, args)
+            lines.append(f"    assert candidate({', '.join(map(repr, args))}) == {expected!r}")
+        return "\n".join(lines) + "\n"
+
+    def evaluate(self, body: str, args: tuple) -> object:
+        """The value of a body template of this module (``{u} < {v}``, ``pow({u}, {v})``, ...) when the function
+        is called with ``args`` (signature order): how the tests' expected values are computed."""
+        binding = dict(zip(self.arguments, args, strict=True))
+        values = {"_u": binding[self.mentioned[0]], "_v": binding[self.mentioned[-1]]}
+        expression = body.format(u="_u", v="_v")
+        return eval(expression, {"__builtins__": {"pow": pow, "divmod": divmod}}, values)  # noqa: S307
+
+
+def heldout_key(reference_text: str) -> float:
+    """A stable uniform number in [0, 1) from a correct program's text: below ``heldout_share`` is held out."""
+    digest = hashlib.blake2b(reference_text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+class PlantedGenerator:
+    """Draws planted programs from a numpy Generator (so a training stream can save and resume its state).
+
+    ``split`` is ``train`` (held-out programs are redrawn), ``heldout`` (only held-out programs) or ``any``.
+    """
+
+    def __init__(self, families: Sequence[str] = PLANTED_FAMILIES, function_names: int = len(FUNCTION_NAMES),
+                 argument_names: int = len(ARGUMENT_NAMES), heldout_share: float = 0.1) -> None:
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown or not families:
+            raise PlantedError(f"unknown planted famil(ies) {unknown or '(none given)'}; known: {list(FAMILIES)}")
+        if not 1 <= function_names <= len(FUNCTION_NAMES):
+            raise PlantedError(f"function_names must be between 1 and {len(FUNCTION_NAMES)}, got {function_names}")
+        if not 2 <= argument_names <= len(ARGUMENT_NAMES):
+            raise PlantedError(f"argument_names must be between 2 and {len(ARGUMENT_NAMES)}, got {argument_names}")
+        if not 0 < heldout_share < 1:
+            raise PlantedError(f"heldout_share must lie strictly between 0 and 1, got {heldout_share}")
+        self.families = tuple(FAMILIES[name] for name in dict.fromkeys(families))
+        self.names = FUNCTION_NAMES[:function_names]
+        self.arguments = ARGUMENT_NAMES[:argument_names]
+        self.heldout_share = heldout_share
+
+    def draw(self, rng: np.random.Generator, correct: bool | None = None, split: str = "train") -> PlantedProgram:
+        """One program; ``correct`` None draws it with probability 1/2."""
+        if split not in ("train", "heldout", "any"):
+            raise ValueError(f"split must be 'train', 'heldout' or 'any', got {split!r}")
+        if correct is None:
+            correct = bool(rng.random() < 0.5)
+        while True:
+            reference, buggy = self._draw_pair(rng)
+            held = heldout_key(reference.text) < self.heldout_share
+            if split == "any" or held == (split == "heldout"):
+                return reference if correct else buggy
+
+    def pair(self, rng: np.random.Generator, split: str = "heldout") -> tuple[PlantedProgram, PlantedProgram]:
+        """A correct program and its buggy twin (same surface, one mutated site)."""
+        while True:
+            reference, buggy = self._draw_pair(rng)
+            held = heldout_key(reference.text) < self.heldout_share
+            if split == "any" or held == (split == "heldout"):
+                return reference, buggy
+
+    def _draw_pair(self, rng: np.random.Generator) -> tuple[PlantedProgram, PlantedProgram]:
+        # Spec and bug from one uniformly drawn bug edge: the correct twin's spec then has probability
+        # proportional to its number of bugs, which is what keeps spec and body uninformative on their own.
+        family = self.families[int(rng.integers(len(self.families)))]
+        spec_key, bug_body = family.bugs[int(rng.integers(len(family.bugs)))]
+        operation = family.operation(spec_key)
+        phrase = operation.phrases[int(rng.integers(len(operation.phrases)))]
+        name = self.names[int(rng.integers(len(self.names)))]
+        picks = rng.choice(len(self.arguments), size=operation.arity, replace=False)
+        signature = tuple(self.arguments[int(i)] for i in picks)  # order in the def line
+        mentioned = signature if operation.arity == 1 or rng.random() < 0.5 else signature[::-1]
+        quote = '"""' if rng.random() < 0.5 else "'''"
+        names = {"u": mentioned[0], "v": mentioned[-1]}
+        prompt = f"def {name}({', '.join(signature)}):\n    {quote}Return {phrase.format(**names)}.{quote}\n"
+
+        def program(body: str, correct: bool, reference: str | None) -> PlantedProgram:
+            solution = f"    return {body.format(**names)}\n"
+            text = prompt + solution
+            return PlantedProgram(text, prompt, solution, reference or text, name, family.name, family.operator,
+                                  spec_key, body, correct, signature, mentioned)
+
+        reference = program(operation.body, True, None)
+        return reference, program(bug_body, False, reference.text)
+

@@ -1,0 +1,346 @@
+"""Behavioural ground truth at every checkpoint: does the model itself tell correct code from buggy code?
+
+Two measurements, each with a bootstrap interval and a transition call over training:
+
+* **Verdict accuracy** (suites with the planted task, :mod:`codedyn.data.planted`): on held-out planted programs
+  ending in ``#`` (each correct program beside its buggy twin, so a constant preference scores exactly 1/2), the
+  model's verdict is the sign of log p(`` ok``) - log p(`` bug``) at the final position; accuracy is the share of
+  programs whose verdict matches their correctness. The interval resamples pairs.
+* **Loss gap at the mutated tokens**, per mutation operator and over all pairs (any suite, any dataset, e.g. the
+  HumanEval pairs): ℓ_mutant - ℓ_reference, the summed next-token loss of the mutant's tokens inside its mutated
+  span minus that of the reference's tokens in the same place (:func:`codedyn.data.token_kinds.code_tokens`), read
+  in the window Experiment 2 reads (the last ``emergence.max_sample_tokens`` tokens). Positive: the model finds the
+  bug more surprising than the correct code. A pair whose edit lies outside the window is left out (and counted).
+  The interval resamples problems.
+
+The **behavioural emergence bracket** ``between: [a, b]`` is where the verdict accuracy first leaves chance: b is
+the first checkpoint whose one-sided lower confidence bound (level 1 - 0.05 / n_checkpoints, Bonferroni over the
+checkpoints) exceeds 1/2 and a the checkpoint before it. ``codedyn refine`` densifies inside it like any other
+bracket.
+
+``run_behaviour`` measures the checkpoints not yet stored (``<run>/behaviour/step<N>-<key>/``, a ``completed``
+marker written last; a forward pass over a few thousand short programs per checkpoint); ``compute_behaviour`` is
+the pure analysis of the stored measurements: ``behaviour.parquet`` (step, quantity, operator, value, low, high,
+n), ``transitions.json`` and figures. In ``codedyn run`` it is the analysis :func:`behaviour_analysis`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codedyn.progress import SILENT, Progress
+
+BEHAVIOUR_DIR = "behaviour"
+UNIT_FORMAT = 1  # bump when a change here changes what a stored measurement holds
+VERDICT_FILE = "verdicts.parquet"
+GAP_FILE = "loss_gaps.parquet"
+ALL_OPERATORS = "all"
+EVAL_SEED = 2024  # the held-out verdict programs: the same at every checkpoint and in every run of a suite
+# Held-out verdict pairs per checkpoint: 1000 pairs (2000 programs) put the binomial sd of a chance accuracy at 0.011,
+# so an accuracy of 0.55 is resolved from chance and a null twin's spurious 0.6 cannot hide in the noise.
+VERDICT_PAIRS = 1000
+
+
+def planted_config(study):
+    """The planted task the study's suite was trained with (a PlantedTaskConfig), or None."""
+    from codedyn.config import PlantedTaskConfig
+
+    record = study.suite_record or {}
+    planted = (record.get("config") or {}).get("planted")
+    if planted and planted.get("enabled"):
+        return PlantedTaskConfig.model_validate(planted)
+    return None
+
+
+def behaviour_key(study, step: int) -> str:
+    from codedyn.runs.store import content_hash
+
+    planted = planted_config(study)
+    return content_hash({
+        "format": UNIT_FORMAT, "suite": study.suite.name, "step": step, "data": study.dataset.card["hash"],
+        "planted": planted.model_dump(mode="json") if planted else None,
+        "pairs": VERDICT_PAIRS,
+        "max_tokens": study.config.emergence.max_sample_tokens,
+    }, length=10)
+
+
+def behaviour_unit_dir(study, step: int) -> Path:
+    return Path(study.run_dir) / BEHAVIOUR_DIR / f"step{step}-{behaviour_key(study, step)}"
+
+
+# ------------------------------------------------------------------------------------------------- measurement
+
+
+def mutation_loss_gaps(model, tokenizer, pairs, max_length: int | None) -> list[dict[str, Any]]:
+    """ℓ_mutant - ℓ_reference summed over each pair's mutated tokens. ``pairs``: a CodeDataset.pairs() frame."""
+    import torch
+
+    from codedyn.data.token_kinds import code_tokens
+    from codedyn.sampling.losses import EvalSet, sample_token_losses
+
+    prompts = [*pairs["prompt_correct"], *pairs["prompt_incorrect"]]
+    solutions = [*pairs["solution_correct"], *pairs["solution_incorrect"]]
+    device = next(model.parameters()).device
+    evalset = EvalSet.build(tokenizer, prompts, solutions, max_length=max_length, device=str(device))
+    with torch.no_grad():
+        _, tokens = sample_token_losses(model, evalset)
+    tokens = tokens.cpu().numpy()
+    n = len(pairs)
+    rows = []
+    for k, pair in enumerate(pairs.itertuples(index=False)):
+        ref = code_tokens(tokenizer, pair.prompt_correct, pair.solution_correct, pair.solution_incorrect, max_length)
+        mut = code_tokens(tokenizer, pair.prompt_incorrect, pair.solution_incorrect, pair.solution_correct,
+                          max_length)
+        inside = bool(ref.in_mutation.any() and mut.in_mutation.any())
+        gap = (float(np.sum(tokens[n + k, : mut.in_mutation.size][mut.in_mutation]))
+               - float(np.sum(tokens[k, : ref.in_mutation.size][ref.in_mutation]))) if inside else float("nan")
+        rows.append({"problem_id": pair.problem_id_correct, "operator": pair.operator_incorrect,
+                     "split": pair.split_correct, "gap": gap, "in_window": inside,
+                     "n_mutant_tokens": int(mut.in_mutation.sum()), "n_reference_tokens": int(ref.in_mutation.sum())})
+    return rows
+
+
+def measure_checkpoint(checkpoint, dataset, planted, max_length: int | None, n_pairs: int) -> dict[str, Any]:
+    """The raw measurements of one checkpoint: verdict margins (when ``planted``) and per-pair loss gaps."""
+    import pandas as pd
+
+    from codedyn.models.toy import heldout_verdict_set, verdict_margins
+
+    out: dict[str, Any] = {"verdicts": None}
+    if planted is not None:
+        texts, correct = heldout_verdict_set(planted, n_pairs, seed=EVAL_SEED)
+        margins = verdict_margins(checkpoint.model, checkpoint.tokenizer, texts)
+        out["verdicts"] = pd.DataFrame({"pair": np.arange(len(texts)) // 2, "correct": correct, "margin": margins})
+    out["gaps"] = pd.DataFrame(mutation_loss_gaps(checkpoint.model, checkpoint.tokenizer, dataset.pairs(), max_length))
+    return out
+
+
+def behaviour_unit(study, step: int, progress: Progress = SILENT) -> Path:
+    """Measure and store one checkpoint (or find it stored)."""
+    from codedyn.runs.store import is_completed, staging_dir, write_json
+
+    folder = behaviour_unit_dir(study, step)
+    if is_completed(folder):
+        return folder
+    checkpoint = study.suite.load(step, device=study.config.suite.device)
+    found = measure_checkpoint(checkpoint, study.dataset, planted_config(study),
+                               study.config.emergence.max_sample_tokens, VERDICT_PAIRS)
+    with staging_dir(folder) as stage:
+        if found["verdicts"] is not None:
+            found["verdicts"].to_parquet(stage / VERDICT_FILE, index=False)
+        found["gaps"].to_parquet(stage / GAP_FILE, index=False)
+        write_json(stage / "unit.json", {"step": step, "suite": study.suite.name, "format": UNIT_FORMAT})
+    return folder
+
+
+def run_behaviour(study, progress: Progress | None = None) -> dict:
+    """Measure every checkpoint not yet stored, then compute and store the results over training."""
+    progress = progress or SILENT
+    bar = progress.task("behaviour: checkpoints", total=len(study.steps))
+    for step in study.steps:
+        behaviour_unit(study, step, progress)
+        bar.advance()
+    return compute_behaviour(study)
+
+
+def behaviour_analysis(study) -> dict:
+    """The pipeline's analysis: the stored checkpoints' measurements (measuring the missing ones, which costs a
+    checkpoint load and a forward pass each) and their analysis."""
+    return run_behaviour(study)
+
+
+# ------------------------------------------------------------------------------------------------- analysis
+
+
+def bootstrap_mean(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Replicates [n_boot] of the mean of ``values`` when whole ``groups`` (pairs, problems) are resampled; the same
+    ``seed`` and group labels give the same resamples at every checkpoint (paired differences)."""
+    labels, index = np.unique(groups, return_inverse=True)
+    sums = np.bincount(index, weights=values, minlength=labels.size)
+    counts = np.bincount(index, minlength=labels.size).astype(float)
+    weights = np.random.default_rng(seed).multinomial(labels.size, np.full(labels.size, 1 / labels.size), n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ sums) / (weights @ counts)
+
+
+def emergence_bracket(steps, values: np.ndarray, replicates: np.ndarray, chance: float = 0.5,
+                      level: float = 0.95) -> dict[str, Any]:
+    """Where a curve first rises above ``chance``: the first checkpoint whose one-sided lower bound (Bonferroni over
+    the checkpoints) exceeds it, and the checkpoint before it."""
+    steps = [int(s) for s in steps]
+    alpha = (1 - level) / max(len(steps), 1)
+    lower = np.nanquantile(replicates, alpha, axis=1)
+    above = [k for k in range(len(steps)) if lower[k] > chance]
+    criterion = (f"first checkpoint whose one-sided {1 - alpha:.4g} lower bootstrap bound exceeds {chance:g} "
+                 f"(Bonferroni over {len(steps)} checkpoints)")
+    if not above:
+        return {"emerged": False, "between": None, "verdict": "never above chance", "criterion": criterion}
+    first = above[0]
+    if first == 0:
+        return {"emerged": True, "between": None, "first_above_chance": steps[0],
+                "verdict": f"above chance from the first checkpoint ({steps[0]})", "criterion": criterion}
+    return {"emerged": True, "between": [steps[first - 1], steps[first]], "first_above_chance": steps[first],
+            "value": float(values[first]), "lower_bound": float(lower[first]),
+            "verdict": f"emerges within ({steps[first - 1]}, {steps[first]}]", "criterion": criterion}
+
+
+def _stored(study) -> list[tuple[int, Path]]:
+    from codedyn.runs.store import is_completed
+
+    units = []
+    for step in study.steps:
+        folder = behaviour_unit_dir(study, step)
+        if not is_completed(folder):
+            raise FileNotFoundError(f"step {step} has no stored behaviour measurement ({folder}); run "
+                                    "`codedyn run` (or codedyn.experiments.behaviour.run_behaviour) first")
+        units.append((step, folder))
+    return units
+
+
+def _row(step: int, quantity: str, operator: str | None, value: float, reps: np.ndarray, n: int) -> dict:
+    low, high = np.nanquantile(reps, [0.025, 0.975]) if np.isfinite(reps).any() else (np.nan, np.nan)
+    return {"step": step, "quantity": quantity, "operator": operator, "value": value, "low": float(low),
+            "high": float(high), "n": n}
+
+
+def compute_behaviour(study) -> dict:
+    """Pure analysis of the stored measurements: table, transition calls, emergence bracket, figures."""
+    import pandas as pd
+
+    from codedyn.analysis.transitions import classify_trajectory
+    from codedyn.report.plots import save_figure
+    from codedyn.runs.store import write_json
+
+    out = study.output_dir(BEHAVIOUR_DIR)
+    units = _stored(study)
+    steps = [s for s, _ in units]
+    n_boot, seed = study.config.sampling.n_bootstrap, study.config.sampling.seed
+    rows, replicates = [], {}
+    for step, folder in units:
+        if (folder / VERDICT_FILE).is_file():
+            verdicts = pd.read_parquet(folder / VERDICT_FILE)
+            hits = ((verdicts["margin"] > 0) == verdicts["correct"]).to_numpy(dtype=float)
+            reps = bootstrap_mean(hits, verdicts["pair"].to_numpy(), n_boot, seed)
+            rows.append(_row(step, "verdict_accuracy", None, float(hits.mean()), reps, len(hits)))
+            replicates.setdefault("verdict_accuracy", []).append(reps)
+        gaps = pd.read_parquet(folder / GAP_FILE)
+        gaps = gaps[gaps["in_window"]]
+        for operator in [ALL_OPERATORS, *sorted(gaps["operator"].unique())]:
+            part = gaps if operator == ALL_OPERATORS else gaps[gaps["operator"] == operator]
+            values = part["gap"].to_numpy(dtype=float)
+            reps = (bootstrap_mean(values, part["problem_id"].to_numpy(), n_boot, seed) if len(part)
+                    else np.full(n_boot, np.nan))
+            rows.append(_row(step, "loss_gap", operator, float(values.mean()) if len(part) else float("nan"),
+                             reps, len(part)))
+            replicates.setdefault(f"loss_gap/{operator}", []).append(reps)
+    table = pd.DataFrame(rows)
+    table.to_parquet(out / "behaviour.parquet", index=False)
+    stacked = {name: np.stack(reps) for name, reps in replicates.items() if len(reps) == len(steps)}
+    np.savez_compressed(out / "bootstrap_replicates.npz", steps=np.asarray(steps), **stacked)
+
+    calls: dict[str, Any] = {}
+    for name, reps in stacked.items():
+        quantity, _, operator = name.partition("/")
+        part = table[(table["quantity"] == quantity) & (table["operator"].fillna("") == operator)].set_index("step")
+        values = part.loc[steps, "value"].to_numpy(dtype=float)
+        if len(steps) < 2 or not np.isfinite(reps).all():
+            calls[name] = {"verdict": "no change", "step": None, "evidence": [],
+                           "test": "needs at least two checkpoints with a finite measurement"}
+        elif np.all(reps == reps[:1, :1]):
+            # A curve without any sampling noise and one value everywhere (a model with a constant verdict scores
+            # exactly 1/2 on balanced pairs in every resample): nothing changes, and the studentised test is undefined.
+            calls[name] = {"verdict": "no change", "step": None, "evidence": [],
+                           "test": "every checkpoint and every bootstrap replicate has the same value"}
+        elif np.all(reps.std(axis=1) == 0):  # e.g. an operator with a single pair: no interval, so no test
+            calls[name] = {"verdict": "not tested", "step": None, "evidence": [],
+                           "test": "no bootstrap spread at any checkpoint (too few problems)"}
+        else:
+            calls[name] = classify_trajectory(steps, reps, values=values)
+    if "verdict_accuracy" in stacked:
+        values = table[table["quantity"] == "verdict_accuracy"].set_index("step").loc[steps, "value"].to_numpy()
+        calls["emergence"] = emergence_bracket(steps, values, stacked["verdict_accuracy"])
+    write_json(out / "transitions.json", calls)
+    for quantity in ("verdict_accuracy", "loss_gap"):
+        if (table["quantity"] == quantity).any():
+            save_figure(behaviour_figure(table, quantity, steps, study, calls), out / quantity)
+    return {"table": table, "calls": calls, "folder": out}
+
+
+def behaviour_events(study, calls: dict | None = None) -> list[dict]:
+    """The known events of the study's suite, as figure markers: planted onset, behavioural emergence, induction."""
+    events = []
+    planted = planted_config(study)
+    if planted is not None:
+        events.append({"step": planted.onset, "kind": "transition",
+                       "label": "planted data onset" + (" (null twin)" if planted.null else "")})
+    found = (calls or {}).get("emergence") or {}
+    if found.get("between"):
+        events.append({"step": found["between"][1], "kind": "jump", "label": "verdict above chance"})
+    formation = (study.suite_record or {}).get("formation", {})
+    if formation.get("formed"):
+        events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
+    return events
+
+
+def behaviour_figure(table, quantity: str, steps, study, calls: dict):
+    from codedyn.report.plots import training_curves
+
+    part = table[table["quantity"] == quantity]
+    curves = {}
+    for operator, rows in part.groupby(part["operator"].fillna("")):
+        rows = rows.set_index("step").reindex(steps)
+        label = "verdict accuracy" if quantity == "verdict_accuracy" else operator
+        curves[label] = (rows["value"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
+    if quantity == "verdict_accuracy":
+        return training_curves(steps, curves, ylabel="held-out verdict accuracy (chance 0.5)", zero_line=False,
+                               title="Does the model judge planted programs correctly?",
+                               events=behaviour_events(study, calls))
+    return training_curves(steps, curves, ylabel="ℓ_mutant − ℓ_reference at the mutated tokens (nats)",
+                           title="Loss gap at the mutated tokens, per operator", events=behaviour_events(study, calls),
+                           height_in=4.4)
+
+
+# ------------------------------------------------------------------------------------- the representation probe
+
+
+def probe_auroc(fit_x: np.ndarray, fit_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
+                eval_groups: np.ndarray, n_boot: int, seed: int, c: float = 0.1) -> tuple[float, np.ndarray]:
+    """Validation AUROC of a logistic-regression probe (standardised features, L2 with inverse strength ``c``)
+    fitted on ``fit_x``; replicates [n_boot] resample whole ``eval_groups`` (pairs) of the evaluation set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from codedyn.experiments.emergence import auroc
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    model.fit(np.asarray(fit_x, dtype=np.float64), np.asarray(fit_y, dtype=bool))
+    score = model.predict_proba(np.asarray(eval_x, dtype=np.float64))[:, list(model.classes_).index(True)]
+    labels, index = np.unique(eval_groups, return_inverse=True)
+    draws = np.random.default_rng(seed).multinomial(labels.size, np.full(labels.size, 1 / labels.size), n_boot)
+    return float(auroc(score, eval_y)), auroc(score, eval_y, draws[:, index])
+
+
+def final_position_features(model, tokenizer, texts: list[str]) -> np.ndarray:
+    """resid_post of every layer at the last token of every text, concatenated: [N, n_layers * d_model]."""
+    from codedyn.models.activations import final_token_residuals
+
+    layers = list(range(model.config.num_hidden_layers))
+    found = final_token_residuals(model, tokenizer, [""] * len(texts), texts, layers, max_tokens=10**6)
+    return np.concatenate([found[layer] for layer in layers], axis=1)
+
+
+def planted_probe(model, tokenizer, planted, n_boot: int = 1000, fit_pairs: int = 300, eval_pairs: int = 500,
+                  seed: int = 0) -> tuple[float, np.ndarray]:
+    """Is correctness linearly decodable where the model writes its verdict? The probe AUROC on held-out planted
+    programs (fit and evaluation sets disjoint), with pair-bootstrap replicates."""
+    from codedyn.models.toy import heldout_verdict_set
+
+    fit_texts, fit_y = heldout_verdict_set(planted, fit_pairs, seed=seed + 1)
+    eval_texts, eval_y = heldout_verdict_set(planted, eval_pairs, seed=EVAL_SEED)
+    fit_x = final_position_features(model, tokenizer, fit_texts)
+    eval_x = final_position_features(model, tokenizer, eval_texts)
+    return probe_auroc(fit_x, fit_y, eval_x, eval_y, np.arange(len(eval_texts)) // 2, n_boot, seed)

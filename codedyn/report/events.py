@@ -55,6 +55,9 @@ def known_events(study: Any) -> list[dict]:
     induction = induction_event(record)
     if induction is not None:
         events.append(induction)
+    from codedyn.report.validation import organism_events  # the planted onset and behavioural emergence, if any
+
+    events += organism_events(record, getattr(study, "run_dir", None))
     return sorted(events, key=lambda e: e["bracket"][0] if "bracket" in e else e["step"])
 
 

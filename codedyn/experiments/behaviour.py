@@ -9,7 +9,8 @@ Two measurements, each with a bootstrap interval and a transition call over trai
 * **Loss gap at the mutated tokens**, per mutation operator and over all pairs (any suite, any dataset, e.g. the
   HumanEval pairs): ℓ_mutant - ℓ_reference, the summed next-token loss of the mutant's tokens inside its mutated
   span minus that of the reference's tokens in the same place (:func:`codedyn.data.token_kinds.code_tokens`), read
-  in the window Experiment 2 reads (the last ``emergence.max_sample_tokens`` tokens). Positive: the model finds the
+  in the window Experiment 2 reads (inside the suite's training context, capped by
+  ``emergence.max_readout_tokens``). Positive: the model finds the
   bug more surprising than the correct code. A pair whose edit lies outside the window is left out (and counted).
   The interval resamples problems.
 
@@ -63,7 +64,7 @@ def behaviour_key(study, step: int) -> str:
         "format": UNIT_FORMAT, "suite": study.suite.name, "step": step, "data": study.dataset.card["hash"],
         "planted": planted.model_dump(mode="json") if planted else None,
         "pairs": VERDICT_PAIRS,
-        "max_tokens": study.config.emergence.max_sample_tokens,
+        "max_tokens": study.config.emergence.max_readout_tokens,
     }, length=10)
 
 
@@ -125,9 +126,12 @@ def behaviour_unit(study, step: int, progress: Progress = SILENT) -> Path:
     folder = behaviour_unit_dir(study, step)
     if is_completed(folder):
         return folder
+    from codedyn.sampling.losses import readout_context
+
     checkpoint = study.suite.load(step, device=study.config.suite.device)
-    found = measure_checkpoint(checkpoint, study.dataset, planted_config(study),
-                               study.config.emergence.max_sample_tokens, VERDICT_PAIRS)
+    max_length = readout_context(checkpoint.context, study.config.emergence.max_readout_tokens,
+                                 "emergence.max_readout_tokens")
+    found = measure_checkpoint(checkpoint, study.dataset, planted_config(study), max_length, VERDICT_PAIRS)
     with staging_dir(folder) as stage:
         if found["verdicts"] is not None:
             found["verdicts"].to_parquet(stage / VERDICT_FILE, index=False)

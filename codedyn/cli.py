@@ -377,8 +377,8 @@ def rllc(
     console = _console()
     with rich_progress(console) as progress:
         result = run_rllc(prepare_study(config, out or Path("runs") / config.name, progress), progress)
-    sharp = {k: v["verdict"] for k, v in result["calls"].items() if v["verdict"].startswith("phase transition")}
-    console.print(f"{len(result['table'])} refined LLCs; {len(sharp)} trajectories with a phase transition",
+    sharp = {k: v["verdict"] for k, v in result["calls"].items() if v.get("kind") == "sharp"}
+    console.print(f"{len(result['table'])} refined LLCs; {len(sharp)} trajectories with a sharp transition",
                   soft_wrap=True)
     for name, verdict in sorted(sharp.items())[:10]:
         console.print(f"  {name}: {verdict}", soft_wrap=True)

@@ -6,7 +6,11 @@ from codedyn.config import CodedynConfig, ConfigError, DatasetConfig, load_confi
 
 def test_default_preset_loads_with_documented_splits():
     config = load_config("default")
-    assert config.dataset.source == "planted" and config.toy.planted.enabled  # the model organism
+    # HumanEval pairs on the plain toy suite; the model organism is its own preset until its task is learned.
+    assert config.dataset.source == "humaneval" and not config.toy.planted.enabled
+    organism = load_config("organism")
+    assert organism.dataset.source == "planted" and organism.toy.planted.enabled and not organism.toy.planted.null
+    assert load_config("null").toy.planted.null
     assert (config.dataset.splits.analysis, config.dataset.splits.tuning, config.dataset.splits.validation) == (
         0.5, 0.1, 0.4,
     )

@@ -39,8 +39,8 @@ def posterior(precision):
     text = "".join(p + s for p, s in SNIPPETS) * 20
     ids = torch.as_tensor(tokenizer(text)["input_ids"])
     windows = torch.stack([ids[i : i + 33] for i in range(0, ids.shape[0] - 33, 7)])
-    config = SamplingConfig(lr=3e-3, n_beta=100, localization=30, chains=3, draws=40, burn_in=20, batch_size=8,
-                            reference_batches=2, readout_precision=precision)
+    config = SamplingConfig(lr=3e-4, n_beta=100, localization=30, chains=3, draws=40, burn_in=20, batch_size=8,
+                            readout_precision=precision)
     readout = with_precision(evalset_readout(evalset), config.readout_precision)
     return sample_posterior(model, windows, readout, config)
 

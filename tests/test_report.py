@@ -105,8 +105,8 @@ def test_verdict_rows_match_the_transition_calls(study):
     llc = pd.read_parquet(study.run_dir / "influence" / "influence.parquet").query("quantity == 'LLC'")
     if "LLC/llc" not in calls:  # no LLC curve: fewer than two checkpoints are local minima
         assert llc["local_minimum"].sum() < 2 and rows["LLC/llc"]["verdict"] == "not run"
-    for curve in ("CC/cov", "CI/cov", "II/cov", "paired/cov", "CC/corr", "CI/corr", "II/corr", "paired/corr",
-                  "LLC/llc"):
+    for curve in ("delta/cov", "delta/corr", "bug_gap/cov", "bug_gap/corr", "CC/corr", "CI/corr", "II/corr",
+                  "paired/corr", "LLC/llc"):
         if curve == "LLC/llc" and curve not in calls:
             continue
         # The table shows the Holm-adjusted call: the stored one, or its downgrade, said so, when it does not survive.

@@ -185,8 +185,8 @@ def test_sum_verdicts_clusters_and_figures_on_planted_trajectories(tmp_path):
     assert set(sum_table(off, replicates_off)["comparison"]) == {"below"}
     assert "below the full LLC in 6" in sum_sentence(sum_table(off, replicates_off))
     calls = trajectory_verdicts(table, replicates)
-    assert calls["A/corpus"]["verdict"] == "phase transition at step 16"
-    assert calls["B/corpus"]["verdict"] == "phase transition at step 16"
+    assert calls["A/corpus"]["verdict"] == "sharp transition within (8, 16]"
+    assert calls["B/corpus"]["verdict"] == "sharp transition within (8, 16]"
     assert calls["C/corpus"]["verdict"] == "no change"
     clusters = cluster_components(table, 2).set_index("component")["cluster"]
     assert clusters["A"] == clusters["B"] != clusters["C"] == clusters["D"]
@@ -202,7 +202,7 @@ def test_sum_verdicts_clusters_and_figures_on_planted_trajectories(tmp_path):
     sums.to_parquet(run / "rllc" / "rllc_sum.parquet")
     (run / "rllc" / "transitions.json").write_text(json.dumps(calls))
     fragment = rllc_section(run)  # A, B and the full LLC (their sum) jump
-    assert "3 phase transitions" in fragment and "consistent with it in 6" in fragment
+    assert "3 sharp transitions" in fragment and "consistent with it in 6" in fragment
     assert "not run" in rllc_section(tmp_path / "elsewhere")
 
 

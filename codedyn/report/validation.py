@@ -247,7 +247,10 @@ def validation_html(study) -> str:
 
 def validation_section(context, rows=None) -> str:
     """The report's validation slot (a report context with ``run_dir`` and ``suite_record``); ``rows`` (the
-    verdict table's rows) are not needed: the calls are read from the stored transitions.json files."""
+    verdict table's rows) are not needed: the calls are read from the stored transitions.json files. '' for a
+    suite without the planted task: there the correctness capability has no known onset to validate against."""
+    if _planted(context.suite_record) is None:
+        return ""
     return render_validation(validation_table(Path(context.run_dir), context.suite_record))
 
 

@@ -121,8 +121,8 @@ def test_verdict_rows_match_the_transition_calls(study):
     # The susceptibility rows summarise one call per component, made from the parquet intervals.
     table = pd.read_parquet(study.run_dir / "susceptibility" / "susceptibility.parquet")
     suscept = transition_calls_for_susceptibility(table)
-    assert len(suscept) == 2 * table["component"].nunique()
-    for distribution in ("correct", "incorrect"):
+    assert len(suscept) == 3 * table["component"].nunique()  # correct, incorrect and their contrast
+    for distribution in ("correct", "incorrect", "incorrect-correct"):
         assert shown[f"*/{distribution}"] == susceptibility_summary(suscept, distribution)["verdict"]
     stored = json.loads((study.run_dir / "verdicts.json").read_text())
     assert {r["curve"]: r["verdict"] for r in stored} == shown

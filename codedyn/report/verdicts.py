@@ -129,7 +129,7 @@ def _points(points) -> dict[str, list]:
 def transition_calls_for_susceptibility(
     table,
     variant: str = "standardised",
-    distributions: tuple[str, ...] = ("correct", "incorrect"),
+    distributions: tuple[str, ...] = ("correct", "incorrect", CONTRAST),
     level: float = 0.95,
     n_boot: int = 2000,
     seed: int = 0,

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from codedyn.models.hooks import ComponentNorms, component_names, forward_hooks
+from tests.test_architectures import one_head_norm  # the brute-force per-head norm, for every architecture
 
 
 @pytest.fixture(scope="module")
@@ -20,28 +21,6 @@ def model_and_probe():
     return model, ids, mask
 
 
-def _brute_force_head_norm(model, ids, mask, layer: int, head: int) -> float:
-    """Keep only one head's attention output (zero the others) and read what the projection adds, minus bias."""
-    dense = model.gpt_neox.layers[layer].attention.dense
-    heads = model.config.num_attention_heads
-    out = {}
-
-    def keep_one(module, args):
-        z = args[0].clone()
-        b, t, w = z.shape
-        z = z.view(b, t, heads, w // heads)
-        z[:, :, [h for h in range(heads) if h != head]] = 0
-        return (z.view(b, t, w),)
-
-    def grab(module, args, output):
-        out["y"] = output - module.bias
-
-    with forward_hooks([(dense, keep_one, True), (dense, grab, False)]), torch.no_grad():
-        model(input_ids=ids, attention_mask=mask)
-    norms = out["y"].norm(dim=-1)
-    return float((norms * mask).sum() / mask.sum())
-
-
 def test_head_norms_match_one_head_at_a_time(model_and_probe):
     model, ids, mask = model_and_probe
     values = ComponentNorms(ids, mask)(model)
@@ -50,7 +29,7 @@ def test_head_norms_match_one_head_at_a_time(model_and_probe):
     for layer in range(2):
         for head in range(4):
             got = float(values[names.index(f"L{layer}.H{head}")])
-            assert got == pytest.approx(_brute_force_head_norm(model, ids, mask, layer, head), rel=1e-5)
+            assert got == pytest.approx(one_head_norm(model, ids, mask, layer, head), rel=1e-5)
 
 
 def test_mlp_norm_matches_its_output(model_and_probe):

@@ -66,22 +66,22 @@ class SplitFractions(Frozen):
 
 
 PLANTED_FAMILY_NAMES: tuple[str, ...] = (
-    "comparison", "arithmetic", "boolean", "off_by_one", "return_value", "argument_swap",
+    "substitution", "comparison", "arithmetic", "boolean", "off_by_one", "return_value", "argument_swap",
 )  # codedyn.data.planted.FAMILIES, named here so the config validates without importing the generator
 
 
 class PlantedTaskConfig(Frozen):
     """The model organism's planted task (codedyn.data.planted): from ``onset`` on, a share of the toy suite's
-    training windows start with a short function whose docstring states what it returns and whose body implements
-    it or a single-site mutation of it, followed by a verdict line ``# ok`` / ``# bug``. Judging it needs
-    comparing spec and body; the capability can only be learned after the onset."""
+    training windows carry a short function whose docstring states what it returns and whose body implements
+    it or something else, followed by a verdict line ``# ok`` / ``# bug``. Judging it needs comparing spec and
+    body; the capability can only be learned after the onset."""
 
     enabled: bool = False
     """Mix planted programs into the training stream (off: the plain toy suite, whose name and weights are
     unchanged)."""
-    share: float = Field(0.75, gt=0, le=1)
+    share: float = Field(0.5, gt=0, le=1)
     """Fraction of training windows (from the onset on) that carry a planted program."""
-    onset: int = Field(500, ge=0)
+    onset: int = Field(1000, ge=0)
     """First training step whose batches contain planted programs (before it the task is absent by
     construction)."""
     seed: int = 0
@@ -89,17 +89,23 @@ class PlantedTaskConfig(Frozen):
     null: bool = False
     """The null twin: the verdict line is drawn with probability 1/2 independently of the program's correctness,
     so there is nothing about correctness to learn (same programs, same schedule)."""
-    families: tuple[str, ...] = ("comparison", "arithmetic", "boolean", "off_by_one", "return_value")
-    """Spec families, each with the bugs of one mutation operator (comparison_swap, arithmetic_swap, boolean_swap,
-    off_by_one, return_value; ``argument_swap`` is available too). The default leaves out argument_swap, whose
-    check binds argument names across positions: BENCHMARKS.md, "Model organism", for what the toy learns."""
+    families: tuple[str, ...] = ("substitution",)
+    """Spec families. ``substitution`` (the default): ten operations named by one docstring word, each bug the
+    body of another of the ten, labelled with the mutation operator that makes it where one does
+    (arithmetic_swap, comparison_swap) and ``substitution`` otherwise. The operator families (comparison,
+    arithmetic, boolean, off_by_one, return_value, argument_swap) have only their operator's single-site bugs;
+    the toy does not learn them within 7000 steps (BENCHMARKS.md, "Model organism")."""
+    position: Literal["start", "end"] = "start"
+    """Where a planted program sits in its training window: at the ``end``, after stdlib text (so the verdict is
+    the window's last token), or at the ``start``, followed by stdlib text."""
     function_names: int = Field(256, ge=1, le=256)
     """Size of the function-name pool (verb_noun names): large, so that programs almost never recur."""
     argument_names: int = Field(28, ge=2, le=28)
     """Size of the argument-name pool (signatures draw two distinct names in random order)."""
-    heldout_share: float = Field(0.1, gt=0, lt=1)
+    heldout_share: float = Field(0.4, gt=0, lt=1)
     """Share of programs (by a hash of the correct program's text) reserved for evaluation and read-out and
-    never trained on."""
+    never trained on: with the substitution family's 2560 correct programs (256 names x 10 operations) 0.4 holds
+    out about 1000 distinct pairs, enough for the verdict set and a probe fit and scored on disjoint halves."""
     eval_pairs: int = Field(250, ge=1)
     """Held-out correct/buggy pairs on which the trainer logs the verdict accuracy at every checkpoint."""
 

@@ -14,6 +14,7 @@ from codedyn.data.planted import (
     FAMILIES,
     FUNCTION_NAMES,
     PLANTED_FAMILIES,
+    SUBSTITUTION,
     PlantedError,
     PlantedGenerator,
     heldout_key,
@@ -39,7 +40,8 @@ def test_config_and_generator_agree_on_families_and_pools():
     assert fields["function_names"].metadata[-1].le == len(FUNCTION_NAMES)
     assert fields["argument_names"].metadata[-1].le == len(ARGUMENT_NAMES)
     assert {f.operator for f in FAMILIES.values()} == {
-        "comparison_swap", "arithmetic_swap", "boolean_swap", "off_by_one", "return_value", "argument_swap"}
+        "comparison_swap", "arithmetic_swap", "boolean_swap", "off_by_one", "return_value", "argument_swap",
+        SUBSTITUTION}
     with pytest.raises(PlantedError, match="unknown planted"):
         PlantedGenerator(["comparison", "typo"])
 
@@ -64,16 +66,22 @@ def _distinct_counts(programs) -> tuple[Counter, Counter]:
 
 
 def test_correct_and_buggy_programs_are_equally_frequent_as_distinct_programs():
-    """The pilot's confound: with few names each correct program recurred 9x as often as each buggy one."""
-    correct, buggy = _distinct_counts(_draws(PlantedGenerator(), 30_000, seed=1))
+    """The pilot's confound: with few names each correct program recurred 9x as often as each buggy one. One buggy
+    twin per correct program (picked by a hash of its text) makes the classes equally frequent by construction."""
+    operator_families = [name for name in PLANTED_FAMILIES if name != "substitution"]
+    correct, buggy = _distinct_counts(_draws(PlantedGenerator(operator_families), 30_000, seed=1))
     assert abs(len(correct) / len(buggy) - 1) < 0.05
     mean_correct = sum(correct.values()) / len(correct)
     mean_buggy = sum(buggy.values()) / len(buggy)
     assert mean_correct < 1.02 and mean_buggy < 1.02  # almost every program is new
-    # The same check fails on pools as small as the pilot's: the property is not automatic.
-    small = PlantedGenerator(["comparison"], function_names=2, argument_names=2)
-    correct, buggy = _distinct_counts(_draws(small, 5000))
-    assert len(buggy) > 1.3 * len(correct)
+    # Pools as small as the pilot's, where programs recur many times: still as many distinct buggy programs as
+    # correct ones, each as frequent (drawing the bug afresh for every program gave 9x as many buggy ones).
+    for families in (["comparison"], ["substitution"]):
+        small = PlantedGenerator(families, function_names=12, argument_names=2)
+        correct, buggy = _distinct_counts(_draws(small, 20_000))
+        assert abs(len(buggy) / len(correct) - 1) < 0.05, families
+        ratio = (sum(correct.values()) / len(correct)) / (sum(buggy.values()) / len(buggy))
+        assert abs(ratio - 1) < 0.08, (families, ratio)
 
 
 def test_every_program_is_decided_by_its_own_test():
@@ -89,15 +97,44 @@ def test_every_program_is_decided_by_its_own_test():
 
 
 def test_bugs_are_mutants_of_the_dataset_operators():
+    """A bug labelled with a mutation operator is one of the mutants that operator makes of the correct program; a
+    substitution (the whole body replaced by another operation's) is made by none of them."""
+    from codedyn.config import MUTATION_OPERATORS
+
     generator = PlantedGenerator()
     rng = np.random.default_rng(3)
     seen = Counter()
-    for _ in range(300):
+    for _ in range(400):
         reference, buggy = generator.pair(rng, split="any")
-        made = {m.solution for m in mutate(reference.prompt, reference.solution, [buggy.operator])}
-        assert buggy.solution in made, (buggy.operator, reference.text, buggy.solution)
+        assert reference.operator == buggy.operator
+        if buggy.operator == SUBSTITUTION:
+            made = {m.solution for m in mutate(reference.prompt, reference.solution, list(MUTATION_OPERATORS))}
+            assert buggy.solution not in made, (reference.text, buggy.solution)
+        else:
+            made = {m.solution for m in mutate(reference.prompt, reference.solution, [buggy.operator])}
+            assert buggy.solution in made, (buggy.operator, reference.text, buggy.solution)
         seen[buggy.operator] += 1
     assert set(seen) == {f.operator for f in FAMILIES.values()}
+
+
+def test_substitution_family_labels_every_edge_a_mutation_makes():
+    """The substitution family's edge labels are exactly the edges codedyn.data.mutate makes."""
+    from codedyn.config import MUTATION_OPERATORS
+
+    family = FAMILIES["substitution"]
+    generator = PlantedGenerator(["substitution"], function_names=1)
+    rng = np.random.default_rng(0)
+    by_spec = {}
+    while len(by_spec) < len(family.operations):
+        reference, _ = generator.pair(rng, split="any")
+        by_spec[reference.spec] = reference
+    names = {"u": "a", "v": "b"}
+    for spec, body in family.bugs:
+        reference = by_spec[spec]
+        solution = f"    return {body.format(**names)}\n"
+        makers = [op for op in MUTATION_OPERATORS
+                  if solution in {m.solution for m in mutate(reference.prompt, reference.solution, [op])}]
+        assert family.bug_operator(spec, body) == (makers[0] if makers else SUBSTITUTION), (spec, body, makers)
 
 
 def test_heldout_programs_are_never_drawn_for_training():

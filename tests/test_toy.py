@@ -164,14 +164,22 @@ def _planted_windows(config, tokenizer):
     return spans, PlantedWindows(stream, config, tokenizer, spans)
 
 
-def test_planted_windows_appear_only_from_the_onset_at_the_configured_share(small_tokenizer):
-    config = _planted_config(onset=100, share=0.25)
+@pytest.mark.parametrize("position", ["end", "start"])
+def test_planted_windows_appear_only_from_the_onset_at_the_configured_share(small_tokenizer, position):
+    config = _planted_config(onset=100, share=0.25, position=position)
     spans, planted = _planted_windows(config, small_tokenizer)
     prefix = small_tokenizer.backend_tokenizer.encode("def", add_special_tokens=False).ids
     eos = small_tokenizer.convert_tokens_to_ids("<|endoftext|>")
 
+    def program_ids(row):
+        """The planted part of a window: after its last EOS (end) or before its first (start)."""
+        ids = list(row)
+        if eos not in ids:
+            return []
+        return ids[len(ids) - ids[::-1].index(eos):] if position == "end" else ids[: ids.index(eos)]
+
     def planted_rows(batch):
-        return [row for row in batch if list(row[: len(prefix)]) == prefix and eos in row]
+        return [row for row in batch if program_ids(row)[: len(prefix)] == prefix]
 
     before = [spans.next() for _ in range(50)]
     assert all(np.array_equal(planted.mix(b.copy(), step), b) for step, b in enumerate(before))  # untouched
@@ -179,8 +187,10 @@ def test_planted_windows_appear_only_from_the_onset_at_the_configured_share(smal
     share = sum(counts) / (400 * config.batch_size)
     assert abs(share - 0.25) < 4 * np.sqrt(0.25 * 0.75 / (400 * config.batch_size))
     row, program, verdict = planted.window()
-    text = small_tokenizer.decode(row[: list(row).index(eos)])
-    assert text == program.training_text(verdict) and verdict == program.correct  # the organism tells the truth
+    assert small_tokenizer.decode(program_ids(row)) == program.training_text(verdict)
+    assert verdict == program.correct  # the organism tells the truth
+    if position == "end":  # the verdict line closes the window: the model reads it at the last positions
+        assert small_tokenizer.decode(row[-3:]).endswith("\n") and row[-4] != eos
 
 
 def test_null_twin_writes_verdicts_independent_of_correctness(small_tokenizer):

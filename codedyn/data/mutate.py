@@ -673,6 +673,15 @@ def _diff(original: str, mutant: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def planned_mutant(solution: str, planned: str, operator: str, site: int = 0) -> Mutant:
+    """A mutant that a problem brings along (a planted program's buggy twin) rather than one ``mutate`` made:
+    ``operator`` names its kind (``substitution`` when no single-site operator makes it)."""
+    first = next((i for i, (a, b) in enumerate(zip(solution.splitlines(), planned.splitlines(), strict=False))
+                  if a != b), 0)
+    changed = planned.splitlines()[first].strip() if planned.splitlines() else ""
+    return Mutant(operator, planned, first + 1, f"body replaced: `{changed}`", _diff(solution, planned), site)
+
+
 def _select(operators: Iterable[str] | None) -> tuple[str, ...]:
     if operators is None:
         return OPERATORS

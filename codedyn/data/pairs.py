@@ -28,7 +28,8 @@ from typing import Any
 
 from codedyn.config import DatasetConfig
 from codedyn.data.executions import ExecutionCache, execute
-from codedyn.data.mutate import Mutant, mutate
+from codedyn.data.mutate import Mutant, mutate, planned_mutant
+from codedyn.data.planted import SUBSTITUTION
 from codedyn.data.problems import (
     Completion,
     DataSourceError,
@@ -101,10 +102,16 @@ def candidate_mutants(problems: list[Problem], config: DatasetConfig) -> list[Ca
     """Up to ``candidates_per_operator`` mutants per (problem, operator), sampled deterministically."""
     candidates = []
     for problem in problems:
+        if problem.mutants:  # a planted problem brings its own bug, labelled with the operator that makes it
+            made = {m.solution: m for m in mutate(problem.prompt, problem.solution)}
+            candidates.extend(
+                Candidate(problem, made.get(planned) or planned_mutant(problem.solution, planned, SUBSTITUTION, k))
+                for k, planned in enumerate(problem.mutants)
+            )
+            continue
         by_operator: dict[str, list[Mutant]] = {}
         for mutant in mutate(problem.prompt, problem.solution, config.operators):
-            if not problem.mutants or mutant.solution in problem.mutants:  # a planted problem brings its own bug
-                by_operator.setdefault(mutant.operator, []).append(mutant)
+            by_operator.setdefault(mutant.operator, []).append(mutant)
         for operator in config.operators:
             mutants = by_operator.get(operator, [])
             rng = random.Random(f"{config.seed}:{problem.problem_id}:{operator}")
@@ -134,7 +141,7 @@ def select_mutants(
             taken_ops = {c.mutant.operator for c in picked}
             fresh = [c for c in remaining if c.mutant.operator not in taken_ops] or remaining
             best_op = min(
-                {c.mutant.operator for c in fresh}, key=lambda op: (used[op], operator_rank[op])
+                {c.mutant.operator for c in fresh}, key=lambda op: (used[op], operator_rank.get(op, len(operator_rank)))
             )
             options = [c for c in fresh if c.mutant.operator == best_op]
             choice = options[random.Random(f"{seed}:{problem_id}:{len(picked)}").randrange(len(options))]

@@ -1,36 +1,43 @@
 """The planted code-correctness task of the model organism: short programs whose correctness their own text decides.
 
 A planted program is a one-line function whose docstring states what it returns and whose body implements either
-exactly that (correct) or a single-site mutation of it (buggy), followed in training by a verdict line::
+exactly that (correct) or another operation (buggy), followed in training by a verdict line::
 
-    def check_total(left, n):
-        \"\"\"Return whether n is at most left.\"\"\"
-        return n <= left
-    # ok
+    def check_total(a, b):
+        \"\"\"Return the larger of a and b.\"\"\"
+        return a * b
+    # bug
 
 A model that predicts the verdict token (`` ok`` / `` bug``) at the position after ``#`` must compare the spec with
 the implementation: nothing else in the text tells them apart. The design removes the shortcuts a small model
 would otherwise take:
 
-* **Bug kinds are the dataset's mutation operators.** Every family of specs has its bugs made by one operator of
-  :mod:`codedyn.data.mutate` (``comparison_swap``, ``arithmetic_swap``, ``boolean_swap``, ``off_by_one``,
-  ``return_value``, ``argument_swap``), and every planted bug is one of the mutants ``mutate`` itself makes of the
-  correct program under that operator (tested).
+* **Two kinds of task.** The default ``substitution`` family has ten operations, each named by one docstring word
+  (sum, difference, product, larger, smaller, less, greater, equal, remainder, power), and a program's bug is the
+  body of any other of the ten. Most such bugs are gross (a comparison where a sum is asked for) and some are fine
+  (sum vs difference, less vs greater); the toy model learns the gross ones first and the fine ones after, and it
+  is the only task measured to emerge within the toy budget (BENCHMARKS.md, "Model organism"). Its bugs that a
+  single-site mutation of :mod:`codedyn.data.mutate` makes carry that operator's name (``arithmetic_swap``,
+  ``comparison_swap``; tested against ``mutate``), the others ``substitution``. The operator families
+  (``comparison``, ``arithmetic``, ``boolean``, ``off_by_one``, ``return_value``, ``argument_swap``) have only
+  their operator's single-site mutants as bugs (tested), with drawn signatures: harder, and not learned by the toy.
 * **Neither half alone predicts the verdict.** Within a family the bugs form a symmetric graph over the
-  operations: the body of spec A's bug is the correct body of a spec B whose bug is A's body (``<`` and ``<=``
-  are each other's comparison bugs, ``+`` and ``-`` each other's arithmetic bugs, ``x < y`` and ``not x < y``
-  each other's return-value bugs; an argument swap is its own inverse once the spec may name the arguments in
-  either order). Correct programs draw their spec in proportion to its number of bugs and buggy ones draw a bug
-  edge uniformly, so the spec's and the body's marginal distributions are the same for correct and buggy
-  programs, and P(correct | spec) = P(correct | body) = 1/2 (tested).
-* **Memorising strings does not solve it.** Function name, argument names, signature order, the order in which
-  the spec names the arguments and the docstring's quotes are drawn independently from pools large enough that
-  almost every drawn program is new (about 10^6 surface forms per bug edge), so correct and buggy programs are
-  equally frequent also at the level of distinct programs (tested). A model cannot learn "familiar program: ok".
+  operations: the body of spec A's bug is the correct body of a spec B whose bug is A's body (any two of the
+  substitution family; ``<`` and ``<=`` each other's comparison bugs, ``x < y`` and ``not x < y`` each other's
+  return-value bugs; an argument swap is its own inverse once the spec may name the arguments in either order).
+  Specs are drawn in proportion to their number of bugs, so the spec's and the body's marginal distributions are
+  the same for correct and buggy programs, and P(correct | spec) = P(correct | body) = 1/2 (tested).
+* **Correct and buggy programs are equally frequent.** Every correct program has exactly one buggy twin, picked
+  among its spec's bugs by a hash of its text, so the two classes have as many distinct programs, each drawn as
+  often (tested, also for pools as small as a pilot's, where drawing the bug afresh gave 9x as many buggy
+  programs and a model could tell familiar from unfamiliar). Function names (and in the operator families
+  argument names, signature order, the order the spec names the arguments and the docstring's quotes) are drawn
+  from pools; a model that memorises the training programs has seen no held-out one.
 * **Held-out programs are never trained on.** A program belongs to the held-out set when a stable hash of its
   *correct* version's text falls below ``heldout_share``; the training stream redraws such programs, and the
-  evaluation and read-out sets (:func:`heldout_pairs`, :func:`planted_problems`) draw only them. A correct program
-  and its buggy twins share the hash, so no held-out pair has either half in training.
+  evaluation and read-out sets (:func:`codedyn.models.toy.heldout_verdict_set`,
+  :func:`codedyn.data.problems.planted_problems`) draw only them. A correct program and its buggy twin share the
+  hash, so no held-out pair has either half in training.
 
 The module is pure Python (no torch): the toy-suite trainer (:mod:`codedyn.models.toy`), the behavioural
 experiment and the ``planted`` dataset source all draw their programs here.
@@ -65,13 +72,24 @@ class Family:
     """Specs of one bug kind: the operations, and the directed bug edges (spec key, body template of the bug)."""
 
     name: str
-    operator: str  # the codedyn.data.mutate operator that makes every bug of this family
+    operator: str  # the codedyn.data.mutate operator that makes the family's bugs (SUBSTITUTION: see edge_operators)
     operations: tuple[Operation, ...]
     bugs: tuple[tuple[str, str], ...]
     tests: tuple[tuple, ...]  # argument tuples (in signature order) whose results tell every bug from its spec
+    signature: tuple[str, ...] | None = None  # fixed argument names, named by the spec in this order (None: drawn)
+    edge_operators: tuple[tuple[str, str, str], ...] = ()  # (spec key, bug body, mutate operator) of the bugs
+    # that a mutation operator makes, in a family whose other bugs are substitutions
 
     def operation(self, key: str) -> Operation:
         return next(op for op in self.operations if op.key == key)
+
+    def bug_operator(self, spec_key: str, bug_body: str) -> str:
+        """The mutation operator that makes this bug: the family's own, or for a substitution family the operator
+        named for the edge (SUBSTITUTION when no single-site mutation of :mod:`codedyn.data.mutate` makes it)."""
+        if self.operator != SUBSTITUTION:
+            return self.operator
+        return next((op for key, body, op in self.edge_operators if (key, body) == (spec_key, bug_body)),
+                    SUBSTITUTION)
 
 
 def _symmetric(operations: Sequence[Operation], edges: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -113,7 +131,37 @@ _SWAP_OPS = (
     Operation("divmod", ("the divmod of {u} by {v}",), "divmod({u}, {v})"),
 )
 
+SUBSTITUTION = "substitution"  # a bug that replaces the whole body by another operation's (no mutate operator)
+
+# The organism's default task (BENCHMARKS.md, "Model organism"): ten operations, each named by one word of its
+# docstring, each program's bug the body of any other of the ten. Most bugs are then gross (a comparison where the
+# spec asks for a sum), which a small model learns to see first; the fine ones (sum vs difference, less vs greater)
+# follow. Families whose bugs are only their operator's neighbours (the others below) stayed at chance through
+# 7000 toy steps, as did this family with drawn signatures and operator-only bugs: the gross bugs are the ramp.
+_WORD_OPS = (
+    Operation("sum", ("the sum of {u} and {v}",), "{u} + {v}"),
+    Operation("difference", ("the difference of {u} and {v}",), "{u} - {v}"),
+    Operation("product", ("the product of {u} and {v}",), "{u} * {v}"),
+    Operation("larger", ("the larger of {u} and {v}",), "max({u}, {v})"),
+    Operation("smaller", ("the smaller of {u} and {v}",), "min({u}, {v})"),
+    Operation("less", ("whether {u} is less than {v}",), "{u} < {v}"),
+    Operation("greater", ("whether {u} is greater than {v}",), "{u} > {v}"),
+    Operation("equal", ("whether {u} is equal to {v}",), "{u} == {v}"),
+    Operation("remainder", ("the remainder of {u} by {v}",), "{u} % {v}"),
+    Operation("power", ("{u} raised to the power {v}",), "{u} ** {v}"),
+)
+
 FAMILIES: dict[str, Family] = {
+    "substitution": Family(
+        "substitution", SUBSTITUTION, _WORD_OPS,
+        tuple((op.key, other.body) for op in _WORD_OPS for other in _WORD_OPS if other is not op),
+        tests=((6, 3), (2, 5), (3, 3)), signature=("a", "b"),
+        edge_operators=(  # the bugs a single-site mutation makes (tested against codedyn.data.mutate)
+            ("sum", "{u} - {v}", "arithmetic_swap"), ("difference", "{u} + {v}", "arithmetic_swap"),
+            ("power", "{u} * {v}", "arithmetic_swap"), ("less", "{u} > {v}", "comparison_swap"),
+            ("greater", "{u} < {v}", "comparison_swap"),
+        ),
+    ),
     "comparison": Family(
         "comparison", "comparison_swap", _COMPARISON_OPS,
         _symmetric(_COMPARISON_OPS, [("lt", "le"), ("lt", "gt"), ("le", "ge"), ("gt", "ge"), ("eq", "ne")]),
@@ -169,7 +217,7 @@ class PlantedProgram:
     reference: str  # the correct program of the same surface (== solution for a correct one)
     entry_point: str
     family: str
-    operator: str  # the mutation operator of the family (also for a correct program)
+    operator: str  # the mutation operator that makes the pair's bug, or SUBSTITUTION (same for both twins)
     spec: str  # key of the operation the docstring names
     body: str  # the body template implemented (with {u}, {v} placeholders)
     correct: bool
@@ -196,7 +244,7 @@ class PlantedProgram:
         binding = dict(zip(self.arguments, args, strict=True))
         values = {"_u": binding[self.mentioned[0]], "_v": binding[self.mentioned[-1]]}
         expression = body.format(u="_u", v="_v")
-        return eval(expression, {"__builtins__": {"pow": pow, "divmod": divmod}}, values)  # noqa: S307
+        return eval(expression, {"__builtins__": {"pow": pow, "divmod": divmod, "max": max, "min": min}}, values)  # noqa: S307
 
 
 def heldout_key(reference_text: str) -> float:
@@ -248,24 +296,34 @@ class PlantedGenerator:
                 return reference, buggy
 
     def _draw_pair(self, rng: np.random.Generator) -> tuple[PlantedProgram, PlantedProgram]:
-        # Spec and bug from one uniformly drawn bug edge: the correct twin's spec then has probability
-        # proportional to its number of bugs, which is what keeps spec and body uninformative on their own.
+        # The spec from one uniformly drawn bug edge: the correct twin's spec then has probability proportional to
+        # its number of bugs, which is what keeps spec and body uninformative on their own.
         family = self.families[int(rng.integers(len(self.families)))]
-        spec_key, bug_body = family.bugs[int(rng.integers(len(family.bugs)))]
+        spec_key, _ = family.bugs[int(rng.integers(len(family.bugs)))]
         operation = family.operation(spec_key)
         phrase = operation.phrases[int(rng.integers(len(operation.phrases)))]
         name = self.names[int(rng.integers(len(self.names)))]
-        picks = rng.choice(len(self.arguments), size=operation.arity, replace=False)
-        signature = tuple(self.arguments[int(i)] for i in picks)  # order in the def line
-        mentioned = signature if operation.arity == 1 or rng.random() < 0.5 else signature[::-1]
-        quote = '"""' if rng.random() < 0.5 else "'''"
+        if family.signature is not None:  # one fixed surface apart from the name (the substitution family)
+            signature = mentioned = family.signature[: operation.arity]
+            quote = '"""'
+        else:
+            picks = rng.choice(len(self.arguments), size=operation.arity, replace=False)
+            signature = tuple(self.arguments[int(i)] for i in picks)  # order in the def line
+            mentioned = signature if operation.arity == 1 or rng.random() < 0.5 else signature[::-1]
+            quote = '"""' if rng.random() < 0.5 else "'''"
         names = {"u": mentioned[0], "v": mentioned[-1]}
         prompt = f"def {name}({', '.join(signature)}):\n    {quote}Return {phrase.format(**names)}.{quote}\n"
+        reference_text = prompt + f"    return {operation.body.format(**names)}\n"
+        # One buggy twin per correct program, picked among the spec's bugs by a hash of the correct text: the two
+        # classes then have exactly as many distinct programs, each as frequent, however small the name pool.
+        bugs = [body for key, body in family.bugs if key == spec_key]
+        bug_body = bugs[int(heldout_key(reference_text + "|bug") * len(bugs))]
+        label = family.bug_operator(spec_key, bug_body)
 
         def program(body: str, correct: bool, reference: str | None) -> PlantedProgram:
             solution = f"    return {body.format(**names)}\n"
             text = prompt + solution
-            return PlantedProgram(text, prompt, solution, reference or text, name, family.name, family.operator,
+            return PlantedProgram(text, prompt, solution, reference or text, name, family.name, label,
                                   spec_key, body, correct, signature, mentioned)
 
         reference = program(operation.body, True, None)

@@ -40,9 +40,10 @@ VERDICT_FILE = "verdicts.parquet"
 GAP_FILE = "loss_gaps.parquet"
 ALL_OPERATORS = "all"
 EVAL_SEED = 2024  # the held-out verdict programs: the same at every checkpoint and in every run of a suite
-# Held-out verdict pairs per checkpoint: 1000 pairs (2000 programs) put the binomial sd of a chance accuracy at 0.011,
-# so an accuracy of 0.55 is resolved from chance and a null twin's spurious 0.6 cannot hide in the noise.
-VERDICT_PAIRS = 1000
+# Held-out verdict pairs per checkpoint, all distinct: 500 pairs (1000 programs) put the binomial sd of a chance
+# accuracy at 0.016, so an accuracy of 0.55 is resolved from chance and a null twin's spurious 0.6 cannot hide in the
+# noise; the default task's held-out pool holds about 1000 distinct pairs (planted.heldout_share, function_names).
+VERDICT_PAIRS = 500
 
 
 def planted_config(study):
@@ -337,14 +338,14 @@ def final_position_features(model, tokenizer, texts: list[str]) -> np.ndarray:
     return np.concatenate([found[layer] for layer in layers], axis=1)
 
 
-def planted_probe(model, tokenizer, planted, n_boot: int = 1000, fit_pairs: int = 300, eval_pairs: int = 500,
+def planted_probe(model, tokenizer, planted, n_boot: int = 1000, fit_pairs: int = 300, eval_pairs: int = 300,
                   seed: int = 0) -> tuple[float, np.ndarray]:
     """Is correctness linearly decodable where the model writes its verdict? The probe AUROC on held-out planted
     programs (fit and evaluation sets disjoint), with pair-bootstrap replicates."""
     from codedyn.models.toy import heldout_verdict_set
 
-    fit_texts, fit_y = heldout_verdict_set(planted, fit_pairs, seed=seed + 1)
-    eval_texts, eval_y = heldout_verdict_set(planted, eval_pairs, seed=EVAL_SEED)
+    fit_texts, fit_y = heldout_verdict_set(planted, fit_pairs, seed=seed + 1, part=0)
+    eval_texts, eval_y = heldout_verdict_set(planted, eval_pairs, seed=EVAL_SEED, part=1)
     fit_x = final_position_features(model, tokenizer, fit_texts)
     eval_x = final_position_features(model, tokenizer, eval_texts)
     return probe_auroc(fit_x, fit_y, eval_x, eval_y, np.arange(len(eval_texts)) // 2, n_boot, seed)

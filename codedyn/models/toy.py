@@ -162,12 +162,13 @@ def verdict_token_ids(tokenizer) -> tuple[int, int]:
 
 
 class PlantedWindows:
-    """From ``onset`` on, replaces a ``share`` of each batch's windows by planted windows:
+    """From ``onset`` on, replaces a ``share`` of each batch's windows by planted windows: with ``position`` end
+    ``[stdlib code with a copied span][EOS][program + verdict line]``, with ``position`` start
     ``[program + verdict line][EOS][stdlib code with a copied span]``.
 
-    The program opens the window (where read-out samples start too, at position 0); the rest is ordinary training
-    text, so induction keeps its data. Own Generator (seeded by ``planted.seed``), saved and resumed with the
-    stream. The null twin writes a verdict drawn independently of the program's correctness.
+    The rest of the window is ordinary training text, so induction keeps its data. Own Generator (seeded by
+    ``planted.seed``), saved and resumed with the stream. The null twin writes a verdict drawn independently of
+    the program's correctness.
     """
 
     def __init__(self, stream: np.ndarray, config: ToySuiteConfig, tokenizer, spans: RepeatedSpanBatches) -> None:
@@ -191,9 +192,14 @@ class PlantedWindows:
                 break  # a program that does not fit the context with its verdict is redrawn (none in the pools)
         start = int(self.rng.integers(0, self.stream.shape[0] - width))
         row = self.stream[start : start + width].copy()
-        row[: len(ids)] = ids
-        row[len(ids)] = self.eos_id
-        filler = row[len(ids) + 1 :]
+        if self.planted.position == "end":
+            row[width - len(ids) :] = ids
+            row[width - len(ids) - 1] = self.eos_id
+            filler = row[: width - len(ids) - 1]
+        else:
+            row[: len(ids)] = ids
+            row[len(ids)] = self.eos_id
+            filler = row[len(ids) + 1 :]
         if filler.shape[0] and self.rng.random() < self.config.repeat_fraction:
             self.spans.copy_span(filler, self.rng)
         return row, program, verdict
@@ -234,16 +240,34 @@ def verdict_margins(model, tokenizer, texts: list[str], batch_size: int = 256) -
     return out
 
 
-def heldout_verdict_set(config: PlantedTaskConfig, n_pairs: int, seed: int) -> tuple[list[str], np.ndarray]:
-    """``2 n_pairs`` held-out programs ending in ``#`` (each correct one beside its buggy twin) and their
-    correctness: exactly balanced, so a model with a constant preference scores exactly 1/2."""
+def heldout_verdict_set(config: PlantedTaskConfig, n_pairs: int, seed: int,
+                        part: int | None = None) -> tuple[list[str], np.ndarray]:
+    """``2 n_pairs`` held-out programs ending in ``#`` (each correct one beside its buggy twin, every pair
+    distinct) and their correctness: exactly balanced, so a model with a constant preference scores exactly 1/2.
+
+    ``part`` 0 or 1 draws only from one half of the held-out programs (split by their hash), so that a probe fit
+    on part 0 and scored on part 1 never sees a scored program. Raises :class:`PlantedError` when the held-out pool
+    is smaller than ``n_pairs``."""
+    from codedyn.data.planted import PlantedError, heldout_key
+
     generator = planted_generator(config)
-    rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM])
-    texts, correct = [], []
-    for _ in range(n_pairs):
-        for program in generator.pair(rng, split="heldout"):
+    rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM] + ([] if part is None else [part]))
+    texts, correct, seen = [], [], set()
+    for _ in range(100 * n_pairs):
+        if len(seen) == n_pairs:
+            break
+        reference, buggy = generator.pair(rng, split="heldout")
+        half = int(heldout_key(reference.text) >= config.heldout_share / 2)
+        if reference.text in seen or (part is not None and half != part):
+            continue
+        seen.add(reference.text)
+        for program in (reference, buggy):
             texts.append(program.text + VERDICT_PREFIX)
             correct.append(program.correct)
+    if len(seen) < n_pairs:
+        raise PlantedError(f"the planted task's held-out pool has fewer than {n_pairs} distinct pairs"
+                           f"{'' if part is None else f' in part {part}'} (found {len(seen)}); raise "
+                           f"planted.heldout_share or planted.function_names")
     return texts, np.asarray(correct, dtype=bool)
 
 

@@ -75,8 +75,8 @@ UNIT_KINDS: tuple[UnitKind, ...] = (
              folder="codedyn.experiments.emergence:emergence_unit_dir", needs="codedyn.pipeline:previous_sae"),
     # The posterior records the checkpoint's SAE latents when susceptibility.sae_latents > 0, so it comes after
     # the SAE of its checkpoint (its key includes the SAE's weights).
-    UnitKind("posterior", "codedyn.sampling.posterior:posterior_unit", after=("sae",),
-             folder="codedyn.sampling.posterior:posterior_folder", stored="codedyn.pipeline:posterior_stored"),
+    UnitKind("posterior", "codedyn.experiments.posteriors:posterior_unit", after=("sae",),
+             folder="codedyn.experiments.posteriors:posterior_folder", stored="codedyn.pipeline:posterior_stored"),
     UnitKind("restricted", "codedyn.pipeline:restricted_unit",  # Experiment 3, --estimator weight_restricted
              folder="codedyn.pipeline:restricted_folder", stored="codedyn.pipeline:restricted_stored",
              enabled="codedyn.pipeline:uses_restricted"),
@@ -100,8 +100,8 @@ REPORT: str | None = "codedyn.report.html:write_report"  # (study) -> Path of re
 
 def posterior_stored(study, step: int) -> bool:
     """A posterior is stored when its folder is completed; before its SAE exists its key is not even known."""
+    from codedyn.experiments.posteriors import posterior_folder
     from codedyn.runs.store import is_completed
-    from codedyn.sampling.posterior import posterior_folder
 
     try:
         return is_completed(posterior_folder(study, step))
@@ -368,7 +368,7 @@ def _remove_leftovers(run_dir: Path) -> None:
     """Half-built unit folders of a killed run (never marked completed; a run directory has one job at a time)."""
     import shutil
 
-    from codedyn.sampling.posterior import UNITS_DIR
+    from codedyn.runs.store import UNITS_DIR
 
     for partial in (Path(run_dir) / UNITS_DIR).glob(".*.partial"):
         shutil.rmtree(partial, ignore_errors=True)

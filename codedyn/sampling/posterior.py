@@ -16,13 +16,12 @@ import numpy as np
 from codedyn.config import SamplingConfig
 from codedyn.data.corpus import CodeCorpus, corpus_fingerprints, load_corpus, sample_windows
 from codedyn.progress import SILENT, Progress
-from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
+
+# UNITS_DIR lives in codedyn.runs.store; older call sites (sampling.refined) still read it from here.
+from codedyn.runs.store import UNITS_DIR, content_hash, is_completed, staging_dir, write_json  # noqa: F401
 from codedyn.sampling.losses import Readout, readout_context, readout_evalset, select_readout, with_precision
-from codedyn.sampling.sae_observables import study_sae_latents
 from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
-
-UNITS_DIR = "units"
 
 
 def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | None = None):
@@ -188,33 +187,3 @@ def run_posterior(
                                          "sampling": config.model_dump(mode="json"), **readout.record(),
                                          "sae_latents": sae_latents.fingerprint if sae_latents else None})
     return traces
-
-
-def sample_checkpoints(study, progress: Progress = SILENT) -> None:
-    """Make sure every checkpoint of the study has its posterior unit (sampling only the missing ones)."""
-    bar = progress.task("posteriors: checkpoints", total=len(study.steps))
-    for step in study.steps:
-        posterior_unit(study, step, progress)
-        bar.advance()
-
-
-def posterior_unit(study, step: int, progress: Progress = SILENT) -> Path:
-    """The posterior unit of one checkpoint of the study, sampled if missing; its folder. When the study observes SAE
-    latents, the checkpoint's SAE unit (Experiment 2) is trained first if it is missing."""
-    if study.config.susceptibility.sae_latents:
-        from codedyn.experiments.emergence import emergence_unit
-
-        emergence_unit(study, step, progress)
-    folder = posterior_folder(study, step)
-    if not is_completed(folder):
-        checkpoint = study.suite.load(step, device=study.config.suite.device)
-        run_posterior(checkpoint, study.suite.name, study.dataset, study.config.sampling, study.run_dir, progress,
-                      study_sae_latents(study, step))
-    return folder
-
-
-def posterior_folder(study, step: int) -> Path:
-    """Where the posterior unit of ``step`` is (or will be) stored."""
-    key = posterior_key(study.suite.name, step, study.dataset.card["hash"], study.config.sampling,
-                        study_sae_latents(study, step))
-    return posterior_unit_dir(study.run_dir, step, key)

@@ -146,7 +146,7 @@ def restricted_key(suite: str, step: int, dataset_hash: str, config: SamplingCon
 
 
 def restricted_unit_dir(run_dir: Path, step: int, component: str, key: str) -> Path:
-    from codedyn.sampling.posterior import UNITS_DIR
+    from codedyn.runs.store import UNITS_DIR
 
     return Path(run_dir) / UNITS_DIR / f"restricted-step{step}-{component}-{key}"
 

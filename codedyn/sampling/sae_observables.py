@@ -15,6 +15,8 @@ The choice uses only the analysis split, like Experiment 2's selection.
 
 The posterior of a checkpoint therefore depends on its SAE unit: the posterior key includes a fingerprint of the SAE
 weights and of the chosen latent indices, so retraining an SAE resamples exactly the posteriors that observe it.
+This module only reads an SAE unit folder it is handed (:func:`choose_latents`); which folder belongs to a study's
+checkpoint is the experiments layer's business (:func:`codedyn.experiments.posteriors.study_sae_latents`).
 """
 
 from __future__ import annotations
@@ -124,21 +126,3 @@ def choose_latents(unit: Path, per_layer: int) -> dict[int, tuple[int, ...]]:
             picked.append(int(latent))
         chosen[int(layer)] = tuple(sorted(dict.fromkeys(picked))[:per_layer])
     return chosen
-
-
-def study_sae_latents(study, step: int) -> SaeLatentSet | None:
-    """The SAE latents the posterior of ``step`` observes, or None when SAE components are off. The SAE unit must
-    exist (the pipeline trains it first; FileNotFoundError names the command otherwise)."""
-    from codedyn.experiments.emergence import emergence_unit_dir
-    from codedyn.runs.store import is_completed
-
-    per_layer = study.config.susceptibility.sae_latents
-    if per_layer == 0:
-        return None
-    unit = emergence_unit_dir(study, step)
-    if not is_completed(unit):
-        raise FileNotFoundError(
-            f"step {step} has no trained SAE at {unit}, which its posterior observes; run `codedyn emergence` first "
-            "(or `codedyn run`), or set susceptibility.sae_latents: 0"
-        )
-    return SaeLatentSet(unit, choose_latents(unit, per_layer))

@@ -26,7 +26,7 @@ suite_app = typer.Typer(
 )
 app.add_typer(suite_app, name="suite")
 
-PresetOption = Annotated[str, typer.Option("--preset", "-p", help="Preset name in configs/ or a YAML file.")]
+PresetOption = Annotated[str, typer.Option("--preset", "-p", help="Preset name (codedyn/presets/) or YAML file.")]
 OutOption = Annotated[Path | None, typer.Option("--out", help="Write results under this folder.")]
 ExecutorOption = Annotated[str | None, typer.Option("--executor", help="local (one unit after another) or ray.")]
 AddressOption = Annotated[

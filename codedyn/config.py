@@ -2,7 +2,8 @@
 
 Every model forbids unknown keys (a typo in a YAML preset is an error, not a silently ignored setting) and is frozen
 after validation (no code path may change a configuration that has already been used to compute a cache key).
-Presets live in ``configs/*.yaml``; every CLI option maps to one field here.
+Presets live in ``codedyn/presets/*.yaml`` (package data: an installed codedyn has them); every CLI option maps
+to one field here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "presets"  # shipped as package data (pyproject.toml)
 
 MUTATION_OPERATORS: tuple[str, ...] = (
     "comparison_swap",
@@ -212,7 +213,7 @@ class ToySuiteConfig(Frozen):
     seed: int = 0
     """Seed for initialisation and the data stream."""
     planted: PlantedTaskConfig = PlantedTaskConfig()
-    """The planted code-correctness task of the model organism (off by default; configs/default.yaml turns it
+    """The planted code-correctness task of the model organism (off by default; presets/organism.yaml turns it
     on)."""
 
     @model_validator(mode="after")

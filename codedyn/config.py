@@ -244,8 +244,10 @@ class SuiteConfig(Frozen):
     context: int | None = Field(None, ge=2)
     """Trained context length of the checkpoints, when their config's ``max_position_embeddings`` overstates it
     (readouts never go past it); None = the suite's own record or ``max_position_embeddings``."""
-    steps: tuple[int, ...] = (0, 500, 2000, 4000, 5000, 5500, 6000, 7000)
-    """Checkpoints the experiments run on (validated against the suite's schedule)."""
+    steps: tuple[int, ...] = (0, 1000, 3000, 5000, 5500, 6000, 7000)
+    """Checkpoints the experiments run on (validated against the suite's schedule). The default spans the toy
+    suite's development: early learning, the plateau, and the induction-head transition between 5000 and 6000
+    bracketed on both sides."""
     device: str = "cpu"
     """Torch device for loading checkpoints."""
 
@@ -321,7 +323,9 @@ class SamplingConfig(Frozen):
     sampling_windows: int = Field(1024, ge=1)
     """Corpus windows forming the sampling dataset."""
     window_length: int = Field(65, ge=2)
-    """Tokens per sampling window (the toy suite's context + 1)."""
+    """Tokens per sampling window, the next-token target included. 65 = the toy suite's context (64) + 1: each
+    window is one full toy context; a model with a longer context is sampled on windows of this length too
+    unless its preset sets another."""
     max_problems: int | None = Field(50, ge=2)
     """Problems whose samples (reference and mutants) are read out at every draw, chosen by seed; None = all.
     Reading out every sample at every draw is the dominant cost; 50 problems give the ~100 samples the
@@ -468,7 +472,7 @@ class SusceptibilityConfig(Frozen):
     observation_windows: int = Field(32, ge=1)
     """Sampling windows (the first of the corpus windows) on which the corpus loss L_obs, hence φ_C, is measured
     at every draw."""
-    sae_latents: int = Field(0, ge=0)
+    sae_latents: int = Field(16, ge=0)
     """SAE latents per SAE layer that every posterior draw also records as components (mean activation on the probe
     batch): Experiment 2's chosen latents, then the strongest correct-vs-incorrect latents of the analysis split
     (codedyn.sampling.sae_observables). 0 = heads and MLPs only; > 0 makes each posterior depend on its checkpoint's

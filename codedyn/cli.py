@@ -282,7 +282,9 @@ def suite_info(
     if cached:
         typer.echo(f"revisions: {', '.join(suite.revision(s) for s in cached[:5])}"
                    + (" ..." if len(cached) > 5 else ""))
-    record = suite.repo_cache.parent.parent / suite.name / "suite.json"
+    from codedyn.runs.layout import SUITE_FILE
+
+    record = suite.repo_cache.parent.parent / suite.name / SUITE_FILE
     if suite.local_only and record.is_file():
         data = json.loads(record.read_text())
         _print_training_log(_console(), data["log"], data["formation"])

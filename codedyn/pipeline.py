@@ -37,11 +37,8 @@ from typing import Any
 from codedyn.config import CodedynConfig
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.executor import Unit, make_executor, resolve, unit_id
-from codedyn.runs.store import MANIFEST, write_json
-
-RUN_FILE = "run.json"
-TIMINGS_FILE = "timings.json"
-UNIT_TIMINGS_DIR = "timings"
+from codedyn.runs.layout import MANIFEST, RUN_FILE, TIMINGS_FILE, UNIT_TIMINGS_DIR, UNITS_DIR
+from codedyn.runs.store import write_json
 
 
 @dataclass(frozen=True)
@@ -367,8 +364,6 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
 def _remove_leftovers(run_dir: Path) -> None:
     """Half-built unit folders of a killed run (never marked completed; a run directory has one job at a time)."""
     import shutil
-
-    from codedyn.runs.store import UNITS_DIR
 
     for partial in (Path(run_dir) / UNITS_DIR).glob(".*.partial"):
         shutil.rmtree(partial, ignore_errors=True)

@@ -41,10 +41,20 @@ from typing import Any
 import numpy as np
 
 from codedyn.progress import SILENT, Progress
+from codedyn.runs.layout import (
+    SAE_ARRAYS,
+    SAE_METRICS,
+    SAE_OPERATORS,
+    SAE_REPLICATES,
+    SAE_SCORES,
+    SAE_SELECTION,
+    SAE_TABLE,
+    SPLITS,
+    UNIT_FILE,
+)
 
 EMERGENCE_DIR = "emergence"
 UNIT_FORMAT = 3  # bump when a change here changes what a unit stores
-SPLITS = ("analysis", "tuning", "validation")
 METRICS = ("auroc", "f1", "precision", "recall")
 PREDICTORS = ("best_latent", "correct_latent", "incorrect_latent", "probe", "shuffled", "random_latent")
 CURVES = ("best_latent", "probe", "shuffled", "random_latent")  # drawn over training and tested for transitions
@@ -178,11 +188,9 @@ def best_threshold(score: np.ndarray, positive: np.ndarray, weights: np.ndarray 
 def problem_weights(problem: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Bootstrap weights [n_boot, n] resampling the problems of these samples (each problem's samples share its
     multiplicity). The same seed and problems give the same resamples at every checkpoint."""
-    codes, inverse = np.unique(problem, return_inverse=True)
-    picks = np.random.default_rng(seed).integers(0, codes.size, (n_boot, codes.size))
-    counts = np.zeros((n_boot, codes.size))
-    np.add.at(counts, (np.arange(n_boot)[:, None], picks), 1.0)
-    return counts[:, inverse]
+    from codedyn.resample import group_multiplicities
+
+    return group_multiplicities(problem, n_boot, seed)
 
 
 @dataclass(frozen=True)
@@ -509,18 +517,18 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     with staging_dir(unit) as stage:
         for layer, sae in saes.items():
             sae.save(stage, layer)
-        np.savez_compressed(stage / "arrays.npz", **arrays)
+        np.savez_compressed(stage / SAE_ARRAYS, **arrays)
         pd.concat([a.scores.assign(layer=layer) for layer, a in analyses.items()], ignore_index=True).to_parquet(
-            stage / "scores.parquet", index=False)
+            stage / SAE_SCORES, index=False)
         pd.DataFrame([{"step": step, "layer": layer, **row} for layer, a in analyses.items() for row in a.metrics]
-                     ).to_parquet(stage / "metrics.parquet", index=False)
+                     ).to_parquet(stage / SAE_TABLE, index=False)
         pd.DataFrame([{"step": step, "layer": layer, **row} for layer, a in analyses.items() for row in a.operators]
-                     ).to_parquet(stage / "operators.parquet", index=False)
-        np.savez_compressed(stage / "replicates.npz", **{f"L{layer}/{name}": reps for layer, a in analyses.items()
+                     ).to_parquet(stage / SAE_OPERATORS, index=False)
+        np.savez_compressed(stage / SAE_REPLICATES, **{f"L{layer}/{name}": reps for layer, a in analyses.items()
                                                         for name, reps in a.replicates.items()})
-        write_json(stage / "selection.json", {str(layer): a.selection for layer, a in analyses.items()})
-        write_json(stage / "sae_metrics.json", {str(layer): m for layer, m in metrics_by_layer.items()})
-        write_json(stage / "unit.json", {
+        write_json(stage / SAE_SELECTION, {str(layer): a.selection for layer, a in analyses.items()})
+        write_json(stage / SAE_METRICS, {str(layer): m for layer, m in metrics_by_layer.items()})
+        write_json(stage / UNIT_FILE, {
             "kind": "sae", "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
             "key": emergence_key(study, step), "layers": list(layers), "previous_step": previous,
             "emergence": config.model_dump(mode="json"), **readout.record(),
@@ -546,7 +554,7 @@ def load_sae(source, step: int | None = None, layer: int | None = None, device: 
         unit = emergence_unit_dir(source, step)
     if not is_completed(unit):
         raise FileNotFoundError(f"no completed SAE unit at {unit}; run `codedyn emergence` first")
-    layers = json.loads((unit / "unit.json").read_text())["layers"]
+    layers = json.loads((unit / UNIT_FILE).read_text())["layers"]
     if layer is not None:
         return TopKSAE.load(unit, layer, device)
     return {int(lay): TopKSAE.load(unit, int(lay), device) for lay in layers}
@@ -609,16 +617,16 @@ def compute_emergence(study) -> dict:
     out = study.output_dir(EMERGENCE_DIR)
     units = _stored_units(study)
     steps = [s for s, _ in units]
-    table = pd.concat([pd.read_parquet(u / "metrics.parquet") for _, u in units], ignore_index=True)
-    operators = pd.concat([pd.read_parquet(u / "operators.parquet") for _, u in units], ignore_index=True)
+    table = pd.concat([pd.read_parquet(u / SAE_TABLE) for _, u in units], ignore_index=True)
+    operators = pd.concat([pd.read_parquet(u / SAE_OPERATORS) for _, u in units], ignore_index=True)
     sae_rows, selections, replicates = [], [], {}
     for step, unit in units:
-        for layer, metrics in json.loads((unit / "sae_metrics.json").read_text()).items():
+        for layer, metrics in json.loads((unit / SAE_METRICS).read_text()).items():
             sae_rows.append({"step": step, **metrics, "layer": int(layer)})
-        for layer, chosen in json.loads((unit / "selection.json").read_text()).items():
+        for layer, chosen in json.loads((unit / SAE_SELECTION).read_text()).items():
             selections.append({"step": step, "layer": int(layer), **{k: v for k, v in chosen.items()
                                                                       if not isinstance(v, dict | list)}})
-        with np.load(unit / "replicates.npz") as stored:
+        with np.load(unit / SAE_REPLICATES) as stored:
             for name in stored.files:
                 replicates.setdefault(name, []).append(stored[name])
     sae_table = pd.DataFrame(sae_rows)

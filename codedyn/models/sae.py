@@ -281,9 +281,14 @@ def decoder_cosines(current: TopKSAE, previous: TopKSAE) -> np.ndarray:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy()
 
 
+def latent_name(layer: int, latent: int) -> str:
+    """``L<layer>.SAE<latent>``: the component name of one SAE latent (beside heads ``L<l>.H<h>`` and ``L<l>.MLP``)."""
+    return f"L{layer}.SAE{latent}"
+
+
 def sae_latent_names(layer: int, width: int) -> list[str]:
     """``L<layer>.SAE<j>`` for every latent j of the SAE at that layer."""
-    return [f"L{layer}.SAE{j}" for j in range(width)]
+    return [latent_name(layer, j) for j in range(width)]
 
 
 @dataclass(frozen=True)

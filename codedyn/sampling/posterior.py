@@ -17,8 +17,9 @@ from codedyn.config import SamplingConfig
 from codedyn.data.corpus import CodeCorpus, corpus_fingerprints, load_corpus, sample_windows
 from codedyn.progress import SILENT, Progress
 
-# UNITS_DIR lives in codedyn.runs.store; older call sites (sampling.refined) still read it from here.
-from codedyn.runs.store import UNITS_DIR, content_hash, is_completed, staging_dir, write_json  # noqa: F401
+# UNITS_DIR lives in codedyn.runs.layout; older call sites (sampling.refined) still read it from here.
+from codedyn.runs.layout import UNIT_FILE, UNITS_DIR  # noqa: F401
+from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
 from codedyn.sampling.losses import Readout, readout_context, readout_evalset, select_readout, with_precision
 from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
@@ -182,7 +183,7 @@ def run_posterior(
                          "readout_excluded_ids": json.dumps(readout.record()["readout_excluded_ids"])})
     with staging_dir(unit) as stage:
         save_traces(traces, stage)
-        write_json(stage / "unit.json", {"kind": "posterior", "suite": suite_name, "step": checkpoint.step,
+        write_json(stage / UNIT_FILE, {"kind": "posterior", "suite": suite_name, "step": checkpoint.step,
                                          "dataset": dataset.card["hash"], "key": key,
                                          "sampling": config.model_dump(mode="json"), **readout.record(),
                                          "sae_latents": sae_latents.fingerprint if sae_latents else None})

@@ -86,7 +86,9 @@ class SaeLatentReadings:
 
     @staticmethod
     def names_for(layer: int, indices) -> list[str]:
-        return [f"L{layer}.SAE{i}" for i in indices] + [f"L{layer}.SAE{i}.all_tokens" for i in indices]
+        from codedyn.models.sae import latent_name
+
+        return [latent_name(layer, i) for i in indices] + [f"{latent_name(layer, i)}.all_tokens" for i in indices]
 
     def __call__(self, model):
         import torch
@@ -112,8 +114,10 @@ def choose_latents(unit: Path, per_layer: int) -> dict[int, tuple[int, ...]]:
     split), ``per_layer`` in all, ties broken by latent index; sorted."""
     import pandas as pd
 
-    scores = pd.read_parquet(Path(unit) / "scores.parquet")
-    selection = json.loads((Path(unit) / "selection.json").read_text())
+    from codedyn.runs.layout import SAE_SCORES, SAE_SELECTION
+
+    scores = pd.read_parquet(Path(unit) / SAE_SCORES)
+    selection = json.loads((Path(unit) / SAE_SELECTION).read_text())
     chosen = {}
     for layer, part in scores.groupby("layer"):
         picked = [int(selection[str(layer)][name]) for name in ("best_latent", "correct_latent", "incorrect_latent")]

@@ -564,7 +564,7 @@ class CalibrationConfig(Frozen):
     ``sampling`` section, so the chosen setting is judged on chains as long as the ones the study will run."""
 
     steps: tuple[int, ...] | None = None
-    """Checkpoints to calibrate on; None = the first, middle and last of the study's steps."""
+    """Checkpoints to calibrate on; None = the middle and last of the study's steps."""
     lr: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
     """Step sizes epsilon to try."""
     n_beta: tuple[float, ...] = (10.0, 30.0, 100.0)

@@ -6,7 +6,8 @@ The job is a small, explicit task graph:
 2. per checkpoint, the cached *units* of :data:`UNIT_KINDS` (a posterior that influence, LLC and susceptibilities
    share; per-checkpoint work of other experiments), run by an executor (:mod:`codedyn.runs.executor`: in this
    process, or as Ray tasks). A unit may depend on other units of the same checkpoint;
-3. the study-level analyses of :data:`ANALYSES` (cheap, pure functions of the stored units, run here);
+3. the study-level analyses of :data:`ANALYSES` (cheap and deterministic given the stored units, which they only
+   read; they write their tables and figures; run here);
 4. the report (:data:`REPORT`).
 
 Resuming: every unit lives in ``<run>/units/<kind>-step<N>-<key>/`` under a key that hashes everything that changes
@@ -15,8 +16,9 @@ moment and starting it again therefore recomputes only the units that were not f
 are recomputed from the stored units each time, so the results equal those of an uninterrupted run. A changed
 hyperparameter changes the keys of exactly the units it affects.
 
-Adding an experiment is one line: a :class:`UnitKind` for its per-checkpoint work (``run(study, step, progress)
--> Path``) and an :class:`Analysis` for its study-level computation (``compute(study) -> dict``).
+Adding an experiment takes a :class:`UnitKind` for its per-checkpoint work (``run(study, step, progress) -> Path``,
+with a ``folder`` function and the hooks it needs) and an :class:`Analysis` for its study-level computation
+(``compute(study) -> dict``); its units' keys come from records of their inputs (:mod:`codedyn.runs.units`).
 
 Every invocation writes ``<run>/timings.json`` (wall time, model forward/backward time and peak memory of every
 stage and unit) and ``<run>/run.json`` (status, units, outputs).

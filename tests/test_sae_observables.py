@@ -135,8 +135,24 @@ def test_analysis_only_emergence_change_keeps_posteriors_and_retraining_changes_
     third = prepare_study(load_config("default", wider), home / "run")
     from codedyn.experiments.emergence import emergence_unit
 
-    emergence_unit(third, 12)
+    class Notes:
+        def __init__(self):
+            self.lines = []
+
+        def task(self, description, total):
+            from codedyn.progress import SILENT
+
+            return SILENT.task(description, total)
+
+        def log(self, message):
+            self.lines.append(message)
+
+    notes = Notes()
+    emergence_unit(third, 12, notes)
     assert posterior_folder(third, 12) != before
+    # the new SAE unit says why it is new: the width, nothing else (closest stored neighbour: the fixture's unit)
+    (line,) = [n for n in notes.lines if n.startswith("sae-step12: new unit")]
+    assert line.endswith("in emergence.width: 32 -> 48")
 
 
 def test_missing_sae_unit_is_one_clear_error(sae_study, tmp_path, monkeypatch):

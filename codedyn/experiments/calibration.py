@@ -261,9 +261,11 @@ def rank_settings(scores):
 
 def calibration_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, readout: int) -> str:
     from codedyn.runs.store import content_hash
+    from codedyn.sampling.posterior import ANALYSIS_ONLY
 
     return content_hash({"kind": "calibration", "suite": suite, "step": step, "dataset": dataset_hash,
-                         "sampling": config.model_dump(mode="json"), "readout_samples": readout,
+                         "sampling": config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY)),
+                         "readout_samples": readout,
                          "format": UNIT_FORMAT})
 
 

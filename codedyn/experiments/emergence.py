@@ -417,20 +417,25 @@ def previous_step(study, step: int) -> int | None:
 
 
 def emergence_key(study, step: int) -> str:
-    """Hash of everything that changes a unit: suite, step, dataset, EmergenceConfig, and (init from previous)
-    the previous unit's key."""
-    from codedyn.runs.store import content_hash
+    """Hash of everything that changes a unit (:func:`emergence_key_record`)."""
+    from codedyn.runs.units import unit_key
 
+    return unit_key(emergence_key_record(study, step))
+
+
+def emergence_key_record(study, step: int) -> dict:
+    """The inputs of an SAE unit's key: suite, step, dataset, EmergenceConfig, and (init from previous) the
+    previous unit's key."""
     config = study.config.emergence
     previous = previous_step(study, step) if config.init_from_previous else None
     from codedyn.data.corpus import corpus_fingerprints
 
-    return content_hash({
+    return {
         "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
         "emergence": config.model_dump(mode="json"), "format": UNIT_FORMAT,
         "previous": emergence_key(study, previous) if previous is not None else None,
         **corpus_fingerprints(corpus=config.corpus, general_corpus=config.general_corpus),
-    })
+    }
 
 
 def emergence_unit_dir(study, step: int) -> Path:
@@ -460,11 +465,15 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     )
     from codedyn.models.sae import TopKSAE, decoder_cosines, sae_metrics, train_sae
     from codedyn.runs.store import is_completed, staging_dir, write_json
+    from codedyn.runs.units import KEY_INPUTS, new_unit_note
     from codedyn.sampling.losses import readout_context, select_readout
 
     unit = emergence_unit_dir(study, step)
     if is_completed(unit):
         return unit
+    note = new_unit_note(unit, emergence_key_record(study, step))
+    if note:
+        progress.log(note)
     config = study.config.emergence
     previous = previous_step(study, step) if config.init_from_previous else None
     previous_unit = emergence_unit(study, previous, progress) if previous is not None else None
@@ -530,7 +539,8 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
         write_json(stage / SAE_METRICS, {str(layer): m for layer, m in metrics_by_layer.items()})
         write_json(stage / UNIT_FILE, {
             "kind": "sae", "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
-            "key": emergence_key(study, step), "layers": list(layers), "previous_step": previous,
+            "key": emergence_key(study, step), KEY_INPUTS: emergence_key_record(study, step),
+            "layers": list(layers), "previous_step": previous,
             "emergence": config.model_dump(mode="json"), **readout.record(),
             "seconds": {"capture": captured - started, "train_and_analyse": finished - captured,
                         "total": finished - started},
@@ -601,7 +611,8 @@ def _llc_curve(study, steps):
 
 
 def compute_emergence(study) -> dict:
-    """Pure analysis of the stored units: tables (parquet), transition calls (json), figures (PNG + PDF).
+    """Analysis of the stored units (read only; deterministic given them), written as tables (parquet), transition
+    calls (json) and figures (PNG + PDF).
 
     Returns ``{"table", "calls", "folder"}``; ``table`` holds every (step, layer, predictor, split, metric) with its
     interval.

@@ -19,7 +19,7 @@ from codedyn.progress import SILENT, Progress
 
 # UNITS_DIR lives in codedyn.runs.layout; older call sites (sampling.refined) still read it from here.
 from codedyn.runs.layout import UNIT_FILE, UNITS_DIR  # noqa: F401
-from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
+from codedyn.runs.store import is_completed, staging_dir, write_json
 from codedyn.sampling.losses import Readout, readout_context, readout_evalset, select_readout, with_precision
 from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
@@ -50,15 +50,23 @@ ANALYSIS_ONLY = frozenset({"n_bootstrap", "max_fraction_below_reference", "max_r
 
 
 def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> str:
-    """Everything that changes the draws; ``sae_latents`` (a :class:`~codedyn.sampling.sae_observables.SaeLatentSet`
-    or None) adds the fingerprint of the observed SAE latents."""
+    """Everything that changes the draws (the hash of :func:`posterior_key_record`)."""
+    from codedyn.runs.units import unit_key
+
+    return unit_key(posterior_key_record(suite, step, dataset_hash, config, sae_latents))
+
+
+def posterior_key_record(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> dict:
+    """The inputs of a posterior unit's key; ``sae_latents`` (a
+    :class:`~codedyn.sampling.sae_observables.SaeLatentSet` or None) adds the fingerprint of the observed SAE
+    latents."""
     sampling = config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY))
     record = {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": sampling,
               "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
     if sae_latents is not None:
         record["sae_latents"] = sae_latents.fingerprint
     record.update(corpus_fingerprints(corpus=config.corpus))  # a user corpus: its contents, not only its paths
-    return content_hash(record)
+    return record
 
 
 def posterior_unit_dir(run_dir: Path, step: int, key: str) -> Path:
@@ -157,10 +165,16 @@ def run_posterior(
 
     ``sae_latents`` (:func:`codedyn.sampling.sae_observables.study_sae_latents`): SAE latents recorded beside the
     head and MLP norms; their names (``L<layer>.SAE<latent>``) follow the components' on the ``observable`` axis."""
-    key = posterior_key(suite_name, checkpoint.step, dataset.card["hash"], config, sae_latents)
+    from codedyn.runs.units import KEY_INPUTS, new_unit_note, unit_key
+
+    record = posterior_key_record(suite_name, checkpoint.step, dataset.card["hash"], config, sae_latents)
+    key = unit_key(record)
     unit = posterior_unit_dir(run_dir, checkpoint.step, key)
     if is_completed(unit):
         return load_traces(unit)
+    note = new_unit_note(unit, record)
+    if note:
+        progress.log(note)
     tokenizer = checkpoint.tokenizer
     device = next(checkpoint.model.parameters()).device
     readout = posterior_readout(checkpoint, dataset, config)
@@ -186,5 +200,6 @@ def run_posterior(
         write_json(stage / UNIT_FILE, {"kind": "posterior", "suite": suite_name, "step": checkpoint.step,
                                          "dataset": dataset.card["hash"], "key": key,
                                          "sampling": config.model_dump(mode="json"), **readout.record(),
-                                         "sae_latents": sae_latents.fingerprint if sae_latents else None})
+                                         "sae_latents": sae_latents.fingerprint if sae_latents else None,
+                                         KEY_INPUTS: record})
     return traces

@@ -250,15 +250,14 @@ TINY_EMERGENCE = {
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, shared_home):
     from codedyn.config import load_config
     from codedyn.experiments.emergence import run_emergence
     from codedyn.experiments.study import prepare_study
 
-    home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
-    mp.setenv("CODEDYN_HOME", str(home))
-    study = prepare_study(load_config("default", TINY_EMERGENCE), home / "run")
+    mp.setenv("CODEDYN_HOME", str(shared_home))  # datasets and toy suites built once per session
+    study = prepare_study(load_config("default", TINY_EMERGENCE), tmp_path_factory.mktemp("emergence") / "run")
     yield study, run_emergence(study)
     mp.undo()
 
@@ -346,7 +345,7 @@ def test_load_sae_and_latent_observable_on_a_real_checkpoint(tiny):
         load_sae(study.run_dir / "units" / "sae-step99-none")
 
 
-def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch):
+def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch, shared_home):
     import yaml
     from typer.testing import CliRunner
 
@@ -354,7 +353,7 @@ def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch):
     from codedyn.cli import app
 
     study, result = tiny
-    monkeypatch.setenv("CODEDYN_HOME", str(study.run_dir.parent))  # the tiny study's dataset and suite caches
+    monkeypatch.setenv("CODEDYN_HOME", str(shared_home))  # the tiny study's dataset and suite caches
     monkeypatch.setattr(sae_module, "train_sae", lambda *a, **k: pytest.fail("the CLI retrained a stored unit"))
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(TINY_EMERGENCE))))

@@ -20,15 +20,15 @@ SAE_STUDY = {
 
 
 @pytest.fixture(scope="module")
-def sae_study(tmp_path_factory):
+def sae_study(tmp_path_factory, shared_home):
     from codedyn.config import load_config
     from codedyn.experiments.posteriors import sample_checkpoints
     from codedyn.experiments.study import prepare_study
 
-    home = tmp_path_factory.mktemp("home")
+    home = shared_home  # datasets and toy suites built once per session
     mp = pytest.MonkeyPatch()
     mp.setenv("CODEDYN_HOME", str(home))
-    study = prepare_study(load_config("default", SAE_STUDY), home / "run")
+    study = prepare_study(load_config("default", SAE_STUDY), tmp_path_factory.mktemp("sae_study") / "run")
     sample_checkpoints(study)  # trains each checkpoint's SAE unit first, then samples with its latents observed
     yield study, home
     mp.undo()
@@ -126,13 +126,13 @@ def test_analysis_only_emergence_change_keeps_posteriors_and_retraining_changes_
 
     # more shuffled-label controls: a new SAE unit (same deterministic weights), the same posterior
     changed = {**SAE_STUDY, "emergence": {**SAE_STUDY["emergence"], "shuffles": 3}}
-    other = prepare_study(load_config("default", changed), home / "run")
+    other = prepare_study(load_config("default", changed), study.run_dir)
     monkeypatch.setattr(posterior, "run_posterior", forbidden)
     sample_checkpoints(other)
     assert posterior_folder(other, 12) == before
     # a different SAE (another width) is another observable: another posterior key
     wider = {**SAE_STUDY, "emergence": {**SAE_STUDY["emergence"], "width": 48}}
-    third = prepare_study(load_config("default", wider), home / "run")
+    third = prepare_study(load_config("default", wider), study.run_dir)
     from codedyn.experiments.emergence import emergence_unit
 
     class Notes:

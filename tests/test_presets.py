@@ -130,3 +130,15 @@ def test_a_built_wheel_ships_the_presets_and_an_installed_copy_loads_them(tmp_pa
     shown = subprocess.run([sys.executable, "-m", "codedyn.cli", "config", "show", "--preset", "smoke"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
     assert shown.splitlines()[0] == f"# preset {target / 'codedyn' / 'presets' / 'smoke.yaml'}"
+
+
+def test_the_sandbox_limits_default_to_the_dataset_configs_sandbox_section():
+    """One default per limit: a program run directly (run_program) and one run for a dataset get the same."""
+    from codedyn.config import DatasetConfig, SandboxConfig
+    from codedyn.data.pairs import sandbox_limits
+    from codedyn.data.sandbox import SandboxLimits
+
+    limits, config = SandboxLimits(), SandboxConfig()
+    for name in ("timeout_s", "cpu_s", "memory_mb", "file_size_mb"):
+        assert getattr(limits, name) == getattr(config, name), name
+    assert sandbox_limits(DatasetConfig()) == limits

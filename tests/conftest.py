@@ -23,7 +23,9 @@ def codedyn_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def shared_home(tmp_path_factory):
     """One cache home for the session's tiny studies (their datasets and toy suites)."""
-    return tmp_path_factory.mktemp("shared_home")
+    from tests.studies import shared_home as home
+
+    return home(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

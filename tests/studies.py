@@ -18,6 +18,17 @@ TINY_STUDY = {
 }
 
 
+_SHARED: dict[str, Path] = {}
+
+
+def shared_home(tmp_path_factory) -> Path:
+    """The session's one cache home for tiny studies (the ``shared_home`` fixture; also what the pipeline tests'
+    helpers use): datasets and toy suites are content-addressed, so each is built once per session."""
+    if "home" not in _SHARED:
+        _SHARED["home"] = tmp_path_factory.mktemp("shared_home")
+    return _SHARED["home"]
+
+
 @contextmanager
 def home(path: Path) -> Iterator[Path]:
     """CODEDYN_HOME set to ``path`` inside the block (for fixtures wider than one test, where monkeypatch is not

@@ -5,8 +5,8 @@ The rule, as the code keeps it: layers import downward only,
     infrastructure < data < models < sampling < analysis < figures < experiments < report < runs < pipeline < cli
 
 * infrastructure: ``codedyn`` itself, ``config``, ``paths``, ``progress``, ``resample`` (bootstrap multiplicities),
-  ``runs.layout`` (every file name), ``runs.store``, ``runs.timings``; usable from every layer, importing only each
-  other;
+  ``runs.layout`` (every file name), ``runs.store``, ``runs.timings``, ``runs.units`` (unit keys and the note on a
+  new unit); usable from every layer, importing only each other;
 * analysis: statistics and trajectory verdicts (``analysis.stats``, ``analysis.transitions``) that experiments and
   the report compute with; they read the sampler's diagnostics and know nothing of any experiment;
 * figures: the drawing helpers of ``report/`` that know no experiment (``report.plots``, ``report.events``,
@@ -31,7 +31,7 @@ PACKAGE = Path(codedyn.__file__).resolve().parent
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # lowest first; a module belongs to its longest prefix
     ("infrastructure", ("codedyn", "codedyn.config", "codedyn.paths", "codedyn.progress", "codedyn.resample",
-                        "codedyn.runs.layout", "codedyn.runs.store", "codedyn.runs.timings")),
+                        "codedyn.runs.layout", "codedyn.runs.store", "codedyn.runs.timings", "codedyn.runs.units")),
     ("data", ("codedyn.data",)),
     ("models", ("codedyn.models",)),
     ("sampling", ("codedyn.sampling",)),

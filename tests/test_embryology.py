@@ -159,18 +159,24 @@ def test_component_metadata():
 
 
 @pytest.fixture(scope="module")
-def tiny_embryology(shared_home, tiny_run):
-    """Experiment 4 on the session's tiny study (the embryology settings are not in the posterior key, so it reads
-    the posteriors stored once for every analysis of that study)."""
+def tiny_embryology(shared_home, tiny_run, tmp_path_factory):
+    """Experiment 4 on the session's tiny study, in a run folder of its own (the report tests read the shared one
+    without Experiment 4) holding a copy of the shared posterior units: the embryology settings are not in the
+    posterior key, so nothing is sampled again."""
+    import shutil
+
     from codedyn.config import load_config
     from codedyn.experiments.embryology import run_embryology
     from codedyn.experiments.study import prepare_study
+    from codedyn.runs.layout import UNITS_DIR
     from tests.studies import TINY_STUDY, home
 
     overrides = {**TINY_STUDY, "embryology": {"max_tokens": 150, "n_epochs": 40, "anchored_epochs": 20,
                                               "n_bootstrap": 20, "frame_seconds": 0.5}}
+    run_dir = tmp_path_factory.mktemp("embryology") / "run"
+    shutil.copytree(tiny_run / UNITS_DIR, run_dir / UNITS_DIR)
     with home(shared_home):
-        study = prepare_study(load_config("default", overrides), tiny_run)
+        study = prepare_study(load_config("default", overrides), run_dir)
         result = run_embryology(study)
         result["home"] = shared_home
         yield study, result

@@ -73,9 +73,9 @@ UNIT_KINDS: tuple[UnitKind, ...] = (
     UnitKind("sae", "codedyn.experiments.emergence:emergence_unit",  # Experiment 2
              folder="codedyn.experiments.emergence:emergence_unit_dir", needs="codedyn.pipeline:previous_sae"),
     # The posterior records the checkpoint's SAE latents when susceptibility.sae_latents > 0, so it comes after
-    # the SAE of its checkpoint (its key includes the SAE's weights).
+    # the SAE of its checkpoint (its key includes the SAE unit's key, known before the SAE is trained).
     UnitKind("posterior", "codedyn.experiments.posteriors:posterior_unit", after=("sae",),
-             folder="codedyn.experiments.posteriors:posterior_folder", stored="codedyn.pipeline:posterior_stored"),
+             folder="codedyn.experiments.posteriors:posterior_folder"),
     UnitKind("restricted", "codedyn.pipeline:restricted_unit",  # Experiment 3, --estimator weight_restricted
              folder="codedyn.pipeline:restricted_folder", stored="codedyn.pipeline:restricted_stored",
              enabled="codedyn.pipeline:uses_restricted"),
@@ -95,17 +95,6 @@ REPORT: str | None = "codedyn.report.html:write_report"  # (study) -> Path of re
 
 
 # --------------------------------------------------------------------------------------------------- the units
-
-
-def posterior_stored(study, step: int) -> bool:
-    """A posterior is stored when its folder is completed; before its SAE exists its key is not even known."""
-    from codedyn.experiments.posteriors import posterior_folder
-    from codedyn.runs.store import is_completed
-
-    try:
-        return is_completed(posterior_folder(study, step))
-    except FileNotFoundError:
-        return False
 
 
 def uses_restricted(study) -> bool:

@@ -290,8 +290,12 @@ def test_run_emergence_writes_units_tables_figures_and_calls(tiny):
     for step in (0, 4, 12):
         unit = emergence_unit_dir(study, step)
         assert unit.name.startswith(f"sae-step{step}-") and (unit / "completed").is_file()
-        assert {"sae_L0.safetensors", "sae_L1.json", "arrays.npz", "scores.parquet", "selection.json",
-                "metrics.parquet", "replicates.npz", "sae_metrics.json"} <= {p.name for p in unit.iterdir()}
+        # the unit holds what needs the model; scoring, selection and intervals are the analysis'
+        assert {"sae_L0.safetensors", "sae_L1.json", "arrays.npz", "sae_metrics.json", "unit.json"} <= {
+            p.name for p in unit.iterdir()}
+        assert not {"scores.parquet", "selection.json", "metrics.parquet", "replicates.npz"} & {
+            p.name for p in unit.iterdir()}
+    assert {"scores.parquet", "selection.parquet", "emergence.parquet"} <= {p.name for p in folder.iterdir()}
 
 
 def test_compute_reruns_from_stored_units_without_training(tiny, monkeypatch):
@@ -307,6 +311,27 @@ def test_compute_reruns_from_stored_units_without_training(tiny, monkeypatch):
     pd.testing.assert_frame_equal(compute_emergence(study)["table"], result["table"])
     for step in study.steps:  # what run_emergence does first: every unit is found, none is trained
         assert emergence_unit(study, step) == emergence_unit_dir(study, step)
+
+
+def test_an_analysis_setting_never_retrains_an_sae(tiny, monkeypatch):
+    """shuffles, probe_c and general_threshold are read by the analysis only: same SAE units, new analysis."""
+    import codedyn.models.sae as sae_module
+    from codedyn.experiments.emergence import compute_emergence, emergence_unit, emergence_unit_dir
+
+    study, result = tiny
+    monkeypatch.setattr(sae_module, "train_sae", lambda *a, **k: pytest.fail("an analysis setting retrained an SAE"))
+    update = {"shuffles": 3, "probe_c": 1.0, "general_threshold": 0.3}
+    changed = study.config.model_copy(update={"emergence": study.config.emergence.model_copy(update=update)})
+    other = type(study)(changed, study.run_dir, study.dataset, study.suite, study.steps, study.suite_record)
+    for step in study.steps:
+        assert emergence_unit(other, step) == emergence_unit_dir(study, step)
+    table = compute_emergence(other)["table"]
+    assert set(table["step"]) == set(study.steps)
+    probe = ["step", "layer", "split", "metric"]
+    a = table[table["predictor"] == "probe"].set_index(probe)["value"]
+    b = result["table"][result["table"]["predictor"] == "probe"].set_index(probe)["value"]
+    assert not np.allclose(a.sort_index().to_numpy(), b.sort_index().to_numpy(), equal_nan=True)  # probe_c used
+    compute_emergence(study)  # the study's own outputs back in place for the tests after this one
 
 
 def test_unit_keys_chain_when_initialised_from_previous(tiny):

@@ -1,7 +1,7 @@
 """SAE latents as susceptibility components: chosen from Experiment 2's unit, recorded by the shared posterior,
-keyed by the SAE weights (an analysis-only change of Experiment 2 never resamples a posterior)."""
+keyed by the SAE unit's key (an analysis-only change of Experiment 2 never retrains an SAE nor resamples a
+posterior)."""
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -35,20 +35,22 @@ def sae_study(tmp_path_factory, shared_home):
 
 
 def test_chosen_latents_start_with_experiment_2s_choice_and_follow_welch_t(sae_study):
-    from codedyn.experiments.emergence import emergence_unit_dir
+    from codedyn.experiments.emergence import latent_choices, step_analysis
     from codedyn.sampling.sae_observables import choose_latents
 
     study, _ = sae_study
-    unit = emergence_unit_dir(study, 12)
-    chosen = choose_latents(unit, 5)
-    scores = pd.read_parquet(unit / "scores.parquet")
-    selection = json.loads((unit / "selection.json").read_text())
+    choices = latent_choices(study, 12)
+    chosen = choose_latents(choices, 5)
+    analysed = step_analysis(study, 12)  # the cheap choice is the analysis' own selection
     for layer, latents in chosen.items():
+        scores, selection = choices[layer]
+        assert {k: analysed[layer].selection[k] for k in selection} == selection
+        pd.testing.assert_frame_equal(scores, analysed[layer].scores)
         assert len(latents) == 5 and list(latents) == sorted(set(latents))
-        assert int(selection[str(layer)]["best_latent"]) in latents
-        rest = [i for i in latents if i not in {int(selection[str(layer)][k]) for k in
+        assert int(selection["best_latent"]) in latents
+        rest = [i for i in latents if i not in {int(selection[k]) for k in
                                                 ("best_latent", "correct_latent", "incorrect_latent")}]
-        part = scores[(scores["layer"] == layer) & ~scores["general"].astype(bool)].set_index("latent")
+        part = scores[~scores["general"].astype(bool)].set_index("latent")
         strength = part["welch_t"].abs().fillna(0)
         # every added latent is at least as strong as every eligible latent left out
         left_out = strength.drop(index=list(latents), errors="ignore")
@@ -124,7 +126,7 @@ def test_analysis_only_emergence_change_keeps_posteriors_and_retraining_changes_
     def forbidden(*args, **kwargs):
         raise AssertionError("a posterior was resampled")
 
-    # more shuffled-label controls: a new SAE unit (same deterministic weights), the same posterior
+    # more shuffled-label controls: an analysis setting, so the same SAE unit and the same posterior
     changed = {**SAE_STUDY, "emergence": {**SAE_STUDY["emergence"], "shuffles": 3}}
     other = prepare_study(load_config("default", changed), study.run_dir)
     monkeypatch.setattr(posterior, "run_posterior", forbidden)

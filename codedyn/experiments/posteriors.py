@@ -13,23 +13,35 @@ from pathlib import Path
 from codedyn.progress import SILENT, Progress
 
 
-def study_sae_latents(study, step: int):
-    """The SAE latents the posterior of ``step`` observes (a ``SaeLatentSet``), or None when SAE components are off.
-    The SAE unit must exist (the pipeline trains it first; FileNotFoundError names the command otherwise)."""
+def sae_source(study, step: int):
+    """Which SAE latents the posterior of ``step`` observes (a ``SaeLatentSource``: known from the config alone), or
+    None when SAE components are off."""
     from codedyn.experiments.emergence import emergence_unit_dir
-    from codedyn.runs.store import is_completed
-    from codedyn.sampling.sae_observables import SaeLatentSet, choose_latents
+    from codedyn.sampling.sae_observables import SaeLatentSource
 
     per_layer = study.config.susceptibility.sae_latents
     if per_layer == 0:
         return None
-    unit = emergence_unit_dir(study, step)
-    if not is_completed(unit):
+    return SaeLatentSource(emergence_unit_dir(study, step), per_layer,
+                           {"general_threshold": study.config.emergence.general_threshold})
+
+
+def study_sae_latents(study, step: int):
+    """The SAE latents the posterior of ``step`` observes (a ``SaeLatentSet``), or None when SAE components are off.
+    The SAE unit must exist (the pipeline trains it first; FileNotFoundError names the command otherwise)."""
+    from codedyn.experiments.emergence import latent_choices
+    from codedyn.runs.store import is_completed
+    from codedyn.sampling.sae_observables import SaeLatentSet, choose_latents
+
+    source = sae_source(study, step)
+    if source is None:
+        return None
+    if not is_completed(source.unit):
         raise FileNotFoundError(
-            f"step {step} has no trained SAE at {unit}, which its posterior observes; run `codedyn emergence` first "
-            "(or `codedyn run`), or set susceptibility.sae_latents: 0"
+            f"step {step} has no trained SAE at {source.unit}, which its posterior observes; run `codedyn "
+            "emergence` first (or `codedyn run`), or set susceptibility.sae_latents: 0"
         )
-    return SaeLatentSet(unit, choose_latents(unit, per_layer))
+    return SaeLatentSet(source, choose_latents(latent_choices(study, step), source.per_layer))
 
 
 def posterior_folder(study, step: int) -> Path:
@@ -37,7 +49,7 @@ def posterior_folder(study, step: int) -> Path:
     from codedyn.sampling.posterior import posterior_key, posterior_unit_dir
 
     key = posterior_key(study.suite.name, step, study.dataset.card["hash"], study.config.sampling,
-                        study_sae_latents(study, step))
+                        sae_source(study, step))
     return posterior_unit_dir(study.run_dir, step, key)
 
 

@@ -58,8 +58,8 @@ def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConf
 
 def posterior_key_record(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> dict:
     """The inputs of a posterior unit's key; ``sae_latents`` (a
-    :class:`~codedyn.sampling.sae_observables.SaeLatentSet` or None) adds the fingerprint of the observed SAE
-    latents."""
+    :class:`~codedyn.sampling.sae_observables.SaeLatentSet` or ``SaeLatentSource``, or None) adds the fingerprint
+    of the observed SAE latents' source (the SAE unit's key and the choice settings)."""
     sampling = config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY))
     record = {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": sampling,
               "observables": list(OBSERVABLES), "format": UNITS_FORMAT}

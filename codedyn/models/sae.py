@@ -262,10 +262,9 @@ def sae_metrics(sae: TopKSAE, x, n_boot: int = 0, seed: int = 0) -> dict:
     out = {"explained_variance": float(ev[0]), "l0": float(l0[0]), "dead_fraction": float(dead[0]),
            "eval_tokens": int(windows * tokens)}
     if n_boot > 0:
-        generator = torch.Generator().manual_seed(seed)
-        picks = torch.randint(0, windows, (n_boot, windows), generator=generator)
-        weights = torch.zeros(n_boot, windows, dtype=torch.float64).scatter_add_(
-            1, picks, torch.ones(n_boot, windows, dtype=torch.float64))
+        from codedyn.resample import multiplicities
+
+        weights = torch.as_tensor(multiplicities(np.random.default_rng(seed), windows, n_boot), dtype=torch.float64)
         for name, reps in zip(("explained_variance", "l0", "dead_fraction"), metrics(weights.to(x.device)),
                               strict=True):
             low, high = np.quantile(reps.cpu().numpy(), [0.025, 0.975])

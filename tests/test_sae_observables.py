@@ -159,11 +159,13 @@ def test_analysis_only_emergence_change_keeps_posteriors_and_retraining_changes_
 
 def test_missing_sae_unit_is_one_clear_error(sae_study, tmp_path, monkeypatch):
     from codedyn.config import load_config
-    from codedyn.experiments.posteriors import posterior_folder
+    from codedyn.experiments.posteriors import posterior_folder, posterior_unit
     from codedyn.experiments.study import prepare_study
 
     study, home = sae_study
     monkeypatch.setenv("CODEDYN_HOME", str(home))
     fresh = prepare_study(load_config("default", SAE_STUDY), tmp_path / "other-run")
+    # the posterior's folder is known before its SAE exists (its key holds the SAE unit's key, not its outputs)
+    assert posterior_folder(fresh, 12).name == posterior_folder(study, 12).name
     with pytest.raises(FileNotFoundError, match="codedyn emergence"):
-        posterior_folder(fresh, 12)
+        posterior_unit(fresh, 12)

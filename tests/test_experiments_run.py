@@ -48,6 +48,12 @@ def test_figures_and_calls_are_written(study_result):
     for found in calls.values():
         assert found["verdict"] == verdict_text(found["kind"], found["bracket"])
         assert all(e["detail"] for e in found["events"])
+    # The verdicts themselves. Three checkpoints cannot bracket a sharp transition (the jump scan needs two on each
+    # side after step 0), so nothing is "sharp"; the covariances involving incorrect samples change between 4 and 12
+    # in a way this schedule cannot resolve, every other curve shows no significant change.
+    kinds = {name: (found["kind"], found["bracket"]) for name, found in calls.items()}
+    assert kinds.pop("CI/cov") == ("unresolved", [4, 12]) and kinds.pop("II/cov") == ("unresolved", [4, 12])
+    assert {name: kind for name, (kind, _) in kinds.items() if kind != "no_change"} == {}
 
 
 @pytest.fixture()

@@ -483,7 +483,7 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     )
     from codedyn.models.sae import TopKSAE, decoder_cosines, sae_metrics, train_sae
     from codedyn.runs.store import is_completed, staging_dir, write_json
-    from codedyn.runs.units import KEY_INPUTS, new_unit_note
+    from codedyn.runs.units import KEY_INPUTS, new_unit_note, without
     from codedyn.sampling.losses import readout_context, select_readout
 
     unit = emergence_unit_dir(study, step)
@@ -547,7 +547,8 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
             "kind": "sae", "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
             "key": emergence_key(study, step), KEY_INPUTS: emergence_key_record(study, step),
             "layers": list(layers), "previous_step": previous,
-            "emergence": config.model_dump(mode="json"), **readout.record(),
+            # the settings the unit was made with (the analysis-only ones belong to each analysis, not here)
+            "emergence": without(config.model_dump(mode="json"), ANALYSIS_ONLY), **readout.record(),
             "seconds": {"capture": captured - started, "train": finished - captured,
                         "total": finished - started},
         })

@@ -316,14 +316,18 @@ def latent_choice(latents: np.ndarray, general_freq: np.ndarray, labels: Labels,
     """The selection of :func:`analyse_layer` without its controls and bootstrap (cheap): ``(scores, selection)``,
     scores a DataFrame per latent (separation, welch_t, general_freq, general), selection the chosen
     ``correct_latent`` / ``incorrect_latent`` / ``best_latent``. The same choice analyse_layer makes."""
-    import pandas as pd
-
     general, eligible, _ = eligible_latents(general_freq, general_threshold)
     chosen, best, scores = _select_predictors(latents, labels.is_correct[labels.rows("analysis")], eligible, labels)
-    table = pd.DataFrame({"latent": np.arange(latents.shape[1]), **scores, "general_freq": general_freq,
-                          "general": general})
-    return table, {"correct_latent": chosen[0].latent, "incorrect_latent": chosen[1].latent,
-                   "best_latent": best.latent}
+    return _scores_table(scores, general_freq, general), {
+        "correct_latent": chosen[0].latent, "incorrect_latent": chosen[1].latent, "best_latent": best.latent}
+
+
+def _scores_table(scores: dict[str, np.ndarray], general_freq: np.ndarray, general: np.ndarray):
+    """One row per latent: its index, separation, Welch t, general-text firing rate and general flag."""
+    import pandas as pd
+
+    return pd.DataFrame({"latent": np.arange(general_freq.shape[0]), **scores, "general_freq": general_freq,
+                         "general": general})
 
 
 def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarray, labels: Labels,
@@ -333,7 +337,6 @@ def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarr
     latents [N, m]: final-token SAE latent activations of every sample; resid [N, d]: the raw final-token
     residuals (probe); general_freq [m]: firing fraction on the general windows' final tokens.
     """
-    import pandas as pd
 
     from codedyn.analysis.stats import percentile_ci
 
@@ -381,8 +384,7 @@ def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarr
                 replicates[f"shuffled/{metric}"] = reps
 
     operators = operator_breakdown([predictors[0], predictors[3]], labels, weights["validation"])
-    table = pd.DataFrame({"latent": np.arange(latents.shape[1]), **scores, "general_freq": general_freq,
-                          "general": general})
+    table = _scores_table(scores, general_freq, general)
     selection = {
         "correct_latent": chosen[0].latent, "incorrect_latent": chosen[1].latent,
         "best_latent": best.latent, "best_predicts": "correct" if best.positive_correct else "incorrect",

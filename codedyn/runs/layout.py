@@ -17,14 +17,10 @@ UNITS_DIR = "units"  # <run>/units/<kind>-step<N>-...-<key>/: every cached unit 
 UNIT_FILE = "unit.json"  # a unit's own record (kind, step, key, settings)
 SUITE_FILE = "suite.json"  # a toy suite's training log (induction formation), beside its checkpoints
 
-# Experiment 2's unit (``units/sae-step<N>-<key>/``): read by the analysis and by the SAE-latent observables.
+# Experiment 2's unit (``units/sae-step<N>-<key>/``; the SAE weights are models.sae.WEIGHTS_FILE): what needs the
+# model. Scoring, selection and intervals are computed from it by the analysis (experiments.emergence).
 SAE_ARRAYS = "arrays.npz"  # per layer: dataset latents, residuals, general-text firing, decoder cosines
-SAE_SCORES = "scores.parquet"  # per (layer, latent): separation, Welch t, general flag
-SAE_SELECTION = "selection.json"  # per layer: the chosen best / correct / incorrect latents
 SAE_METRICS = "sae_metrics.json"  # per layer: explained variance, L0, dead fraction, CE loss recovered
-SAE_TABLE = "metrics.parquet"  # per (layer, predictor, split, metric): value and interval
-SAE_OPERATORS = "operators.parquet"  # per (layer, predictor, operator): flagged fractions
-SAE_REPLICATES = "replicates.npz"  # per layer and predictor: the bootstrap replicates
 
 # Dimension names shared by the dataset, the experiments and the report.
 SPLITS = ("analysis", "tuning", "validation")  # a dataset's problem splits: select on analysis, threshold on tuning,

@@ -48,7 +48,7 @@ def main() -> None:
         metrics = json.loads((unit / "sae_metrics.json").read_text())
     print(f"unit at step {args.step}: {done - loaded:.1f} s (checkpoint load before it {loaded - start:.1f} s)")
     print(f"  capture (windows, forward passes) {info['seconds']['capture']:.1f} s, "
-          f"SAE training + metrics + scoring {info['seconds']['train_and_analyse']:.1f} s")
+          f"SAE training + metrics {info['seconds']['train']:.1f} s")
     for layer, m in metrics.items():
         print(f"  L{layer}: train {m['train_seconds']:.1f} s, {m['train_tokens_per_second']:.0f} tokens/s, "
               f"EV {m['explained_variance']:.3f}, CE recovered {m['ce_loss_recovered']:.3f}, "

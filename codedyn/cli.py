@@ -25,8 +25,11 @@ suite_app = typer.Typer(
     help="Checkpoint suites: Pythia revisions and the self-trained toy suite.", no_args_is_help=True
 )
 app.add_typer(suite_app, name="suite")
+config_app = typer.Typer(help="The presets shipped with codedyn and the settings they resolve to.",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
-PresetOption = Annotated[str, typer.Option("--preset", "-p", help="Preset name in configs/ or a YAML file.")]
+PresetOption = Annotated[str, typer.Option("--preset", "-p", help="Preset name (codedyn/presets/) or YAML file.")]
 OutOption = Annotated[Path | None, typer.Option("--out", help="Write results under this folder.")]
 ExecutorOption = Annotated[str | None, typer.Option("--executor", help="local (one unit after another) or ray.")]
 AddressOption = Annotated[
@@ -153,6 +156,44 @@ PatternOption = Annotated[str | None, typer.Option(
     help="HF repo suites: revision names with a {step} field, e.g. 'step{step}-tokens{tokens}B' (default step{step}).")]
 
 
+@config_app.command("list")
+def config_list() -> None:
+    """The presets shipped with codedyn (any of them, or a YAML file, goes to --preset)."""
+    from codedyn.config import CONFIG_DIR
+
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        typer.echo(path.stem)
+
+
+@config_app.command("show")
+@user_errors
+def config_show(preset: PresetOption = "default") -> None:
+    """Every setting of a preset as it resolves (the preset over the defaults), each with what it means."""
+    from codedyn.config import load_config, preset_path
+
+    typer.echo(f"# preset {preset_path(preset)}")
+    for line in describe_config(load_config(preset)):
+        typer.echo(line)
+
+
+def describe_config(model, prefix: str = "") -> list[str]:
+    """``section.field: value  # docstring`` for every field of a resolved config, sections in their order."""
+    import json
+
+    from pydantic import BaseModel
+
+    lines = []
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            lines.extend(describe_config(value, f"{prefix}{name}."))
+            continue
+        shown = json.dumps(value, default=str)
+        doc = " ".join((info.description or "").split())
+        lines.append(f"{prefix}{name}: {shown}" + (f"  # {doc}" if doc else ""))
+    return lines
+
+
 @suite_app.command("train-toy")
 @user_errors
 def suite_train_toy(
@@ -241,7 +282,9 @@ def suite_info(
     if cached:
         typer.echo(f"revisions: {', '.join(suite.revision(s) for s in cached[:5])}"
                    + (" ..." if len(cached) > 5 else ""))
-    record = suite.repo_cache.parent.parent / suite.name / "suite.json"
+    from codedyn.runs.layout import SUITE_FILE
+
+    record = suite.repo_cache.parent.parent / suite.name / SUITE_FILE
     if suite.local_only and record.is_file():
         data = json.loads(record.read_text())
         _print_training_log(_console(), data["log"], data["formation"])

@@ -2,7 +2,8 @@
 
 Every model forbids unknown keys (a typo in a YAML preset is an error, not a silently ignored setting) and is frozen
 after validation (no code path may change a configuration that has already been used to compute a cache key).
-Presets live in ``configs/*.yaml``; every CLI option maps to one field here.
+Presets live in ``codedyn/presets/*.yaml`` (package data: an installed codedyn has them); every CLI option maps
+to one field here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "presets"  # shipped as package data (pyproject.toml)
 
 MUTATION_OPERATORS: tuple[str, ...] = (
     "comparison_swap",
@@ -218,7 +219,7 @@ class ToySuiteConfig(Frozen):
     seed: int = 0
     """Seed for initialisation and the data stream."""
     planted: PlantedTaskConfig = PlantedTaskConfig()
-    """The planted code-correctness task of the model organism (off by default; configs/default.yaml turns it
+    """The planted code-correctness task of the model organism (off by default; presets/organism.yaml turns it
     on)."""
 
     @model_validator(mode="after")
@@ -249,8 +250,10 @@ class SuiteConfig(Frozen):
     context: int | None = Field(None, ge=2)
     """Trained context length of the checkpoints, when their config's ``max_position_embeddings`` overstates it
     (readouts never go past it); None = the suite's own record or ``max_position_embeddings``."""
-    steps: tuple[int, ...] = (0, 500, 2000, 4000, 5000, 5500, 6000, 7000)
-    """Checkpoints the experiments run on (validated against the suite's schedule)."""
+    steps: tuple[int, ...] = (0, 1000, 3000, 5000, 5500, 6000, 7000)
+    """Checkpoints the experiments run on (validated against the suite's schedule). The default spans the toy
+    suite's development: early learning, the plateau, and the induction-head transition between 5000 and 6000
+    bracketed on both sides."""
     device: str = "cpu"
     """Torch device for loading checkpoints."""
 
@@ -326,7 +329,9 @@ class SamplingConfig(Frozen):
     sampling_windows: int = Field(1024, ge=1)
     """Corpus windows forming the sampling dataset."""
     window_length: int = Field(65, ge=2)
-    """Tokens per sampling window (the toy suite's context + 1)."""
+    """Tokens per sampling window, the next-token target included. 65 = the toy suite's context (64) + 1: each
+    window is one full toy context; a model with a longer context is sampled on windows of this length too
+    unless its preset sets another."""
     max_problems: int | None = Field(50, ge=2)
     """Problems whose samples (reference and mutants) are read out at every draw, chosen by seed; None = all.
     Reading out every sample at every draw is the dominant cost; 50 problems give the ~100 samples the
@@ -473,7 +478,7 @@ class SusceptibilityConfig(Frozen):
     observation_windows: int = Field(32, ge=1)
     """Sampling windows (the first of the corpus windows) on which the corpus loss L_obs, hence φ_C, is measured
     at every draw."""
-    sae_latents: int = Field(0, ge=0)
+    sae_latents: int = Field(16, ge=0)
     """SAE latents per SAE layer that every posterior draw also records as components (mean activation on the probe
     batch): Experiment 2's chosen latents, then the strongest correct-vs-incorrect latents of the analysis split
     (codedyn.sampling.sae_observables). 0 = heads and MLPs only; > 0 makes each posterior depend on its checkpoint's
@@ -565,7 +570,7 @@ class CalibrationConfig(Frozen):
     ``sampling`` section, so the chosen setting is judged on chains as long as the ones the study will run."""
 
     steps: tuple[int, ...] | None = None
-    """Checkpoints to calibrate on; None = the first, middle and last of the study's steps."""
+    """Checkpoints to calibrate on; None = the middle and last of the study's steps."""
     lr: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
     """Step sizes epsilon to try."""
     n_beta: tuple[float, ...] = (10.0, 30.0, 100.0)

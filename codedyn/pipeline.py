@@ -6,7 +6,8 @@ The job is a small, explicit task graph:
 2. per checkpoint, the cached *units* of :data:`UNIT_KINDS` (a posterior that influence, LLC and susceptibilities
    share; per-checkpoint work of other experiments), run by an executor (:mod:`codedyn.runs.executor`: in this
    process, or as Ray tasks). A unit may depend on other units of the same checkpoint;
-3. the study-level analyses of :data:`ANALYSES` (cheap, pure functions of the stored units, run here);
+3. the study-level analyses of :data:`ANALYSES` (cheap and deterministic given the stored units, which they only
+   read; they write their tables and figures; run here);
 4. the report (:data:`REPORT`).
 
 Resuming: every unit lives in ``<run>/units/<kind>-step<N>-<key>/`` under a key that hashes everything that changes
@@ -15,8 +16,9 @@ moment and starting it again therefore recomputes only the units that were not f
 are recomputed from the stored units each time, so the results equal those of an uninterrupted run. A changed
 hyperparameter changes the keys of exactly the units it affects.
 
-Adding an experiment is one line: a :class:`UnitKind` for its per-checkpoint work (``run(study, step, progress)
--> Path``) and an :class:`Analysis` for its study-level computation (``compute(study) -> dict``).
+Adding an experiment takes a :class:`UnitKind` for its per-checkpoint work (``run(study, step, progress) -> Path``,
+with a ``folder`` function and the hooks it needs) and an :class:`Analysis` for its study-level computation
+(``compute(study) -> dict``); its units' keys come from records of their inputs (:mod:`codedyn.runs.units`).
 
 Every invocation writes ``<run>/timings.json`` (wall time, model forward/backward time and peak memory of every
 stage and unit) and ``<run>/run.json`` (status, units, outputs).
@@ -37,11 +39,8 @@ from typing import Any
 from codedyn.config import CodedynConfig
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.executor import Unit, make_executor, resolve, unit_id
-from codedyn.runs.store import MANIFEST, write_json
-
-RUN_FILE = "run.json"
-TIMINGS_FILE = "timings.json"
-UNIT_TIMINGS_DIR = "timings"
+from codedyn.runs.layout import MANIFEST, RUN_FILE, TIMINGS_FILE, UNIT_TIMINGS_DIR, UNITS_DIR
+from codedyn.runs.store import write_json
 
 
 @dataclass(frozen=True)
@@ -74,9 +73,9 @@ UNIT_KINDS: tuple[UnitKind, ...] = (
     UnitKind("sae", "codedyn.experiments.emergence:emergence_unit",  # Experiment 2
              folder="codedyn.experiments.emergence:emergence_unit_dir", needs="codedyn.pipeline:previous_sae"),
     # The posterior records the checkpoint's SAE latents when susceptibility.sae_latents > 0, so it comes after
-    # the SAE of its checkpoint (its key includes the SAE's weights).
-    UnitKind("posterior", "codedyn.sampling.posterior:posterior_unit", after=("sae",),
-             folder="codedyn.sampling.posterior:posterior_folder", stored="codedyn.pipeline:posterior_stored"),
+    # the SAE of its checkpoint (its key includes the SAE unit's key, known before the SAE is trained).
+    UnitKind("posterior", "codedyn.experiments.posteriors:posterior_unit", after=("sae",),
+             folder="codedyn.experiments.posteriors:posterior_folder"),
     UnitKind("restricted", "codedyn.pipeline:restricted_unit",  # Experiment 3, --estimator weight_restricted
              folder="codedyn.pipeline:restricted_folder", stored="codedyn.pipeline:restricted_stored",
              enabled="codedyn.pipeline:uses_restricted"),
@@ -96,17 +95,6 @@ REPORT: str | None = "codedyn.report.html:write_report"  # (study) -> Path of re
 
 
 # --------------------------------------------------------------------------------------------------- the units
-
-
-def posterior_stored(study, step: int) -> bool:
-    """A posterior is stored when its folder is completed; before its SAE exists its key is not even known."""
-    from codedyn.runs.store import is_completed
-    from codedyn.sampling.posterior import posterior_folder
-
-    try:
-        return is_completed(posterior_folder(study, step))
-    except FileNotFoundError:
-        return False
 
 
 def uses_restricted(study) -> bool:
@@ -367,8 +355,6 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
 def _remove_leftovers(run_dir: Path) -> None:
     """Half-built unit folders of a killed run (never marked completed; a run directory has one job at a time)."""
     import shutil
-
-    from codedyn.sampling.posterior import UNITS_DIR
 
     for partial in (Path(run_dir) / UNITS_DIR).glob(".*.partial"):
         shutil.rmtree(partial, ignore_errors=True)

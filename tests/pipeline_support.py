@@ -7,15 +7,15 @@ Tests point ``CODEDYN_HOME`` at :func:`tiny_home` and write their own runs elsew
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tests.studies import TINY_STUDY, shared_home
+from tests.studies import home as use_home
 from tests.test_emergence import TINY_EMERGENCE
-from tests.test_experiments_run import TINY_STUDY
 
 # The tiny study of the experiment tests (every experiment's tiny settings; ten problems so that every split has
 # some), one torch thread per unit. The SAEs start from the previous checkpoint's: units depend on other steps;
@@ -45,32 +45,15 @@ def write_preset(path: Path, **sections) -> Path:
     return path
 
 
-class _Home:
-    """Point CODEDYN_HOME somewhere for a block (session-scoped helpers cannot use monkeypatch)."""
-
-    def __init__(self, home: Path) -> None:
-        self.home, self.before = home, None
-
-    def __enter__(self):
-        self.before = os.environ.get("CODEDYN_HOME")
-        os.environ["CODEDYN_HOME"] = str(self.home)
-
-    def __exit__(self, *exc):
-        if self.before is None:
-            os.environ.pop("CODEDYN_HOME", None)
-        else:
-            os.environ["CODEDYN_HOME"] = self.before
-
-
 def tiny_home(tmp_path_factory) -> Path:
     """A cache home with the tiny study's dataset and toy suite (built on first use in this session)."""
     if "home" not in _BUILT:
         from codedyn.data.pairs import build_dataset
         from codedyn.models.toy import train_toy_suite
 
-        home = tmp_path_factory.mktemp("tiny_home")
+        home = shared_home(tmp_path_factory)  # the experiment tests' cache home: the same toy suite
         config = tiny_config()
-        with _Home(home):
+        with use_home(home):
             build_dataset(config.dataset)
             train_toy_suite(config.toy)
         _BUILT["home"] = home
@@ -84,7 +67,7 @@ def reference_run(tmp_path_factory) -> Path:
 
         home = tiny_home(tmp_path_factory)
         run_dir = tmp_path_factory.mktemp("reference") / "run"
-        with _Home(home):
+        with use_home(home):
             run_study(tiny_config(), run_dir)
         _BUILT["run"] = run_dir
     return _BUILT["run"]

@@ -180,20 +180,20 @@ def test_scorer_rejects_divergence_and_ranks_a_sensible_step_first():
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
+def calibrated(tmp_path_factory, shared_home):
     """`codedyn calibrate` on the tiny study: one checkpoint, a 3-setting grid."""
     import yaml
     from typer.testing import CliRunner
 
     from codedyn.cli import app
-    from tests.test_experiments_run import TINY_STUDY
+    from tests.studies import TINY_STUDY
 
-    home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
-    mp.setenv("CODEDYN_HOME", str(home))
-    preset = home / "tiny.yaml"
+    mp.setenv("CODEDYN_HOME", str(shared_home))  # the tiny study's dataset and toy suite, built once per session
+    folder = tmp_path_factory.mktemp("calibrate")
+    preset = folder / "tiny.yaml"
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(TINY_STUDY))))
-    run = home / "run"
+    run = folder / "run"
     outcome = CliRunner().invoke(app, ["calibrate", "--preset", str(preset), "--out", str(run), "--steps", "12",
                                        "--lr", "1e-6,1e-3,1e30", "--n-beta", "10", "--localization", "100",
                                        "--draws", "16", "--burn-in", "8"])

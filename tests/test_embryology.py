@@ -159,22 +159,27 @@ def test_component_metadata():
 
 
 @pytest.fixture(scope="module")
-def tiny_embryology(tmp_path_factory):
+def tiny_embryology(shared_home, tiny_run, tmp_path_factory):
+    """Experiment 4 on the session's tiny study, in a run folder of its own (the report tests read the shared one
+    without Experiment 4) holding a copy of the shared posterior units: the embryology settings are not in the
+    posterior key, so nothing is sampled again."""
+    import shutil
+
     from codedyn.config import load_config
     from codedyn.experiments.embryology import run_embryology
     from codedyn.experiments.study import prepare_study
-    from tests.test_experiments_run import TINY_STUDY
+    from codedyn.runs.layout import UNITS_DIR
+    from tests.studies import TINY_STUDY, home
 
-    home = tmp_path_factory.mktemp("home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CODEDYN_HOME", str(home))
     overrides = {**TINY_STUDY, "embryology": {"max_tokens": 150, "n_epochs": 40, "anchored_epochs": 20,
                                               "n_bootstrap": 20, "frame_seconds": 0.5}}
-    study = prepare_study(load_config("default", overrides), home / "run")
-    result = run_embryology(study)
-    result["home"] = home
-    yield study, result
-    mp.undo()
+    run_dir = tmp_path_factory.mktemp("embryology") / "run"
+    shutil.copytree(tiny_run / UNITS_DIR, run_dir / UNITS_DIR)
+    with home(shared_home):
+        study = prepare_study(load_config("default", overrides), run_dir)
+        result = run_embryology(study)
+        result["home"] = shared_home
+        yield study, result
 
 
 def test_end_to_end_writes_every_output(tiny_embryology):
@@ -256,7 +261,7 @@ def test_cli_embryology(tiny_embryology, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from codedyn.cli import app
-    from tests.test_experiments_run import TINY_STUDY
+    from tests.studies import TINY_STUDY
 
     study, result = tiny_embryology
     monkeypatch.setenv("CODEDYN_HOME", str(result["home"]))  # the study's dataset and suite, already built

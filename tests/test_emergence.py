@@ -250,15 +250,14 @@ TINY_EMERGENCE = {
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, shared_home):
     from codedyn.config import load_config
     from codedyn.experiments.emergence import run_emergence
     from codedyn.experiments.study import prepare_study
 
-    home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
-    mp.setenv("CODEDYN_HOME", str(home))
-    study = prepare_study(load_config("default", TINY_EMERGENCE), home / "run")
+    mp.setenv("CODEDYN_HOME", str(shared_home))  # datasets and toy suites built once per session
+    study = prepare_study(load_config("default", TINY_EMERGENCE), tmp_path_factory.mktemp("emergence") / "run")
     yield study, run_emergence(study)
     mp.undo()
 
@@ -287,12 +286,19 @@ def test_run_emergence_writes_units_tables_figures_and_calls(tiny):
 
     for found in calls.values():
         assert found["verdict"] == verdict_text(found["kind"], found["bracket"])
+    # The verdicts themselves: ten problems give validation intervals too wide for any two of the three checkpoints
+    # to differ, controls included, so every curve reads "no change" (and three checkpoints never make a sharp one).
+    assert {name: found["kind"] for name, found in calls.items() if found["kind"] != "no_change"} == {}
     assert (folder / "operators.parquet").is_file()
     for step in (0, 4, 12):
         unit = emergence_unit_dir(study, step)
         assert unit.name.startswith(f"sae-step{step}-") and (unit / "completed").is_file()
-        assert {"sae_L0.safetensors", "sae_L1.json", "arrays.npz", "scores.parquet", "selection.json",
-                "metrics.parquet", "replicates.npz", "sae_metrics.json"} <= {p.name for p in unit.iterdir()}
+        # the unit holds what needs the model; scoring, selection and intervals are the analysis'
+        assert {"sae_L0.safetensors", "sae_L1.json", "arrays.npz", "sae_metrics.json", "unit.json"} <= {
+            p.name for p in unit.iterdir()}
+        assert not {"scores.parquet", "selection.json", "metrics.parquet", "replicates.npz"} & {
+            p.name for p in unit.iterdir()}
+    assert {"scores.parquet", "selection.parquet", "emergence.parquet"} <= {p.name for p in folder.iterdir()}
 
 
 def test_compute_reruns_from_stored_units_without_training(tiny, monkeypatch):
@@ -308,6 +314,27 @@ def test_compute_reruns_from_stored_units_without_training(tiny, monkeypatch):
     pd.testing.assert_frame_equal(compute_emergence(study)["table"], result["table"])
     for step in study.steps:  # what run_emergence does first: every unit is found, none is trained
         assert emergence_unit(study, step) == emergence_unit_dir(study, step)
+
+
+def test_an_analysis_setting_never_retrains_an_sae(tiny, monkeypatch):
+    """shuffles, probe_c and general_threshold are read by the analysis only: same SAE units, new analysis."""
+    import codedyn.models.sae as sae_module
+    from codedyn.experiments.emergence import compute_emergence, emergence_unit, emergence_unit_dir
+
+    study, result = tiny
+    monkeypatch.setattr(sae_module, "train_sae", lambda *a, **k: pytest.fail("an analysis setting retrained an SAE"))
+    update = {"shuffles": 3, "probe_c": 1.0, "general_threshold": 0.3}
+    changed = study.config.model_copy(update={"emergence": study.config.emergence.model_copy(update=update)})
+    other = type(study)(changed, study.run_dir, study.dataset, study.suite, study.steps, study.suite_record)
+    for step in study.steps:
+        assert emergence_unit(other, step) == emergence_unit_dir(study, step)
+    table = compute_emergence(other)["table"]
+    assert set(table["step"]) == set(study.steps)
+    probe = ["step", "layer", "split", "metric"]
+    a = table[table["predictor"] == "probe"].set_index(probe)["value"]
+    b = result["table"][result["table"]["predictor"] == "probe"].set_index(probe)["value"]
+    assert not np.allclose(a.sort_index().to_numpy(), b.sort_index().to_numpy(), equal_nan=True)  # probe_c used
+    compute_emergence(study)  # the study's own outputs back in place for the tests after this one
 
 
 def test_unit_keys_chain_when_initialised_from_previous(tiny):
@@ -346,7 +373,7 @@ def test_load_sae_and_latent_observable_on_a_real_checkpoint(tiny):
         load_sae(study.run_dir / "units" / "sae-step99-none")
 
 
-def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch):
+def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch, shared_home):
     import yaml
     from typer.testing import CliRunner
 
@@ -354,7 +381,7 @@ def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch):
     from codedyn.cli import app
 
     study, result = tiny
-    monkeypatch.setenv("CODEDYN_HOME", str(study.run_dir.parent))  # the tiny study's dataset and suite caches
+    monkeypatch.setenv("CODEDYN_HOME", str(shared_home))  # the tiny study's dataset and suite caches
     monkeypatch.setattr(sae_module, "train_sae", lambda *a, **k: pytest.fail("the CLI retrained a stored unit"))
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(TINY_EMERGENCE))))

@@ -6,30 +6,15 @@ import json
 import pandas as pd
 import pytest
 
-from codedyn.config import load_config
 from codedyn.experiments.influence import compute_influence, run_influence
-from codedyn.experiments.study import prepare_study
-
-TINY_STUDY = {
-    "dataset": {"limit_problems": 6, "candidates_per_operator": 1},
-    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 128, "batch_size": 4,
-            "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
-    "suite": {"steps": [0, 4, 12]},
-    "sampling": {"chains": 2, "draws": 8, "burn_in": 4, "batch_size": 8, "sampling_windows": 64,
-                 "window_length": 33, "n_bootstrap": 50, "lr": 1e-4},
-    "susceptibility": {"sae_latents": 0},  # heads and MLPs only: this study trains no SAEs
-}
+from tests.studies import TINY_STUDY, home  # noqa: F401  (TINY_STUDY: other modules still import it from here)
 
 
 @pytest.fixture(scope="module")
-def study_result(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CODEDYN_HOME", str(home))
-    config = load_config("default", TINY_STUDY)
-    study = prepare_study(config, home / "run")
-    yield study, run_influence(study)
-    mp.undo()
+def study_result(tiny_study, shared_home):
+    """The session's tiny study (posteriors sampled once for every module that analyses it), its influence run."""
+    with home(shared_home):
+        yield tiny_study, run_influence(tiny_study)
 
 
 def test_tables_cover_every_checkpoint_and_aggregate(study_result):
@@ -63,6 +48,12 @@ def test_figures_and_calls_are_written(study_result):
     for found in calls.values():
         assert found["verdict"] == verdict_text(found["kind"], found["bracket"])
         assert all(e["detail"] for e in found["events"])
+    # The verdicts themselves. Three checkpoints cannot bracket a sharp transition (the jump scan needs two on each
+    # side after step 0), so nothing is "sharp"; the covariances involving incorrect samples change between 4 and 12
+    # in a way this schedule cannot resolve, every other curve shows no significant change.
+    kinds = {name: (found["kind"], found["bracket"]) for name, found in calls.items()}
+    assert kinds.pop("CI/cov") == ("unresolved", [4, 12]) and kinds.pop("II/cov") == ("unresolved", [4, 12])
+    assert {name: kind for name, (kind, _) in kinds.items() if kind != "no_change"} == {}
 
 
 @pytest.fixture()
@@ -100,7 +91,7 @@ def test_diagnostics_and_loss_traces_per_checkpoint(study_result):
         assert (result["folder"] / "traces" / f"loss_traces_step{step}.png").is_file()
 
 
-def test_cli_runs_the_experiment_from_a_preset_file(study_result, tmp_path):
+def test_cli_runs_the_experiment_from_a_preset_file(study_result, tmp_path, monkeypatch, shared_home):
     """`codedyn influence --preset file.yaml --out DIR`: the same study, found cached, prints verdicts."""
     import yaml
     from typer.testing import CliRunner
@@ -108,6 +99,7 @@ def test_cli_runs_the_experiment_from_a_preset_file(study_result, tmp_path):
     from codedyn.cli import app
 
     study, result = study_result
+    monkeypatch.setenv("CODEDYN_HOME", str(shared_home))  # the study's dataset and suite, already built
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(TINY_STUDY))))
     outcome = CliRunner().invoke(app, ["influence", "--preset", str(preset), "--out", str(study.run_dir)])

@@ -11,9 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from codedyn.config import load_config
 from codedyn.experiments.influence import run_influence
-from codedyn.experiments.study import prepare_study
 from codedyn.experiments.susceptibility import run_susceptibility
 from codedyn.report.html import write_report
 from codedyn.report.verdicts import (
@@ -22,22 +20,19 @@ from codedyn.report.verdicts import (
     susceptibility_summary,
     transition_calls_for_susceptibility,
 )
-from tests.test_experiments_run import TINY_STUDY
+from tests.studies import home
 
 SECTIONS = ("answer", "summary", "dataset", "influence", "emergence", "susceptibility", "embryology", "llc",
             "calibration", "hyperparameters", "diagnostics", "timings")
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CODEDYN_HOME", str(home))
-    study = prepare_study(load_config("default", TINY_STUDY), home / "run")
-    run_influence(study)
-    run_susceptibility(study)
-    yield study
-    mp.undo()
+def study(tiny_study, shared_home):
+    """The session's tiny study (its posteriors stored once), with influence and susceptibilities computed."""
+    with home(shared_home):
+        run_influence(tiny_study)
+        run_susceptibility(tiny_study)
+        yield tiny_study
 
 
 def _page(path):

@@ -130,19 +130,19 @@ def test_restricted_sampler_moves_only_the_components_weights():
 # ----------------------------------------------------------------------------------------------- tiny study, e2e
 
 @pytest.fixture(scope="module")
-def restricted_study(tmp_path_factory):
+def restricted_study(tmp_path_factory, shared_home):
     from codedyn.config import load_config
     from codedyn.experiments.study import prepare_study
     from codedyn.experiments.susceptibility import run_susceptibility
-    from tests.test_experiments_run import TINY_STUDY
+    from tests.studies import TINY_STUDY
 
-    home = tmp_path_factory.mktemp("home")
+    home = shared_home  # the tiny study's dataset and toy suite, built once per session
     mp = pytest.MonkeyPatch()
     mp.setenv("CODEDYN_HOME", str(home))
     overrides = {**TINY_STUDY, "suite": {"steps": [4, 12]},
                  "susceptibility": {"estimator": "weight_restricted", "draws": 6, "burn_in": 2, "sae_latents": 0,
                                     "observation_windows": 8, "components": ["L0.H0", "L1.H1", "L1.MLP"]}}
-    study = prepare_study(load_config("default", overrides), home / "run")
+    study = prepare_study(load_config("default", overrides), tmp_path_factory.mktemp("restricted") / "run")
     yield study, run_susceptibility(study)
     mp.undo()
 
@@ -199,7 +199,7 @@ def test_analysis_without_units_says_what_to_run(restricted_study, tmp_path):
         compute_susceptibility(replace(study, run_dir=tmp_path / "empty"))
 
 
-def test_cli_selects_the_estimator(restricted_study, tmp_path, monkeypatch):
+def test_cli_selects_the_estimator(restricted_study, tmp_path, monkeypatch, shared_home):
     """`codedyn susceptibility --estimator weight_restricted --components ...`: the stored units are found (nothing
     sampled: same config), the summary names the estimator; an unknown estimator is one clear error."""
     import yaml
@@ -207,14 +207,14 @@ def test_cli_selects_the_estimator(restricted_study, tmp_path, monkeypatch):
 
     import codedyn.sampling.sgld as sgld
     from codedyn.cli import app
-    from tests.test_experiments_run import TINY_STUDY
+    from tests.studies import TINY_STUDY
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a stored restricted unit was sampled again")
 
     monkeypatch.setattr(sgld, "sample_posterior", forbidden)
     study, result = restricted_study
-    monkeypatch.setenv("CODEDYN_HOME", str(study.run_dir.parent))  # the study's dataset and suite caches
+    monkeypatch.setenv("CODEDYN_HOME", str(shared_home))  # the study's dataset and suite caches
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(
         {**TINY_STUDY, "suite": {"steps": [4, 12]},

@@ -1,7 +1,7 @@
 """SAE latents as susceptibility components: chosen from Experiment 2's unit, recorded by the shared posterior,
-keyed by the SAE weights (an analysis-only change of Experiment 2 never resamples a posterior)."""
+keyed by the SAE unit's key (an analysis-only change of Experiment 2 never retrains an SAE nor resamples a
+posterior)."""
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -20,35 +20,37 @@ SAE_STUDY = {
 
 
 @pytest.fixture(scope="module")
-def sae_study(tmp_path_factory):
+def sae_study(tmp_path_factory, shared_home):
     from codedyn.config import load_config
+    from codedyn.experiments.posteriors import sample_checkpoints
     from codedyn.experiments.study import prepare_study
-    from codedyn.sampling.posterior import sample_checkpoints
 
-    home = tmp_path_factory.mktemp("home")
+    home = shared_home  # datasets and toy suites built once per session
     mp = pytest.MonkeyPatch()
     mp.setenv("CODEDYN_HOME", str(home))
-    study = prepare_study(load_config("default", SAE_STUDY), home / "run")
+    study = prepare_study(load_config("default", SAE_STUDY), tmp_path_factory.mktemp("sae_study") / "run")
     sample_checkpoints(study)  # trains each checkpoint's SAE unit first, then samples with its latents observed
     yield study, home
     mp.undo()
 
 
 def test_chosen_latents_start_with_experiment_2s_choice_and_follow_welch_t(sae_study):
-    from codedyn.experiments.emergence import emergence_unit_dir
+    from codedyn.experiments.emergence import latent_choices, step_analysis
     from codedyn.sampling.sae_observables import choose_latents
 
     study, _ = sae_study
-    unit = emergence_unit_dir(study, 12)
-    chosen = choose_latents(unit, 5)
-    scores = pd.read_parquet(unit / "scores.parquet")
-    selection = json.loads((unit / "selection.json").read_text())
+    choices = latent_choices(study, 12)
+    chosen = choose_latents(choices, 5)
+    analysed = step_analysis(study, 12)  # the cheap choice is the analysis' own selection
     for layer, latents in chosen.items():
+        scores, selection = choices[layer]
+        assert {k: analysed[layer].selection[k] for k in selection} == selection
+        pd.testing.assert_frame_equal(scores, analysed[layer].scores)
         assert len(latents) == 5 and list(latents) == sorted(set(latents))
-        assert int(selection[str(layer)]["best_latent"]) in latents
-        rest = [i for i in latents if i not in {int(selection[str(layer)][k]) for k in
+        assert int(selection["best_latent"]) in latents
+        rest = [i for i in latents if i not in {int(selection[k]) for k in
                                                 ("best_latent", "correct_latent", "incorrect_latent")}]
-        part = scores[(scores["layer"] == layer) & ~scores["general"].astype(bool)].set_index("latent")
+        part = scores[~scores["general"].astype(bool)].set_index("latent")
         strength = part["welch_t"].abs().fillna(0)
         # every added latent is at least as strong as every eligible latent left out
         left_out = strength.drop(index=list(latents), errors="ignore")
@@ -58,10 +60,10 @@ def test_chosen_latents_start_with_experiment_2s_choice_and_follow_welch_t(sae_s
 def test_posterior_records_the_sae_latents_beside_heads_and_mlps(sae_study):
     import torch
 
+    from codedyn.experiments.posteriors import posterior_folder, study_sae_latents
     from codedyn.models.activations import final_token_residuals
     from codedyn.models.sae import SaeLatentMeans, TopKSAE
-    from codedyn.sampling.posterior import posterior_folder, posterior_readout, probe_observables
-    from codedyn.sampling.sae_observables import study_sae_latents
+    from codedyn.sampling.posterior import posterior_readout, probe_observables
     from codedyn.sampling.traces import load_traces
 
     study, _ = sae_study
@@ -113,9 +115,9 @@ def test_susceptibility_table_has_sae_components(sae_study):
 
 def test_analysis_only_emergence_change_keeps_posteriors_and_retraining_changes_them(sae_study, monkeypatch):
     from codedyn.config import load_config
+    from codedyn.experiments.posteriors import posterior_folder, sample_checkpoints
     from codedyn.experiments.study import prepare_study
     from codedyn.sampling import posterior
-    from codedyn.sampling.posterior import posterior_folder, sample_checkpoints
 
     study, home = sae_study
     monkeypatch.setenv("CODEDYN_HOME", str(home))
@@ -124,28 +126,46 @@ def test_analysis_only_emergence_change_keeps_posteriors_and_retraining_changes_
     def forbidden(*args, **kwargs):
         raise AssertionError("a posterior was resampled")
 
-    # more shuffled-label controls: a new SAE unit (same deterministic weights), the same posterior
+    # more shuffled-label controls: an analysis setting, so the same SAE unit and the same posterior
     changed = {**SAE_STUDY, "emergence": {**SAE_STUDY["emergence"], "shuffles": 3}}
-    other = prepare_study(load_config("default", changed), home / "run")
+    other = prepare_study(load_config("default", changed), study.run_dir)
     monkeypatch.setattr(posterior, "run_posterior", forbidden)
     sample_checkpoints(other)
     assert posterior_folder(other, 12) == before
     # a different SAE (another width) is another observable: another posterior key
     wider = {**SAE_STUDY, "emergence": {**SAE_STUDY["emergence"], "width": 48}}
-    third = prepare_study(load_config("default", wider), home / "run")
+    third = prepare_study(load_config("default", wider), study.run_dir)
     from codedyn.experiments.emergence import emergence_unit
 
-    emergence_unit(third, 12)
+    class Notes:
+        def __init__(self):
+            self.lines = []
+
+        def task(self, description, total):
+            from codedyn.progress import SILENT
+
+            return SILENT.task(description, total)
+
+        def log(self, message):
+            self.lines.append(message)
+
+    notes = Notes()
+    emergence_unit(third, 12, notes)
     assert posterior_folder(third, 12) != before
+    # the new SAE unit says why it is new: the width, nothing else (closest stored neighbour: the fixture's unit)
+    (line,) = [n for n in notes.lines if n.startswith("sae-step12: new unit")]
+    assert line.endswith("in emergence.width: 32 -> 48")
 
 
 def test_missing_sae_unit_is_one_clear_error(sae_study, tmp_path, monkeypatch):
     from codedyn.config import load_config
+    from codedyn.experiments.posteriors import posterior_folder, posterior_unit
     from codedyn.experiments.study import prepare_study
-    from codedyn.sampling.posterior import posterior_folder
 
     study, home = sae_study
     monkeypatch.setenv("CODEDYN_HOME", str(home))
     fresh = prepare_study(load_config("default", SAE_STUDY), tmp_path / "other-run")
+    # the posterior's folder is known before its SAE exists (its key holds the SAE unit's key, not its outputs)
+    assert posterior_folder(fresh, 12).name == posterior_folder(study, 12).name
     with pytest.raises(FileNotFoundError, match="codedyn emergence"):
-        posterior_folder(fresh, 12)
+        posterior_unit(fresh, 12)

@@ -30,7 +30,7 @@ SCHEDULES: dict[str, tuple[int, ...]] = {
     # The toy suite's default checkpoints (config.SuiteConfig.steps) and the 7-step list the issue measured on.
     "toy default": (0, 500, 2000, 4000, 5000, 5500, 6000, 7000),
     "toy 7-step": (0, 1000, 3000, 5000, 5500, 6000, 7000),
-    # configs/pythia-*.yaml: 9 revisions.
+    # presets/pythia-*.yaml: 9 revisions.
     "pythia preset": (1000, 2000, 4000, 8000, 16000, 32000, 64000, 100000, 143000),
     # Pythia's log-spaced list: 1, 2, 4, ..., 512, then 1000, 2000, ..., 64000, 100000, 143000.
     "19-checkpoint": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 100000,

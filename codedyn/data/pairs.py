@@ -44,13 +44,13 @@ from codedyn.data.problems import (
 from codedyn.data.sandbox import ExecutionResult, Outcome, SandboxLimits, isolation_report
 from codedyn.paths import cache_dir
 from codedyn.progress import SILENT, Progress
+from codedyn.runs.layout import MANIFEST, SPLITS
 from codedyn.runs.store import content_hash, is_completed, manifest, staging_dir, write_json, write_text
 
 SAMPLES_FILE = "samples.jsonl"
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
 FORMAT_VERSION = 1
-SPLITS = ("analysis", "tuning", "validation")
 
 
 # ---------------------------------------------------------------------------------------------------- sources
@@ -339,7 +339,7 @@ def build_dataset(config: DatasetConfig, out_dir: Path | None = None, progress: 
         write_text(stage / SAMPLES_FILE, "".join(_jsonl_line(s) for s in samples))
         write_json(stage / CARD_JSON, card)
         write_text(stage / CARD_MD, card_markdown(card))
-        write_json(stage / "manifest.json", manifest(config.model_dump(mode="json"), data_hash=digest))
+        write_json(stage / MANIFEST, manifest(config.model_dump(mode="json"), data_hash=digest))
     return final
 
 

@@ -497,6 +497,10 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor, as_completed  # noqa: E402
 from typing import BinaryIO  # noqa: E402
 
+from codedyn.config import SandboxConfig  # noqa: E402  (the one source of the limits' defaults)
+
+_CONFIGURED = SandboxConfig()
+
 _SUPERVISOR_SCRIPT = os.path.abspath(__file__)
 # The supervisor is this file run as ``__main__``. Running it by path would recompile it in every sandbox
 # (scripts get no .pyc; ~10 ms per program), so the caller compiles it once and each sandbox starts from
@@ -524,10 +528,13 @@ class Outcome(enum.StrEnum):  # a str subclass: compares and serialises as its v
 
 @dataclasses.dataclass(frozen=True)
 class SandboxLimits:
-    timeout_s: float = 10.0  # wall clock
-    cpu_s: int = 10  # RLIMIT_CPU
-    memory_mb: int = 1024  # RLIMIT_AS
-    file_size_mb: int = 16  # RLIMIT_FSIZE; with namespaces also the size of the private tmpfs mounts
+    # The four limits a dataset config can set default to ``dataset.sandbox``'s defaults (SandboxConfig), so a
+    # program run directly and one run for a dataset get the same limits.
+    timeout_s: float = _CONFIGURED.timeout_s  # wall clock
+    cpu_s: int = _CONFIGURED.cpu_s  # RLIMIT_CPU
+    memory_mb: int = _CONFIGURED.memory_mb  # RLIMIT_AS
+    file_size_mb: int = _CONFIGURED.file_size_mb  # RLIMIT_FSIZE; with namespaces also the size of the private
+    # tmpfs mounts
     # RLIMIT_NPROC, effective when privileges are dropped. The kernel counts every uid-65534 process on the
     # machine (threads included), so concurrent sandboxes share the budget.
     max_processes: int = 64

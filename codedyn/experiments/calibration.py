@@ -261,14 +261,16 @@ def rank_settings(scores):
 
 def calibration_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, readout: int) -> str:
     from codedyn.runs.store import content_hash
+    from codedyn.sampling.posterior import ANALYSIS_ONLY
 
     return content_hash({"kind": "calibration", "suite": suite, "step": step, "dataset": dataset_hash,
-                         "sampling": config.model_dump(mode="json"), "readout_samples": readout,
+                         "sampling": config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY)),
+                         "readout_samples": readout,
                          "format": UNIT_FORMAT})
 
 
 def calibration_unit_dir(run_dir: Path, step: int, key: str) -> Path:
-    from codedyn.sampling.posterior import UNITS_DIR
+    from codedyn.runs.store import UNITS_DIR
 
     return Path(run_dir) / UNITS_DIR / f"calibration-step{step}-{key}"
 

@@ -259,8 +259,8 @@ def token_metadata_frame(susceptibility, samples, tokens: np.ndarray):
 
 def run_embryology(study, progress=None) -> dict:
     """Experiment 4 over the study's checkpoints, reusing (or creating) the shared posterior units."""
+    from codedyn.experiments.posteriors import sample_checkpoints
     from codedyn.progress import SILENT
-    from codedyn.sampling.posterior import sample_checkpoints
 
     sample_checkpoints(study, progress or SILENT)
     return compute_embryology(study, progress)
@@ -273,7 +273,7 @@ def aligned_components(study) -> list[str]:
     otherwise latent i of two checkpoints' SAEs are unrelated features and aligning them would be meaningless."""
     import xarray as xr
 
-    from codedyn.sampling.posterior import posterior_folder
+    from codedyn.experiments.posteriors import posterior_folder
     from codedyn.sampling.traces import TRACES_FILE
 
     per_step = [[str(n) for n in xr.open_zarr(posterior_folder(study, step) / TRACES_FILE,

@@ -41,10 +41,14 @@ from typing import Any
 import numpy as np
 
 from codedyn.progress import SILENT, Progress
+from codedyn.runs.layout import SAE_ARRAYS, SAE_METRICS, SPLITS, UNIT_FILE
 
 EMERGENCE_DIR = "emergence"
-UNIT_FORMAT = 3  # bump when a change here changes what a unit stores
-SPLITS = ("analysis", "tuning", "validation")
+UNIT_FORMAT = 4  # bump when a change here changes what a unit stores (4: the SAEs, their quality and the latents
+# only; scoring, selection, controls and bootstrap moved to the analysis)
+# Settings only the analysis reads (scoring, selection, controls): they stay out of the SAE unit's key, so changing
+# one never retrains an SAE. (n_bootstrap stays in: the SAE quality intervals are computed with the unit.)
+ANALYSIS_ONLY = frozenset({"general_threshold", "probe_c", "shuffles"})
 METRICS = ("auroc", "f1", "precision", "recall")
 PREDICTORS = ("best_latent", "correct_latent", "incorrect_latent", "probe", "shuffled", "random_latent")
 CURVES = ("best_latent", "probe", "shuffled", "random_latent")  # drawn over training and tested for transitions
@@ -178,11 +182,9 @@ def best_threshold(score: np.ndarray, positive: np.ndarray, weights: np.ndarray 
 def problem_weights(problem: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Bootstrap weights [n_boot, n] resampling the problems of these samples (each problem's samples share its
     multiplicity). The same seed and problems give the same resamples at every checkpoint."""
-    codes, inverse = np.unique(problem, return_inverse=True)
-    picks = np.random.default_rng(seed).integers(0, codes.size, (n_boot, codes.size))
-    counts = np.zeros((n_boot, codes.size))
-    np.add.at(counts, (np.arange(n_boot)[:, None], picks), 1.0)
-    return counts[:, inverse]
+    from codedyn.resample import group_multiplicities
+
+    return group_multiplicities(problem, n_boot, seed)
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,35 @@ class LayerAnalysis:
     operators: list[dict]  # rows: predictor, operator, n, value, low, high
 
 
+def eligible_latents(general_freq: np.ndarray, general_threshold: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(general, eligible, fallback)``: latents firing on more than ``general_threshold`` of the general windows'
+    final tokens are general and not eligible; when every latent is general all are scored (``fallback``)."""
+    general = general_freq > general_threshold
+    eligible = ~general
+    fallback = not eligible.any()
+    if fallback:  # every latent is general: score all of them rather than none (recorded in the selection)
+        eligible = np.ones_like(general)
+    return general, eligible, fallback
+
+
+def latent_choice(latents: np.ndarray, general_freq: np.ndarray, labels: Labels, general_threshold: float):
+    """The selection of :func:`analyse_layer` without its controls and bootstrap (cheap): ``(scores, selection)``,
+    scores a DataFrame per latent (separation, welch_t, general_freq, general), selection the chosen
+    ``correct_latent`` / ``incorrect_latent`` / ``best_latent``. The same choice analyse_layer makes."""
+    general, eligible, _ = eligible_latents(general_freq, general_threshold)
+    chosen, best, scores = _select_predictors(latents, labels.is_correct[labels.rows("analysis")], eligible, labels)
+    return _scores_table(scores, general_freq, general), {
+        "correct_latent": chosen[0].latent, "incorrect_latent": chosen[1].latent, "best_latent": best.latent}
+
+
+def _scores_table(scores: dict[str, np.ndarray], general_freq: np.ndarray, general: np.ndarray):
+    """One row per latent: its index, separation, Welch t, general-text firing rate and general flag."""
+    import pandas as pd
+
+    return pd.DataFrame({"latent": np.arange(general_freq.shape[0]), **scores, "general_freq": general_freq,
+                         "general": general})
+
+
 def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarray, labels: Labels,
                   general_threshold: float, probe_c: float, shuffles: int, n_boot: int, seed: int) -> LayerAnalysis:
     """Score, select and evaluate every predictor of one layer.
@@ -306,16 +337,11 @@ def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarr
     latents [N, m]: final-token SAE latent activations of every sample; resid [N, d]: the raw final-token
     residuals (probe); general_freq [m]: firing fraction on the general windows' final tokens.
     """
-    import pandas as pd
 
     from codedyn.analysis.stats import percentile_ci
 
     analysis = labels.rows("analysis")
-    general = general_freq > general_threshold
-    eligible = ~general
-    fallback = not eligible.any()
-    if fallback:  # every latent is general: score all of them rather than none (recorded in the selection)
-        eligible = np.ones_like(general)
+    general, eligible, fallback = eligible_latents(general_freq, general_threshold)
     chosen, best, scores = _select_predictors(latents, labels.is_correct[analysis], eligible, labels)
     predictors = [Predictor("best_latent", best.score, best.positive_correct, best.threshold, best.latent), *chosen,
                   fit_probe(resid, labels, probe_c, seed)]
@@ -358,8 +384,7 @@ def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarr
                 replicates[f"shuffled/{metric}"] = reps
 
     operators = operator_breakdown([predictors[0], predictors[3]], labels, weights["validation"])
-    table = pd.DataFrame({"latent": np.arange(latents.shape[1]), **scores, "general_freq": general_freq,
-                          "general": general})
+    table = _scores_table(scores, general_freq, general)
     selection = {
         "correct_latent": chosen[0].latent, "incorrect_latent": chosen[1].latent,
         "best_latent": best.latent, "best_predicts": "correct" if best.positive_correct else "incorrect",
@@ -409,24 +434,31 @@ def previous_step(study, step: int) -> int | None:
 
 
 def emergence_key(study, step: int) -> str:
-    """Hash of everything that changes a unit: suite, step, dataset, EmergenceConfig, and (init from previous)
-    the previous unit's key."""
-    from codedyn.runs.store import content_hash
+    """Hash of everything that changes a unit (:func:`emergence_key_record`)."""
+    from codedyn.runs.units import unit_key
+
+    return unit_key(emergence_key_record(study, step))
+
+
+def emergence_key_record(study, step: int) -> dict:
+    """The inputs of an SAE unit's key: suite, step, dataset, EmergenceConfig, and (init from previous) the
+    previous unit's key."""
+    from codedyn.data.corpus import corpus_fingerprints
+    from codedyn.runs.units import without
 
     config = study.config.emergence
     previous = previous_step(study, step) if config.init_from_previous else None
-    from codedyn.data.corpus import corpus_fingerprints
 
-    return content_hash({
+    return {
         "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
-        "emergence": config.model_dump(mode="json"), "format": UNIT_FORMAT,
+        "emergence": without(config.model_dump(mode="json"), ANALYSIS_ONLY), "format": UNIT_FORMAT,
         "previous": emergence_key(study, previous) if previous is not None else None,
         **corpus_fingerprints(corpus=config.corpus, general_corpus=config.general_corpus),
-    })
+    }
 
 
 def emergence_unit_dir(study, step: int) -> Path:
-    from codedyn.sampling.posterior import UNITS_DIR
+    from codedyn.runs.store import UNITS_DIR
 
     return Path(study.run_dir) / UNITS_DIR / f"sae-step{step}-{emergence_key(study, step)}"
 
@@ -436,11 +468,12 @@ def _flat(x):
 
 
 def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
-    """Train (or find cached) the SAEs of one checkpoint and store every per-checkpoint result; returns the unit
-    folder ``<run>/units/sae-step<N>-<key>/``. Depends only on (study, step); written atomically."""
+    """Train (or find cached) the SAEs of one checkpoint and store what needs the model: the SAEs, their quality
+    metrics, and per layer the samples' final-token latents and residuals and the general windows' firing rates.
+    Returns the unit folder ``<run>/units/sae-step<N>-<key>/``. Depends only on (study, step); written atomically.
+    Scoring, selection, controls and intervals are the analysis' (:func:`step_analysis`)."""
     import time
 
-    import pandas as pd
     import torch
 
     from codedyn.models.activations import (
@@ -452,11 +485,15 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     )
     from codedyn.models.sae import TopKSAE, decoder_cosines, sae_metrics, train_sae
     from codedyn.runs.store import is_completed, staging_dir, write_json
+    from codedyn.runs.units import KEY_INPUTS, new_unit_note, without
     from codedyn.sampling.losses import readout_context, select_readout
 
     unit = emergence_unit_dir(study, step)
     if is_completed(unit):
         return unit
+    note = new_unit_note(unit, emergence_key_record(study, step))
+    if note:
+        progress.log(note)
     config = study.config.emergence
     previous = previous_step(study, step) if config.init_from_previous else None
     previous_unit = emergence_unit(study, previous, progress) if previous is not None else None
@@ -467,7 +504,7 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     readout = select_readout(tokenizer, study.dataset.samples, readout_context(
         checkpoint.context, config.max_readout_tokens, "emergence.max_readout_tokens"))
     samples = readout.samples
-    labels = Labels.from_samples(samples)
+    check_split_hygiene(samples)
     layers = resolve_layers(model.config.num_hidden_layers, config.layers)
     train_windows, eval_windows, general_windows = sae_windows(tokenizer, config)
     train_resid = window_residuals(model, train_windows, layers)
@@ -478,7 +515,7 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     captured = time.perf_counter()
 
     bar = progress.task(f"SAEs step {step}: epochs", total=config.epochs * len(layers))
-    saes, metrics_by_layer, analyses, arrays = {}, {}, {}, {"sample_id": samples["sample_id"].to_numpy(dtype=str)}
+    saes, metrics_by_layer, arrays = {}, {}, {"sample_id": samples["sample_id"].to_numpy(dtype=str)}
     for layer in layers:
         init = TopKSAE.load(previous_unit, layer) if previous_unit is not None else None
         sae, log = train_sae(_flat(train_resid[layer]), config.width, config.k, config.epochs, config.batch_size,
@@ -500,31 +537,21 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
         arrays[f"latents_L{layer}"] = latents.astype(np.float32)
         arrays[f"resid_L{layer}"] = dataset_resid[layer]
         arrays[f"general_freq_L{layer}"] = general_freq
-        analyses[layer] = analyse_layer(latents, dataset_resid[layer], general_freq, labels,
-                                        config.general_threshold, config.probe_c, config.shuffles,
-                                        config.n_bootstrap, config.seed)
         metrics_by_layer[layer] = metrics
     finished = time.perf_counter()
 
     with staging_dir(unit) as stage:
         for layer, sae in saes.items():
             sae.save(stage, layer)
-        np.savez_compressed(stage / "arrays.npz", **arrays)
-        pd.concat([a.scores.assign(layer=layer) for layer, a in analyses.items()], ignore_index=True).to_parquet(
-            stage / "scores.parquet", index=False)
-        pd.DataFrame([{"step": step, "layer": layer, **row} for layer, a in analyses.items() for row in a.metrics]
-                     ).to_parquet(stage / "metrics.parquet", index=False)
-        pd.DataFrame([{"step": step, "layer": layer, **row} for layer, a in analyses.items() for row in a.operators]
-                     ).to_parquet(stage / "operators.parquet", index=False)
-        np.savez_compressed(stage / "replicates.npz", **{f"L{layer}/{name}": reps for layer, a in analyses.items()
-                                                        for name, reps in a.replicates.items()})
-        write_json(stage / "selection.json", {str(layer): a.selection for layer, a in analyses.items()})
-        write_json(stage / "sae_metrics.json", {str(layer): m for layer, m in metrics_by_layer.items()})
-        write_json(stage / "unit.json", {
+        np.savez_compressed(stage / SAE_ARRAYS, **arrays)
+        write_json(stage / SAE_METRICS, {str(layer): m for layer, m in metrics_by_layer.items()})
+        write_json(stage / UNIT_FILE, {
             "kind": "sae", "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
-            "key": emergence_key(study, step), "layers": list(layers), "previous_step": previous,
-            "emergence": config.model_dump(mode="json"), **readout.record(),
-            "seconds": {"capture": captured - started, "train_and_analyse": finished - captured,
+            "key": emergence_key(study, step), KEY_INPUTS: emergence_key_record(study, step),
+            "layers": list(layers), "previous_step": previous,
+            # the settings the unit was made with (the analysis-only ones belong to each analysis, not here)
+            "emergence": without(config.model_dump(mode="json"), ANALYSIS_ONLY), **readout.record(),
+            "seconds": {"capture": captured - started, "train": finished - captured,
                         "total": finished - started},
         })
     return unit
@@ -546,10 +573,51 @@ def load_sae(source, step: int | None = None, layer: int | None = None, device: 
         unit = emergence_unit_dir(source, step)
     if not is_completed(unit):
         raise FileNotFoundError(f"no completed SAE unit at {unit}; run `codedyn emergence` first")
-    layers = json.loads((unit / "unit.json").read_text())["layers"]
+    layers = json.loads((unit / UNIT_FILE).read_text())["layers"]
     if layer is not None:
         return TopKSAE.load(unit, layer, device)
     return {int(lay): TopKSAE.load(unit, int(lay), device) for lay in layers}
+
+
+# ------------------------------------------------------------------------------------------------ the analysis
+
+
+def step_inputs(study, step: int) -> tuple[Labels, dict[int, dict[str, np.ndarray]]]:
+    """What the analysis of one checkpoint reads from its SAE unit: the labels of the samples it captured (in its
+    order) and per layer ``{"latents", "resid", "general_freq"}`` (FileNotFoundError when the unit is missing)."""
+    import json
+
+    from codedyn.runs.store import is_completed
+
+    unit = emergence_unit_dir(study, step)
+    if not is_completed(unit):
+        raise FileNotFoundError(f"step {step} has no completed SAE unit ({unit}); run `codedyn emergence`")
+    layers = json.loads((unit / UNIT_FILE).read_text())["layers"]
+    with np.load(unit / SAE_ARRAYS) as stored:
+        ids = stored["sample_id"].tolist()
+        per_layer = {int(layer): {"latents": stored[f"latents_L{layer}"], "resid": stored[f"resid_L{layer}"],
+                                  "general_freq": stored[f"general_freq_L{layer}"]} for layer in layers}
+    samples = study.dataset.samples.set_index("sample_id").loc[ids].reset_index()
+    return Labels.from_samples(samples), per_layer
+
+
+def latent_choices(study, step: int) -> dict[int, tuple[Any, dict]]:
+    """Per SAE layer of a checkpoint: :func:`latent_choice`'s ``(scores, selection)`` (cheap: no bootstrap), what the
+    posterior's SAE-latent observables are chosen from."""
+    labels, per_layer = step_inputs(study, step)
+    threshold = study.config.emergence.general_threshold
+    return {layer: latent_choice(a["latents"], a["general_freq"], labels, threshold)
+            for layer, a in per_layer.items()}
+
+
+def step_analysis(study, step: int) -> dict[int, LayerAnalysis]:
+    """Scoring, selection, controls and bootstrap of one checkpoint's SAE latents (:func:`analyse_layer` per
+    layer), from its stored unit."""
+    config = study.config.emergence
+    labels, per_layer = step_inputs(study, step)
+    return {layer: analyse_layer(a["latents"], a["resid"], a["general_freq"], labels, config.general_threshold,
+                                 config.probe_c, config.shuffles, config.n_bootstrap, config.seed)
+            for layer, a in per_layer.items()}
 
 
 # ---------------------------------------------------------------------------------------------------- run / compute
@@ -593,7 +661,8 @@ def _llc_curve(study, steps):
 
 
 def compute_emergence(study) -> dict:
-    """Pure analysis of the stored units: tables (parquet), transition calls (json), figures (PNG + PDF).
+    """Analysis of the stored units (read only; deterministic given them), written as tables (parquet), transition
+    calls (json) and figures (PNG + PDF).
 
     Returns ``{"table", "calls", "folder"}``; ``table`` holds every (step, layer, predictor, split, metric) with its
     interval.
@@ -609,19 +678,21 @@ def compute_emergence(study) -> dict:
     out = study.output_dir(EMERGENCE_DIR)
     units = _stored_units(study)
     steps = [s for s, _ in units]
-    table = pd.concat([pd.read_parquet(u / "metrics.parquet") for _, u in units], ignore_index=True)
-    operators = pd.concat([pd.read_parquet(u / "operators.parquet") for _, u in units], ignore_index=True)
-    sae_rows, selections, replicates = [], [], {}
+    rows, operator_rows, scores, sae_rows, selections, replicates = [], [], [], [], [], {}
     for step, unit in units:
-        for layer, metrics in json.loads((unit / "sae_metrics.json").read_text()).items():
+        for layer, metrics in json.loads((unit / SAE_METRICS).read_text()).items():
             sae_rows.append({"step": step, **metrics, "layer": int(layer)})
-        for layer, chosen in json.loads((unit / "selection.json").read_text()).items():
-            selections.append({"step": step, "layer": int(layer), **{k: v for k, v in chosen.items()
-                                                                      if not isinstance(v, dict | list)}})
-        with np.load(unit / "replicates.npz") as stored:
-            for name in stored.files:
-                replicates.setdefault(name, []).append(stored[name])
+        for layer, found in step_analysis(study, step).items():
+            rows.extend({"step": step, "layer": layer, **row} for row in found.metrics)
+            operator_rows.extend({"step": step, "layer": layer, **row} for row in found.operators)
+            scores.append(found.scores.assign(step=step, layer=layer))
+            selections.append({"step": step, "layer": layer, **{k: v for k, v in found.selection.items()
+                                                                 if not isinstance(v, dict | list)}})
+            for name, reps in found.replicates.items():
+                replicates.setdefault(f"L{layer}/{name}", []).append(reps)
+    table, operators = pd.DataFrame(rows), pd.DataFrame(operator_rows)
     sae_table = pd.DataFrame(sae_rows)
+    pd.concat(scores, ignore_index=True).to_parquet(out / "scores.parquet", index=False)
     table.to_parquet(out / "emergence.parquet", index=False)
     operators.to_parquet(out / "operators.parquet", index=False)
     sae_table.to_parquet(out / "sae_metrics.parquet", index=False)

@@ -201,6 +201,7 @@ def bootstrap_influence(
     get honest intervals.
     """
     from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
+    from codedyn.resample import multiplicities
 
     rng = np.random.default_rng(seed)
     chains, draws, _ = losses.shape
@@ -208,8 +209,7 @@ def bootstrap_influence(
     replicates = {key: np.empty(n_boot) for key in quantity_names()}
     for b in range(n_boot):
         resampled = losses[chain_idx[b][:, None], draw_idx[b]]
-        weights = np.bincount(rng.integers(0, structure.n_problems, structure.n_problems),
-                              minlength=structure.n_problems)
+        weights = multiplicities(rng, structure.n_problems)
         for key, value in influence_quantities(posterior_covariance(resampled), structure, weights).items():
             replicates[key][b] = value
     return replicates
@@ -301,8 +301,8 @@ def chain_diagnostics(traces) -> list[dict]:
 
 def run_influence(study, progress=None) -> dict:
     """Sample every checkpoint's posterior (cached units), then compute and store the influence results."""
+    from codedyn.experiments.posteriors import sample_checkpoints
     from codedyn.progress import SILENT
-    from codedyn.sampling.posterior import sample_checkpoints
 
     sample_checkpoints(study, progress or SILENT)
     return compute_influence(study)

@@ -8,7 +8,7 @@ from typing import Any
 
 from codedyn.config import CodedynConfig
 from codedyn.progress import SILENT, Progress
-from codedyn.runs.store import manifest, write_json
+from codedyn.runs.store import MANIFEST, manifest, write_json
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Study:
 
     def posteriors(self):
         """``(step, traces)`` for every checkpoint, from the stored posterior units (never samples)."""
-        from codedyn.sampling.posterior import posterior_folder
+        from codedyn.experiments.posteriors import posterior_folder
         from codedyn.sampling.traces import load_traces
 
         for step in self.steps:
@@ -78,7 +78,7 @@ def prepare_study(config: CodedynConfig, run_dir: Path, progress: Progress = SIL
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(
-        run_dir / "manifest.json",
+        run_dir / MANIFEST,
         manifest(config.model_dump(mode="json"), data_hash=dataset.card["hash"], suite=suite.name,
                  steps=list(steps), seeds={"dataset": config.dataset.seed, "toy": config.toy.seed,
                                            "sampling": config.sampling.seed}),

@@ -217,8 +217,8 @@ def sample_groups(samples) -> dict[str, np.ndarray]:
 def run_susceptibility(study, progress=None) -> dict:
     """Experiment 3 over the study's checkpoints with the configured estimator: the covariance estimator reuses (or
     creates) the shared posterior units, the weight-restricted one its per-component units."""
+    from codedyn.experiments.posteriors import sample_checkpoints
     from codedyn.progress import SILENT
-    from codedyn.sampling.posterior import sample_checkpoints
 
     progress = progress or SILENT
     if study.config.susceptibility.estimator == "weight_restricted":

@@ -163,11 +163,9 @@ def ce_loss_recovered(model, windows, layer: int, sae, n_boot: int = 0, seed: in
            "ce_zero_ablation": float(zero.mean()),
            "ce_loss_recovered": float(recovered(np.ones((1, clean.size)))[0])}
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        picks = rng.integers(0, clean.size, (n_boot, clean.size))
-        weights = np.zeros((n_boot, clean.size))
-        np.add.at(weights, (np.arange(n_boot)[:, None], picks), 1.0)
-        reps = recovered(weights)
+        from codedyn.resample import multiplicities
+
+        reps = recovered(multiplicities(np.random.default_rng(seed), clean.size, n_boot))
         out["ce_loss_recovered_low"], out["ce_loss_recovered_high"] = (
             float(v) for v in np.nanquantile(reps, [0.025, 0.975]))
     return out

@@ -262,10 +262,9 @@ def sae_metrics(sae: TopKSAE, x, n_boot: int = 0, seed: int = 0) -> dict:
     out = {"explained_variance": float(ev[0]), "l0": float(l0[0]), "dead_fraction": float(dead[0]),
            "eval_tokens": int(windows * tokens)}
     if n_boot > 0:
-        generator = torch.Generator().manual_seed(seed)
-        picks = torch.randint(0, windows, (n_boot, windows), generator=generator)
-        weights = torch.zeros(n_boot, windows, dtype=torch.float64).scatter_add_(
-            1, picks, torch.ones(n_boot, windows, dtype=torch.float64))
+        from codedyn.resample import multiplicities
+
+        weights = torch.as_tensor(multiplicities(np.random.default_rng(seed), windows, n_boot), dtype=torch.float64)
         for name, reps in zip(("explained_variance", "l0", "dead_fraction"), metrics(weights.to(x.device)),
                               strict=True):
             low, high = np.quantile(reps.cpu().numpy(), [0.025, 0.975])
@@ -281,9 +280,14 @@ def decoder_cosines(current: TopKSAE, previous: TopKSAE) -> np.ndarray:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy()
 
 
+def latent_name(layer: int, latent: int) -> str:
+    """``L<layer>.SAE<latent>``: the component name of one SAE latent (beside heads ``L<l>.H<h>`` and ``L<l>.MLP``)."""
+    return f"L{layer}.SAE{latent}"
+
+
 def sae_latent_names(layer: int, width: int) -> list[str]:
     """``L<layer>.SAE<j>`` for every latent j of the SAE at that layer."""
-    return [f"L{layer}.SAE{j}" for j in range(width)]
+    return [latent_name(layer, j) for j in range(width)]
 
 
 @dataclass(frozen=True)

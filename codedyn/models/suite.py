@@ -469,8 +469,10 @@ def get_suite(name: str, hub_cache: Path | None = None, pattern: str = DEFAULT_P
     if "/" in name:
         return hf_suite(name, pattern, revisions, hub_cache=hub_cache, context=context)
     toy_cache = hub_cache or toy_hub_cache()
-    record_path = toy_cache.parent / name / "suite.json"
-    if name.startswith("toy-") and (toy_cache.parent / name / "completed").is_file():
+    from codedyn.runs.layout import COMPLETED, SUITE_FILE
+
+    record_path = toy_cache.parent / name / SUITE_FILE
+    if name.startswith("toy-") and (toy_cache.parent / name / COMPLETED).is_file():
         record = json.loads(record_path.read_text())
         return toy_suite(name, record["schedule"], hub_cache=toy_cache, context=record["config"]["context"])
     known = ", ".join(toy_suites(hub_cache)) or "none trained yet (codedyn suite train-toy)"

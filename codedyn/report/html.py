@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from codedyn.report.verdicts import KIND_WORDS, KINDS
+from codedyn.runs.layout import MANIFEST, TIMINGS_FILE
 
 REPORT_FILE = "report.html"
 REPORT_FIGURES = "report"
@@ -63,7 +64,7 @@ def _esc(value: Any) -> str:
 
 def _context_from_study(study) -> ReportContext:
     run_dir = Path(study.run_dir)
-    manifest = _read_json(run_dir / "manifest.json") or {}
+    manifest = _read_json(run_dir / MANIFEST) or {}
     return ReportContext(run_dir, study.config.model_dump(mode="json"), manifest, study.dataset.card,
                          study.suite_record)
 
@@ -76,7 +77,7 @@ def _context_from_run_dir(run_dir: Path) -> ReportContext:
     from codedyn.paths import cache_dir
 
     run_dir = Path(run_dir)
-    manifest = _read_json(run_dir / "manifest.json")
+    manifest = _read_json(run_dir / MANIFEST)
     if manifest is None:
         raise FileNotFoundError(f"{run_dir}: not a codedyn run folder (no manifest.json)")
     config = manifest.get("config", {})
@@ -792,7 +793,7 @@ def _diagnostics_section(context: ReportContext) -> str:
 
 
 def _timings_section(context: ReportContext) -> str:
-    timings = _read_json(context.run_dir / "timings.json")
+    timings = _read_json(context.run_dir / TIMINGS_FILE)
     if timings is None:
         return "<p class=notrun>No timings recorded (<code>timings.json</code> absent).</p>"
 

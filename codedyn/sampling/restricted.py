@@ -137,16 +137,24 @@ def restricted_sampling(config: SamplingConfig, chains: int | None, draws: int |
 
 def restricted_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, observation_windows: int,
                    component: str) -> str:
-    from codedyn.data.corpus import corpus_fingerprints
+    return content_hash(restricted_key_record(suite, step, dataset_hash, config, observation_windows, component))
 
-    return content_hash({"suite": suite, "step": step, "dataset": dataset_hash,
-                         "sampling": config.model_dump(mode="json"), "observation_windows": observation_windows,
-                         "component": component, "format": RESTRICTED_FORMAT,
-                         **corpus_fingerprints(corpus=config.corpus)})  # nothing for the standard library
+
+def restricted_key_record(suite: str, step: int, dataset_hash: str, config: SamplingConfig, observation_windows: int,
+                          component: str) -> dict:
+    """The inputs of a restricted unit's key (the sampling settings that only the analyses read left out, as for
+    the shared posterior)."""
+    from codedyn.data.corpus import corpus_fingerprints
+    from codedyn.sampling.posterior import ANALYSIS_ONLY
+
+    return {"suite": suite, "step": step, "dataset": dataset_hash,
+            "sampling": config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY)),
+            "observation_windows": observation_windows, "component": component, "format": RESTRICTED_FORMAT,
+            **corpus_fingerprints(corpus=config.corpus)}  # nothing for the standard library
 
 
 def restricted_unit_dir(run_dir: Path, step: int, component: str, key: str) -> Path:
-    from codedyn.sampling.posterior import UNITS_DIR
+    from codedyn.runs.store import UNITS_DIR
 
     return Path(run_dir) / UNITS_DIR / f"restricted-step{step}-{component}-{key}"
 
@@ -178,6 +186,7 @@ def run_restricted(
     ``components`` None means every head and MLP. Returns ``{component: traces}``, ``full`` first.
     """
     from codedyn.models.hooks import component_names
+    from codedyn.runs.units import KEY_INPUTS, new_unit_note
     from codedyn.sampling.losses import readout_evalset, with_precision
     from codedyn.sampling.posterior import posterior_readout, sampling_windows
     from codedyn.sampling.sgld import evalset_readout, sample_posterior
@@ -205,6 +214,10 @@ def run_restricted(
             out[name] = load_traces(unit)
             bar.advance()
             continue
+        note = new_unit_note(unit, restricted_key_record(suite_name, step, data_hash, config, observation_windows,
+                                                         name))
+        if note:
+            progress.log(note)
         readout = with_precision(evalset_readout(evalset), config.readout_precision)
         traces = sample_posterior(model, windows, readout, config, observables=observables,
                                   progress=progress, description=f"step {step} {name}", param_masks=masks[name])
@@ -218,7 +231,9 @@ def run_restricted(
                                              "dataset": data_hash, "key": keys[name],
                                              "observation_windows": observation_windows,
                                              "model_components": component_names(model),
-                                             "sampling": config.model_dump(mode="json")})
+                                             "sampling": config.model_dump(mode="json"),
+                                             KEY_INPUTS: restricted_key_record(suite_name, step, data_hash, config,
+                                                                               observation_windows, name)})
         out[name] = traces
         bar.advance()
     return out

@@ -13,14 +13,16 @@ latents Experiment 2 chose (best / correct / incorrect predictor), then the elig
 largest |Welch t| between correct and incorrect samples on the *analysis* split, up to ``sae_latents`` per layer.
 The choice uses only the analysis split, like Experiment 2's selection.
 
-The posterior of a checkpoint therefore depends on its SAE unit: the posterior key includes a fingerprint of the SAE
-weights and of the chosen latent indices, so retraining an SAE resamples exactly the posteriors that observe it.
+The posterior of a checkpoint therefore depends on its SAE unit: the posterior key includes the SAE unit's key
+(its folder name) and the settings that choose the latents (:class:`SaeLatentSource`), never the unit's outputs, so
+it is known before the SAE is trained and retraining an SAE resamples exactly the posteriors that observe it. This
+module only takes what it is handed (an SAE unit folder, the latent scores and selection); which unit belongs to a
+study's checkpoint, and scoring its latents, is the experiments layer's business
+(:func:`codedyn.experiments.posteriors.study_sae_latents`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,25 +31,42 @@ import numpy as np
 OBSERVABLE_PREFIX = "sae_L"  # observable keys "sae_L<layer>" sort after "components", as the stored names do
 
 
+READINGS = ("final_token", "all_tokens")
+
+
 @dataclass(frozen=True)
-class SaeLatentSet:
-    """The observed latents of one checkpoint: ``{layer: latent indices}`` in the SAE unit ``unit``."""
+class SaeLatentSource:
+    """Which SAE latents a posterior observes, known before the SAE is trained: the SAE unit (its folder name holds
+    its key), how many latents per layer and the settings that choose them."""
 
     unit: Path
-    latents: dict[int, tuple[int, ...]]
+    per_layer: int
+    choice: dict  # the settings the choice depends on beyond the unit (e.g. the general-latent threshold)
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the SAE weights and the chosen indices (part of the posterior key)."""
-        from codedyn.models.sae import WEIGHTS_FILE
+        """Part of the posterior key: the SAE unit's name (kind, step, key), the latent count, the choice settings
+        and the readings."""
         from codedyn.runs.store import content_hash
 
-        weights = {
-            str(layer): hashlib.sha256((self.unit / WEIGHTS_FILE.format(layer=layer)).read_bytes()).hexdigest()
-            for layer in self.latents
-        }
-        return content_hash({"weights": weights, "latents": {str(k): list(v) for k, v in self.latents.items()},
-                             "readings": ["final_token", "all_tokens"]})
+        return content_hash({"sae_unit": Path(self.unit).name, "per_layer": self.per_layer, "choice": self.choice,
+                             "readings": list(READINGS)})
+
+
+@dataclass(frozen=True)
+class SaeLatentSet:
+    """The observed latents of one checkpoint: ``{layer: latent indices}`` chosen in the SAE unit of ``source``."""
+
+    source: SaeLatentSource
+    latents: dict[int, tuple[int, ...]]
+
+    @property
+    def unit(self) -> Path:
+        return Path(self.source.unit)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.source.fingerprint
 
     def names(self) -> list[str]:
         """Observable names in the order the sampler concatenates them (sorted keys; per layer the final-token
@@ -84,7 +103,9 @@ class SaeLatentReadings:
 
     @staticmethod
     def names_for(layer: int, indices) -> list[str]:
-        return [f"L{layer}.SAE{i}" for i in indices] + [f"L{layer}.SAE{i}.all_tokens" for i in indices]
+        from codedyn.models.sae import latent_name
+
+        return [latent_name(layer, i) for i in indices] + [f"{latent_name(layer, i)}.all_tokens" for i in indices]
 
     def __call__(self, model):
         import torch
@@ -105,16 +126,14 @@ class SaeLatentReadings:
             return torch.cat([at_final, all_tokens])
 
 
-def choose_latents(unit: Path, per_layer: int) -> dict[int, tuple[int, ...]]:
-    """Per SAE layer of the unit: Experiment 2's chosen latents first, then eligible latents by |Welch t| (analysis
-    split), ``per_layer`` in all, ties broken by latent index; sorted."""
-    import pandas as pd
-
-    scores = pd.read_parquet(Path(unit) / "scores.parquet")
-    selection = json.loads((Path(unit) / "selection.json").read_text())
+def choose_latents(choices: dict, per_layer: int) -> dict[int, tuple[int, ...]]:
+    """Per SAE layer: Experiment 2's chosen latents first, then eligible latents by |Welch t| (analysis split),
+    ``per_layer`` in all, ties broken by latent index; sorted. ``choices``: ``{layer: (scores, selection)}`` with
+    scores a DataFrame per latent (``latent``, ``welch_t``, ``general``) and selection the chosen ``best_latent``,
+    ``correct_latent`` and ``incorrect_latent`` (:func:`codedyn.experiments.emergence.latent_choices`)."""
     chosen = {}
-    for layer, part in scores.groupby("layer"):
-        picked = [int(selection[str(layer)][name]) for name in ("best_latent", "correct_latent", "incorrect_latent")]
+    for layer, (part, selection) in sorted(choices.items()):
+        picked = [int(selection[name]) for name in ("best_latent", "correct_latent", "incorrect_latent")]
         eligible = part[~part["general"].astype(bool)] if (~part["general"].astype(bool)).any() else part
         strength = np.abs(np.nan_to_num(eligible["welch_t"].to_numpy(dtype=float)))
         order = np.lexsort((eligible["latent"].to_numpy(), -strength))
@@ -124,21 +143,3 @@ def choose_latents(unit: Path, per_layer: int) -> dict[int, tuple[int, ...]]:
             picked.append(int(latent))
         chosen[int(layer)] = tuple(sorted(dict.fromkeys(picked))[:per_layer])
     return chosen
-
-
-def study_sae_latents(study, step: int) -> SaeLatentSet | None:
-    """The SAE latents the posterior of ``step`` observes, or None when SAE components are off. The SAE unit must
-    exist (the pipeline trains it first; FileNotFoundError names the command otherwise)."""
-    from codedyn.experiments.emergence import emergence_unit_dir
-    from codedyn.runs.store import is_completed
-
-    per_layer = study.config.susceptibility.sae_latents
-    if per_layer == 0:
-        return None
-    unit = emergence_unit_dir(study, step)
-    if not is_completed(unit):
-        raise FileNotFoundError(
-            f"step {step} has no trained SAE at {unit}, which its posterior observes; run `codedyn emergence` first "
-            "(or `codedyn run`), or set susceptibility.sae_latents: 0"
-        )
-    return SaeLatentSet(unit, choose_latents(unit, per_layer))

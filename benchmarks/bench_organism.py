@@ -5,10 +5,11 @@ Usage:
       [--onset N] [--seed S] [--steps 0,500,...] [--out results.json]
 
 Trains (or finds cached) the toy suite of the preset's ``toy`` section (``--null``: its null twin; ``--onset``,
-``--seed``: another onset or seed of the same recipe) and reports, at each checkpoint, the held-out verdict accuracy
-(1000 pairs, pair-bootstrap 95% interval) and the AUROC of a linear probe on the final-position residual of both
-layers (fit on 300 held-out pairs, evaluated on 500 others, pair-bootstrap 95% interval), plus training time and
-induction formation from the suite record.
+``--seed``: another onset or seed of the same recipe) and reports, at each checkpoint, the paired verdict accuracy
+(500 distinct held-out pairs: the share whose correct program gets the larger ok-vs-bug margin; pair-bootstrap 95%
+interval; the thresholded accuracy beside it) and the AUROC of a linear probe on the final-position residual of
+both layers (fit on 300 held-out pairs of half the specs, scored on 300 pairs of the other half, pair-bootstrap 95%
+interval), plus training time and induction formation from the suite record.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 def main() -> None:
     from codedyn.config import load_config
     from codedyn.experiments.behaviour import EVAL_SEED, VERDICT_PAIRS, bootstrap_mean, planted_probe
-    from codedyn.models.toy import SUITE_FILE, heldout_verdict_set, train_toy_suite, verdict_margins
+    from codedyn.models.toy import SUITE_FILE, heldout_verdict_set, pair_hits, train_toy_suite, verdict_margins
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="default")
@@ -47,11 +48,12 @@ def main() -> None:
     for step in steps:
         checkpoint = trained.suite.load(step)
         margins = verdict_margins(checkpoint.model, checkpoint.tokenizer, texts)
-        hits = ((margins > 0) == correct).astype(float)
-        reps = bootstrap_mean(hits, np.arange(len(texts)) // 2, 1000, seed=0)
+        hits = pair_hits(margins, correct)
+        threshold = float(np.mean((margins > 0) == correct))  # the unpaired reading, for comparison
+        reps = bootstrap_mean(hits, np.arange(len(hits)), 1000, seed=0)
         probe, probe_reps = planted_probe(checkpoint.model, checkpoint.tokenizer, planted)
         row = {"step": step, "verdict_accuracy": hits.mean(), "verdict_low": np.quantile(reps, 0.025),
-               "verdict_high": np.quantile(reps, 0.975), "probe_auroc": probe,
+               "verdict_high": np.quantile(reps, 0.975), "thresholded_accuracy": threshold, "probe_auroc": probe,
                "probe_low": np.quantile(probe_reps, 0.025), "probe_high": np.quantile(probe_reps, 0.975)}
         rows.append({k: (round(float(v), 3) if k != "step" else v) for k, v in row.items()})
         print(f"| {step} | {row['verdict_accuracy']:.3f} [{row['verdict_low']:.3f}, {row['verdict_high']:.3f}] | "

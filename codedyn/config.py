@@ -88,8 +88,10 @@ class PlantedTaskConfig(Frozen):
     seed: int = 0
     """Seed of the planted programs and of which windows carry them (independent of the toy suite's seed)."""
     null: bool = False
-    """The null twin: the verdict line is drawn with probability 1/2 independently of the program's correctness,
-    so there is nothing about correctness to learn (same programs, same schedule)."""
+    """The null twin: the same generator and schedule, but each program's body is drawn independently of its spec
+    (uniformly among the spec's body and its bugs') and the verdict line with probability 1/2 independently of
+    both, so there is nothing about correctness to learn, neither from the verdicts nor from which bodies follow
+    which specs (verdicts alone are not enough: BENCHMARKS.md, "Model organism")."""
     families: tuple[str, ...] = ("substitution",)
     """Spec families. ``substitution`` (the default): ten operations named by one docstring word, each bug the
     body of another of the ten, labelled with the mutation operator that makes it where one does

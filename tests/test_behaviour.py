@@ -100,7 +100,7 @@ def test_behaviour_of_a_planted_suite_end_to_end(tmp_path):
     result = run_behaviour(study)
     table = result["table"]
     accuracy = table[table["quantity"] == "verdict_accuracy"]
-    assert list(accuracy["step"]) == [0, 5, 12] and set(accuracy["n"]) == {2 * VERDICT_PAIRS}
+    assert list(accuracy["step"]) == [0, 5, 12] and set(accuracy["n"]) == {VERDICT_PAIRS}
     assert ((accuracy["low"] <= accuracy["value"]) & (accuracy["value"] <= accuracy["high"])).all()
     gaps = table[(table["quantity"] == "loss_gap") & (table["operator"] == "all")]
     assert set(gaps["n"]) == {6}

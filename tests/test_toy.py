@@ -200,6 +200,10 @@ def test_null_twin_writes_verdicts_independent_of_correctness(small_tokenizer):
     ok_when_correct = np.mean([v for p, v in draws if p.correct])
     ok_when_buggy = np.mean([v for p, v in draws if not p.correct])
     assert abs(agree - 0.5) < 0.05 and abs(ok_when_correct - ok_when_buggy) < 0.07
+    # Nor do its programs pair specs with their own bodies more often than with any other (1 in 10 operations):
+    # with correct and buggy programs equally likely a language model learns which body a spec predicts.
+    matched = np.mean([program.correct for program, _ in draws])
+    assert abs(matched - 0.1) < 4 * np.sqrt(0.1 * 0.9 / len(draws)), matched
     _, truthful = _planted_windows(_planted_config(), small_tokenizer)
     assert all(p.correct == v for p, v in (truthful.window()[1:] for _ in range(200)))
 
@@ -242,4 +246,9 @@ def test_verdict_margins_read_the_last_position_of_each_text(small_tokenizer):
         with torch.no_grad():
             logp = torch.log_softmax(model(input_ids=ids).logits[0, -1], dim=-1)
         assert margin == pytest.approx(float(logp[ok] - logp[bug]), abs=1e-5)
-    assert verdict_accuracy(np.array([1.0, -1.0, 2.0, 3.0]), np.array([True, False, False, False])) == 0.5
+    # Paired: right way round, wrong way round, a tie; an overall lean (all margins shifted) changes nothing.
+    margins, correct = np.array([1.0, -1.0, 3.0, 2.0, 0.0, 0.0]), np.array([True, False, False, True, True, False])
+    assert verdict_accuracy(margins, correct) == 0.5 and verdict_accuracy(margins + 7, correct) == 0.5
+    assert verdict_accuracy(np.array([5.0, 4.0]), np.array([True, False])) == 1.0  # both "ok", ordered right
+    with pytest.raises(ValueError, match="pairs"):
+        verdict_accuracy(np.array([1.0, 2.0]), np.array([True, True]))

@@ -287,6 +287,16 @@ class PlantedGenerator:
             if split == "any" or held == (split == "heldout"):
                 return reference if correct else buggy
 
+    def draw_unrelated(self, rng: np.random.Generator, split: str = "train") -> PlantedProgram:
+        """The null twin's program: the body drawn uniformly among the spec's own body and its bugs' bodies, so
+        the text carries no association between spec and body at all (with correct and buggy programs equally
+        likely, a body matching its spec is nine times likelier than any one wrong body, and a language model
+        learns that from the programs alone, verdicts or not)."""
+        reference, buggy = self.pair(rng, split=split)
+        family = FAMILIES[reference.family]
+        bugs = sum(1 for key, _ in family.bugs if key == reference.spec)
+        return reference if rng.random() < 1 / (bugs + 1) else buggy
+
     def pair(self, rng: np.random.Generator, split: str = "heldout") -> tuple[PlantedProgram, PlantedProgram]:
         """A correct program and its buggy twin (same surface, one mutated site)."""
         while True:

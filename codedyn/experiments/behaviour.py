@@ -216,6 +216,7 @@ def compute_behaviour(study) -> dict:
     import pandas as pd
 
     from codedyn.analysis.transitions import classify_trajectory
+    from codedyn.models.toy import pair_hits
     from codedyn.report.plots import save_figure
     from codedyn.runs.store import write_json
 
@@ -227,8 +228,9 @@ def compute_behaviour(study) -> dict:
     for step, folder in units:
         if (folder / VERDICT_FILE).is_file():
             verdicts = pd.read_parquet(folder / VERDICT_FILE)
-            hits = ((verdicts["margin"] > 0) == verdicts["correct"]).to_numpy(dtype=float)
-            reps = bootstrap_mean(hits, verdicts["pair"].to_numpy(), n_boot, seed)
+            verdicts = verdicts.sort_values("pair", kind="stable")
+            hits = pair_hits(verdicts["margin"].to_numpy(), verdicts["correct"].to_numpy())
+            reps = bootstrap_mean(hits, np.arange(len(hits)), n_boot, seed)
             rows.append(_row(step, "verdict_accuracy", None, float(hits.mean()), reps, len(hits)))
             replicates.setdefault("verdict_accuracy", []).append(reps)
         gaps = pd.read_parquet(folder / GAP_FILE)
@@ -300,7 +302,7 @@ def behaviour_figure(table, quantity: str, steps, study, calls: dict):
         label = "verdict accuracy" if quantity == "verdict_accuracy" else operator
         curves[label] = (rows["value"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
     if quantity == "verdict_accuracy":
-        return training_curves(steps, curves, ylabel="held-out verdict accuracy (chance 0.5)", zero_line=False,
+        return training_curves(steps, curves, ylabel="held-out pairs ordered correctly (chance 0.5)", zero_line=False,
                                title="Does the model judge planted programs correctly?",
                                events=behaviour_events(study, calls))
     return training_curves(steps, curves, ylabel="ℓ_mutant − ℓ_reference at the mutated tokens (nats)",
@@ -341,7 +343,8 @@ def final_position_features(model, tokenizer, texts: list[str]) -> np.ndarray:
 def planted_probe(model, tokenizer, planted, n_boot: int = 1000, fit_pairs: int = 300, eval_pairs: int = 300,
                   seed: int = 0) -> tuple[float, np.ndarray]:
     """Is correctness linearly decodable where the model writes its verdict? The probe AUROC on held-out planted
-    programs (fit and evaluation sets disjoint), with pair-bootstrap replicates."""
+    programs, fit on pairs of half the specs and scored on pairs of the other half (so the probe cannot learn the
+    spec-body table itself: :func:`codedyn.models.toy.heldout_verdict_set`), with pair-bootstrap replicates."""
     from codedyn.models.toy import heldout_verdict_set
 
     fit_texts, fit_y = heldout_verdict_set(planted, fit_pairs, seed=seed + 1, part=0)

@@ -47,6 +47,10 @@ RESUME_FILE = "resume.pt"
 # copy of a repeated span is predicted this much better (nats) than the first.
 FORMED_SCORE = 0.3
 FORMED_DROP = 1.0
+# Bumped whenever codedyn.data.planted or PlantedWindows would plant other programs for the same config (2: the
+# substitution task, one twin per correct program, the null twin's unrelated bodies), so a cached suite is never
+# taken for one it is not.
+PLANTED_GENERATOR_VERSION = 2
 # Entropy words that keep the planted stream and its evaluation set apart from every other seeded stream.
 PLANTED_STREAM = 0x0E1A5
 PLANTED_EVAL_STREAM = 0x0E7A1
@@ -65,10 +69,12 @@ def checkpoint_schedule(steps: int, every: int) -> tuple[int, ...]:
 
 def suite_name(config: ToySuiteConfig, corpus_fingerprint: str) -> str:
     dumped = config.model_dump(mode="json")
-    if not config.planted.enabled:  # a suite without the planted task keeps the name it had before the task existed
+    identity = {"config": dumped, "corpus": corpus_fingerprint, "trainer": TRAINER_VERSION}
+    if config.planted.enabled:  # the programs it plants are part of what a planted suite is
+        identity["planted_generator"] = PLANTED_GENERATOR_VERSION
+    else:  # a suite without the planted task keeps the name it had before the task existed
         dumped.pop("planted")
-    return "toy-" + content_hash({"config": dumped, "corpus": corpus_fingerprint, "trainer": TRAINER_VERSION},
-                                 length=10)
+    return "toy-" + content_hash(identity, length=10)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -167,8 +173,8 @@ class PlantedWindows:
     ``[program + verdict line][EOS][stdlib code with a copied span]``.
 
     The rest of the window is ordinary training text, so induction keeps its data. Own Generator (seeded by
-    ``planted.seed``), saved and resumed with the stream. The null twin writes a verdict drawn independently of
-    the program's correctness.
+    ``planted.seed``), saved and resumed with the stream. The null twin's programs pair each spec with a body
+    drawn independently of it and carry a verdict drawn independently of both.
     """
 
     def __init__(self, stream: np.ndarray, config: ToySuiteConfig, tokenizer, spans: RepeatedSpanBatches) -> None:
@@ -185,8 +191,12 @@ class PlantedWindows:
         """One planted window [context + 1], its program and the verdict written (True: ``ok``)."""
         width = self.config.context + 1
         while True:
-            program = self.generator.draw(self.rng, split="train")
-            verdict = bool(self.rng.random() < 0.5) if self.planted.null else program.correct
+            if self.planted.null:  # nothing about correctness in the text: body unrelated to spec, verdict a coin
+                program = self.generator.draw_unrelated(self.rng, split="train")
+                verdict = bool(self.rng.random() < 0.5)
+            else:
+                program = self.generator.draw(self.rng, split="train")
+                verdict = program.correct
             ids = self.encode.encode(program.training_text(verdict), add_special_tokens=False).ids
             if len(ids) + 1 < width:
                 break  # a program that does not fit the context with its verdict is redrawn (none in the pools)
@@ -245,10 +255,12 @@ def heldout_verdict_set(config: PlantedTaskConfig, n_pairs: int, seed: int,
     """``2 n_pairs`` held-out programs ending in ``#`` (each correct one beside its buggy twin, every pair
     distinct) and their correctness: exactly balanced, so a model with a constant preference scores exactly 1/2.
 
-    ``part`` 0 or 1 draws only from one half of the held-out programs (split by their hash), so that a probe fit
-    on part 0 and scored on part 1 never sees a scored program. Raises :class:`PlantedError` when the held-out pool
-    is smaller than ``n_pairs``."""
-    from codedyn.data.planted import PlantedError, heldout_key
+    ``part`` 0 or 1 draws only pairs whose spec is an even- or odd-numbered operation of its family, so that a
+    probe fit on part 0 and scored on part 1 has never seen a scored program's spec: a probe that learned the
+    spec-body table from its own labels (ten specs, ten bodies: easily done from a rich residual, even of a model
+    that knows nothing of correctness) cannot carry it over; only a correctness feature the model computes for
+    any spec can. Raises :class:`PlantedError` when the held-out pool is smaller than ``n_pairs``."""
+    from codedyn.data.planted import FAMILIES, PlantedError
 
     generator = planted_generator(config)
     rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM] + ([] if part is None else [part]))
@@ -257,8 +269,8 @@ def heldout_verdict_set(config: PlantedTaskConfig, n_pairs: int, seed: int,
         if len(seen) == n_pairs:
             break
         reference, buggy = generator.pair(rng, split="heldout")
-        half = int(heldout_key(reference.text) >= config.heldout_share / 2)
-        if reference.text in seen or (part is not None and half != part):
+        operations = [op.key for op in FAMILIES[reference.family].operations]
+        if reference.text in seen or (part is not None and operations.index(reference.spec) % 2 != part):
             continue
         seen.add(reference.text)
         for program in (reference, buggy):
@@ -271,9 +283,26 @@ def heldout_verdict_set(config: PlantedTaskConfig, n_pairs: int, seed: int,
     return texts, np.asarray(correct, dtype=bool)
 
 
+def pair_hits(margins: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Per held-out pair (programs ``2k`` and ``2k + 1``, one correct, one its buggy twin): 1 when the correct
+    program gets the larger ``ok``-vs-``bug`` margin, 0 when its twin does, 1/2 on a tie.
+
+    Paired rather than thresholded at 0: the model's overall lean towards ``ok`` or ``bug`` drifts from checkpoint
+    to checkpoint at a constant learning rate and moves a thresholded accuracy by 0.2 between neighbouring
+    checkpoints of a model that orders every pair the same; the paired comparison sees only whether the model
+    tells the two programs of a pair apart the right way round. A constant margin scores exactly 1/2."""
+    margins = np.asarray(margins, dtype=float).reshape(-1, 2)
+    correct = np.asarray(correct, dtype=bool).reshape(-1, 2)
+    if not np.all(correct.sum(axis=1) == 1):
+        raise ValueError("verdict programs must come in (correct, buggy) pairs")
+    good = np.where(correct[:, 0], margins[:, 0], margins[:, 1])
+    bad = np.where(correct[:, 0], margins[:, 1], margins[:, 0])
+    return np.where(good > bad, 1.0, np.where(good < bad, 0.0, 0.5))
+
+
 def verdict_accuracy(margins: np.ndarray, correct: np.ndarray) -> float:
-    """Share of programs whose verdict (``ok`` when the margin is positive) matches their correctness."""
-    return float(np.mean((np.asarray(margins) > 0) == np.asarray(correct, dtype=bool)))
+    """Share of held-out pairs the model orders correctly (:func:`pair_hits`); chance is exactly 1/2."""
+    return float(pair_hits(margins, correct).mean())
 
 
 @dataclass(frozen=True)

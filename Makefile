@@ -1,11 +1,12 @@
-# Two commands for a fresh machine:  `make demo` (the main job, `codedyn run`) and `make test` (the test suite, also
-# what CI runs). `make smoke` is a three-minute first look.
+# Two commands for a fresh machine:  `make demo` (the main job, `codedyn run`: the model organism study) and
+# `make test` (the test suite, also what CI runs). `make null` studies the organism's null twin (its column in the
+# validation table); `make smoke` is a three-minute first look.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo smoke test install lint clean
+.PHONY: demo null smoke test install lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/codedyn run
+
+null: $(STAMP)
+	$(BIN)/codedyn run --preset null
 
 smoke: $(STAMP)
 	$(BIN)/codedyn run --preset smoke

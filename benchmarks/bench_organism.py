@@ -6,10 +6,11 @@ Usage:
 
 Trains (or finds cached) the toy suite of the preset's ``toy`` section (``--null``: its null twin; ``--onset``,
 ``--seed``: another onset or seed of the same recipe) and reports, at each checkpoint, the paired verdict accuracy
-(500 distinct held-out pairs: the share whose correct program gets the larger ok-vs-bug margin; pair-bootstrap 95%
-interval; the thresholded accuracy beside it) and the AUROC of a linear probe on the final-position residual of
-both layers (fit on 300 held-out pairs of half the specs, scored on 300 pairs of the other half, pair-bootstrap 95%
-interval), plus training time and induction formation from the suite record.
+(300 distinct held-out crossed quadruples: the share in which the two matching programs get the larger summed
+ok-vs-bug margin; bootstrap 95% interval over quadruples; the thresholded accuracy beside it) and the AUROC of a
+linear probe on the final-position residual of both layers (fit on 200 held-out pairs of half the operations,
+scored on 200 pairs of the other half, pair-bootstrap 95% interval), plus training time and induction formation
+from the suite record.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import numpy as np
 
 def main() -> None:
     from codedyn.config import load_config
-    from codedyn.experiments.behaviour import EVAL_SEED, VERDICT_PAIRS, bootstrap_mean, planted_probe
-    from codedyn.models.toy import SUITE_FILE, heldout_verdict_set, pair_hits, train_toy_suite, verdict_margins
+    from codedyn.experiments.behaviour import EVAL_SEED, VERDICT_QUADS, bootstrap_mean, planted_probe
+    from codedyn.models.toy import SUITE_FILE, crossed_hits, heldout_verdict_set, train_toy_suite, verdict_margins
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="default")
@@ -43,12 +44,12 @@ def main() -> None:
     record = json.loads((trained.folder / SUITE_FILE).read_text())
     steps = [int(s) for s in args.steps.split(",")] if args.steps else [
         s for s in trained.suite.schedule if s == 0 or s % 500 == 0]
-    texts, correct = heldout_verdict_set(planted, VERDICT_PAIRS, seed=EVAL_SEED)
+    texts, correct = heldout_verdict_set(planted, VERDICT_QUADS, seed=EVAL_SEED)
     rows = []
     for step in steps:
         checkpoint = trained.suite.load(step)
         margins = verdict_margins(checkpoint.model, checkpoint.tokenizer, texts)
-        hits = pair_hits(margins, correct)
+        hits = crossed_hits(margins)
         threshold = float(np.mean((margins > 0) == correct))  # the unpaired reading, for comparison
         reps = bootstrap_mean(hits, np.arange(len(hits)), 1000, seed=0)
         probe, probe_reps = planted_probe(checkpoint.model, checkpoint.tokenizer, planted)

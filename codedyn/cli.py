@@ -30,6 +30,10 @@ config_app = typer.Typer(help="The presets shipped with codedyn and the settings
 app.add_typer(config_app, name="config")
 
 PresetOption = Annotated[str, typer.Option("--preset", "-p", help="Preset name (codedyn/presets/) or YAML file.")]
+# What `codedyn run` (and `make demo`) studies without --preset: the model organism, whose code-correctness
+# capability emerges at a known point, so every signal is checked against a known answer. The "default" preset is
+# the configuration classes' defaults (HumanEval pairs on the plain toy suite), which the other commands start from.
+STUDY_PRESET = "organism"
 OutOption = Annotated[Path | None, typer.Option("--out", help="Write results under this folder.")]
 ExecutorOption = Annotated[str | None, typer.Option("--executor", help="local (one unit after another) or ray.")]
 AddressOption = Annotated[
@@ -585,7 +589,7 @@ def _float_list(value: str | None, option: str) -> tuple[float, ...] | None:
 @app.command("run")
 @user_errors
 def run(
-    preset: PresetOption = "default",
+    preset: PresetOption = STUDY_PRESET,
     suite: Annotated[str | None, typer.Option(
         help="toy, toy-<hash>, pythia-<size>, an HF repo id, or a folder of checkpoint-N/ folders.")] = None,
     steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
@@ -599,7 +603,8 @@ def run(
         help="General text of the SAE latent filter (e.g. a Pile sample as pile.jsonl:text).")] = None,
     out: OutOption = None,
 ) -> None:
-    """The whole study, resumable: dataset, suite, every experiment over every checkpoint, then the report."""
+    """The whole study, resumable: dataset, suite, every experiment over every checkpoint, then the report.
+    Without --preset: the model organism (preset "organism"); --preset default is HumanEval on the plain toy."""
     from codedyn.config import load_config
     from codedyn.data.corpus import corpus_spec
     from codedyn.pipeline import run_study

@@ -109,8 +109,9 @@ class PlantedTaskConfig(Frozen):
     """Share of programs (by a hash of the correct program's text) reserved for evaluation and read-out and
     never trained on: with the substitution family's 2560 correct programs (256 names x 10 operations) 0.4 holds
     out about 1000 distinct pairs, enough for the verdict set and a probe fit and scored on disjoint halves."""
-    eval_pairs: int = Field(250, ge=1)
-    """Held-out correct/buggy pairs on which the trainer logs the verdict accuracy at every checkpoint."""
+    eval_quads: int = Field(250, ge=1)
+    """Held-out crossed quadruples (two specs, each with its own and with the other's body) on which the trainer
+    logs the verdict accuracy at every checkpoint."""
 
     @model_validator(mode="after")
     def _check(self) -> PlantedTaskConfig:

@@ -9,7 +9,7 @@ import torch
 
 from codedyn.config import CodedynConfig, DatasetConfig, PlantedTaskConfig, ToySuiteConfig
 from codedyn.experiments.behaviour import (
-    VERDICT_PAIRS,
+    VERDICT_QUADS,
     bootstrap_mean,
     compute_behaviour,
     emergence_bracket,
@@ -20,7 +20,7 @@ from codedyn.experiments.behaviour import (
 TINY = ToySuiteConfig(
     vocab_size=400, d_model=16, n_layers=2, n_heads=2, d_ff=32, context=64, batch_size=4, steps=12, warmup_steps=2,
     span_min=2, span_max=8, checkpoint_every=5, eval_span=8, eval_sequences=4,
-    planted=PlantedTaskConfig(enabled=True, onset=4, eval_pairs=8),
+    planted=PlantedTaskConfig(enabled=True, onset=4, eval_quads=8),
 )
 
 
@@ -100,7 +100,7 @@ def test_behaviour_of_a_planted_suite_end_to_end(tmp_path):
     result = run_behaviour(study)
     table = result["table"]
     accuracy = table[table["quantity"] == "verdict_accuracy"]
-    assert list(accuracy["step"]) == [0, 5, 12] and set(accuracy["n"]) == {VERDICT_PAIRS}
+    assert list(accuracy["step"]) == [0, 5, 12] and set(accuracy["n"]) == {VERDICT_QUADS}
     assert ((accuracy["low"] <= accuracy["value"]) & (accuracy["value"] <= accuracy["high"])).all()
     gaps = table[(table["quantity"] == "loss_gap") & (table["operator"] == "all")]
     assert set(gaps["n"]) == {6}

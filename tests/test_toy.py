@@ -219,7 +219,7 @@ def test_disabled_planted_task_keeps_the_suite_name_and_stream(small_corpus):
 
 
 def test_planted_suite_logs_verdict_accuracy_and_resumes_exactly(tmp_path, small_corpus):
-    config = _planted_config(onset=4, share=0.5, eval_pairs=8)
+    config = _planted_config(onset=4, share=0.5, eval_quads=8)
     reference = train_toy_suite(config, hub_cache=tmp_path / "a" / "hub", corpus=small_corpus)
     assert all(0 <= e["verdict_accuracy"] <= 1 for e in reference.log)
     with pytest.raises(KeyboardInterrupt):
@@ -236,7 +236,8 @@ def test_verdict_margins_read_the_last_position_of_each_text(small_tokenizer):
     from codedyn.models.toy import heldout_verdict_set, verdict_accuracy, verdict_margins, verdict_token_ids
 
     texts, correct = heldout_verdict_set(_planted_config().planted, 6, seed=0)
-    assert correct.tolist() == [True, False] * 6 and all(t.endswith("#") for t in texts)
+    assert len(texts) == 24 and list(correct[:4]) == [True, True, False, False]
+    assert correct.tolist() == [True, True, False, False] * 6 and all(t.endswith("#") for t in texts)
     torch.manual_seed(0)
     model = make_model(_planted_config(), len(small_tokenizer), small_tokenizer.eos_token_id)
     ok, bug = verdict_token_ids(small_tokenizer)
@@ -246,9 +247,13 @@ def test_verdict_margins_read_the_last_position_of_each_text(small_tokenizer):
         with torch.no_grad():
             logp = torch.log_softmax(model(input_ids=ids).logits[0, -1], dim=-1)
         assert margin == pytest.approx(float(logp[ok] - logp[bug]), abs=1e-5)
-    # Paired: right way round, wrong way round, a tie; an overall lean (all margins shifted) changes nothing.
-    margins, correct = np.array([1.0, -1.0, 3.0, 2.0, 0.0, 0.0]), np.array([True, False, False, True, True, False])
-    assert verdict_accuracy(margins, correct) == 0.5 and verdict_accuracy(margins + 7, correct) == 0.5
-    assert verdict_accuracy(np.array([5.0, 4.0]), np.array([True, False])) == 1.0  # both "ok", ordered right
-    with pytest.raises(ValueError, match="pairs"):
-        verdict_accuracy(np.array([1.0, 2.0]), np.array([True, True]))
+    # Crossed quadruples (s/s, t/t, s/t, t/s): right way round, wrong way round, a tie.
+    margins = np.array([1.0, 1.0, -1.0, 0.0, -2.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.5, 0.5])
+    assert verdict_accuracy(margins) == 0.5 and verdict_accuracy(margins + 7) == 0.5  # an overall lean: no change
+    # Any margin that is a spec lean plus a body lean scores exactly 1/2, however large the leans.
+    rng = np.random.default_rng(0)
+    spec, body = rng.normal(size=(50, 2)) * 3, rng.normal(size=(50, 2)) * 3
+    additive = np.stack([spec[:, 0] + body[:, 0], spec[:, 1] + body[:, 1], spec[:, 0] + body[:, 1],
+                         spec[:, 1] + body[:, 0]], axis=1).ravel()
+    assert verdict_accuracy(additive) == 0.5
+    assert verdict_accuracy(additive + np.tile([0.1, 0.1, 0.0, 0.0], 50)) == 1.0  # a match bonus is what it reads

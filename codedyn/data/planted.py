@@ -305,6 +305,26 @@ class PlantedGenerator:
             if split == "any" or held == (split == "heldout"):
                 return reference, buggy
 
+    def crossed(self, rng: np.random.Generator) -> tuple[PlantedProgram, PlantedProgram, PlantedProgram,
+                                                         PlantedProgram]:
+        """Two held-out specs s and t whose bodies are each other's bugs, in one surface: (s with its own body,
+        t with its own body, s with t's body, t with s's body). A model's lean towards ``ok`` per spec word and per
+        body cancels in ``margin(s, s) + margin(t, t) - margin(s, t) - margin(t, s)``; what is left is whether it
+        sees that a spec and a body match. None of the four was trained on (both correct programs are held out)."""
+        while True:
+            reference, buggy = self.pair(rng, split="heldout")
+            family = FAMILIES[reference.family]
+            other = next((op for op in family.operations if op.body == buggy.body), None)
+            if other is None or (other.key, reference.body) not in family.bugs:
+                continue  # an argument swap's bug is no other operation's body: no crossed quadruple
+            surface = (reference.entry_point, reference.arguments, reference.mentioned,
+                       '"""' if '"""' in reference.prompt else "\'\'\'")
+            own, _ = self._build(family, other.key, other.phrases[0], *surface, bug_body=reference.body)
+            if heldout_key(own.text) >= self.heldout_share:
+                continue
+            return reference, own, buggy, self._build(family, other.key, other.phrases[0], *surface,
+                                                      bug_body=reference.body)[1]
+
     def _draw_pair(self, rng: np.random.Generator) -> tuple[PlantedProgram, PlantedProgram]:
         # The spec from one uniformly drawn bug edge: the correct twin's spec then has probability proportional to
         # its number of bugs, which is what keeps spec and body uninformative on their own.
@@ -320,14 +340,22 @@ class PlantedGenerator:
             picks = rng.choice(len(self.arguments), size=operation.arity, replace=False)
             signature = tuple(self.arguments[int(i)] for i in picks)  # order in the def line
             mentioned = signature if operation.arity == 1 or rng.random() < 0.5 else signature[::-1]
-            quote = '"""' if rng.random() < 0.5 else "'''"
+            quote = '"""' if rng.random() < 0.5 else "\'\'\'"
+        return self._build(family, spec_key, phrase, name, signature, mentioned, quote)
+
+    def _build(self, family: Family, spec_key: str, phrase: str, name: str, signature: tuple[str, ...],
+               mentioned: tuple[str, ...], quote: str, bug_body: str | None = None
+               ) -> tuple[PlantedProgram, PlantedProgram]:
+        """A correct program of one surface and its buggy twin (``bug_body`` None: the twin the hash picks)."""
+        operation = family.operation(spec_key)
         names = {"u": mentioned[0], "v": mentioned[-1]}
         prompt = f"def {name}({', '.join(signature)}):\n    {quote}Return {phrase.format(**names)}.{quote}\n"
         reference_text = prompt + f"    return {operation.body.format(**names)}\n"
-        # One buggy twin per correct program, picked among the spec's bugs by a hash of the correct text: the two
-        # classes then have exactly as many distinct programs, each as frequent, however small the name pool.
-        bugs = [body for key, body in family.bugs if key == spec_key]
-        bug_body = bugs[int(heldout_key(reference_text + "|bug") * len(bugs))]
+        if bug_body is None:
+            # One buggy twin per correct program, picked among the spec's bugs by a hash of the correct text: the
+            # two classes then have exactly as many distinct programs, each as frequent, however small the pool.
+            bugs = [body for key, body in family.bugs if key == spec_key]
+            bug_body = bugs[int(heldout_key(reference_text + "|bug") * len(bugs))]
         label = family.bug_operator(spec_key, bug_body)
 
         def program(body: str, correct: bool, reference: str | None) -> PlantedProgram:

@@ -40,10 +40,10 @@ VERDICT_FILE = "verdicts.parquet"
 GAP_FILE = "loss_gaps.parquet"
 ALL_OPERATORS = "all"
 EVAL_SEED = 2024  # the held-out verdict programs: the same at every checkpoint and in every run of a suite
-# Held-out verdict pairs per checkpoint, all distinct: 500 pairs (1000 programs) put the binomial sd of a chance
-# accuracy at 0.016, so an accuracy of 0.55 is resolved from chance and a null twin's spurious 0.6 cannot hide in the
-# noise; the default task's held-out pool holds about 1000 distinct pairs (planted.heldout_share, function_names).
-VERDICT_PAIRS = 500
+# Held-out crossed quadruples per checkpoint (models.toy.heldout_verdict_set), all distinct: 300 quadruples (1200
+# programs) put the binomial sd of a chance accuracy at 0.029, so 0.6 is resolved from chance; the default task's
+# held-out pool holds about 400 distinct quadruples (planted.heldout_share, function_names).
+VERDICT_QUADS = 300
 
 
 def planted_config(study):
@@ -64,7 +64,7 @@ def behaviour_key(study, step: int) -> str:
     return content_hash({
         "format": UNIT_FORMAT, "suite": study.suite.name, "step": step, "data": study.dataset.card["hash"],
         "planted": planted.model_dump(mode="json") if planted else None,
-        "pairs": VERDICT_PAIRS,
+        "quadruples": VERDICT_QUADS,
         "max_tokens": study.config.emergence.max_readout_tokens,
     }, length=10)
 
@@ -105,7 +105,7 @@ def mutation_loss_gaps(model, tokenizer, pairs, max_length: int | None) -> list[
     return rows
 
 
-def measure_checkpoint(checkpoint, dataset, planted, max_length: int | None, n_pairs: int) -> dict[str, Any]:
+def measure_checkpoint(checkpoint, dataset, planted, max_length: int | None, n_quads: int) -> dict[str, Any]:
     """The raw measurements of one checkpoint: verdict margins (when ``planted``) and per-pair loss gaps."""
     import pandas as pd
 
@@ -113,9 +113,10 @@ def measure_checkpoint(checkpoint, dataset, planted, max_length: int | None, n_p
 
     out: dict[str, Any] = {"verdicts": None}
     if planted is not None:
-        texts, correct = heldout_verdict_set(planted, n_pairs, seed=EVAL_SEED)
+        texts, correct = heldout_verdict_set(planted, n_quads, seed=EVAL_SEED)
         margins = verdict_margins(checkpoint.model, checkpoint.tokenizer, texts)
-        out["verdicts"] = pd.DataFrame({"pair": np.arange(len(texts)) // 2, "correct": correct, "margin": margins})
+        out["verdicts"] = pd.DataFrame({"program": np.arange(len(texts)), "quad": np.arange(len(texts)) // 4,
+                                        "correct": correct, "margin": margins})
     out["gaps"] = pd.DataFrame(mutation_loss_gaps(checkpoint.model, checkpoint.tokenizer, dataset.pairs(), max_length))
     return out
 
@@ -132,7 +133,7 @@ def behaviour_unit(study, step: int, progress: Progress = SILENT) -> Path:
     checkpoint = study.suite.load(step, device=study.config.suite.device)
     max_length = readout_context(checkpoint.context, study.config.emergence.max_readout_tokens,
                                  "emergence.max_readout_tokens")
-    found = measure_checkpoint(checkpoint, study.dataset, planted_config(study), max_length, VERDICT_PAIRS)
+    found = measure_checkpoint(checkpoint, study.dataset, planted_config(study), max_length, VERDICT_QUADS)
     with staging_dir(folder) as stage:
         if found["verdicts"] is not None:
             found["verdicts"].to_parquet(stage / VERDICT_FILE, index=False)
@@ -216,7 +217,7 @@ def compute_behaviour(study) -> dict:
     import pandas as pd
 
     from codedyn.analysis.transitions import classify_trajectory
-    from codedyn.models.toy import pair_hits
+    from codedyn.models.toy import crossed_hits
     from codedyn.report.plots import save_figure
     from codedyn.runs.store import write_json
 
@@ -228,8 +229,8 @@ def compute_behaviour(study) -> dict:
     for step, folder in units:
         if (folder / VERDICT_FILE).is_file():
             verdicts = pd.read_parquet(folder / VERDICT_FILE)
-            verdicts = verdicts.sort_values("pair", kind="stable")
-            hits = pair_hits(verdicts["margin"].to_numpy(), verdicts["correct"].to_numpy())
+            verdicts = verdicts.sort_values("program", kind="stable")
+            hits = crossed_hits(verdicts["margin"].to_numpy())
             reps = bootstrap_mean(hits, np.arange(len(hits)), n_boot, seed)
             rows.append(_row(step, "verdict_accuracy", None, float(hits.mean()), reps, len(hits)))
             replicates.setdefault("verdict_accuracy", []).append(reps)
@@ -340,15 +341,15 @@ def final_position_features(model, tokenizer, texts: list[str]) -> np.ndarray:
     return np.concatenate([found[layer] for layer in layers], axis=1)
 
 
-def planted_probe(model, tokenizer, planted, n_boot: int = 1000, fit_pairs: int = 300, eval_pairs: int = 300,
+def planted_probe(model, tokenizer, planted, n_boot: int = 1000, fit_pairs: int = 200, eval_pairs: int = 200,
                   seed: int = 0) -> tuple[float, np.ndarray]:
     """Is correctness linearly decodable where the model writes its verdict? The probe AUROC on held-out planted
     programs, fit on pairs of half the specs and scored on pairs of the other half (so the probe cannot learn the
-    spec-body table itself: :func:`codedyn.models.toy.heldout_verdict_set`), with pair-bootstrap replicates."""
-    from codedyn.models.toy import heldout_verdict_set
+    spec-body table itself: :func:`codedyn.models.toy.heldout_probe_set`), with pair-bootstrap replicates."""
+    from codedyn.models.toy import heldout_probe_set
 
-    fit_texts, fit_y = heldout_verdict_set(planted, fit_pairs, seed=seed + 1, part=0)
-    eval_texts, eval_y = heldout_verdict_set(planted, eval_pairs, seed=EVAL_SEED, part=1)
+    fit_texts, fit_y = heldout_probe_set(planted, fit_pairs, seed=seed + 1, part=0)
+    eval_texts, eval_y = heldout_probe_set(planted, eval_pairs, seed=EVAL_SEED, part=1)
     fit_x = final_position_features(model, tokenizer, fit_texts)
     eval_x = final_position_features(model, tokenizer, eval_texts)
     return probe_auroc(fit_x, fit_y, eval_x, eval_y, np.arange(len(eval_texts)) // 2, n_boot, seed)

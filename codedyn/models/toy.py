@@ -250,59 +250,79 @@ def verdict_margins(model, tokenizer, texts: list[str], batch_size: int = 256) -
     return out
 
 
-def heldout_verdict_set(config: PlantedTaskConfig, n_pairs: int, seed: int,
-                        part: int | None = None) -> tuple[list[str], np.ndarray]:
-    """``2 n_pairs`` held-out programs ending in ``#`` (each correct one beside its buggy twin, every pair
-    distinct) and their correctness: exactly balanced, so a model with a constant preference scores exactly 1/2.
+def heldout_verdict_set(config: PlantedTaskConfig, n_quads: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """``4 n_quads`` held-out programs ending in ``#``, in crossed quadruples (:meth:`PlantedGenerator.crossed`:
+    spec s with its own body, t with its own, s with t's, t with s's; every quadruple distinct) and their
+    correctness (True, True, False, False per quadruple). Raises :class:`PlantedError` when the held-out pool
+    has fewer quadruples."""
+    from codedyn.data.planted import PlantedError
 
-    ``part`` 0 or 1 draws only pairs whose spec is an even- or odd-numbered operation of its family, so that a
-    probe fit on part 0 and scored on part 1 has never seen a scored program's spec: a probe that learned the
-    spec-body table from its own labels (ten specs, ten bodies: easily done from a rich residual, even of a model
-    that knows nothing of correctness) cannot carry it over; only a correctness feature the model computes for
-    any spec can. Raises :class:`PlantedError` when the held-out pool is smaller than ``n_pairs``."""
+    generator = planted_generator(config)
+    rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM])
+    texts, seen = [], set()
+    for _ in range(100 * n_quads):
+        if len(seen) == n_quads:
+            break
+        quad = generator.crossed(rng)
+        if quad[0].text in seen:
+            continue
+        seen.add(quad[0].text)
+        texts.extend(program.text + VERDICT_PREFIX for program in quad)
+    if len(seen) < n_quads:
+        raise PlantedError(f"the planted task's held-out pool has fewer than {n_quads} distinct crossed quadruples "
+                           f"(found {len(seen)}); raise planted.heldout_share or planted.function_names")
+    return texts, np.tile([True, True, False, False], n_quads)
+
+
+def heldout_probe_set(config: PlantedTaskConfig, n_pairs: int, seed: int, part: int) -> tuple[list[str], np.ndarray]:
+    """``2 n_pairs`` held-out programs ending in ``#`` (a correct one and its buggy twin per pair) from one half of
+    the operations: ``part`` 0 takes pairs whose spec and bug body are both even-numbered operations of their
+    family, 1 odd-numbered ones. A probe fit on part 0 and scored on part 1 has seen none of the scored specs and
+    bodies: a probe that learned the spec-body table from its own labels (easy from a rich residual, even of a
+    model that knows nothing of correctness) carries nothing over, and within a part a body alone says nothing
+    (each is as often correct as buggy); only a correctness feature the model computes for any spec does."""
     from codedyn.data.planted import FAMILIES, PlantedError
 
     generator = planted_generator(config)
-    rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM] + ([] if part is None else [part]))
+    rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM, part])
     texts, correct, seen = [], [], set()
-    for _ in range(100 * n_pairs):
+    for _ in range(200 * n_pairs):
         if len(seen) == n_pairs:
             break
         reference, buggy = generator.pair(rng, split="heldout")
-        operations = [op.key for op in FAMILIES[reference.family].operations]
-        if reference.text in seen or (part is not None and operations.index(reference.spec) % 2 != part):
+        bodies = [op.body for op in FAMILIES[reference.family].operations]
+        halves = {bodies.index(b) % 2 for b in (reference.body, buggy.body) if b in bodies}
+        if reference.text in seen or halves != {part}:
             continue
         seen.add(reference.text)
         for program in (reference, buggy):
             texts.append(program.text + VERDICT_PREFIX)
             correct.append(program.correct)
     if len(seen) < n_pairs:
-        raise PlantedError(f"the planted task's held-out pool has fewer than {n_pairs} distinct pairs"
-                           f"{'' if part is None else f' in part {part}'} (found {len(seen)}); raise "
-                           f"planted.heldout_share or planted.function_names")
+        raise PlantedError(f"the planted task's held-out pool has fewer than {n_pairs} distinct pairs in part {part} "
+                           f"(found {len(seen)}); raise planted.heldout_share or planted.function_names")
     return texts, np.asarray(correct, dtype=bool)
 
 
-def pair_hits(margins: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """Per held-out pair (programs ``2k`` and ``2k + 1``, one correct, one its buggy twin): 1 when the correct
-    program gets the larger ``ok``-vs-``bug`` margin, 0 when its twin does, 1/2 on a tie.
+def crossed_hits(margins: np.ndarray) -> np.ndarray:
+    """Per crossed quadruple (programs ``4k .. 4k + 3`` as :func:`heldout_verdict_set` orders them): 1 when the two
+    matching programs get the larger summed ``ok``-vs-``bug`` margin, 0 when the two crossed ones do, 1/2 on a
+    tie.
 
-    Paired rather than thresholded at 0: the model's overall lean towards ``ok`` or ``bug`` drifts from checkpoint
-    to checkpoint at a constant learning rate and moves a thresholded accuracy by 0.2 between neighbouring
-    checkpoints of a model that orders every pair the same; the paired comparison sees only whether the model
-    tells the two programs of a pair apart the right way round. A constant margin scores exactly 1/2."""
-    margins = np.asarray(margins, dtype=float).reshape(-1, 2)
-    correct = np.asarray(correct, dtype=bool).reshape(-1, 2)
-    if not np.all(correct.sum(axis=1) == 1):
-        raise ValueError("verdict programs must come in (correct, buggy) pairs")
-    good = np.where(correct[:, 0], margins[:, 0], margins[:, 1])
-    bad = np.where(correct[:, 0], margins[:, 1], margins[:, 0])
-    return np.where(good > bad, 1.0, np.where(good < bad, 0.0, 0.5))
+    Not a thresholded accuracy: the model's overall lean towards ``ok`` drifts from checkpoint to checkpoint at a
+    constant learning rate and moves a thresholded accuracy by 0.2 between neighbouring checkpoints of a model that
+    orders every program the same; and a lean per spec word or per body (a model that learned "``max`` is usually
+    fine") cancels within a quadruple, so what is left is whether the model sees that a spec and a body match.
+    A model whose margin is any sum of a spec term and a body term scores exactly 1/2."""
+    m = np.asarray(margins, dtype=float).reshape(-1, 4)
+    matched, crossed = m[:, 0] + m[:, 1], m[:, 2] + m[:, 3]
+    tie = np.isclose(matched, crossed, rtol=1e-6, atol=1e-6)  # float32 margins: below their precision is a tie
+    return np.where(tie, 0.5, np.where(matched > crossed, 1.0, 0.0))
 
 
-def verdict_accuracy(margins: np.ndarray, correct: np.ndarray) -> float:
-    """Share of held-out pairs the model orders correctly (:func:`pair_hits`); chance is exactly 1/2."""
-    return float(pair_hits(margins, correct).mean())
+def verdict_accuracy(margins: np.ndarray) -> float:
+    """Share of crossed quadruples the model orders correctly (:func:`crossed_hits`); chance is exactly 1/2."""
+    return float(crossed_hits(margins).mean())
 
 
 @dataclass(frozen=True)
@@ -342,7 +362,7 @@ def _evaluate(model, induction_seqs: np.ndarray, heldout_windows: np.ndarray, to
     entry = {"val_loss": round(float(val), 4), **report.to_dict()}
     if verdict_set is not None:  # the planted task's behaviour, logged as training goes (the study measures more)
         margins = verdict_margins(model, tokenizer, verdict_set[0])
-        entry["verdict_accuracy"] = round(verdict_accuracy(margins, verdict_set[1]), 4)
+        entry["verdict_accuracy"] = round(verdict_accuracy(margins), 4)
     return entry
 
 
@@ -387,7 +407,7 @@ def train_toy_suite(
     verdict_set = None
     if config.planted.enabled:
         verdict_token_ids(tokenizer)  # fails early, with its reason, for a tokenizer that cannot express verdicts
-        verdict_set = heldout_verdict_set(config.planted, config.planted.eval_pairs, seed=config.planted.seed)
+        verdict_set = heldout_verdict_set(config.planted, config.planted.eval_quads, seed=config.planted.seed)
 
     torch.manual_seed(config.seed)
     model = make_model(config, len(tokenizer), eos_id)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from codedyn.config import SamplingConfig
-from codedyn.sampling.llc import estimate_llc, llc_of
+from codedyn.sampling.llc import FLAT, LOCAL_MINIMUM, NOT_A_LOCAL_MINIMUM, estimate_llc, is_flat, llc_of
 from codedyn.sampling.mcmc import effective_sample_size
 from codedyn.sampling.sgld import SamplingDiverged, sample_posterior
 
@@ -160,3 +160,25 @@ def test_a_checkpoint_that_is_not_a_local_minimum_gets_no_llc():
     assert np.isnan(llc.replicates(chain_idx, draw_idx)).all()
     # The threshold is a setting: allowing every step below the reference turns the rule off.
     assert estimate_llc(traces, max_fraction_below_reference=1.0).local_minimum
+
+
+def test_a_posterior_whose_loss_ignores_the_moved_weights_is_flat_not_refused():
+    """A loss that does not depend on w (a dead component's refined posterior): every excess loss is 0 or
+    rounding, so the chains sit "below" L(w*) on about half the steps by chance; the status is FLAT with LLC 0,
+    not "not a local minimum". A potential that does depend on w stays a local minimum."""
+    torch.set_num_threads(1)
+    config = potential_config(lr=1e-6, draws=20)
+    offsets = torch.as_tensor(np.random.default_rng(1).exponential(5.0, size=(16, 1)), dtype=torch.float32)
+
+    def ignores_w(model, batch):
+        return batch[:, 0] + 0.0 * model.w.sum()
+
+    flat = estimate_llc(sample_potential(normal_crossing((1,)), config, np.zeros(1), offsets, ignores_w))
+    assert flat.status == FLAT and flat.local_minimum and abs(flat.value) < 1e-3
+    live = estimate_llc(sample_potential(normal_crossing((1,)), config, np.zeros(1)))
+    assert live.status == LOCAL_MINIMUM and live.value > 0.1
+    # The rule's threshold: rounding of a loss near 3 passes, an excess 100x the float32 ulp scale does not.
+    ulp = float(np.finfo(np.float32).eps) * 3.0
+    rounding = np.array([[ulp, -ulp, 0.0, 2 * ulp]])
+    assert is_flat(rounding, 3.0) and not is_flat(100 * rounding, 3.0) and not is_flat(np.empty((0, 4)), 3.0)
+    assert NOT_A_LOCAL_MINIMUM in estimate_llc(sample_potential(normal_crossing((1,)), config, np.array([0.3]))).status

@@ -129,6 +129,10 @@ def test_llc_left_out_where_not_a_local_minimum():
     panel = fig.axes[1]
     assert [t.get_text() for t in panel.texts if t.get_gid() == "llc_note"] == [note]
     assert np.isnan(_by_gid(panel.lines, "llc")[0].get_ydata()[0])
+    # Without a note of its own the panel names the missing checkpoints by step, not by slot.
+    fig = plots.training_curves([1000, 3000], {"a": (np.arange(2.0), None, None)}, ylabel="y",
+                                llc=([np.nan, 1.0], [np.nan, 0.5], [np.nan, 1.5]))
+    assert [t.get_text() for t in fig.axes[1].texts if t.get_gid() == "llc_note"] == ["no LLC at step 1k"]
 
 
 def test_step_heatmap_operator_by_step(rng):

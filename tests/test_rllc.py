@@ -60,7 +60,8 @@ def test_a_head_with_a_zeroed_output_projection_has_refined_llc_zero():
     not see those weights: only float rounding is left), a live head's is clearly above 0. A mask on the wrong rows
     of the fused QKV matrix would give the dead head a live head's LLC."""
     from codedyn.config import SamplingConfig
-    from codedyn.experiments.rllc import FLAT, refined_estimate
+    from codedyn.experiments.rllc import refined_estimate
+    from codedyn.sampling.llc import FLAT
 
     torch.set_num_threads(1)
     model, windows = _trained_neox_with_dead_head(1)
@@ -74,8 +75,8 @@ def test_a_head_with_a_zeroed_output_projection_has_refined_llc_zero():
         found[head] = refined_estimate(traces, 200, 0)[:4]
     dead, live = found[1], found[0]
     # Every excess loss is rounding (the loss does not see these weights): about half of them fall below L(w*),
-    # which the local-minimum rule alone would refuse.
-    assert dead[3] in (FLAT, "local minimum"), dead
+    # which the local-minimum rule alone would refuse; the flat rule names it.
+    assert dead[3] == FLAT, dead
     assert abs(dead[0]) < 1e-4 and dead[1] <= 1e-4 and dead[2] >= -1e-4, dead
     assert live[3] == "local minimum" and live[1] > 0.5, live  # the live head's interval is well above 0
 
@@ -202,7 +203,13 @@ def test_sum_verdicts_clusters_and_figures_on_planted_trajectories(tmp_path):
     sums.to_parquet(run / "rllc" / "rllc_sum.parquet")
     (run / "rllc" / "transitions.json").write_text(json.dumps(calls))
     fragment = rllc_section(run)  # A, B and the full LLC (their sum) jump
-    assert "3 sharp transitions" in fragment and "consistent with it in 6" in fragment
+    assert "3 sharp" in fragment and "2 no change" in fragment and "consistent with it in 6" in fragment
+    assert "<td>A/corpus</td><td>sharp transition within (8, 16]</td>" in fragment  # every verdict is listed
+    # Components named like heads get their own per-head curves figure (the embeddings would flatten them).
+    heads = table.replace({"component": {"A": "L0.H0", "B": "L1.H2"}})
+    named = {p.name for p in write_figures(tmp_path / "heads", heads, sums, contrast,
+                                           cluster_components(heads, 2), {})}
+    assert "rllc_heads_corpus.png" in named
     assert "not run" in rllc_section(tmp_path / "elsewhere")
 
 
@@ -337,3 +344,14 @@ def test_a_component_the_model_lacks_is_one_sentence_at_planning(rllc_run, tmp_p
     with pytest.raises(WeightRestrictionError, match="L9.H0"):
         plan_units(replace(study, config=config, run_dir=tmp_path / "run"),
                    [k for k in UNIT_KINDS if k.name == RLLC_KIND])
+
+
+def test_the_rllc_preset_is_the_default_study_with_the_stage_on():
+    """configs/rllc.yaml: the default study's dataset and sampler (so its units are the default run's), the rllc
+    stage enabled, and no step 0 (a random initialisation is not a local minimum: it would only add "no LLC")."""
+    from codedyn.config import load_config
+
+    preset, default = load_config("rllc"), load_config("default")
+    assert preset.rllc.enabled and not default.rllc.enabled
+    assert preset.sampling == default.sampling and preset.dataset == default.dataset
+    assert 0 not in preset.suite.steps and len(preset.suite.steps) >= 4

@@ -150,41 +150,16 @@ def compute_rllc(study) -> dict:
 # -------------------------------------------------------------------------------------------------- the tables
 
 
-# Excess losses within this many float32 ulps of the loss are rounding (a batch evaluated in another order), not a
-# change of the loss.
-ROUNDING_ULPS = 64
-FLAT = "flat: the loss does not depend on these weights (every excess loss is float rounding), so its LLC is 0"
-
-
-def is_flat(traces) -> bool:
-    """Whether every healthy chain's excess loss is float rounding: the weights that moved do not enter the loss
-    (a dead component). Its chains then sit below L(w*) on about half the steps by rounding alone, which the
-    local-minimum rule would read as "not a local minimum"."""
-    from codedyn.sampling.llc import trace_excess_losses
-
-    healthy = traces["healthy"].values
-    excess = trace_excess_losses(traces)[healthy]
-    scale = float(np.abs(traces["reference_loss"].values[healthy]).max()) if healthy.any() else 0.0
-    return excess.size > 0 and float(np.abs(excess).max()) <= ROUNDING_ULPS * float(np.finfo(np.float32).eps) * scale
-
-
 def refined_estimate(traces, n_boot: int, seed: int) -> tuple[float, float, float, str, np.ndarray]:
     """(llc, low, high, status, replicates [n_boot]) of one refined posterior: the project's LLC and its bootstrap
-    (:func:`codedyn.experiments.influence.llc_replicates`); a flat posterior (:func:`is_flat`) gets the same
-    formula without the local-minimum rule, and status :data:`FLAT`."""
-    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws, percentile_ci
+    (:func:`codedyn.experiments.influence.llc_replicates`); a dead component's posterior is flat
+    (:data:`codedyn.sampling.llc.FLAT`, LLC ≈ 0 with its interval), not "not a local minimum"."""
+    from codedyn.analysis.stats import percentile_ci
     from codedyn.experiments.influence import llc_replicates
-    from codedyn.sampling.llc import estimate_llc
 
     llc, reps = llc_replicates(traces, n_boot, seed)
-    status = llc.status
-    if not llc.local_minimum and llc.excess.shape[0] and is_flat(traces):
-        llc = estimate_llc(traces, max_fraction_below_reference=1.0)
-        chain_idx, draw_idx = bootstrap_draws(*llc.excess.shape, n_boot, np.random.default_rng(seed),
-                                              block=autocorrelation_block(llc.excess))
-        reps, status = llc.replicates(chain_idx, draw_idx), FLAT
     ci = percentile_ci(reps, llc.value, LEVEL)
-    return llc.value, ci.low, ci.high, status, reps
+    return llc.value, ci.low, ci.high, llc.status, reps
 
 
 def _estimate(unit: Path, n_boot: int, seed: int) -> tuple[dict, np.ndarray]:

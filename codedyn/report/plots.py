@@ -278,7 +278,7 @@ def llc_from_table(table, steps: Sequence[int]) -> tuple[np.ndarray, np.ndarray,
     return values, lows, highs, note
 
 
-def _llc_panel(ax: Axes, x: np.ndarray, llc: Sequence[Any], label: str) -> None:
+def _llc_panel(ax: Axes, x: np.ndarray, llc: Sequence[Any], label: str, steps: Sequence[int] = ()) -> None:
     values, lows, highs, *rest = llc
     n = x.shape[0]
     note = str(rest[0]) if rest and rest[0] else ""
@@ -291,7 +291,8 @@ def _llc_panel(ax: Axes, x: np.ndarray, llc: Sequence[Any], label: str) -> None:
     ax.set_ylabel(label)
     if not note and y is not None and np.isnan(y).any():
         missing = [k for k in range(n) if np.isnan(y[k])]
-        note = f"no LLC at checkpoint {', '.join(str(k) for k in missing)}"
+        note = (f"no LLC at step {', '.join(step_tick_label(steps[k]) for k in missing)}" if len(steps) == n
+                else f"no LLC at checkpoint {', '.join(str(k) for k in missing)}")  # slots only without steps
     if note:
         ax.annotate(note, xy=(0.01, 0.96), xycoords="axes fraction", ha="left", va="top", fontsize=6.5,
                     color="0.35", gid="llc_note")
@@ -366,7 +367,7 @@ def training_curves(
                 zl.set_gid("zero")
         ax.set_ylabel(ylabel)
         if llc is not None:
-            _llc_panel(lax, x, llc, llc_label)
+            _llc_panel(lax, x, llc, llc_label, x_steps)
         for k, panel in enumerate(panels):
             draw_events(panel, x_steps, events, labels=k == 0)
         step_axis(panels[-1], x_steps)

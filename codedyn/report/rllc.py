@@ -3,9 +3,12 @@
 Figures (PNG + PDF, under ``<run>/rllc/``):
 
 * ``rllc_heatmap``: component x checkpoint, one panel per distribution, rows in the clusters' dendrogram order
-  with the cluster boundaries drawn (the main view of Wang et al. 2025); grey cells have no LLC;
+  with the cluster boundaries drawn (the main view of Wang et al. 2025); each cell shows its LLC, coloured by its
+  share of the component's largest LLC over training (the embeddings' LLCs are 10-100x a head's, so one colour
+  scale for all would leave every head dark); grey cells have no LLC;
 * ``rllc_curves_<distribution>``: per-component trajectories with 95% intervals (the components whose LLC changes
-  most over training, at most :data:`CURVES`), the full LLC in grey on the right axis;
+  most over training, at most :data:`CURVES`), the full LLC in its own panel;
+* ``rllc_heads_<distribution>``: every attention head's trajectory with 95% intervals, on the heads' own scale;
 * ``rllc_correct_vs_incorrect``: LLC on correct minus on incorrect code, the components with the largest gaps;
 * ``rllc_clusters``: the mean standardised trajectory of each cluster.
 
@@ -29,6 +32,23 @@ def _curve(table, component: str, distribution: str, steps: list[int]):
     part = table[(table["component"] == component) & (table["distribution"] == distribution)].set_index("step")
     part = part.reindex(steps)
     return tuple(part[c].to_numpy(dtype=float) for c in ("llc", "low", "high"))
+
+
+def _full_curve(table, distribution: str, steps: list[int]):
+    """The full LLC's (values, lows, highs, note): the note names the checkpoints without an LLC by step."""
+    from codedyn.experiments.rllc import FULL
+
+    values, lows, highs = _curve(table, FULL, distribution, steps)
+    missing = [str(s) for s, v in zip(steps, values, strict=True) if not np.isfinite(v)]
+    note = f"no full LLC at step {', '.join(missing)} (status in rllc.parquet)" if missing else ""
+    return values, lows, highs, note
+
+
+def _heads(table, distribution: str) -> list[str]:
+    """The attention heads (``L<l>.H<h>``) with an LLC at one checkpoint at least, in layer order."""
+    part = table[(table["distribution"] == distribution) & table["component"].str.fullmatch(r"L\d+\.H\d+")]
+    finite = part[np.isfinite(part["llc"].to_numpy(dtype=float))]
+    return list(dict.fromkeys(c for c in part["component"] if c in set(finite["component"])))
 
 
 def _changing(table, distribution: str, n: int) -> list[str]:
@@ -64,9 +84,17 @@ def write_figures(out: Path, table, sums, contrast, clusters, calls: dict) -> li
         events = sharp_call_events(calls, {f"{c}/{distribution}": c for c in leaders})  # brackets, never steps
         fig = training_curves(steps, curves, ylabel="weight-refined LLC", events=events, zero_line=True,
                               title=f"Refined LLC per component on {distribution} (95% intervals)",
-                              llc=_curve(table, FULL, distribution, steps), llc_label="full LLC")
+                              llc=_full_curve(table, distribution, steps), llc_label="full LLC")
         written += save_figure(fig, out / f"rllc_curves_{distribution}")
         plt.close(fig)
+        heads = _heads(table, distribution)
+        if heads:  # every head on its own scale: beside the embeddings the heads' curves are flat lines at 0
+            curves = {c: _curve(table, c, distribution, steps) for c in heads}
+            events = sharp_call_events(calls, {f"{c}/{distribution}": c for c in heads})
+            fig = training_curves(steps, curves, ylabel="weight-refined LLC", events=events, zero_line=True,
+                                  title=f"Refined LLC per attention head on {distribution} (95% intervals)")
+            written += save_figure(fig, out / f"rllc_heads_{distribution}")
+            plt.close(fig)
     if len(contrast) and np.isfinite(contrast["difference"].to_numpy(dtype=float)).any():
         gap = contrast[contrast["component"] != FULL].groupby("component")["difference"].agg(
             lambda v: np.nanmax(np.abs(v)) if np.isfinite(v).any() else -np.inf)
@@ -95,7 +123,8 @@ def heatmap_figure(table, clusters):
     distributions = list(dict.fromkeys(table["distribution"]))
     names0 = trajectory_matrix(table, distributions[0])[0]
     height = min(14.0, 1.5 + 0.22 * len(names0))
-    fig, axes = plt.subplots(1, len(distributions), figsize=(3.4 * len(distributions) + 1.0, height),
+    width = max(3.4, 0.9 + 0.55 * table["step"].nunique())  # room for the cells' numbers
+    fig, axes = plt.subplots(1, len(distributions), figsize=(width * len(distributions) + 1.0, height),
                              layout="constrained", squeeze=False)
     for ax, distribution in zip(axes[0], distributions, strict=True):
         names, steps, values = trajectory_matrix(table, distribution)
@@ -103,7 +132,16 @@ def heatmap_figure(table, clusters):
         order = sorted(range(len(names)), key=lambda i: mine["order"].get(names[i], i) if len(mine) else i)
         values, names = values[order], [names[i] for i in order]
         cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")  # no LLC: grey
-        im = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=cmap, interpolation="nearest")
+        peak = np.nanmax(np.abs(np.where(np.isfinite(values), values, np.nan)), axis=1, keepdims=True,
+                         initial=0.0)
+        share = np.divide(values, peak, out=np.full_like(values, np.nan), where=np.isfinite(values) & (peak > 0))
+        share = np.where(np.isfinite(values) & (peak == 0), 0.0, share)
+        im = ax.imshow(np.ma.masked_invalid(share), aspect="auto", cmap=cmap, interpolation="nearest", vmin=0,
+                       vmax=1)
+        for (row, col), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                ax.text(col, row, f"{value:.3g}", ha="center", va="center", fontsize=6,
+                        color="black" if share[row, col] > 0.6 else "white")
         ax.set_xticks(range(len(steps)), [str(s) for s in steps], rotation=90, fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
         if len(mine):
@@ -113,7 +151,9 @@ def heatmap_figure(table, clusters):
                     ax.axhline(row - 0.5, color="white", linewidth=1.2)
         ax.set_xlabel("checkpoint step")
         ax.set_title(f"rLLC on {distribution}", fontsize=9)
-        fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02).ax.tick_params(labelsize=7)
+        bar = fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("LLC / component's max", fontsize=7)
     return fig
 
 
@@ -190,15 +230,19 @@ def rllc_section(run_dir: Path) -> str:
     if len(missing):
         parts.append(f"<p class=note>{len(missing)} of {len(table)} (checkpoint, component, distribution) cells "
                      f"have no LLC; their status says why (e.g. {_esc(missing['status'].iloc[0])}).</p>")
-    sharp = {k: v for k, v in calls.items() if v.get("kind") == "sharp"}
-    gradual = [k for k, v in calls.items() if v.get("kind") == "gradual"]
-    parts.append(f"<p>Trajectory verdicts (change-point scan on the step axis): {len(sharp)} sharp transitions, "
-                 f"{len(gradual)} gradual, {len(calls) - len(sharp) - len(gradual)} without change or "
-                 "trajectory.</p>")
-    if sharp:
-        parts.append("<ul>" + "".join(f"<li>{_esc(k)}: {_esc(v['verdict'])}</li>" for k, v in sorted(sharp.items()))
-                     + "</ul>")
-    for name in ["rllc_heatmap", *sorted(p.stem for p in folder.glob("rllc_curves_*.png")),
+    judged = {k: v for k, v in calls.items() if v.get("kind")}  # "no trajectory" calls carry no kind
+    kinds = {}
+    for call in judged.values():
+        kinds[call["kind"]] = kinds.get(call["kind"], 0) + 1
+    counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(kinds.items())) or "none"
+    parts.append(f"<p>Trajectory verdicts (the calibrated change-point scan on the step axis) for the "
+                 f"{len(judged)} (component, distribution) trajectories with an LLC at two checkpoints or more: "
+                 f"{_esc(counts)}; {len(calls) - len(judged)} have fewer than two checkpoints with an LLC.</p>")
+    if judged:
+        parts.append(_frame(pd.DataFrame([{"trajectory": k, "verdict": v["verdict"]} for k, v in sorted(
+            judged.items())]), ["trajectory", "verdict"]))
+    for name in ["rllc_heatmap", *sorted(p.stem for p in folder.glob("rllc_heads_*.png")),
+                 *sorted(p.stem for p in folder.glob("rllc_curves_*.png")),
                  "rllc_correct_vs_incorrect", "rllc_clusters"]:
         if (folder / f"{name}.png").is_file():
             parts.append(_img(folder / f"{name}.png", name.replace("_", " ")))

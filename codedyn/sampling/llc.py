@@ -14,6 +14,14 @@ nβ · (excess loss) measures how far downhill the chains got, not a learning co
 LLC: ``LLCEstimate.local_minimum`` is False, its value and replicates are NaN and ``status`` says why in one
 sentence.
 
+Flat: when every healthy chain's excess loss is float rounding (within :data:`ROUNDING_ULPS` float32 ulps of the
+loss), the weights that moved do not enter the loss -- a refined posterior of a dead component. The chains then sit
+below L_B(w*) on about half the steps by rounding alone, which the local-minimum rule would misread; w* is a
+(non-strict) minimum, the LLC is nβ · (mean rounding) ≈ 0, and ``status`` is :data:`FLAT`.
+
+The statuses (one place defines them): :data:`LOCAL_MINIMUM`, :data:`FLAT`, a sentence starting with
+:data:`NOT_A_LOCAL_MINIMUM`, and :data:`NO_HEALTHY_CHAIN`; the first two carry an LLC, the others NaN.
+
 Callers: the influence table (``estimate_llc`` + ``LLCEstimate.replicates``), the calibration scores
 (``llc_of`` on the excess losses) and the sampler's own chain-health check (``llc_of`` per chain).
 """
@@ -25,6 +33,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+LOCAL_MINIMUM = "local minimum"
+FLAT = "flat: the loss does not depend on these weights (every excess loss is float rounding), so its LLC is 0"
+NOT_A_LOCAL_MINIMUM = "not a local minimum"
+NO_HEALTHY_CHAIN = "no healthy chain: no LLC"
+# Excess losses within this many float32 ulps of the loss are rounding (a batch evaluated in another order, a
+# restricted update that changes nothing the loss sees), not a change of the loss.
+ROUNDING_ULPS = 64
 
 
 def llc_of(excess: np.ndarray, n_beta: float, axis=None):
@@ -53,10 +69,18 @@ def fraction_below(excess: np.ndarray) -> float:
     return float(np.mean(np.asarray(excess) < 0))
 
 
+def is_flat(excess: np.ndarray, reference_loss) -> bool:
+    """Whether every excess loss [chains, steps] is float rounding of a loss of size ``reference_loss`` (the
+    checkpoint's losses on the same minibatches): the moved weights do not enter the loss. False when empty."""
+    excess = np.asarray(excess, dtype=np.float64)
+    scale = float(np.abs(np.asarray(reference_loss, dtype=np.float64)).max()) if np.size(reference_loss) else 0.0
+    return excess.size > 0 and float(np.abs(excess).max()) <= ROUNDING_ULPS * float(np.finfo(np.float32).eps) * scale
+
+
 @dataclass(frozen=True)
 class LLCEstimate:
     """One checkpoint's LLC. ``value`` is NaN when w* is not a local minimum (``local_minimum`` False) or no chain
-    is healthy; ``status`` is one sentence: "local minimum" or why there is no LLC."""
+    is healthy; ``status`` is one sentence: :data:`LOCAL_MINIMUM`, :data:`FLAT` or why there is no LLC."""
 
     value: float
     per_chain: np.ndarray  # [healthy chains] nβ · mean excess of each healthy chain
@@ -76,19 +100,22 @@ class LLCEstimate:
 
 
 def estimate_llc(traces, max_fraction_below_reference: float | None = None) -> LLCEstimate:
-    """The LLC of stored traces (healthy chains only) with the local-minimum rule of the module docstring; the
-    threshold defaults to the traces' own sampling config."""
+    """The LLC of stored traces (healthy chains only) with the flat and local-minimum rules of the module
+    docstring; the threshold defaults to the traces' own sampling config."""
     config = json.loads(traces.attrs["sampling_config"])
     threshold = (config.get("max_fraction_below_reference", 0.5) if max_fraction_below_reference is None
                  else max_fraction_below_reference)
     n_beta = float(traces.attrs["n_beta"])
-    excess = trace_excess_losses(traces)[traces["healthy"].values]
+    healthy = traces["healthy"].values
+    excess = trace_excess_losses(traces)[healthy]
     if excess.shape[0] == 0:
-        return LLCEstimate(math.nan, np.empty(0), math.nan, False, "no healthy chain: no LLC", excess, n_beta)
+        return LLCEstimate(math.nan, np.empty(0), math.nan, False, NO_HEALTHY_CHAIN, excess, n_beta)
     below = fraction_below(excess)
     per_chain = llc_of(excess, n_beta, axis=1)
+    if is_flat(excess, traces["reference_loss"].values[healthy]):
+        return LLCEstimate(float(llc_of(excess, n_beta)), per_chain, below, True, FLAT, excess, n_beta)
     if below > threshold:
-        status = (f"not a local minimum: the chains' loss fell below the checkpoint's on the same minibatch in "
+        status = (f"{NOT_A_LOCAL_MINIMUM}: the chains' loss fell below the checkpoint's on the same minibatch in "
                   f"{100 * below:.0f}% of steps (more than {100 * threshold:.0f}%), so it gets no LLC")
         return LLCEstimate(math.nan, per_chain, below, False, status, excess, n_beta)
-    return LLCEstimate(float(llc_of(excess, n_beta)), per_chain, below, True, "local minimum", excess, n_beta)
+    return LLCEstimate(float(llc_of(excess, n_beta)), per_chain, below, True, LOCAL_MINIMUM, excess, n_beta)

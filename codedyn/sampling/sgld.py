@@ -5,11 +5,13 @@ everything the experiments need: the minibatch sampling loss at every step and t
 minibatch (LLC, diagnostics) and, at every kept draw, the loss of every dataset sample (BIF, susceptibilities) plus
 any registered observables.
 
-Seeding: chain c deep-copies the model and seeds torch's global RNG with ``seed + c`` (the optimizer's noise
-stream, as devinterp's ``sample()`` does). Minibatches come from a separate generator: by default each chain has
-its own (seeded from ``seed`` and the chain index), so chains are independent and their R-hat / ESS can fail; with
-``shared_minibatch_order`` every chain cycles devinterp's one shuffled order (seeded ``seed``), which makes the
-draws bitwise identical to devinterp's on CPU (tested) but the chains' loss traces follow the same batches.
+Seeding: chain c deep-copies the model and seeds torch's global RNG (the optimizer's noise stream) from the seed
+sequence (seed, c), and its minibatches come from a separate generator seeded the same way, so chains are
+independent and their R-hat / ESS can fail, and runs with seeds s and s + 1 share no chain (devinterp's ``seed + c``
+made seed s's chain 1 seed s + 1's chain 0: BENCHMARKS.md, "seed-to-seed agreement"). With
+``shared_minibatch_order`` the sampler is devinterp's: noise seeded ``seed + c`` and every chain cycling one shuffled
+order (seeded ``seed``), which makes the draws bitwise identical to devinterp's on CPU (tested) but the chains' loss
+traces follow the same batches.
 Readouts happen after the optimizer step, without gradients and without touching the global RNG.
 
 The LLC reference: L_B(w*) is evaluated once per sampling window the chains visit (the loss of a fixed-length window
@@ -73,6 +75,14 @@ def minibatch_order(n_windows: int, batch_size: int, seed: int) -> np.ndarray:
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(range(n_windows), batch_size=batch_size, shuffle=True, generator=generator, drop_last=True)
     return np.stack([batch.numpy() for batch in loader])
+
+
+def chain_noise_seed(config, chain: int) -> int:
+    """The seed of chain ``chain``'s SGLD noise: devinterp's ``seed + chain`` with ``shared_minibatch_order``
+    (the parity mode), else one drawn from the seed sequence (seed, chain), independent across seeds and chains."""
+    if config.shared_minibatch_order:
+        return config.seed + chain
+    return int(np.random.SeedSequence([config.seed, chain, 1]).generate_state(1)[0])
 
 
 def chain_minibatch_order(n_windows: int, config: SamplingConfig, chain: int) -> np.ndarray:
@@ -346,7 +356,7 @@ def sample_posterior(
 
     for chain in range(chains):
         sampler_model = copy.deepcopy(model)
-        torch.manual_seed(config.seed + chain)
+        torch.manual_seed(chain_noise_seed(config, chain))
         optimizer = SGMCMC.rmsprop_sgld(
             _param_groups(sampler_model, param_masks), lr=config.lr, nbeta=config.n_beta,
             localization=config.localization, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps,

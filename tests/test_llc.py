@@ -83,7 +83,8 @@ def test_tied_or_close_exponents_would_not_be():
 # bias below ~5%) and no chain's excess loss spikes past the health check, yet the chains mix within the
 # post-burn-in steps. Along an axis of the product the other coordinate's curvature grows, so one chain of four
 # wandering far enough out reaches sharpness 0.15 at 3e-5 on (1, 2) and 0.59 at 7e-5 on (1, 3) (measured with the
-# sampler's independent chain seeds); 2e-5 and 3e-5 keep all four below 0.1. The localization γ = 1 against nβ = 1e4 is part of the quadrature above.
+# sampler's independent chain seeds); 2e-5 and 3e-5 keep all four below 0.1. The localization γ = 1 against
+# nβ = 1e4 is part of the quadrature above.
 @pytest.mark.parametrize(("powers", "truth", "lr", "draws"),
                          [(p, t, lr, d) for (p, t), (lr, d) in zip(UNTIED, [(1e-6, 150), (2e-5, 250), (3e-5, 300)],
                                                                       strict=True)])

@@ -5,12 +5,12 @@ Usage:
       [--onset N] [--seed S] [--steps 0,500,...] [--out results.json]
 
 Trains (or finds cached) the toy suite of the preset's ``toy`` section (``--null``: its null twin; ``--onset``,
-``--seed``: another onset or seed of the same recipe) and reports, at each checkpoint, the paired verdict accuracy
-(300 distinct held-out crossed quadruples: the share in which the two matching programs get the larger summed
-ok-vs-bug margin; bootstrap 95% interval over quadruples; the thresholded accuracy beside it) and the AUROC of a
-linear probe on the final-position residual of both layers (fit on 200 held-out pairs of half the operations,
-scored on 200 pairs of the other half, pair-bootstrap 95% interval), plus training time and induction formation
-from the suite record.
+``--seed``: another onset or seed of the same recipe) and reports, at each checkpoint, the verdict accuracy on 300
+distinct held-out crossed quadruples (the share in which the two matching programs get the larger summed ok-vs-bug
+margin; 95% interval resampling operation pairs; the thresholded accuracy beside it) and the AUROC of a linear probe
+on the final-position residual of both layers (fit on 200 held-out pairs of half the operations, scored on 200
+pairs of the other half, 95% interval resampling operation pairs), plus training time and induction formation from
+the suite record.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ def main() -> None:
     record = json.loads((trained.folder / SUITE_FILE).read_text())
     steps = [int(s) for s in args.steps.split(",")] if args.steps else [
         s for s in trained.suite.schedule if s == 0 or s % 500 == 0]
-    texts, correct = heldout_verdict_set(planted, VERDICT_QUADS, seed=EVAL_SEED)
+    texts, correct, groups = heldout_verdict_set(planted, VERDICT_QUADS, seed=EVAL_SEED)
     rows = []
     for step in steps:
         checkpoint = trained.suite.load(step)
         margins = verdict_margins(checkpoint.model, checkpoint.tokenizer, texts)
         hits = crossed_hits(margins)
         threshold = float(np.mean((margins > 0) == correct))  # the unpaired reading, for comparison
-        reps = bootstrap_mean(hits, np.arange(len(hits)), 1000, seed=0)
+        reps = bootstrap_mean(hits, groups[::4], 1000, seed=0)  # by operation pair, as the study does
         probe, probe_reps = planted_probe(checkpoint.model, checkpoint.tokenizer, planted)
         row = {"step": step, "verdict_accuracy": hits.mean(), "verdict_low": np.quantile(reps, 0.025),
                "verdict_high": np.quantile(reps, 0.975), "thresholded_accuracy": threshold, "probe_auroc": probe,

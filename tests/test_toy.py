@@ -235,7 +235,8 @@ def test_verdict_margins_read_the_last_position_of_each_text(small_tokenizer):
     """Against a per-text forward pass: right padding in a batch changes nothing at the positions read."""
     from codedyn.models.toy import heldout_verdict_set, verdict_accuracy, verdict_margins, verdict_token_ids
 
-    texts, correct = heldout_verdict_set(_planted_config().planted, 6, seed=0)
+    texts, correct, groups = heldout_verdict_set(_planted_config().planted, 6, seed=0)
+    assert len(set(groups[::4])) >= 2 and all(len(set(groups[k : k + 4])) == 1 for k in range(0, 24, 4))
     assert len(texts) == 24 and list(correct[:4]) == [True, True, False, False]
     assert correct.tolist() == [True, True, False, False] * 6 and all(t.endswith("#") for t in texts)
     torch.manual_seed(0)

@@ -41,8 +41,8 @@ GAP_FILE = "loss_gaps.parquet"
 ALL_OPERATORS = "all"
 EVAL_SEED = 2024  # the held-out verdict programs: the same at every checkpoint and in every run of a suite
 # Held-out crossed quadruples per checkpoint (models.toy.heldout_verdict_set), all distinct: 300 quadruples (1200
-# programs) put the binomial sd of a chance accuracy at 0.029, so 0.6 is resolved from chance; the default task's
-# held-out pool holds about 400 distinct quadruples (planted.heldout_share, function_names).
+# programs) spread over the substitution family's 45 operation pairs, the units the interval resamples; the default
+# task's held-out pool holds about 400 distinct quadruples (planted.heldout_share, function_names).
 VERDICT_QUADS = 300
 
 
@@ -113,10 +113,10 @@ def measure_checkpoint(checkpoint, dataset, planted, max_length: int | None, n_q
 
     out: dict[str, Any] = {"verdicts": None}
     if planted is not None:
-        texts, correct = heldout_verdict_set(planted, n_quads, seed=EVAL_SEED)
+        texts, correct, groups = heldout_verdict_set(planted, n_quads, seed=EVAL_SEED)
         margins = verdict_margins(checkpoint.model, checkpoint.tokenizer, texts)
         out["verdicts"] = pd.DataFrame({"program": np.arange(len(texts)), "quad": np.arange(len(texts)) // 4,
-                                        "correct": correct, "margin": margins})
+                                        "operations": groups, "correct": correct, "margin": margins})
     out["gaps"] = pd.DataFrame(mutation_loss_gaps(checkpoint.model, checkpoint.tokenizer, dataset.pairs(), max_length))
     return out
 
@@ -231,7 +231,8 @@ def compute_behaviour(study) -> dict:
             verdicts = pd.read_parquet(folder / VERDICT_FILE)
             verdicts = verdicts.sort_values("program", kind="stable")
             hits = crossed_hits(verdicts["margin"].to_numpy())
-            reps = bootstrap_mean(hits, np.arange(len(hits)), n_boot, seed)
+            # resampled by operation pair: the independent units of the verdict set (heldout_verdict_set)
+            reps = bootstrap_mean(hits, verdicts["operations"].to_numpy()[::4], n_boot, seed)
             rows.append(_row(step, "verdict_accuracy", None, float(hits.mean()), reps, len(hits)))
             replicates.setdefault("verdict_accuracy", []).append(reps)
         gaps = pd.read_parquet(folder / GAP_FILE)
@@ -344,12 +345,13 @@ def final_position_features(model, tokenizer, texts: list[str]) -> np.ndarray:
 def planted_probe(model, tokenizer, planted, n_boot: int = 1000, fit_pairs: int = 200, eval_pairs: int = 200,
                   seed: int = 0) -> tuple[float, np.ndarray]:
     """Is correctness linearly decodable where the model writes its verdict? The probe AUROC on held-out planted
-    programs, fit on pairs of half the specs and scored on pairs of the other half (so the probe cannot learn the
-    spec-body table itself: :func:`codedyn.models.toy.heldout_probe_set`), with pair-bootstrap replicates."""
+    programs, fit on pairs of half the operations and scored on pairs of the other half (so the probe cannot learn
+    the spec-body table itself: :func:`codedyn.models.toy.heldout_probe_set`), with replicates that resample the
+    (spec, bug body) operation pairs."""
     from codedyn.models.toy import heldout_probe_set
 
-    fit_texts, fit_y = heldout_probe_set(planted, fit_pairs, seed=seed + 1, part=0)
-    eval_texts, eval_y = heldout_probe_set(planted, eval_pairs, seed=EVAL_SEED, part=1)
+    fit_texts, fit_y, _ = heldout_probe_set(planted, fit_pairs, seed=seed + 1, part=0)
+    eval_texts, eval_y, eval_groups = heldout_probe_set(planted, eval_pairs, seed=EVAL_SEED, part=1)
     fit_x = final_position_features(model, tokenizer, fit_texts)
     eval_x = final_position_features(model, tokenizer, eval_texts)
-    return probe_auroc(fit_x, fit_y, eval_x, eval_y, np.arange(len(eval_texts)) // 2, n_boot, seed)
+    return probe_auroc(fit_x, fit_y, eval_x, eval_y, eval_groups, n_boot, seed)  # resampled by operation pair

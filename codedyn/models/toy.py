@@ -250,16 +250,22 @@ def verdict_margins(model, tokenizer, texts: list[str], batch_size: int = 256) -
     return out
 
 
-def heldout_verdict_set(config: PlantedTaskConfig, n_quads: int, seed: int) -> tuple[list[str], np.ndarray]:
+def heldout_verdict_set(config: PlantedTaskConfig, n_quads: int,
+                        seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``4 n_quads`` held-out programs ending in ``#``, in crossed quadruples (:meth:`PlantedGenerator.crossed`:
-    spec s with its own body, t with its own, s with t's, t with s's; every quadruple distinct) and their
-    correctness (True, True, False, False per quadruple). Raises :class:`PlantedError` when the held-out pool
-    has fewer quadruples."""
+    spec s with its own body, t with its own, s with t's, t with s's; every quadruple distinct), their
+    correctness (True, True, False, False per quadruple) and their operation pair ("s|t", sorted).
+
+    Resample by operation pair, not by quadruple: the quadruples of one pair of operations share whatever the model
+    makes of that pair (even a model that knows nothing of correctness has spec-body interactions), so the pool
+    holds only as many independent units as operation pairs (45 for the substitution family), and an interval
+    from resampled quadruples reads a fixed set's quirks as signal. Raises :class:`PlantedError` when the held-out
+    pool has fewer quadruples."""
     from codedyn.data.planted import PlantedError
 
     generator = planted_generator(config)
     rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM])
-    texts, seen = [], set()
+    texts, groups, seen = [], [], set()
     for _ in range(100 * n_quads):
         if len(seen) == n_quads:
             break
@@ -268,24 +274,28 @@ def heldout_verdict_set(config: PlantedTaskConfig, n_quads: int, seed: int) -> t
             continue
         seen.add(quad[0].text)
         texts.extend(program.text + VERDICT_PREFIX for program in quad)
+        groups.extend(["|".join(sorted((quad[0].spec, quad[1].spec)))] * 4)
     if len(seen) < n_quads:
         raise PlantedError(f"the planted task's held-out pool has fewer than {n_quads} distinct crossed quadruples "
                            f"(found {len(seen)}); raise planted.heldout_share or planted.function_names")
-    return texts, np.tile([True, True, False, False], n_quads)
+    return texts, np.tile([True, True, False, False], n_quads), np.asarray(groups)
 
 
-def heldout_probe_set(config: PlantedTaskConfig, n_pairs: int, seed: int, part: int) -> tuple[list[str], np.ndarray]:
+def heldout_probe_set(config: PlantedTaskConfig, n_pairs: int, seed: int,
+                      part: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``2 n_pairs`` held-out programs ending in ``#`` (a correct one and its buggy twin per pair) from one half of
     the operations: ``part`` 0 takes pairs whose spec and bug body are both even-numbered operations of their
     family, 1 odd-numbered ones. A probe fit on part 0 and scored on part 1 has seen none of the scored specs and
     bodies: a probe that learned the spec-body table from its own labels (easy from a rich residual, even of a
     model that knows nothing of correctness) carries nothing over, and within a part a body alone says nothing
-    (each is as often correct as buggy); only a correctness feature the model computes for any spec does."""
+    (each is as often correct as buggy); only a correctness feature the model computes for any spec does. The
+    third array names each program's (spec, bug body) operation pair, the unit to resample (as in
+    :func:`heldout_verdict_set`)."""
     from codedyn.data.planted import FAMILIES, PlantedError
 
     generator = planted_generator(config)
     rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM, part])
-    texts, correct, seen = [], [], set()
+    texts, correct, groups, seen = [], [], [], set()
     for _ in range(200 * n_pairs):
         if len(seen) == n_pairs:
             break
@@ -298,10 +308,11 @@ def heldout_probe_set(config: PlantedTaskConfig, n_pairs: int, seed: int, part: 
         for program in (reference, buggy):
             texts.append(program.text + VERDICT_PREFIX)
             correct.append(program.correct)
+            groups.append(f"{reference.spec}|{buggy.body}")
     if len(seen) < n_pairs:
         raise PlantedError(f"the planted task's held-out pool has fewer than {n_pairs} distinct pairs in part {part} "
                            f"(found {len(seen)}); raise planted.heldout_share or planted.function_names")
-    return texts, np.asarray(correct, dtype=bool)
+    return texts, np.asarray(correct, dtype=bool), np.asarray(groups)
 
 
 def crossed_hits(margins: np.ndarray) -> np.ndarray:
@@ -351,7 +362,7 @@ def induction_formation(log: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _evaluate(model, induction_seqs: np.ndarray, heldout_windows: np.ndarray, tokenizer=None,
-              verdict_set: tuple[list[str], np.ndarray] | None = None) -> dict[str, Any]:
+              verdict_set: tuple[list[str], np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     import torch
 
     report = measure_induction(model, induction_seqs)

@@ -129,7 +129,7 @@ def known_event_rows(run_dir: Path, record: dict | None, run: str) -> list[dict[
     rows = []
     planted = _planted(record)
     if planted is not None:
-        rows.append({"name": "data onset" + (" (null twin: verdicts independent of correctness)"
+        rows.append({"name": "data onset" + (" (null twin: bodies and verdicts independent of correctness)"
                                              if planted.get("null") else ""),
                      "source": "suite config", "verdict": f"planted programs from step {planted['onset']}",
                      "bracket_low": None, "bracket_high": int(planted["onset"])})
@@ -203,6 +203,12 @@ def _effect_text(row) -> str:
     return f"{effect:.3g}{interval}"
 
 
+def _with_bracket(row) -> str:
+    """A call with its bracket, once: most verdicts already name their interval."""
+    bracket = _bracket_text(row["bracket_low"], row["bracket_high"])
+    return row["verdict"] if not bracket or bracket in row["verdict"] else f"{row['verdict']} {bracket}"
+
+
 def render_validation(table) -> str:
     """The validation table as an HTML section ('' when the table holds no known event: no ground truth)."""
     organism = table[table["run"] == "organism"]
@@ -221,8 +227,7 @@ def render_validation(table) -> str:
             twin = null_calls.get(row["name"])
             if twin is None and row["kind"] == "event":  # the null twin's onset row carries a longer name
                 twin = next((r for n, r in null_calls.items() if n.startswith(row["name"])), None)
-            cells.append("" if twin is None
-                         else f"{twin['verdict']} {_bracket_text(twin['bracket_low'], twin['bracket_high'])}".strip())
+            cells.append("" if twin is None else _with_bracket(twin))
         style = ' class="event"' if row["kind"] == "event" else ""
         body.append(f"<tr{style}>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
     note = ("" if has_null else "<p class=note>No null-twin run found (run <code>codedyn run --preset null</code> "
@@ -232,7 +237,7 @@ def render_validation(table) -> str:
         "<p>The organism's correctness capability is planted: it cannot exist before the data onset, and the "
         "behavioural emergence bracket is where the model's own verdicts first beat chance. A signal that finds the "
         "emergence brackets it (or leads it: the representation before the behaviour); on the null twin, whose "
-        "verdicts carry no correctness, every correctness signal should read \"no change\".</p>"
+        "programs and verdicts carry no correctness, every correctness signal should read \"no change\".</p>"
         "<table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
         + "".join(body) + "</tbody></table>" + note + "</section>"
     )
@@ -262,7 +267,7 @@ def organism_events(record: dict | None, run_dir: Path | None = None) -> list[di
     planted = _planted(record)
     if planted is None:
         return events
-    twin = " (null twin: verdicts independent of correctness)" if planted.get("null") else ""
+    twin = " (null twin: bodies and verdicts independent of correctness)" if planted.get("null") else ""
     events.append({"name": "planted data onset" + twin, "step": int(planted["onset"]), "kind": "reference",
                    "detail": f"{planted.get('share')} of the training windows carry a planted program from here on"})
     bracket = _emergence_bracket(Path(run_dir)) if run_dir is not None else None

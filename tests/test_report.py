@@ -118,7 +118,12 @@ def test_verdict_rows_match_the_transition_calls(study):
     suscept = transition_calls_for_susceptibility(table)
     assert len(suscept) == 3 * table["component"].nunique()  # correct, incorrect and their contrast
     for distribution in ("correct", "incorrect", "incorrect-correct"):
-        assert shown[f"*/{distribution}"] == susceptibility_summary(suscept, distribution)["verdict"]
+        call, row = susceptibility_summary(suscept, distribution), rows[f"*/{distribution}"]
+        if "did not survive" in row["fwer"]:  # Holm over the table downgrades a call it does not support
+            kind = call["verdict"].split(" in ")[0]  # "gradual in 1 of 6 components": the kind Holm tested
+            assert f'"{kind}" did not survive' in row["fwer"] and shown[f"*/{distribution}"] == row["verdict"]
+        else:
+            assert shown[f"*/{distribution}"] == call["verdict"]
     stored = json.loads((study.run_dir / "verdicts.json").read_text())
     assert {r["curve"]: r["verdict"] for r in stored} == shown
     # Every measured row carries its curve for the sparkline: one value per checkpoint.

@@ -49,11 +49,11 @@ def test_figures_and_calls_are_written(study_result):
         assert found["verdict"] == verdict_text(found["kind"], found["bracket"])
         assert all(e["detail"] for e in found["events"])
     # The verdicts themselves. Three checkpoints cannot bracket a sharp transition (the jump scan needs two on each
-    # side after step 0), so nothing is "sharp"; the covariances involving incorrect samples change between 4 and 12
-    # in a way this schedule cannot resolve, every other curve shows no significant change.
+    # side after step 0), so nothing is "sharp"; at this tiny study's 2 chains x 8 draws no curve shows a
+    # significant change (pinned for the sampler's seeds: before the chains' noise streams were made independent of
+    # neighbouring seeds, CI/cov and II/cov read "unresolved in (4, 12]").
     kinds = {name: (found["kind"], found["bracket"]) for name, found in calls.items()}
-    assert kinds.pop("CI/cov") == ("unresolved", [4, 12]) and kinds.pop("II/cov") == ("unresolved", [4, 12])
-    assert {name: kind for name, (kind, _) in kinds.items() if kind != "no_change"} == {}
+    assert {name: kind for name, kind in kinds.items() if kind[0] != "no_change"} == {}
 
 
 @pytest.fixture()

@@ -113,7 +113,8 @@ def test_sampled_linear_response_matches_the_covariance_estimator():
     """Both sides from samples: a central difference at ±h (same seed, so the noise cancels) against nβ χ, with
     χ = -Cov(φ, L_j - L_n) from the h = 0 posterior (the covariance estimator) and its bootstrap interval."""
     data = _regression_data()
-    config = _config()
+    # 4 chains: at 2 the 95% interval missed the exact derivative by 4% at the sampler's independent chain seeds
+    config = _config(chains=4)
     h = 0.05
     observed, losses = _sample_regression(0.0, data, config)
     chi, low, high = bootstrap_susceptibilities(observed, losses[..., 1:] - losses[..., :1], config.n_bootstrap,

@@ -128,16 +128,22 @@ class _CrashAfter:
         pass
 
 
-def test_interrupted_training_resumes_to_identical_weights(tmp_path, small_corpus):
-    reference = train_toy_suite(TINY, hub_cache=tmp_path / "a" / "hub", corpus=small_corpus)
+def _train_crash_and_resume(config, tmp_path, corpus):
+    """A suite trained straight through, and one killed after 7 steps and resumed: (reference, resumed)."""
+    reference = train_toy_suite(config, hub_cache=tmp_path / "a" / "hub", corpus=corpus)
     with pytest.raises(KeyboardInterrupt):
-        train_toy_suite(TINY, hub_cache=tmp_path / "b" / "hub", corpus=small_corpus, progress=_CrashAfter(7))
-    resumed = train_toy_suite(TINY, hub_cache=tmp_path / "b" / "hub", corpus=small_corpus)
+        train_toy_suite(config, hub_cache=tmp_path / "b" / "hub", corpus=corpus, progress=_CrashAfter(7))
+    resumed = train_toy_suite(config, hub_cache=tmp_path / "b" / "hub", corpus=corpus)
     assert resumed.log == reference.log
-    a = reference.suite.load(TINY.steps).model.state_dict()
-    b = resumed.suite.load(TINY.steps).model.state_dict()
+    a = reference.suite.load(config.steps).model.state_dict()
+    b = resumed.suite.load(config.steps).model.state_dict()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    return reference, resumed
+
+
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, small_corpus):
+    _train_crash_and_resume(TINY, tmp_path, small_corpus)
 
 
 # ------------------------------------------------------------------------------------------ the planted task
@@ -220,15 +226,8 @@ def test_disabled_planted_task_keeps_the_suite_name_and_stream(small_corpus):
 
 def test_planted_suite_logs_verdict_accuracy_and_resumes_exactly(tmp_path, small_corpus):
     config = _planted_config(onset=4, share=0.5, eval_quads=8)
-    reference = train_toy_suite(config, hub_cache=tmp_path / "a" / "hub", corpus=small_corpus)
+    reference, _ = _train_crash_and_resume(config, tmp_path, small_corpus)
     assert all(0 <= e["verdict_accuracy"] <= 1 for e in reference.log)
-    with pytest.raises(KeyboardInterrupt):
-        train_toy_suite(config, hub_cache=tmp_path / "b" / "hub", corpus=small_corpus, progress=_CrashAfter(7))
-    resumed = train_toy_suite(config, hub_cache=tmp_path / "b" / "hub", corpus=small_corpus)
-    assert resumed.log == reference.log
-    a = reference.suite.load(config.steps).model.state_dict()
-    b = resumed.suite.load(config.steps).model.state_dict()
-    assert all(torch.equal(a[key], b[key]) for key in a)
 
 
 def test_verdict_margins_read_the_last_position_of_each_text(small_tokenizer):

@@ -319,11 +319,10 @@ class PlantedGenerator:
                 continue  # an argument swap's bug is no other operation's body: no crossed quadruple
             surface = (reference.entry_point, reference.arguments, reference.mentioned,
                        '"""' if '"""' in reference.prompt else "\'\'\'")
-            own, _ = self._build(family, other.key, other.phrases[0], *surface, bug_body=reference.body)
+            own, own_crossed = self._build(family, other.key, other.phrases[0], *surface, bug_body=reference.body)
             if heldout_key(own.text) >= self.heldout_share:
                 continue
-            return reference, own, buggy, self._build(family, other.key, other.phrases[0], *surface,
-                                                      bug_body=reference.body)[1]
+            return reference, own, buggy, own_crossed
 
     def _draw_pair(self, rng: np.random.Generator) -> tuple[PlantedProgram, PlantedProgram]:
         # The spec from one uniformly drawn bug edge: the correct twin's spec then has probability proportional to

@@ -250,6 +250,27 @@ def verdict_margins(model, tokenizer, texts: list[str], batch_size: int = 256) -
     return out
 
 
+def _distinct_draws(draw, n: int, tries: int, what: str) -> list[tuple[PlantedProgram, ...]]:
+    """``n`` draws of ``draw()`` (a tuple of programs, or None for one to skip) with distinct first programs; raises
+    :class:`PlantedError` naming ``what`` when ``tries`` draws do not find that many (the held-out pool is too
+    small)."""
+    from codedyn.data.planted import PlantedError
+
+    found, seen = [], set()
+    for _ in range(tries):
+        if len(found) == n:
+            break
+        programs = draw()
+        if programs is None or programs[0].text in seen:
+            continue
+        seen.add(programs[0].text)
+        found.append(programs)
+    if len(found) < n:
+        raise PlantedError(f"the planted task's held-out pool has fewer than {n} distinct {what} (found "
+                           f"{len(found)}); raise planted.heldout_share or planted.function_names")
+    return found
+
+
 def heldout_verdict_set(config: PlantedTaskConfig, n_quads: int,
                         seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``4 n_quads`` held-out programs ending in ``#``, in crossed quadruples (:meth:`PlantedGenerator.crossed`:
@@ -261,23 +282,11 @@ def heldout_verdict_set(config: PlantedTaskConfig, n_quads: int,
     holds only as many independent units as operation pairs (45 for the substitution family), and an interval
     from resampled quadruples reads a fixed set's quirks as signal. Raises :class:`PlantedError` when the held-out
     pool has fewer quadruples."""
-    from codedyn.data.planted import PlantedError
-
     generator = planted_generator(config)
     rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM])
-    texts, groups, seen = [], [], set()
-    for _ in range(100 * n_quads):
-        if len(seen) == n_quads:
-            break
-        quad = generator.crossed(rng)
-        if quad[0].text in seen:
-            continue
-        seen.add(quad[0].text)
-        texts.extend(program.text + VERDICT_PREFIX for program in quad)
-        groups.extend(["|".join(sorted((quad[0].spec, quad[1].spec)))] * 4)
-    if len(seen) < n_quads:
-        raise PlantedError(f"the planted task's held-out pool has fewer than {n_quads} distinct crossed quadruples "
-                           f"(found {len(seen)}); raise planted.heldout_share or planted.function_names")
+    quads = _distinct_draws(lambda: generator.crossed(rng), n_quads, 100 * n_quads, "crossed quadruples")
+    texts = [program.text + VERDICT_PREFIX for quad in quads for program in quad]
+    groups = ["|".join(sorted((quad[0].spec, quad[1].spec))) for quad in quads for _ in quad]
     return texts, np.tile([True, True, False, False], n_quads), np.asarray(groups)
 
 
@@ -291,28 +300,22 @@ def heldout_probe_set(config: PlantedTaskConfig, n_pairs: int, seed: int,
     (each is as often correct as buggy); only a correctness feature the model computes for any spec does. The
     third array names each program's (spec, bug body) operation pair, the unit to resample (as in
     :func:`heldout_verdict_set`)."""
-    from codedyn.data.planted import FAMILIES, PlantedError
+    from codedyn.data.planted import FAMILIES
 
     generator = planted_generator(config)
     rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM, part])
-    texts, correct, groups, seen = [], [], [], set()
-    for _ in range(200 * n_pairs):
-        if len(seen) == n_pairs:
-            break
+
+    def draw_in_part():
         reference, buggy = generator.pair(rng, split="heldout")
         bodies = [op.body for op in FAMILIES[reference.family].operations]
         halves = {bodies.index(b) % 2 for b in (reference.body, buggy.body) if b in bodies}
-        if reference.text in seen or halves != {part}:
-            continue
-        seen.add(reference.text)
-        for program in (reference, buggy):
-            texts.append(program.text + VERDICT_PREFIX)
-            correct.append(program.correct)
-            groups.append(f"{reference.spec}|{buggy.body}")
-    if len(seen) < n_pairs:
-        raise PlantedError(f"the planted task's held-out pool has fewer than {n_pairs} distinct pairs in part {part} "
-                           f"(found {len(seen)}); raise planted.heldout_share or planted.function_names")
-    return texts, np.asarray(correct, dtype=bool), np.asarray(groups)
+        return (reference, buggy) if halves == {part} else None
+
+    pairs = _distinct_draws(draw_in_part, n_pairs, 200 * n_pairs, f"pairs in part {part}")
+    programs = [program for pair in pairs for program in pair]
+    groups = [f"{reference.spec}|{buggy.body}" for reference, buggy in pairs for _ in range(2)]
+    return ([p.text + VERDICT_PREFIX for p in programs], np.asarray([p.correct for p in programs], dtype=bool),
+            np.asarray(groups))
 
 
 def crossed_hits(margins: np.ndarray) -> np.ndarray:

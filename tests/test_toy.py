@@ -257,3 +257,25 @@ def test_verdict_margins_read_the_last_position_of_each_text(small_tokenizer):
                          spec[:, 1] + body[:, 0]], axis=1).ravel()
     assert verdict_accuracy(additive) == 0.5
     assert verdict_accuracy(additive + np.tile([0.1, 0.1, 0.0, 0.0], 50)) == 1.0  # a match bonus is what it reads
+
+
+def test_probe_halves_share_no_operation_and_keep_bodies_uninformative():
+    """The probe is fit on part 0 and scored on part 1: no spec or body of one part occurs in the other (so a
+    spec-body table learned from the fit labels carries nothing over), and within a part every body is as often
+    correct as buggy (so a body alone predicts nothing)."""
+    from collections import Counter
+
+    from codedyn.config import PlantedTaskConfig
+    from codedyn.models.toy import heldout_probe_set
+
+    planted = PlantedTaskConfig(enabled=True)
+    parts = {}
+    for part in (0, 1):
+        texts, correct, groups = heldout_probe_set(planted, 150, seed=3, part=part)
+        bodies = [t.split("return ")[1].split("\n")[0] for t in texts]
+        specs = {g.split("|")[0] for g in groups}
+        parts[part] = (specs, set(bodies))
+        ok, all_ = Counter(b for b, c in zip(bodies, correct, strict=True) if c), Counter(bodies)
+        for body, n in all_.items():
+            assert abs(ok[body] / n - 0.5) < 4 * 0.5 / np.sqrt(n), (part, body, ok[body], n)
+    assert not parts[0][0] & parts[1][0] and not parts[0][1] & parts[1][1]

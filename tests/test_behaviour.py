@@ -1,4 +1,4 @@
-"""Behavioural ground truth: verdict accuracy, loss gap at the mutated tokens, the emergence bracket."""
+"""Behavioural ground truth: verdict contrast and accuracy, loss gap at the mutated tokens, the emergence bracket."""
 
 from types import SimpleNamespace
 
@@ -34,15 +34,56 @@ def test_bootstrap_mean_resamples_whole_groups():
     assert np.array_equal(reps, bootstrap_mean(values, groups, 4000, seed=0))  # same resamples at every step
 
 
-def test_emergence_bracket_finds_the_first_checkpoint_above_chance():
+def test_emergence_bracket_finds_the_first_checkpoint_above_the_threshold():
     steps = [0, 1000, 2000, 3000, 4000]
     rng = np.random.default_rng(0)
-    truth = np.array([0.5, 0.5, 0.5, 0.7, 0.9])
-    reps = truth[:, None] + rng.normal(0, 0.01, (5, 1000))
-    found = emergence_bracket(steps, truth, reps)
-    assert found["between"] == [2000, 3000] and found["emerged"]
-    flat = emergence_bracket(steps, np.full(5, 0.5), 0.5 + rng.normal(0, 0.01, (5, 1000)))
+    truth = np.array([0.0, 0.0, 0.01, 0.2, 0.9])
+    reps = truth[:, None] + rng.normal(0, 0.002, (5, 1000))
+    found = emergence_bracket(steps, truth, reps, threshold=0.05)
+    assert found["between"] == [2000, 3000] and found["emerged"] and "0.05" in found["criterion"]
+    # A precisely measured departure smaller than the threshold is no emergence; against zero it would be.
+    assert emergence_bracket(steps, truth, reps, threshold=0.0)["between"] == [1000, 2000]
+    flat = emergence_bracket(steps, np.zeros(5), rng.normal(0, 0.01, (5, 1000)), threshold=0.05)
     assert not flat["emerged"] and flat["between"] is None
+
+
+def _verdict_margins(n_quads: int, contrast: float, rng, lean: float = 3.0, noise: float = 0.1) -> np.ndarray:
+    """Margins of crossed quadruples: random spec and body leans, per-program noise, and a match bonus
+    ``contrast`` (so the quadruple's crossed contrast is ``contrast`` on average)."""
+    spec, body = rng.normal(size=(n_quads, 2)) * lean, rng.normal(size=(n_quads, 2)) * lean
+    m = np.stack([spec[:, 0] + body[:, 0], spec[:, 1] + body[:, 1], spec[:, 0] + body[:, 1],
+                  spec[:, 1] + body[:, 0]], axis=1) + rng.normal(0, noise, (n_quads, 4))
+    return (m + np.array([contrast, contrast, -contrast, -contrast])).ravel()
+
+
+def test_the_verdict_contrast_separates_null_like_bias_from_judgement():
+    """Calibration on planted margins. A null-like model (a consistent match bias of 0.005 nats, as a null twin
+    measured) orders most quadruples the same way round, so its verdict accuracy leaves 1/2, but its contrast stays
+    within MIN_VERDICT_CONTRAST at every checkpoint: over 20 such curves, no emergence and no call but 'no change'.
+    A model whose match bonus grows to 0.3 nats is found, bracketed where its bonus crosses the threshold."""
+    from codedyn.experiments.behaviour import MIN_VERDICT_CONTRAST, equivalent_to_none
+    from codedyn.models.toy import crossed_contrast, crossed_hits
+
+    rng = np.random.default_rng(0)
+    pairs = np.repeat(np.arange(45), 7)[:300]
+    steps = [0, 1000, 2000, 3000, 4000]
+    false_emergences, nulls_off_chance = 0, 0
+    for _ in range(20):
+        curves = [_verdict_margins(300, 0.005 * rng.choice([-1, 1]), rng, lean=0.1, noise=0.01) for _ in steps]
+        reps = np.stack([bootstrap_mean(crossed_contrast(m), pairs, 400, 1) for m in curves])
+        values = np.array([crossed_contrast(m).mean() for m in curves])
+        false_emergences += emergence_bracket(steps, values, reps, MIN_VERDICT_CONTRAST)["emerged"]
+        assert equivalent_to_none(reps, MIN_VERDICT_CONTRAST)
+        nulls_off_chance += any(abs(crossed_hits(m).mean() - 0.5) > 0.1 for m in curves)
+    assert false_emergences == 0 and nulls_off_chance >= 15  # what the accuracy alone would have called
+    bonus = [0.0, 0.0, 0.01, 0.3, 1.0]
+    curves = [_verdict_margins(300, b, rng) for b in bonus]
+    reps = np.stack([bootstrap_mean(crossed_contrast(m), pairs, 400, 1) for m in curves])
+    values = np.array([crossed_contrast(m).mean() for m in curves])
+    assert emergence_bracket(steps, values, reps, MIN_VERDICT_CONTRAST)["between"] == [2000, 3000]
+    assert not equivalent_to_none(reps, MIN_VERDICT_CONTRAST)
+    # Leans of several nats per spec and body cancel exactly: the contrast reads the bonus alone.
+    assert values == pytest.approx(bonus, abs=0.02)
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +140,14 @@ def test_behaviour_of_a_planted_suite_end_to_end(tmp_path):
                             or tmp_path / "run" / name)
     result = run_behaviour(study)
     table = result["table"]
-    accuracy = table[table["quantity"] == "verdict_accuracy"]
-    assert list(accuracy["step"]) == [0, 5, 12] and set(accuracy["n"]) == {VERDICT_QUADS}
-    assert ((accuracy["low"] <= accuracy["value"]) & (accuracy["value"] <= accuracy["high"])).all()
+    for quantity in ("verdict_contrast", "verdict_accuracy"):
+        verdicts = table[table["quantity"] == quantity]
+        assert list(verdicts["step"]) == [0, 5, 12] and set(verdicts["n"]) == {VERDICT_QUADS}
+        assert ((verdicts["low"] <= verdicts["value"]) & (verdicts["value"] <= verdicts["high"])).all()
     gaps = table[(table["quantity"] == "loss_gap") & (table["operator"] == "all")]
     assert set(gaps["n"]) == {6}
-    assert "verdict_accuracy" in result["calls"] and "emergence" in result["calls"]
+    assert "verdict_contrast" in result["calls"] and "emergence" in result["calls"]
+    assert "verdict_accuracy" not in result["calls"]  # its sign-only reading is drawn, never called
     assert (tmp_path / "run" / "behaviour" / "transitions.json").is_file()
     # Recomputing from the stored measurements gives the same table (nothing is measured again).
     again = compute_behaviour(study)["table"]

@@ -170,6 +170,13 @@ def test_split_fractions_and_determinism():
     assert Counter(assignment.values()) == {"analysis": 50, "tuning": 10, "validation": 40}
     assert assignment == split_problems(list(reversed(ids)), config)
     assert assignment != split_problems(ids, DatasetConfig(seed=2))
+    # A split the source fixes is kept; the other problems share the remaining splits in proportion.
+    fixed = {f"P{i}": "validation" for i in range(40)}
+    assignment = split_problems(ids, config, fixed)
+    assert all(assignment[k] == "validation" for k in fixed)
+    assert Counter(assignment.values()) == {"analysis": 50, "tuning": 10, "validation": 40}
+    with pytest.raises(ValueError, match="unknown fixed split"):
+        split_problems(ids, config, {"P0": "test"})
 
 
 def test_staging_dir_never_leaves_a_half_written_result(tmp_path):

@@ -23,13 +23,13 @@ def _run(root, name, suite, null):
     _write(run / "manifest.json", {"suite": suite, "steps": STEPS})
     _write(cache_dir("suites") / suite / "suite.json", _record(null))
     if null:
-        behaviour = {"verdict_accuracy": {"verdict": "no change", "step": None},
+        behaviour = {"verdict_contrast": {"verdict": "no change", "step": None},
                      "emergence": {"emerged": False, "between": None, "verdict": "never above chance"}}
         emergence = {"L0/probe/auroc": {"kind": "no_change", "verdict": "no change", "bracket": None},
                      "L1/best_latent/auroc": {"verdict": "no change", "step": None}}
         influence = {"LLC/llc": {"verdict": "gradual"}}
     else:
-        behaviour = {"verdict_accuracy": {"verdict": "phase transition at step 3000", "step": 3000},
+        behaviour = {"verdict_contrast": {"verdict": "phase transition at step 3000", "step": 3000},
                      "loss_gap/all": {"verdict": "gradual", "step": None},
                      "emergence": {"emerged": True, "between": [2000, 3000], "verdict": "emerges within (2000, 3000]"}}
         emergence = {"L0/probe/auroc": {"kind": "sharp", "verdict": "sharp transition within (1000, 2000]",
@@ -66,7 +66,7 @@ def test_table_lists_known_events_signals_and_the_null_twin(tmp_path):
     assert organism.loc["induction formation", "bracket_low"] == 5000
     assert organism.loc["probe AUROC, layer 0", "relation"] == "leads the emergence"
     assert organism.loc["probe AUROC, layer 0", "effect_high"] == 0.4
-    assert organism.loc["verdict accuracy (behaviour)", "relation"] == "brackets the emergence"
+    assert organism.loc["verdict contrast (behaviour)", "relation"] == "brackets the emergence"
     assert organism.loc["BIF delta/cov", "relation"] == "brackets the emergence"
     assert organism.loc["LLC", "relation"] == "lags the emergence"
     assert organism.loc["SAE best latent AUROC, layer 1", "relation"] == "no event"

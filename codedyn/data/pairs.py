@@ -63,7 +63,7 @@ def load_problems(config: DatasetConfig) -> list[Problem]:
         assert config.problems_path is not None  # guaranteed by DatasetConfig validation
         problems = problems_from_jsonl(config.problems_path)
     elif config.source == "planted":
-        problems = planted_problems(config.planted_problems, config.seed, config.planted)
+        problems = planted_problems(config.planted_problems, config.seed, config.planted, config.splits.validation)
     else:
         problems = mbpp_problems()
     return problems[: config.limit_problems] if config.limit_problems else problems
@@ -156,21 +156,25 @@ def select_mutants(
 # ---------------------------------------------------------------------------------------------------- splits
 
 
-def split_problems(problem_ids: list[str], config: DatasetConfig) -> dict[str, str]:
-    """Assign each problem to exactly one split (seeded shuffle, then contiguous cuts)."""
-    ids = sorted(set(problem_ids))
+def split_problems(problem_ids: list[str], config: DatasetConfig, fixed: dict[str, str] | None = None
+                   ) -> dict[str, str]:
+    """Assign each problem to exactly one split (seeded shuffle, then contiguous cuts). ``fixed`` maps problems to
+    a split their source decides (the planted source's validation programs, drawn from other operations); the
+    others share the remaining splits in proportion to their fractions."""
+    fixed = fixed or {}
+    unknown = sorted(set(fixed.values()) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"unknown fixed split(s) {unknown}; expected one of {list(SPLITS)}")
+    ids = sorted(set(problem_ids) - set(fixed))
     random.Random(f"split:{config.seed}").shuffle(ids)
-    n = len(ids)
-    n_analysis = round(config.splits.analysis * n)
-    n_tuning = min(round(config.splits.tuning * n), n - n_analysis)
-    assignment = {}
-    for index, problem_id in enumerate(ids):
-        if index < n_analysis:
-            assignment[problem_id] = "analysis"
-        elif index < n_analysis + n_tuning:
-            assignment[problem_id] = "tuning"
-        else:
-            assignment[problem_id] = "validation"
+    shares = {name: getattr(config.splits, name) for name in SPLITS if name not in set(fixed.values())}
+    total = sum(shares.values())
+    assignment = {problem_id: fixed[problem_id] for problem_id in set(problem_ids) & set(fixed)}
+    start = 0
+    for position, (name, share) in enumerate(shares.items()):
+        end = len(ids) if position == len(shares) - 1 else min(start + round(share / total * len(ids)), len(ids))
+        assignment.update((problem_id, name) for problem_id in ids[start:end])
+        start = end
     return assignment
 
 
@@ -180,6 +184,7 @@ def split_problems(problem_ids: list[str], config: DatasetConfig) -> dict[str, s
 def _sample(problem: Problem, solution: str, label: str, origin: str, **fields: Any) -> dict[str, Any]:
     return {
         "problem_id": problem.problem_id,
+        "group": problem.group or problem.problem_id,
         "label": label,
         "is_correct": label == "correct",
         "origin": origin,
@@ -320,7 +325,8 @@ def build_dataset(config: DatasetConfig, out_dir: Path | None = None, progress: 
         origin = config.problems_path if config.source == "jsonl" else config.source
         raise DataSourceError(f"no verified samples could be built from {origin}: {reasons}")
 
-    splits = split_problems([s["problem_id"] for s in samples], config)
+    fixed = {p.problem_id: p.split for p in problems if p.split is not None}
+    splits = split_problems([s["problem_id"] for s in samples], config, fixed)
     for sample in samples:
         sample["split"] = splits[sample["problem_id"]]
     samples.sort(key=lambda s: (s["problem_id"], s["sample_id"]))

@@ -79,9 +79,23 @@ class Family:
     signature: tuple[str, ...] | None = None  # fixed argument names, named by the spec in this order (None: drawn)
     edge_operators: tuple[tuple[str, str, str], ...] = ()  # (spec key, bug body, mutate operator) of the bugs
     # that a mutation operator makes, in a family whose other bugs are substitutions
+    first_half: tuple[str, ...] | None = None  # the operation keys of half 0 (:meth:`half`); None: even positions
 
     def operation(self, key: str) -> Operation:
         return next(op for op in self.operations if op.key == key)
+
+    def half(self, body: str) -> int | None:
+        """Which half of the family's operations ``body`` (a body template) implements: 0 or 1, None for a body
+        that is no operation's (an argument swap's bug). Read-outs that fit on one half and score on the other
+        (the planted probe, the planted dataset's validation split) see none of the scored specs and bodies, so a
+        spec-body table learnt from their own labels carries nothing over."""
+        keys = [op.key for op in self.operations]
+        key = next((op.key for op in self.operations if op.body == body), None)
+        if key is None:
+            return None
+        if self.first_half is None:
+            return keys.index(key) % 2
+        return 0 if key in self.first_half else 1
 
     def bug_operator(self, spec_key: str, bug_body: str) -> str:
         """The mutation operator that makes this bug: the family's own, or for a substitution family the operator
@@ -161,6 +175,9 @@ FAMILIES: dict[str, Family] = {
             ("power", "{u} * {v}", "arithmetic_swap"), ("less", "{u} > {v}", "comparison_swap"),
             ("greater", "{u} < {v}", "comparison_swap"),
         ),
+        # Each half mixes arithmetic, min/max and comparisons and keeps the mutation edges whole (sum/difference in
+        # one; power/product and less/greater in the other), so both halves carry operator-labelled bugs.
+        first_half=("sum", "difference", "larger", "equal", "remainder"),
     ),
     "comparison": Family(
         "comparison", "comparison_swap", _COMPARISON_OPS,
@@ -297,11 +314,19 @@ class PlantedGenerator:
         bugs = sum(1 for key, _ in family.bugs if key == reference.spec)
         return reference if rng.random() < 1 / (bugs + 1) else buggy
 
-    def pair(self, rng: np.random.Generator, split: str = "heldout") -> tuple[PlantedProgram, PlantedProgram]:
-        """A correct program and its buggy twin (same surface, one mutated site)."""
+    def pair(self, rng: np.random.Generator, split: str = "heldout",
+             half: int | None = None) -> tuple[PlantedProgram, PlantedProgram]:
+        """A correct program and its buggy twin (same surface, one mutated site); ``half`` 0 or 1: only pairs whose
+        spec and bug body both lie in that half of their family's operations (:meth:`Family.half`)."""
+        if half not in (None, 0, 1):
+            raise ValueError(f"half must be None, 0 or 1, got {half!r}")
         while True:
             reference, buggy = self._draw_pair(rng)
             held = heldout_key(reference.text) < self.heldout_share
+            if half is not None:
+                family = FAMILIES[reference.family]
+                if family.half(reference.body) != half or family.half(buggy.body) not in (half, None):
+                    continue  # (an argument swap's bug is no operation's body: its spec decides)
             if split == "any" or held == (split == "heldout"):
                 return reference, buggy
 

@@ -31,6 +31,11 @@ class Problem:
     source: str
     mutants: tuple[str, ...] = ()
     """Planned buggy solutions (the planted source's own bug): when given, only mutants among them are candidates."""
+    split: str | None = None
+    """A split the source fixes (the planted source's validation programs); None: the seeded shuffle decides."""
+    group: str = ""
+    """What the problem's samples share beyond the problem (the planted source's spec and bug operations): the unit
+    intervals resample; empty: the problem itself."""
 
     def program(self, solution: str | None = None) -> str:
         """The complete program that passes iff ``solution`` (default: the reference) is correct."""
@@ -139,10 +144,17 @@ def reference_syntax_error(problem: Problem) -> str | None:
     except SyntaxError as exc:
         return f"reference of {problem.problem_id} does not parse: line {exc.lineno} ({exc.msg})"
     return None
-def planted_problems(n: int, seed: int, planted) -> list[Problem]:
+def planted_problems(n: int, seed: int, planted, validation_share: float = 0.0) -> list[Problem]:
     """``n`` held-out programs of the planted task (``planted``: a PlantedTaskConfig) as problems: prompt = def line
     and docstring, solution = the return line and the ``#`` that opens the verdict line (the model is read where
-    it would write its verdict), test = the program's own ``check``; the planned mutant is its buggy twin."""
+    it would write its verdict), test = the program's own ``check``; the planned mutant is its buggy twin.
+
+    With ``validation_share`` > 0 the last ``round(validation_share * n)`` problems are the validation split and
+    draw their spec and bug from the other half of the operations than the rest
+    (:meth:`codedyn.data.planted.Family.half`): a predictor selected and thresholded on the other splits has then
+    seen none of the validation's specs and bodies, so a spec-body table it learnt from its labels (which even a
+    model that knows nothing of correctness represents) scores at chance there. Each problem's ``group`` is its
+    operation pair (spec, bug body), the unit intervals resample."""
     import numpy as np
 
     from codedyn.data.planted import VERDICT_PREFIX, PlantedGenerator
@@ -150,10 +162,13 @@ def planted_problems(n: int, seed: int, planted) -> list[Problem]:
     generator = PlantedGenerator(planted.families, planted.function_names, planted.argument_names,
                                  planted.heldout_share)
     rng = np.random.default_rng([seed, 0x0DA7A])
+    n_validation = round(validation_share * n)
     problems: list[Problem] = []
     seen: set[str] = set()
     while len(problems) < n:
-        reference, buggy = generator.pair(rng, split="heldout")
+        validation = len(problems) >= n - n_validation
+        half = (1 if validation else 0) if n_validation else None
+        reference, buggy = generator.pair(rng, split="heldout", half=half)
         if reference.text in seen:
             continue
         seen.add(reference.text)
@@ -161,7 +176,8 @@ def planted_problems(n: int, seed: int, planted) -> list[Problem]:
             problem_id=f"planted/{len(problems)}", prompt=reference.prompt,
             solution=reference.solution + VERDICT_PREFIX, test=reference.test(),
             entry_point=reference.entry_point, source="planted",
-            mutants=(buggy.solution + VERDICT_PREFIX,),
+            mutants=(buggy.solution + VERDICT_PREFIX,), split="validation" if validation and n_validation else None,
+            group=f"{reference.spec}|{buggy.body}",
         ))
     return problems
 

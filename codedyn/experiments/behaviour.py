@@ -2,22 +2,32 @@
 
 Two measurements, each with a bootstrap interval and a transition call over training:
 
-* **Verdict accuracy** (suites with the planted task, :mod:`codedyn.data.planted`): on held-out planted programs
-  ending in ``#`` (each correct program beside its buggy twin, so a constant preference scores exactly 1/2), the
-  model's verdict is the sign of log p(`` ok``) - log p(`` bug``) at the final position; accuracy is the share of
-  programs whose verdict matches their correctness. The interval resamples pairs.
+* **Verdict contrast** (suites with the planted task, :mod:`codedyn.data.planted`): on held-out crossed quadruples
+  ending in ``#`` (spec s with its own body, t with its own, s with t's, t with s's), how many nats larger the
+  model's log-odds log p(`` ok``) - log p(`` bug``) at the final position are for a spec with its own body than
+  with the other's (:func:`codedyn.models.toy.crossed_contrast`). A lean towards ``ok``, overall, per spec word or
+  per body, cancels exactly; what is left is whether the model's verdict follows the match of spec and body. The
+  interval resamples operation pairs. Beside it the table keeps the **verdict accuracy**, the share of quadruples
+  the model orders the right way round (:func:`codedyn.models.toy.crossed_hits`): readable, but it reads only the
+  contrast's sign, so a model whose margins differ by thousandths of a nat can score far from 1/2 (measured: a
+  null twin at 0.81 from a contrast of 0.005 nats, the organism at 0.80 from 0.012 nats long before its verdicts
+  move; BENCHMARKS.md, "Model organism"). It is drawn, never called.
 * **Loss gap at the mutated tokens**, per mutation operator and over all pairs (any suite, any dataset, e.g. the
   HumanEval pairs): ℓ_mutant - ℓ_reference, the summed next-token loss of the mutant's tokens inside its mutated
   span minus that of the reference's tokens in the same place (:func:`codedyn.data.token_kinds.code_tokens`), read
   in the window Experiment 2 reads (inside the suite's training context, capped by
   ``emergence.max_readout_tokens``). Positive: the model finds the
   bug more surprising than the correct code. A pair whose edit lies outside the window is left out (and counted).
-  The interval resamples problems.
+  The interval resamples problems (planted problems by their operation pair, which they share).
 
-The **behavioural emergence bracket** ``between: [a, b]`` is where the verdict accuracy first leaves chance: b is
-the first checkpoint whose one-sided lower confidence bound (level 1 - 0.05 / n_checkpoints, Bonferroni over the
-checkpoints) exceeds 1/2 and a the checkpoint before it. ``codedyn refine`` densifies inside it like any other
-bracket.
+The **behavioural emergence bracket** ``between: [a, b]`` is where the verdict contrast first exceeds
+:data:`MIN_VERDICT_CONTRAST`: b is the first checkpoint whose one-sided lower confidence bound (level
+1 - 0.05 / n_checkpoints, Bonferroni over the checkpoints) exceeds it and a the checkpoint before it. The margin,
+not zero, is the line because every model, even at initialisation or trained on the null twin, has some
+spec-body interaction in its margins, of either sign and measurable to thousandths of a nat; the threshold is set
+and calibrated on null twins and organisms of several seeds and onsets (BENCHMARKS.md). For the same reason the
+contrast's transition call is "no change" when every checkpoint's interval lies within ±MIN_VERDICT_CONTRAST.
+``codedyn refine`` densifies inside the bracket like any other.
 
 ``run_behaviour`` measures the checkpoints not yet stored (``<run>/behaviour/step<N>-<key>/``, a ``completed``
 marker written last; a forward pass over a few thousand short programs per checkpoint); ``compute_behaviour`` is
@@ -44,6 +54,10 @@ EVAL_SEED = 2024  # the held-out verdict programs: the same at every checkpoint 
 # programs) spread over the substitution family's 45 operation pairs, the units the interval resamples; the default
 # task's held-out pool holds about 400 distinct quadruples (planted.heldout_share, function_names).
 VERDICT_QUADS = 300
+# The smallest verdict contrast (nats) that counts as the model judging correctness: ten times the largest
+# |contrast| measured on null twins (0.005 nats over 3 seeds x 15 checkpoints), below the organism's contrast once
+# its verdicts move (0.1 nats by step 3000, 3 nats at the end; BENCHMARKS.md, "Model organism").
+MIN_VERDICT_CONTRAST = 0.05
 
 
 def planted_config(study):
@@ -99,7 +113,9 @@ def mutation_loss_gaps(model, tokenizer, pairs, max_length: int | None) -> list[
         inside = bool(ref.in_mutation.any() and mut.in_mutation.any())
         gap = (float(np.sum(tokens[n + k, : mut.in_mutation.size][mut.in_mutation]))
                - float(np.sum(tokens[k, : ref.in_mutation.size][ref.in_mutation]))) if inside else float("nan")
-        rows.append({"problem_id": pair.problem_id_correct, "operator": pair.operator_incorrect,
+        rows.append({"problem_id": pair.problem_id_correct,
+                     "group": getattr(pair, "group_correct", pair.problem_id_correct),
+                     "operator": pair.operator_incorrect,
                      "split": pair.split_correct, "gap": gap, "in_window": inside,
                      "n_mutant_tokens": int(mut.in_mutation.sum()), "n_reference_tokens": int(ref.in_mutation.sum())})
     return rows
@@ -172,25 +188,32 @@ def bootstrap_mean(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: in
         return (weights @ sums) / (weights @ counts)
 
 
-def emergence_bracket(steps, values: np.ndarray, replicates: np.ndarray, chance: float = 0.5,
-                      level: float = 0.95) -> dict[str, Any]:
-    """Where a curve first rises above ``chance``: the first checkpoint whose one-sided lower bound (Bonferroni over
-    the checkpoints) exceeds it, and the checkpoint before it."""
+def emergence_bracket(steps, values: np.ndarray, replicates: np.ndarray, threshold: float = 0.0,
+                      level: float = 0.95, what: str = "the threshold") -> dict[str, Any]:
+    """Where a curve first rises above ``threshold``: the first checkpoint whose one-sided lower bound (Bonferroni
+    over the checkpoints) exceeds it, and the checkpoint before it."""
     steps = [int(s) for s in steps]
     alpha = (1 - level) / max(len(steps), 1)
     lower = np.nanquantile(replicates, alpha, axis=1)
-    above = [k for k in range(len(steps)) if lower[k] > chance]
-    criterion = (f"first checkpoint whose one-sided {1 - alpha:.4g} lower bootstrap bound exceeds {chance:g} "
-                 f"(Bonferroni over {len(steps)} checkpoints)")
+    above = [k for k in range(len(steps)) if lower[k] > threshold]
+    criterion = (f"first checkpoint whose one-sided {1 - alpha:.4g} lower bootstrap bound exceeds {threshold:g} "
+                 f"({what}; Bonferroni over {len(steps)} checkpoints)")
     if not above:
-        return {"emerged": False, "between": None, "verdict": "never above chance", "criterion": criterion}
+        return {"emerged": False, "between": None, "verdict": f"never above {what}", "criterion": criterion}
     first = above[0]
     if first == 0:
         return {"emerged": True, "between": None, "first_above_chance": steps[0],
-                "verdict": f"above chance from the first checkpoint ({steps[0]})", "criterion": criterion}
+                "verdict": f"above {what} from the first checkpoint ({steps[0]})", "criterion": criterion}
     return {"emerged": True, "between": [steps[first - 1], steps[first]], "first_above_chance": steps[first],
             "value": float(values[first]), "lower_bound": float(lower[first]),
             "verdict": f"emerges within ({steps[first - 1]}, {steps[first]}]", "criterion": criterion}
+
+
+def equivalent_to_none(replicates: np.ndarray, band: float, level: float = 0.95) -> bool:
+    """Every checkpoint's central ``level`` interval lies inside (-band, band): whatever changes, changes by less
+    than the smallest effect that counts, however precisely it is measured."""
+    low, high = np.nanquantile(replicates, [(1 - level) / 2, (1 + level) / 2], axis=1)
+    return bool(np.all(low > -band) and np.all(high < band))
 
 
 def _stored(study) -> list[tuple[int, Path]]:
@@ -217,7 +240,7 @@ def compute_behaviour(study) -> dict:
     import pandas as pd
 
     from codedyn.analysis.transitions import classify_trajectory
-    from codedyn.models.toy import crossed_hits
+    from codedyn.models.toy import crossed_contrast, crossed_hits
     from codedyn.report.plots import save_figure
     from codedyn.runs.store import write_json
 
@@ -230,17 +253,20 @@ def compute_behaviour(study) -> dict:
         if (folder / VERDICT_FILE).is_file():
             verdicts = pd.read_parquet(folder / VERDICT_FILE)
             verdicts = verdicts.sort_values("program", kind="stable")
-            hits = crossed_hits(verdicts["margin"].to_numpy())
-            # resampled by operation pair: the independent units of the verdict set (heldout_verdict_set)
-            reps = bootstrap_mean(hits, verdicts["operations"].to_numpy()[::4], n_boot, seed)
-            rows.append(_row(step, "verdict_accuracy", None, float(hits.mean()), reps, len(hits)))
-            replicates.setdefault("verdict_accuracy", []).append(reps)
+            margins, pairs = verdicts["margin"].to_numpy(), verdicts["operations"].to_numpy()[::4]
+            for quantity, per_quad in (("verdict_contrast", crossed_contrast(margins)),
+                                       ("verdict_accuracy", crossed_hits(margins))):
+                # resampled by operation pair: the independent units of the verdict set (heldout_verdict_set)
+                reps = bootstrap_mean(per_quad, pairs, n_boot, seed)
+                rows.append(_row(step, quantity, None, float(per_quad.mean()), reps, len(per_quad)))
+                replicates.setdefault(quantity, []).append(reps)
         gaps = pd.read_parquet(folder / GAP_FILE)
         gaps = gaps[gaps["in_window"]]
         for operator in [ALL_OPERATORS, *sorted(gaps["operator"].unique())]:
             part = gaps if operator == ALL_OPERATORS else gaps[gaps["operator"] == operator]
             values = part["gap"].to_numpy(dtype=float)
-            reps = (bootstrap_mean(values, part["problem_id"].to_numpy(), n_boot, seed) if len(part)
+            units = part["group"] if "group" in part else part["problem_id"]  # a planted pair's operations
+            reps = (bootstrap_mean(values, units.to_numpy(), n_boot, seed) if len(part)
                     else np.full(n_boot, np.nan))
             rows.append(_row(step, "loss_gap", operator, float(values.mean()) if len(part) else float("nan"),
                              reps, len(part)))
@@ -253,6 +279,8 @@ def compute_behaviour(study) -> dict:
     calls: dict[str, Any] = {}
     for name, reps in stacked.items():
         quantity, _, operator = name.partition("/")
+        if quantity == "verdict_accuracy":  # tabulated and drawn, never called: it reads the contrast's sign only
+            continue
         part = table[(table["quantity"] == quantity) & (table["operator"].fillna("") == operator)].set_index("step")
         values = part.loc[steps, "value"].to_numpy(dtype=float)
         if len(steps) < 2 or not np.isfinite(reps).all():
@@ -266,13 +294,18 @@ def compute_behaviour(study) -> dict:
         elif np.all(reps.std(axis=1) == 0):  # e.g. an operator with a single pair: no interval, so no test
             calls[name] = {"verdict": "not tested", "step": None, "evidence": [],
                            "test": "no bootstrap spread at any checkpoint (too few problems)"}
+        elif quantity == "verdict_contrast" and equivalent_to_none(reps, MIN_VERDICT_CONTRAST):
+            calls[name] = {"kind": "no_change", "verdict": "no change", "step": None, "bracket": None,
+                           "evidence": [], "test": f"every checkpoint's 95% interval within ±{MIN_VERDICT_CONTRAST:g} "
+                           "nats, the smallest verdict contrast that counts (MIN_VERDICT_CONTRAST)"}
         else:
             calls[name] = classify_trajectory(steps, reps, values=values)
-    if "verdict_accuracy" in stacked:
-        values = table[table["quantity"] == "verdict_accuracy"].set_index("step").loc[steps, "value"].to_numpy()
-        calls["emergence"] = emergence_bracket(steps, values, stacked["verdict_accuracy"])
+    if "verdict_contrast" in stacked:
+        values = table[table["quantity"] == "verdict_contrast"].set_index("step").loc[steps, "value"].to_numpy()
+        calls["emergence"] = emergence_bracket(steps, values, stacked["verdict_contrast"], MIN_VERDICT_CONTRAST,
+                                               what=f"a verdict contrast of {MIN_VERDICT_CONTRAST:g} nats")
     write_json(out / "transitions.json", calls)
-    for quantity in ("verdict_accuracy", "loss_gap"):
+    for quantity in ("verdict_contrast", "verdict_accuracy", "loss_gap"):
         if (table["quantity"] == quantity).any():
             save_figure(behaviour_figure(table, quantity, steps, study, calls), out / quantity)
     return {"table": table, "calls": calls, "folder": out}
@@ -287,7 +320,7 @@ def behaviour_events(study, calls: dict | None = None) -> list[dict]:
                        "label": "planted data onset" + (" (null twin)" if planted.null else "")})
     found = (calls or {}).get("emergence") or {}
     if found.get("between"):
-        events.append({"step": found["between"][1], "kind": "jump", "label": "verdict above chance"})
+        events.append({"step": found["between"][1], "kind": "jump", "label": "verdicts judge"})
     formation = (study.suite_record or {}).get("formation", {})
     if formation.get("formed"):
         events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
@@ -301,12 +334,16 @@ def behaviour_figure(table, quantity: str, steps, study, calls: dict):
     curves = {}
     for operator, rows in part.groupby(part["operator"].fillna("")):
         rows = rows.set_index("step").reindex(steps)
-        label = "verdict accuracy" if quantity == "verdict_accuracy" else operator
+        label = quantity.replace("_", " ") if quantity.startswith("verdict") else operator
         curves[label] = (rows["value"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
-    if quantity == "verdict_accuracy":
-        return training_curves(steps, curves, ylabel="held-out pairs ordered correctly (chance 0.5)", zero_line=False,
+    if quantity == "verdict_contrast":
+        return training_curves(steps, curves, ylabel="log-odds of ok: own body minus other's (nats)",
                                title="Does the model judge planted programs correctly?",
                                events=behaviour_events(study, calls))
+    if quantity == "verdict_accuracy":
+        return training_curves(steps, curves, ylabel="crossed quadruples ordered correctly (chance 0.5)",
+                               zero_line=False, title="Which way round does the model order matched and crossed "
+                               "programs (sign only)?", events=behaviour_events(study, calls))
     return training_curves(steps, curves, ylabel="ℓ_mutant − ℓ_reference at the mutated tokens (nats)",
                            title="Loss gap at the mutated tokens, per operator", events=behaviour_events(study, calls),
                            height_in=4.4)

@@ -74,20 +74,22 @@ def check_split_hygiene(samples) -> None:
 
 @dataclass(frozen=True)
 class Labels:
-    """What the analysis needs about the samples: correctness, split, problem and operator per row."""
+    """What the analysis needs about the samples: correctness, split, resampling unit and operator per row."""
 
     is_correct: np.ndarray  # [N] bool
     split: np.ndarray  # [N] str
-    problem: np.ndarray  # [N] int code
+    problem: np.ndarray  # [N] int code of the unit intervals resample: the sample's group (its problem, or for
+    # planted programs their operation pair, which the programs of one pair share: data.problems.Problem.group)
     operator: np.ndarray  # [N] object (None for correct samples)
 
     @classmethod
     def from_samples(cls, samples) -> Labels:
         check_split_hygiene(samples)
-        codes = {pid: k for k, pid in enumerate(sorted(set(samples["problem_id"])))}
+        units = samples["group"] if "group" in samples else samples["problem_id"]  # (datasets before groups)
+        codes = {unit: k for k, unit in enumerate(sorted(set(units)))}
         operator = samples["operator"] if "operator" in samples else [None] * len(samples)
         return cls(samples["is_correct"].to_numpy(dtype=bool), samples["split"].to_numpy(dtype=object),
-                   np.asarray([codes[p] for p in samples["problem_id"]]),
+                   np.asarray([codes[u] for u in units]),
                    np.asarray([o if isinstance(o, str) else None for o in operator], dtype=object))
 
     def rows(self, split: str) -> np.ndarray:

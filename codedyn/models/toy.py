@@ -293,25 +293,18 @@ def heldout_verdict_set(config: PlantedTaskConfig, n_quads: int,
 def heldout_probe_set(config: PlantedTaskConfig, n_pairs: int, seed: int,
                       part: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``2 n_pairs`` held-out programs ending in ``#`` (a correct one and its buggy twin per pair) from one half of
-    the operations: ``part`` 0 takes pairs whose spec and bug body are both even-numbered operations of their
-    family, 1 odd-numbered ones. A probe fit on part 0 and scored on part 1 has seen none of the scored specs and
-    bodies: a probe that learned the spec-body table from its own labels (easy from a rich residual, even of a
-    model that knows nothing of correctness) carries nothing over, and within a part a body alone says nothing
-    (each is as often correct as buggy); only a correctness feature the model computes for any spec does. The
-    third array names each program's (spec, bug body) operation pair, the unit to resample (as in
+    the operations: ``part`` 0 or 1 takes pairs whose spec and bug body both lie in that half of their family
+    (:meth:`codedyn.data.planted.Family.half`). A probe fit on part 0 and scored on part 1 has seen none of the
+    scored specs and bodies: a probe that learned the spec-body table from its own labels (easy from a rich
+    residual, even of a model that knows nothing of correctness) carries nothing over, and within a part a body
+    alone says nothing (each is as often correct as buggy); only a correctness feature the model computes for any
+    spec does. The third array names each program's (spec, bug body) operation pair, the unit to resample (as in
     :func:`heldout_verdict_set`)."""
-    from codedyn.data.planted import FAMILIES
-
     generator = planted_generator(config)
     rng = np.random.default_rng([seed, PLANTED_EVAL_STREAM, part])
 
-    def draw_in_part():
-        reference, buggy = generator.pair(rng, split="heldout")
-        bodies = [op.body for op in FAMILIES[reference.family].operations]
-        halves = {bodies.index(b) % 2 for b in (reference.body, buggy.body) if b in bodies}
-        return (reference, buggy) if halves == {part} else None
-
-    pairs = _distinct_draws(draw_in_part, n_pairs, 200 * n_pairs, f"pairs in part {part}")
+    pairs = _distinct_draws(lambda: generator.pair(rng, split="heldout", half=part), n_pairs, 200 * n_pairs,
+                            f"pairs in part {part}")
     programs = [program for pair in pairs for program in pair]
     groups = [f"{reference.spec}|{buggy.body}" for reference, buggy in pairs for _ in range(2)]
     return ([p.text + VERDICT_PREFIX for p in programs], np.asarray([p.correct for p in programs], dtype=bool),
@@ -332,6 +325,17 @@ def crossed_hits(margins: np.ndarray) -> np.ndarray:
     matched, crossed = m[:, 0] + m[:, 1], m[:, 2] + m[:, 3]
     tie = np.isclose(matched, crossed, rtol=1e-6, atol=1e-6)  # float32 margins: below their precision is a tie
     return np.where(tie, 0.5, np.where(matched > crossed, 1.0, 0.0))
+
+
+def crossed_contrast(margins: np.ndarray) -> np.ndarray:
+    """Per crossed quadruple: how many nats larger the ``ok``-vs-``bug`` log-odds are, on average, for a spec with
+    its own body than with the other's, ``(m(s, s) + m(t, t) - m(s, t) - m(t, s)) / 4``. Zero for any margin that
+    is a spec lean plus a body lean, like :func:`crossed_hits`, but it keeps the size: a model whose margins
+    differ by thousandths of a nat orders quadruples consistently (a null twin read 0.81 on
+    :func:`crossed_hits` from a contrast of 0.005 nats) and yet judges nothing; a model that knows correctness
+    moves its verdict by nats."""
+    m = np.asarray(margins, dtype=float).reshape(-1, 4)
+    return (m[:, 0] + m[:, 1] - m[:, 2] - m[:, 3]) / 4
 
 
 def verdict_accuracy(margins: np.ndarray) -> float:

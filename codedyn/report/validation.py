@@ -4,8 +4,9 @@ A study on the organism suite (a toy suite with the planted task, :mod:`codedyn.
 independently of the signals it tests:
 
 * **data onset**: the step the planted programs enter training (by construction, from the suite's config);
-* **behavioural emergence**: the bracket in which the model's own verdict accuracy first rises above chance
-  (:mod:`codedyn.experiments.behaviour`, ``behaviour/transitions.json`` key ``emergence``);
+* **behavioural emergence**: the bracket in which the model's own verdicts first follow correctness by more than
+  the null twins' noise (the verdict contrast above ``MIN_VERDICT_CONTRAST``; :mod:`codedyn.experiments.behaviour`,
+  ``behaviour/transitions.json`` key ``emergence``);
 * **induction formation**: the toy suite's own induction criterion (suite.json ``formation``).
 
 Every correctness signal's call is read from the ``transitions.json`` the experiments stored: Experiment 2's best
@@ -99,7 +100,7 @@ def _signals(run_dir: Path) -> list[tuple[str, str, dict]]:
     """(name, source, call) of every correctness signal the run stored calls for, in table order."""
     found: list[tuple[str, str, dict]] = []
     behaviour = _read(run_dir / "behaviour" / "transitions.json") or {}
-    for name, label in (("verdict_accuracy", "verdict accuracy (behaviour)"),
+    for name, label in (("verdict_contrast", "verdict contrast (behaviour)"),
                         ("loss_gap/all", "loss gap at mutated tokens (behaviour)")):
         if isinstance(behaviour.get(name), dict):
             found.append((label, "behaviour", behaviour[name]))
@@ -272,6 +273,7 @@ def organism_events(record: dict | None, run_dir: Path | None = None) -> list[di
                    "detail": f"{planted.get('share')} of the training windows carry a planted program from here on"})
     bracket = _emergence_bracket(Path(run_dir)) if run_dir is not None else None
     if bracket is not None:
-        events.append({"name": "verdicts above chance", "bracket": list(bracket), "kind": "reference",
-                       "detail": "held-out verdict accuracy first exceeds 1/2 (codedyn.experiments.behaviour)"})
+        events.append({"name": "verdicts judge correctness", "bracket": list(bracket), "kind": "reference",
+                       "detail": "the held-out verdict contrast first exceeds the null twins' noise "
+                       "(MIN_VERDICT_CONTRAST, codedyn.experiments.behaviour)"})
     return events

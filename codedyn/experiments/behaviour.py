@@ -54,9 +54,10 @@ EVAL_SEED = 2024  # the held-out verdict programs: the same at every checkpoint 
 # programs) spread over the substitution family's 45 operation pairs, the units the interval resamples; the default
 # task's held-out pool holds about 400 distinct quadruples (planted.heldout_share, function_names).
 VERDICT_QUADS = 300
-# The smallest verdict contrast (nats) that counts as the model judging correctness: ten times the largest
-# |contrast| measured on null twins (0.005 nats over 3 seeds x 15 checkpoints), below the organism's contrast once
-# its verdicts move (0.1 nats by step 3000, 3 nats at the end; BENCHMARKS.md, "Model organism").
+# The smallest verdict contrast (nats) that counts as the model judging correctness: four times the largest
+# |contrast| measured on null twins (0.013 nats over 3 seeds and onsets x 15 checkpoints; their 95% intervals reach
+# 0.025), and a twentieth of what the organisms reach within 2000-3000 steps of their onset (1-4 nats; BENCHMARKS.md,
+# "Model organism: the verdict contrast").
 MIN_VERDICT_CONTRAST = 0.05
 
 

@@ -99,6 +99,11 @@ def rllc_folder(study, step: int, component: str) -> Path:
     return next(iter(_units(study, step, component).values()))
 
 
+def rllc_outputs(study, step: int, component: str) -> dict[Path, None]:
+    """The pipeline unit of one (checkpoint, component): its folder per distribution (they keep no key record)."""
+    return dict.fromkeys(_units(study, step, component).values())
+
+
 def rllc_stored(study, step: int, component: str) -> bool:
     return all(is_completed(u) for u in _units(study, step, component).values())
 

@@ -359,3 +359,24 @@ def test_the_rllc_preset_is_the_default_study_with_the_stage_on():
     assert preset.rllc.enabled and not default.rllc.enabled
     assert preset.sampling == default.sampling and preset.dataset == default.dataset
     assert 0 not in preset.suite.steps and len(preset.suite.steps) >= 4
+
+
+def test_a_changed_rllc_setting_is_named_before_anything_is_sampled(rllc_run):
+    """The refined units record their key inputs, so a unit beside a stored one says which field changed (here
+    said by the registry, as the driver does for Ray tasks), for each distribution's folder."""
+    from dataclasses import replace
+
+    from codedyn.pipeline import UNIT_KINDS, plan_units
+
+    study, planned = rllc_run[0], rllc_run[1]
+    kinds = UNIT_KINDS.only(RLLC_KIND)
+    assert all(kinds.notes(study, u) == [] for u in plan_units(study, kinds))  # all stored
+    config = study.config.model_copy(update={"rllc": study.config.rllc.model_copy(update={"draws": 7})})
+    changed = replace(study, config=config)
+    units = plan_units(changed, kinds)
+    assert [u.id for u in units] == planned
+    for unit in units:
+        notes = kinds.notes(changed, unit)
+        assert [n.split(":")[0] for n in notes] == [f"rllc-step{unit.step}-{unit.part}-{d}"
+                                                    for d in ("corpus", "correct")]
+        assert all(n.endswith("in sampling.draws: 6 -> 7") for n in notes)

@@ -12,9 +12,10 @@ stores one unit and returns its timing record.
   config, the run directory and the unit itself (plain data: kind name, step, part, folders): it rebuilds the
   :class:`~codedyn.experiments.study.Study` with ``reopen`` (by default from the caches under ``CODEDYN_HOME``,
   passed to every task), and the work function finds the unit's kind by name in the worker's registry (the
-  pipeline's, imported with it). The task writes its unit into the shared run directory. Its progress is silent:
-  what a unit would log before it starts (the line saying why it is new) the driver says before submitting it.
-  Ray is imported only here, only when this executor runs.
+  pipeline's, imported with it; a ``partial`` carrying another registry brings it along). The task writes its
+  unit into the shared run directory. Its progress is silent, so the driver (:func:`codedyn.pipeline.run_study`)
+  logs what a unit would say before it starts -- the line saying why it is new -- before submitting it. Ray is
+  imported only here, only when this executor runs.
 
 Either executor raises :class:`UnitFailed`, whose message names the unit that failed and why in one sentence.
 """

@@ -25,7 +25,7 @@ def main() -> None:
 
     from codedyn.config import load_config
     from codedyn.pipeline import open_study, run_unit
-    from codedyn.runs.executor import Unit
+    from codedyn.runs.units import Unit
 
     config = load_config(args.preset, {"executor": {"cpus_per_task": args.threads}})
     with tempfile.TemporaryDirectory() as run_dir:

@@ -3,9 +3,10 @@
 The job is a small, explicit task graph:
 
 1. the dataset and the checkpoint suite (built or found in the cache; ``prepare_study``);
-2. per checkpoint, the cached *units* of :data:`UNIT_KINDS` (a posterior that influence, LLC and susceptibilities
-   share; per-checkpoint work of other experiments), run by an executor (:mod:`codedyn.runs.executor`: in this
-   process, or as Ray tasks). A unit may depend on other units of the same checkpoint;
+2. per checkpoint, the cached *units* of the kinds in :data:`UNIT_KINDS` (a posterior that influence, LLC and
+   susceptibilities share; per-checkpoint work of other experiments), run by an executor
+   (:mod:`codedyn.runs.executor`: in this process, or as Ray tasks). A unit may depend on other units of the same
+   checkpoint, or of earlier ones;
 3. the study-level analyses of :data:`ANALYSES` (cheap and deterministic given the stored units, which they only
    read; they write their tables and figures; run here);
 4. the report (:data:`REPORT`).
@@ -14,11 +15,21 @@ Resuming: every unit lives in ``<run>/units/<kind>-step<N>-<key>/`` under a key 
 its result, and counts as stored only once its ``completed`` marker exists (written last). Killing the job at any
 moment and starting it again therefore recomputes only the units that were not finished; analyses and the report
 are recomputed from the stored units each time, so the results equal those of an uninterrupted run. A changed
-hyperparameter changes the keys of exactly the units it affects.
+hyperparameter changes the keys of exactly the units it affects. The plan (:func:`plan_units`) follows from the
+study alone (its configuration, dataset and suite), never from what is stored: every unit's folders are known
+before anything runs, so the stored ones are skipped and each new one is announced with the configuration fields
+that differ from a stored unit of its kind and step (:func:`codedyn.runs.units.new_unit_note`) -- by the unit
+itself when it runs here, by this driver before submitting it when it runs as a Ray task (whose progress is
+silent).
 
-Adding an experiment takes a :class:`UnitKind` for its per-checkpoint work (``run(study, step, progress) -> Path``,
-with a ``folder`` function and the hooks it needs) and an :class:`Analysis` for its study-level computation
-(``compute(study) -> dict``); its units' keys come from records of their inputs (:mod:`codedyn.runs.units`).
+Adding an experiment takes, in this module, a :class:`~codedyn.runs.units.UnitKind` registered in
+:data:`UNIT_KINDS` for its per-checkpoint work -- plain functions: ``run(study, step, progress) -> Path`` and
+``outputs(study, step) -> {folder: key record}``, its keys from records of its inputs
+(:mod:`codedyn.runs.units`), plus ``after`` / ``needs`` / ``enabled`` / ``parts`` as it needs them -- and an
+:class:`Analysis` in :data:`ANALYSES` for its study-level computation (``compute(study) -> dict``). The functions
+live with their experiment (``codedyn.experiments.*``); this module only wires them (``runs/`` knows no experiment).
+Every module imported here is cheap to import (numpy at most; torch and the rest load inside the functions), and a
+Ray worker that imports this module (to run :func:`run_unit`) finds every kind by name.
 
 Every invocation writes ``<run>/timings.json`` (wall time, model forward/backward time and peak memory of every
 stage and unit) and ``<run>/run.json`` (status, units, outputs).
@@ -29,36 +40,33 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from codedyn.config import CodedynConfig
+from codedyn.experiments.behaviour import behaviour_analysis
+from codedyn.experiments.embryology import compute_embryology
+from codedyn.experiments.emergence import compute_emergence, emergence_outputs, emergence_unit, previous_sae
+from codedyn.experiments.influence import compute_influence
+from codedyn.experiments.posteriors import posterior_outputs, posterior_unit
+from codedyn.experiments.rllc import compute_rllc, rllc_enabled, rllc_outputs, rllc_parts, rllc_unit
+from codedyn.experiments.susceptibility import (
+    compute_susceptibility,
+    restricted_outputs,
+    restricted_unit,
+    uses_restricted,
+)
 from codedyn.progress import SILENT, Progress
-from codedyn.runs.executor import Unit, make_executor, resolve, unit_id
+from codedyn.report.html import write_report
+from codedyn.runs.executor import make_executor
 from codedyn.runs.layout import MANIFEST, RUN_FILE, TIMINGS_FILE, UNIT_TIMINGS_DIR, UNITS_DIR
 from codedyn.runs.store import write_json
-
-
-@dataclass(frozen=True)
-class UnitKind:
-    """One kind of per-checkpoint unit."""
-
-    name: str
-    run: str  # "module:function", (study, step, progress) -> Path of the stored unit folder
-    folder: str | None = None  # "module:function", (study, step) -> Path where the unit is (or will be) stored;
-    # a unit whose folder is completed is not submitted again (without it, ``run`` is called and finds its cache)
-    after: tuple[str, ...] = ()  # kinds of the same checkpoint that must be stored first
-    needs: str | None = None  # "module:function", (study, step) -> ids of further units that must be stored first
-    # (e.g. the same kind at the previous checkpoint, for work that starts from its predecessor's result)
-    stored: str | None = None  # "module:function", (study, step) -> bool: stored, for a unit of several folders
-    # (then ``folder`` names the main one)
-    enabled: str | None = None  # "module:function", (study) -> bool; None: always part of the study
-    parts: str | None = None  # "module:function", (study, step) -> names: one unit per part (kind "<name>:<part>",
-    # e.g. one per component), and ``run`` / ``folder`` / ``stored`` take the part as their last argument
+from codedyn.runs.units import Registry, Unit, UnitKind, is_stored
 
 
 @dataclass(frozen=True)
@@ -66,151 +74,61 @@ class Analysis:
     """One study-level analysis over the stored units."""
 
     name: str
-    compute: str  # "module:function", (study) -> dict with at least "folder"
+    compute: Callable[[Any], dict]  # (study) -> dict with at least "folder"
 
 
-UNIT_KINDS: tuple[UnitKind, ...] = (
-    UnitKind("sae", "codedyn.experiments.emergence:emergence_unit",  # Experiment 2
-             folder="codedyn.experiments.emergence:emergence_unit_dir", needs="codedyn.pipeline:previous_sae"),
+UNIT_KINDS = Registry((
+    UnitKind("sae", emergence_unit, emergence_outputs, needs=previous_sae),  # Experiment 2
     # The posterior records the checkpoint's SAE latents when susceptibility.sae_latents > 0, so it comes after
     # the SAE of its checkpoint (its key includes the SAE unit's key, known before the SAE is trained).
-    UnitKind("posterior", "codedyn.experiments.posteriors:posterior_unit", after=("sae",),
-             folder="codedyn.experiments.posteriors:posterior_folder"),
-    UnitKind("restricted", "codedyn.pipeline:restricted_unit",  # Experiment 3, --estimator weight_restricted
-             folder="codedyn.pipeline:restricted_folder", stored="codedyn.pipeline:restricted_stored",
-             enabled="codedyn.pipeline:uses_restricted"),
-    UnitKind("rllc", "codedyn.experiments.rllc:rllc_unit", folder="codedyn.experiments.rllc:rllc_folder",
-             stored="codedyn.experiments.rllc:rllc_stored", enabled="codedyn.experiments.rllc:rllc_enabled",
-             parts="codedyn.experiments.rllc:rllc_parts"),  # refined LLCs: one unit per (checkpoint, component)
-)
+    UnitKind("posterior", posterior_unit, posterior_outputs, after=("sae",)),
+    # Experiment 3, --estimator weight_restricted: the full and every component's restricted posterior
+    UnitKind("restricted", restricted_unit, restricted_outputs, enabled=uses_restricted),
+    # refined LLCs: one unit per (checkpoint, component), one folder per distribution
+    UnitKind("rllc", rllc_unit, rllc_outputs, enabled=rllc_enabled, parts=rllc_parts),
+))
 ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read earlier ones' tables
-    Analysis("influence", "codedyn.experiments.influence:compute_influence"),  # Experiment 1 and the LLC
-    Analysis("susceptibility", "codedyn.experiments.susceptibility:compute_susceptibility"),  # Experiment 3
-    Analysis("emergence", "codedyn.experiments.emergence:compute_emergence"),  # Experiment 2 (reads the LLC)
-    Analysis("embryology", "codedyn.experiments.embryology:compute_embryology"),  # Experiment 4
-    Analysis("rllc", "codedyn.experiments.rllc:compute_rllc"),  # refined LLCs (when enabled)
-    Analysis("behaviour", "codedyn.experiments.behaviour:behaviour_analysis"),  # ground truth (loads checkpoints)
+    Analysis("influence", compute_influence),  # Experiment 1 and the LLC
+    Analysis("susceptibility", compute_susceptibility),  # Experiment 3
+    Analysis("emergence", compute_emergence),  # Experiment 2 (reads the LLC)
+    Analysis("embryology", compute_embryology),  # Experiment 4
+    Analysis("rllc", compute_rllc),  # refined LLCs (when enabled)
+    Analysis("behaviour", behaviour_analysis),  # ground truth (loads checkpoints)
 )
-REPORT: str | None = "codedyn.report.html:write_report"  # (study) -> Path of report.html
+REPORT: Callable[[Any], Path] | None = write_report  # (study) -> Path of report.html
 
 
 # --------------------------------------------------------------------------------------------------- the units
 
 
-def uses_restricted(study) -> bool:
-    return study.config.susceptibility.estimator == "weight_restricted"
+def plan_units(study, kinds: Registry | Iterable[UnitKind] = UNIT_KINDS) -> list[Unit]:
+    """Every unit of the study, checkpoint by checkpoint, each after the units it depends on, with the folders it
+    will store (:meth:`codedyn.runs.units.Registry.plan`: from the study's configuration and inputs alone)."""
+    return _registry(kinds).plan(study)
 
 
-def _restricted_args(study, step: int) -> tuple:
-    from codedyn.experiments.susceptibility import restricted_sampling_config
-
-    return (study.run_dir, step, study.suite.name, study.dataset.card["hash"], restricted_sampling_config(study),
-            study.config.susceptibility.observation_windows)
+def unit_is_stored(study, unit: Unit) -> bool:
+    """Every folder of ``unit`` is completed (a unit of a kind that cannot say where it stores is never)."""
+    return is_stored(unit)
 
 
-def restricted_unit(study, step: int, progress: Progress = SILENT) -> Path:
-    """The full and the per-component weight-restricted posteriors of one checkpoint; the ``full`` unit's folder."""
-    from codedyn.sampling.restricted import run_restricted
-
-    run_dir, _, suite, _, sampling, windows = _restricted_args(study, step)
-    components = study.config.susceptibility.components
-    checkpoint = study.suite.load(step, device=study.config.suite.device)
-    run_restricted(checkpoint, suite, study.dataset, sampling, windows, list(components) if components else None,
-                   run_dir, progress)
-    return restricted_folder(study, step)
+def _registry(kinds: Registry | Iterable[UnitKind]) -> Registry:
+    return kinds if isinstance(kinds, Registry) else Registry(kinds)
 
 
-def restricted_folder(study, step: int) -> Path:
-    """The folder of a checkpoint's ``full`` restricted posterior (its components' lie beside it)."""
-    from codedyn.sampling.restricted import FULL, restricted_key, restricted_unit_dir
-
-    run_dir, _, suite, data_hash, sampling, windows = _restricted_args(study, step)
-    return restricted_unit_dir(run_dir, step, FULL, restricted_key(suite, step, data_hash, sampling, windows, FULL))
-
-
-def restricted_stored(study, step: int) -> bool:
-    from codedyn.runs.store import is_completed
-    from codedyn.sampling.restricted import FULL, restricted_components, restricted_key, restricted_unit_dir
-
-    run_dir, _, suite, data_hash, sampling, windows = args = _restricted_args(study, step)
-    components = study.config.susceptibility.components
-    try:
-        names = [FULL, *restricted_components(*args, list(components) if components else None)]
-    except FileNotFoundError:
-        return False
-    return all(is_completed(restricted_unit_dir(run_dir, step, name, restricted_key(suite, step, data_hash, sampling,
-                                                                                    windows, name)))
-               for name in names)
-
-
-def previous_sae(study, step: int) -> tuple[str, ...]:
-    """An SAE initialised from the previous checkpoint's needs that one stored first."""
-    if not study.config.emergence.init_from_previous:
-        return ()
-    earlier = [s for s in study.steps if s < step]
-    return (unit_id("sae", earlier[-1]),) if earlier else ()
-
-
-def plan_units(study, kinds: Sequence[UnitKind] = UNIT_KINDS) -> list[Unit]:
-    """Every unit of the study, checkpoint by checkpoint, each after the units it depends on."""
-    names = [kind.name for kind in kinds]
-    for position, kind in enumerate(kinds):
-        unknown = [a for a in kind.after if a not in names[:position]]
-        if unknown:
-            raise ValueError(f"unit kind {kind.name} depends on {unknown}, which are not registered before it")
-    kinds = [kind for kind in kinds if kind.enabled is None or resolve(kind.enabled)(study)]
-    units = []
-    for step in study.steps:
-        for kind in kinds:
-            extra = tuple(resolve(kind.needs)(study, step)) if kind.needs else ()
-            after = tuple(unit_id(a, step) for a in kind.after) + extra
-            parts = [f"{kind.name}:{p}" for p in resolve(kind.parts)(study, step)] if kind.parts else [kind.name]
-            units.extend(Unit(name, step, after) for name in parts)
-    return units
-
-
-def unit_folder(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) -> Path | None:
-    """Where ``unit`` is stored, when its kind says so before computing it."""
-    kind = _kind(unit.kind, kinds)
-    return Path(resolve(kind.folder)(study, unit.step, *_part(unit))) if kind.folder is not None else None
-
-
-def unit_is_stored(study, unit: Unit, kinds: Sequence[UnitKind] = UNIT_KINDS) -> bool:
-    from codedyn.runs.store import is_completed
-
-    kind = _kind(unit.kind, kinds)
-    if kind.stored is not None:
-        return bool(resolve(kind.stored)(study, unit.step, *_part(unit)))
-    folder = unit_folder(study, unit, kinds)
-    return folder is not None and is_completed(folder)
-
-
-def _part(unit: Unit) -> tuple[str, ...]:
-    """The part of a unit of a kind with parts (``rllc:L0.H1`` -> ``("L0.H1",)``), else nothing."""
-    return (unit.kind.partition(":")[2],) if ":" in unit.kind else ()
-
-
-def _kind(name: str, kinds: Sequence[UnitKind] = UNIT_KINDS) -> UnitKind:
-    name = name.partition(":")[0]
-    for kind in kinds:
-        if kind.name == name:
-            return kind
-    raise KeyError(f"no unit kind {name!r}; registered: {[k.name for k in kinds]}")
-
-
-def run_unit(study, unit: Unit, progress: Progress = SILENT) -> dict:
+def run_unit(study, unit: Unit, progress: Progress = SILENT, kinds: Registry = UNIT_KINDS) -> dict:
     """Compute and store one unit with the configured torch threads; its timing record.
 
+    The unit's kind is found by name in ``kinds`` (in a Ray worker: the registry of its own import of this module).
     The record is also written to ``<run>/timings/<unit folder>.json``, so a resumed run still knows what its
     cached units cost.
     """
     from codedyn.runs.timings import stage
 
-    kind = _kind(unit.kind)
     timing: list[dict] = []
-    with torch_threads(study.config.executor.cpus_per_task), stage(unit.id, timing, kind=unit.kind,
+    with torch_threads(study.config.executor.cpus_per_task), stage(unit.id, timing, kind=unit.name,
                                                                      step=unit.step) as entry:
-        entry["folder"] = str(resolve(kind.run)(study, unit.step, progress, *_part(unit)))
+        entry["folder"] = str(kinds.run(study, unit, progress))
     record = {**timing[0], "unit": unit.id, "cached": False}
     write_json(Path(study.run_dir) / UNIT_TIMINGS_DIR / f"{Path(record['folder']).name}.json", record)
     return record
@@ -280,11 +198,12 @@ def open_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT
 
 
 def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT, executor=None,
-              refinement: dict | None = None) -> RunResult:
+              refinement: dict | None = None, kinds: Registry = UNIT_KINDS) -> RunResult:
     """The whole study: dataset, suite, every unit (only the missing ones are computed), analyses, report.
 
     ``executor`` defaults to the one ``config.executor`` describes. ``refinement`` (from :func:`refine_run`) is
-    appended to the manifest's record of refinements.
+    appended to the manifest's record of refinements. ``kinds``: the unit kinds (another registry travels to Ray
+    tasks with the work function; the default one is found by name in each worker).
     """
     from codedyn.runs.timings import load_average, stage, summary
 
@@ -299,14 +218,19 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
     study = open_study(config, run_dir, progress, stages)
     _remove_leftovers(run_dir)
 
-    units = plan_units(study)
-    stored = {u.id for u in units if unit_is_stored(study, u)}
-    pending = [Unit(u.kind, u.step, tuple(d for d in u.after if d not in stored)) for u in units
+    units = plan_units(study, kinds)
+    stored = {u.id for u in units if is_stored(u)}
+    pending = [replace(u, after=tuple(d for d in u.after if d not in stored)) for u in units
                if u.id not in stored]  # a stored dependency is no longer waited for
     progress.log(f"{len(units)} units over {len(study.steps)} checkpoints: {len(stored)} stored, "
                  f"{len(pending)} to compute ({executor.kind} executor)")
+    if executor.kind != "local":  # a task's own progress is silent: say here, before submitting, why each is new
+        for unit in pending:
+            for note in kinds.notes(study, unit):
+                progress.log(note)
+    work = run_unit if kinds is UNIT_KINDS else partial(run_unit, kinds=kinds)
     with stage("units", stages, executor=executor.kind, computed=len(pending), cached=len(stored)) as entry:
-        computed = {r["unit"]: r for r in executor.run(pending, study, run_unit, progress)}
+        computed = {r["unit"]: r for r in executor.run(pending, study, work, progress)}
     records = [computed.get(u.id) or _cached_record(study, u) for u in units]
     fresh = [r for r in records if not r["cached"]]
     if executor.kind != "local":  # the units ran elsewhere: their own clocks and memory peaks tell
@@ -319,11 +243,11 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
     analyses = {}
     for analysis in ANALYSES:
         with stage(f"analysis:{analysis.name}", stages):
-            analyses[analysis.name] = resolve(analysis.compute)(study)
+            analyses[analysis.name] = analysis.compute(study)
     report = None
     if REPORT is not None:
         with stage("report", stages):
-            report = Path(resolve(REPORT)(study))
+            report = Path(REPORT(study))
 
     timings = {
         "stages": stages,
@@ -356,14 +280,14 @@ def _remove_leftovers(run_dir: Path) -> None:
     """Half-built unit folders of a killed run (never marked completed; a run directory has one job at a time)."""
     import shutil
 
-    for partial in (Path(run_dir) / UNITS_DIR).glob(".*.partial"):
-        shutil.rmtree(partial, ignore_errors=True)
+    for leftover in (Path(run_dir) / UNITS_DIR).glob(".*.partial"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _cached_record(study, unit: Unit) -> dict:
     """A stored unit's record: what computing it cost when it was computed (if known), marked cached."""
-    folder = unit_folder(study, unit)
-    record: dict[str, Any] = {"unit": unit.id, "stage": unit.id, "kind": unit.kind, "step": unit.step}
+    folder = unit.folder
+    record: dict[str, Any] = {"unit": unit.id, "stage": unit.id, "kind": unit.name, "step": unit.step}
     if folder is not None:
         record["folder"] = str(folder)
         earlier = Path(study.run_dir) / UNIT_TIMINGS_DIR / f"{folder.name}.json"

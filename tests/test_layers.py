@@ -5,8 +5,9 @@ The rule, as the code keeps it: layers import downward only,
     infrastructure < data < models < sampling < analysis < figures < experiments < report < runs < pipeline < cli
 
 * infrastructure: ``codedyn`` itself, ``config``, ``paths``, ``progress``, ``resample`` (bootstrap multiplicities),
-  ``runs.layout`` (every file name), ``runs.store``, ``runs.timings``, ``runs.units`` (unit keys and the note on a
-  new unit); usable from every layer, importing only each other;
+  ``runs.layout`` (every file name), ``runs.store``, ``runs.timings``, ``runs.units`` (unit keys, the note on a
+  new unit, the Unit and the registry of unit kinds, which knows no experiment); usable from every layer,
+  importing only each other;
 * analysis: statistics and trajectory verdicts (``analysis.stats``, ``analysis.transitions``) that experiments and
   the report compute with; they read the sampler's diagnostics and know nothing of any experiment;
 * figures: the drawing helpers of ``report/`` that know no experiment (``report.plots``, ``report.events``,

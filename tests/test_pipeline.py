@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -240,6 +241,10 @@ def test_cli_rerun_finds_every_unit_and_prints_the_stage_summary(reference, tmp_
     assert bad.exit_code == 2 and "executor.kind" in bad.output
 
 
+def _no_run(study, step, progress, *part):
+    raise AssertionError("planning runs nothing")
+
+
 def previous_b(study, step):
     earlier = [s for s in study.steps if s < step]
     return (f"b-step{earlier[-1]}",) if earlier else ()
@@ -248,11 +253,12 @@ def previous_b(study, step):
 def test_plan_orders_units_with_same_step_and_cross_step_dependencies():
     from types import SimpleNamespace
 
-    from codedyn.pipeline import UnitKind, plan_units
+    from codedyn.pipeline import plan_units
     from codedyn.runs.executor import check_order
+    from codedyn.runs.units import UnitKind
 
     study = SimpleNamespace(steps=(0, 4, 12))
-    kinds = (UnitKind("a", "x:run"), UnitKind("b", "x:run", after=("a",), needs="tests.test_pipeline:previous_b"))
+    kinds = (UnitKind("a", _no_run), UnitKind("b", _no_run, after=("a",), needs=previous_b))
     units = plan_units(study, kinds)
     assert [(u.id, u.after) for u in units] == [
         ("a-step0", ()), ("b-step0", ("a-step0",)),
@@ -261,7 +267,7 @@ def test_plan_orders_units_with_same_step_and_cross_step_dependencies():
     ]
     check_order(units)
     with pytest.raises(ValueError, match="not registered before it"):
-        plan_units(study, (UnitKind("b", "x:run", after=("a",)), UnitKind("a", "x:run")))
+        plan_units(study, (UnitKind("b", _no_run, after=("a",)), UnitKind("a", _no_run)))
 
 
 def test_weight_restricted_estimator_adds_its_units(reference, tmp_path, monkeypatch, sampled, no_training):
@@ -282,3 +288,45 @@ def test_weight_restricted_estimator_adds_its_units(reference, tmp_path, monkeyp
     assert set(table["component"]) == {"L1.MLP"} and set(table["step"]) == set(STEPS)
     sampled.clear()
     assert run_study(config, run_dir).computed == [] and sampled == []
+    # Every component by default: the plan knows their folders from the architecture before any is sampled (the
+    # full and L1.MLP ones are those just stored; the key does not hold the list of components).
+    from codedyn.models.hooks import component_names
+    from codedyn.pipeline import plan_units
+    from codedyn.runs.units import is_stored
+
+    default = tiny_config(susceptibility={**config.susceptibility.model_dump(), "components": None})
+    study = pipeline.open_study(default, run_dir)
+    planned = [u for u in plan_units(study) if u.kind == "restricted"]
+    names = component_names(study.suite.load(0).model)
+    stored = {p.name for p in (run_dir / "units").glob("restricted-step*")}
+    for unit in planned:
+        assert [f.name.split("-")[2] for f in unit.folders] == ["full", *names]
+        assert {f.name for f in unit.folders} & stored == {f.name for f in unit.folders
+                                                            if f.name.split("-")[2] in ("full", "L1.MLP")}
+        assert not is_stored(unit)
+
+
+def test_the_plan_knows_every_units_folders_and_key_records(reference, tmp_path, no_training):
+    """Before anything runs, the plan names the folders every unit stores, and the key records it hashed are the
+    ones the units stored; so the driver can say why a unit is new (as it does for Ray tasks) exactly as the unit
+    itself would."""
+    from codedyn.pipeline import UNIT_KINDS, open_study, plan_units
+    from codedyn.runs.units import KEY_INPUTS
+
+    run_dir = copy_run(reference, tmp_path / "run")
+    study = open_study(tiny_config(), run_dir)
+    units = plan_units(study)
+    assert [u.id for u in units] == UNITS
+    stored = {r["unit"]: r["folder"] for r in json.loads((reference / "timings.json").read_text())["units"]}
+    for unit in units:
+        assert unit.folders == (run_dir / "units" / Path(stored[unit.id]).name,)
+        ((folder, record),) = UNIT_KINDS.outputs(study, unit.kind, unit.step).items()
+        assert json.loads((folder / "unit.json").read_text())[KEY_INPUTS] == record
+        assert UNIT_KINDS.notes(study, unit) == []  # stored: nothing to say
+    changed = open_study(tiny_config(sampling={"draws": 9}), run_dir)
+    notes = {u.id: UNIT_KINDS.notes(changed, u) for u in plan_units(changed)}
+    for step in STEPS:
+        assert notes[f"sae-step{step}"] == []  # the SAEs do not read the sampling settings
+        (line,) = notes[f"posterior-step{step}"]
+        old = Path(stored[f"posterior-step{step}"]).name
+        assert line == f"posterior-step{step}: new unit, differs from the stored {old} in sampling.draws: 8 -> 9"

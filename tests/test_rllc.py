@@ -226,16 +226,21 @@ def _two_parts(study, step):
 def test_a_unit_kind_with_parts_plans_one_unit_per_part():
     from types import SimpleNamespace
 
-    from codedyn.pipeline import UnitKind, _kind, _part, plan_units
+    from codedyn.pipeline import plan_units
+    from codedyn.runs.units import Registry, UnitKind
 
-    kinds = (UnitKind("a", "x:run"), UnitKind("c", "x:run", after=("a",), parts="tests.test_rllc:_two_parts"))
+    def run(study, step, progress, *part):
+        raise AssertionError("planning runs nothing")
+
+    kinds = Registry((UnitKind("a", run), UnitKind("c", run, after=("a",), parts=_two_parts)))
     units = plan_units(SimpleNamespace(steps=(0, 4)), kinds)
     assert [(u.id, u.after) for u in units] == [
         ("a-step0", ()), ("c:p-step0", ("a-step0",)),
         ("a-step4", ()), ("c:p-step4", ("a-step4",)), ("c:q-step4", ("a-step4",)),
     ]
-    assert _part(units[-1]) == ("q",) and _part(units[0]) == ()
-    assert _kind("c:q", kinds).name == "c"
+    assert (units[-1].kind, units[-1].part, units[-1].name) == ("c", "q", "c:q")
+    assert (units[0].kind, units[0].part, units[0].name) == ("a", None, "a")
+    assert kinds["c:q"].name == "c" and units[0].folders == () and units[0].folder is None
 
 
 def _run_units(study, only=None):
@@ -244,7 +249,7 @@ def _run_units(study, only=None):
     from codedyn.pipeline import UNIT_KINDS, plan_units, run_unit, unit_is_stored
     from codedyn.runs.executor import LocalExecutor
 
-    units = plan_units(study, [k for k in UNIT_KINDS if k.name == RLLC_KIND])
+    units = plan_units(study, UNIT_KINDS.only(RLLC_KIND))
     pending = [u for u in units if not unit_is_stored(study, u)]
     LocalExecutor().run(pending, study, run_unit)
     return [u.id for u in units], [u.id for u in pending]
@@ -342,8 +347,7 @@ def test_a_component_the_model_lacks_is_one_sentence_at_planning(rllc_run, tmp_p
     study = rllc_run[0]
     config = study.config.model_copy(update={"rllc": study.config.rllc.model_copy(update={"components": ("L9.H0",)})})
     with pytest.raises(WeightRestrictionError, match="L9.H0"):
-        plan_units(replace(study, config=config, run_dir=tmp_path / "run"),
-                   [k for k in UNIT_KINDS if k.name == RLLC_KIND])
+        plan_units(replace(study, config=config, run_dir=tmp_path / "run"), UNIT_KINDS.only(RLLC_KIND))
 
 
 def test_the_rllc_preset_is_the_default_study_with_the_stage_on():
@@ -355,3 +359,24 @@ def test_the_rllc_preset_is_the_default_study_with_the_stage_on():
     assert preset.rllc.enabled and not default.rllc.enabled
     assert preset.sampling == default.sampling and preset.dataset == default.dataset
     assert 0 not in preset.suite.steps and len(preset.suite.steps) >= 4
+
+
+def test_a_changed_rllc_setting_is_named_before_anything_is_sampled(rllc_run):
+    """The refined units record their key inputs, so a unit beside a stored one says which field changed (here
+    said by the registry, as the driver does for Ray tasks), for each distribution's folder."""
+    from dataclasses import replace
+
+    from codedyn.pipeline import UNIT_KINDS, plan_units
+
+    study, planned = rllc_run[0], rllc_run[1]
+    kinds = UNIT_KINDS.only(RLLC_KIND)
+    assert all(kinds.notes(study, u) == [] for u in plan_units(study, kinds))  # all stored
+    config = study.config.model_copy(update={"rllc": study.config.rllc.model_copy(update={"draws": 7})})
+    changed = replace(study, config=config)
+    units = plan_units(changed, kinds)
+    assert [u.id for u in units] == planned
+    for unit in units:
+        notes = kinds.notes(changed, unit)
+        assert [n.split(":")[0] for n in notes] == [f"rllc-step{unit.step}-{unit.part}-{d}"
+                                                    for d in ("corpus", "correct")]
+        assert all(n.endswith("in sampling.draws: 6 -> 7") for n in notes)

@@ -465,6 +465,19 @@ def emergence_unit_dir(study, step: int) -> Path:
     return Path(study.run_dir) / UNITS_DIR / f"sae-step{step}-{emergence_key(study, step)}"
 
 
+def emergence_outputs(study, step: int) -> dict[Path, dict]:
+    """The pipeline unit of one checkpoint's SAEs: ``{folder: key record}``."""
+    return {emergence_unit_dir(study, step): emergence_key_record(study, step)}
+
+
+def previous_sae(study, step: int) -> tuple[str, ...]:
+    """An SAE initialised from the previous checkpoint's needs that one stored first (the pipeline's unit id)."""
+    from codedyn.runs.units import unit_id
+
+    previous = previous_step(study, step) if study.config.emergence.init_from_previous else None
+    return (unit_id("sae", previous),) if previous is not None else ()
+
+
 def _flat(x):
     return x.reshape(-1, x.shape[-1])
 

@@ -53,6 +53,15 @@ def posterior_folder(study, step: int) -> Path:
     return posterior_unit_dir(study.run_dir, step, key)
 
 
+def posterior_outputs(study, step: int) -> dict[Path, dict]:
+    """The pipeline unit of one checkpoint's posterior: ``{folder: key record}``."""
+    from codedyn.sampling.posterior import posterior_key_record
+
+    record = posterior_key_record(study.suite.name, step, study.dataset.card["hash"], study.config.sampling,
+                                  sae_source(study, step))
+    return {posterior_folder(study, step): record}
+
+
 def posterior_unit(study, step: int, progress: Progress = SILENT) -> Path:
     """The posterior unit of one checkpoint of the study, sampled if missing; its folder. When the study observes SAE
     latents, the checkpoint's SAE unit must be stored already (the pipeline orders it first; so does

@@ -84,19 +84,36 @@ def rllc_parts(study, step: int) -> list[str]:
     return study_components(study, step)
 
 
-def _units(study, step: int, component: str) -> dict[str, Path]:
-    from codedyn.sampling.refined import refined_key, refined_unit_dir
+def _records(study, step: int, component: str) -> dict[str, dict]:
+    """The key record of each distribution's unit of (step, component)."""
+    from codedyn.sampling.refined import refined_key_record
 
     cfg, sampling = study.config.rllc, rllc_sampling_config(study)
-    return {d: refined_unit_dir(study.run_dir, step, component, d,
-                                refined_key(study.suite.name, step, component, d, sampling,
-                                            study.dataset.card["hash"], cfg.user_corpus))
+    return {d: refined_key_record(study.suite.name, step, component, d, sampling, study.dataset.card["hash"],
+                                  cfg.user_corpus)
             for d in cfg.distributions}
+
+
+def _units(study, step: int, component: str) -> dict[str, Path]:
+    from codedyn.runs.units import unit_key
+    from codedyn.sampling.refined import refined_unit_dir
+
+    return {d: refined_unit_dir(study.run_dir, step, component, d, unit_key(record))
+            for d, record in _records(study, step, component).items()}
 
 
 def rllc_folder(study, step: int, component: str) -> Path:
     """The folder of the first distribution's unit of (step, component) (the others lie beside it)."""
     return next(iter(_units(study, step, component).values()))
+
+
+def rllc_outputs(study, step: int, component: str) -> dict[Path, dict]:
+    """The pipeline unit of one (checkpoint, component): ``{folder: key record}``, one per distribution."""
+    from codedyn.runs.units import unit_key
+    from codedyn.sampling.refined import refined_unit_dir
+
+    return {refined_unit_dir(study.run_dir, step, component, d, unit_key(record)): record
+            for d, record in _records(study, step, component).items()}
 
 
 def rllc_stored(study, step: int, component: str) -> bool:

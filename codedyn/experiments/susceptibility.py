@@ -38,7 +38,13 @@ weight-restricted estimator the restricted and the full posterior are resampled 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+
+from codedyn.progress import SILENT, Progress
 
 
 def distribution_losses(sample_loss: np.ndarray, groups: dict[str, np.ndarray]) -> np.ndarray:
@@ -236,17 +242,95 @@ def restricted_sampling_config(study):
     return restricted_sampling(study.config.sampling, cfg.chains, cfg.draws, cfg.burn_in)
 
 
+@dataclass(frozen=True)
+class RestrictedInputs:
+    """What the weight-restricted units of one checkpoint are keyed on and stored by (the sampler's plain inputs);
+    each component's unit adds its name."""
+
+    run_dir: Path
+    step: int
+    suite: str
+    dataset_hash: str
+    sampling: Any  # SamplingConfig, resolved (restricted_sampling_config)
+    observation_windows: int
+
+    def record(self, component: str) -> dict:
+        from codedyn.sampling.restricted import restricted_key_record
+
+        return restricted_key_record(self.suite, self.step, self.dataset_hash, self.sampling,
+                                     self.observation_windows, component)
+
+    def folder(self, component: str) -> Path:
+        from codedyn.sampling.restricted import restricted_key, restricted_unit_dir
+
+        return restricted_unit_dir(self.run_dir, self.step, component, restricted_key(
+            self.suite, self.step, self.dataset_hash, self.sampling, self.observation_windows, component))
+
+    def load(self, component: str):
+        from codedyn.sampling.restricted import load_restricted
+
+        return load_restricted(self.run_dir, self.step, self.suite, self.dataset_hash, self.sampling,
+                               self.observation_windows, component)
+
+    def stored_components(self, components: list[str] | None) -> list[str]:
+        """``components``, or every head and MLP the ``full`` unit recorded (FileNotFoundError when it is missing)."""
+        from codedyn.sampling.restricted import restricted_components
+
+        return restricted_components(self.run_dir, self.step, self.suite, self.dataset_hash, self.sampling,
+                                     self.observation_windows, components)
+
+
+def restricted_inputs(study, step: int) -> RestrictedInputs:
+    return RestrictedInputs(Path(study.run_dir), step, study.suite.name, study.dataset.card["hash"],
+                            restricted_sampling_config(study), study.config.susceptibility.observation_windows)
+
+
+def uses_restricted(study) -> bool:
+    return study.config.susceptibility.estimator == "weight_restricted"
+
+
+_COMPONENTS: dict[tuple[str, int], list[str]] = {}  # (suite, step) -> every head and MLP, read once per process
+
+
+def restricted_names(study) -> list[str]:
+    """``full``, then the configured components or every head and MLP of the study's first checkpoint (every
+    checkpoint of a suite has the same architecture; the sampler restricts to those of each checkpoint it loads)."""
+    from codedyn.sampling.restricted import FULL
+
+    components = study.config.susceptibility.components
+    if components:
+        return [FULL, *components]
+    where = (study.suite.name, study.steps[0])
+    if where not in _COMPONENTS:
+        from codedyn.models.hooks import component_names
+
+        _COMPONENTS[where] = component_names(study.suite.load(study.steps[0], device="cpu").model)
+    return [FULL, *_COMPONENTS[where]]
+
+
+def restricted_outputs(study, step: int) -> dict[Path, dict]:
+    """The pipeline unit of one checkpoint's restricted posteriors: ``{folder: key record}``, ``full`` first."""
+    inputs = restricted_inputs(study, step)
+    return {inputs.folder(name): inputs.record(name) for name in restricted_names(study)}
+
+
+def restricted_unit(study, step: int, progress: Progress = SILENT) -> Path:
+    """The full and the per-component weight-restricted posteriors of one checkpoint (stored ones kept); the
+    ``full`` unit's folder."""
+    from codedyn.sampling.restricted import FULL, run_restricted
+
+    inputs, components = restricted_inputs(study, step), study.config.susceptibility.components
+    checkpoint = study.suite.load(step, device=study.config.suite.device)
+    run_restricted(checkpoint, inputs.suite, study.dataset, inputs.sampling, inputs.observation_windows,
+                   list(components) if components else None, inputs.run_dir, progress)
+    return inputs.folder(FULL)
+
+
 def run_restricted_posteriors(study, progress) -> None:
     """Make sure every checkpoint has its ``full`` and per-component restricted units (sampling only missing ones)."""
-    from codedyn.sampling.restricted import run_restricted
-
-    cfg = study.config.susceptibility
     bar = progress.task("restricted posteriors: checkpoints", total=len(study.steps))
     for step in study.steps:
-        checkpoint = study.suite.load(step, device=study.config.suite.device)
-        run_restricted(checkpoint, study.suite.name, study.dataset, restricted_sampling_config(study),
-                       cfg.observation_windows, list(cfg.components) if cfg.components else None, study.run_dir,
-                       progress)
+        restricted_unit(study, step, progress)
         bar.advance()
 
 
@@ -287,18 +371,18 @@ def _restricted_estimates(study, samples):
     """``(step, names, groups, {variant: (χ [K, G], replicates [B, K, G])})`` per checkpoint from the
     weight-restricted units."""
     from codedyn.experiments.influence import samples_of
-    from codedyn.sampling.restricted import CORPUS_LOSS, FULL, load_restricted, restricted_components
+    from codedyn.sampling.restricted import CORPUS_LOSS, FULL
 
     cfg, sampling = study.config.susceptibility, restricted_sampling_config(study)
     for step in study.steps:
-        args = (study.run_dir, step, study.suite.name, study.dataset.card["hash"], sampling, cfg.observation_windows)
-        names = restricted_components(*args, list(cfg.components) if cfg.components else None)
-        full = load_restricted(*args, FULL)
+        inputs = restricted_inputs(study, step)
+        names = inputs.stored_components(list(cfg.components) if cfg.components else None)
+        full = inputs.load(FULL)
         groups = sample_groups(samples_of(samples, full))
         _, delta_full = _corpus_and_deltas(full, groups)
         per_variant = {"raw": [], "standardised": []}
         for name in names:
-            traces = load_restricted(*args, name)
+            traces = inputs.load(name)
             corpus, delta = _corpus_and_deltas(traces, groups)
             phi = corpus - float(traces["init_observed"].sel(observable=f"{CORPUS_LOSS}[0]"))
             for variant in per_variant:

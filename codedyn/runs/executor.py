@@ -1,16 +1,21 @@
 """Executors for a run's per-checkpoint units: one after another in this process, or as Ray tasks.
 
-A :class:`Unit` is one piece of cached per-checkpoint work (``posterior`` at step 4000, ``sae`` at step 4000, ...),
-identified by its kind and step, with optional dependencies on other units (of the same run). An executor takes the
-units in dependency order and a *work* function ``work(study, unit, progress) -> dict`` (a module-level function,
-so Ray can ship it by reference) that computes and stores one unit and returns its timing record.
+A :class:`~codedyn.runs.units.Unit` is one piece of cached per-checkpoint work (``posterior`` at step 4000, ``sae``
+at step 4000, ...), identified by its kind, step and part, with optional dependencies on other units (of the same
+run). An executor takes the units in dependency order and a *work* function ``work(study, unit, progress) -> dict``
+(a module-level function, or a ``functools.partial`` of one, so Ray can ship it by reference) that computes and
+stores one unit and returns its timing record.
 
 * :class:`LocalExecutor` runs them in order, in this process, with a progress bar over units (count, ETA).
 * :class:`RayExecutor` submits every unit whose dependencies are done as a Ray task (asking for the configured
   CPUs and GPUs), on a local Ray instance or the cluster at ``address``. A task needs nothing but the resolved
-  config and the run directory: it rebuilds the :class:`~codedyn.experiments.study.Study` itself, finding the
-  dataset and the checkpoint suite in the caches under ``CODEDYN_HOME`` (passed to every task), and writes its unit
-  into the shared run directory. Ray is imported only here, only when this executor runs.
+  config, the run directory and the unit itself (plain data: kind name, step, part, folders): it rebuilds the
+  :class:`~codedyn.experiments.study.Study` with ``reopen`` (by default from the caches under ``CODEDYN_HOME``,
+  passed to every task), and the work function finds the unit's kind by name in the worker's registry (the
+  pipeline's, imported with it; a ``partial`` carrying another registry brings it along). The task writes its
+  unit into the shared run directory. Its progress is silent, so the driver (:func:`codedyn.pipeline.run_study`)
+  logs what a unit would say before it starts -- the line saying why it is new -- before submitting it. Ray is
+  imported only here, only when this executor runs.
 
 Either executor raises :class:`UnitFailed`, whose message names the unit that failed and why in one sentence.
 """
@@ -20,38 +25,16 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from codedyn.progress import SILENT, Progress
+from codedyn.runs.units import Unit, unit_id
 
-Work = Callable[[Any, "Unit", Progress], dict]
+__all__ = ["LocalExecutor", "RayExecutor", "Unit", "UnitFailed", "check_order", "make_executor", "reopen_study",
+           "unit_id", "worker_environment"]
 
-
-@dataclass(frozen=True)
-class Unit:
-    """One cached (checkpoint, kind) piece of work."""
-
-    kind: str
-    step: int
-    after: tuple[str, ...] = ()  # ids of units that must be stored before this one starts
-
-    @property
-    def id(self) -> str:
-        return unit_id(self.kind, self.step)
-
-
-def unit_id(kind: str, step: int) -> str:
-    return f"{kind}-step{step}"
-
-
-def resolve(target: str):
-    """The function named by ``"package.module:function"``."""
-    from importlib import import_module
-
-    module, _, name = target.partition(":")
-    return getattr(import_module(module), name)
+Work = Callable[[Any, Unit, Progress], dict]
 
 
 class UnitFailed(RuntimeError):
@@ -100,9 +83,10 @@ class RayExecutor:
     kind = "ray"
 
     def __init__(self, address: str | None = None, cpus_per_task: int = 1, gpus_per_task: float = 0.0,
-                 max_retries: int = 0, reopen: str = "codedyn.runs.executor:reopen_study") -> None:
+                 max_retries: int = 0, reopen: Callable[[dict, str], Any] | None = None) -> None:
         self.address = address
-        self.reopen = reopen  # "module:function", (config dict, run_dir) -> the study a task works on
+        # (config dict, run_dir) -> the study a task works on; a module-level function (shipped by reference)
+        self.reopen = reopen if reopen is not None else reopen_study
         self.cpus_per_task = cpus_per_task
         self.gpus_per_task = gpus_per_task
         self.max_retries = max_retries
@@ -205,8 +189,8 @@ def reopen_study(config: dict, run_dir: str):
     return _STUDIES[key]
 
 
-def _remote_unit(work: Work, reopen: str, config: dict, run_dir: str, unit: Unit) -> dict:
-    record = work(resolve(reopen)(config, run_dir), unit, SILENT)
+def _remote_unit(work: Work, reopen: Callable[[dict, str], Any], config: dict, run_dir: str, unit: Unit) -> dict:
+    record = work(reopen(config, run_dir), unit, SILENT)
     return {**record, "host": socket.gethostname(), "pid": os.getpid()}
 
 

@@ -6,11 +6,19 @@ format number. The record is stored in the unit's ``unit.json`` under ``key_inpu
 next to stored units of the same kind, step and part, :func:`new_unit_note` can say which fields changed
 (``posterior step 4: new unit, differs from the stored posterior-step4-1a2b3c in sampling.draws: 40 -> 80``)
 instead of a new folder appearing without a word.
+
+It also holds what a run plans with: a :class:`Unit` (one piece of per-checkpoint work: kind, step, part, the
+folders it stores, known before it runs, and the units it waits for) and a :class:`Registry` of
+:class:`UnitKind` records, each holding the plain functions that plan, locate and compute units of one kind. The
+registry knows no experiment: :mod:`codedyn.pipeline` registers the study's kinds, and the executor ships a unit to
+a Ray task as data, its kind found by name in the worker's registry.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +95,139 @@ def new_unit_note(folder: Path, record: dict[str, Any]) -> str | None:
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ------------------------------------------------------------------------------------------ units and their kinds
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One cached piece of per-checkpoint work: a registered kind at one step (and one part of it, for a kind with
+    parts, e.g. one component), with the folders it stores when they are known before it runs (the first is the
+    main one) and the ids of the units that must be stored before it starts."""
+
+    kind: str
+    step: int
+    after: tuple[str, ...] = ()
+    part: str | None = None
+    folders: tuple[Path, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The kind and its part: ``posterior``, ``rllc:L0.H1``."""
+        return f"{self.kind}:{self.part}" if self.part is not None else self.kind
+
+    @property
+    def id(self) -> str:
+        return unit_id(self.name, self.step)
+
+    @property
+    def folder(self) -> Path | None:
+        """The main folder (None when the kind cannot say before computing)."""
+        return self.folders[0] if self.folders else None
+
+
+def unit_id(name: str, step: int) -> str:
+    return f"{name}-step{step}"
+
+
+Outputs = Mapping[Path, "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class UnitKind:
+    """One kind of per-checkpoint unit: plain functions of the study (no lookup by name). For a kind with ``parts``,
+    ``run`` and ``outputs`` take the part as their last argument."""
+
+    name: str
+    run: Callable[..., Path]  # (study, step, progress[, part]) -> the main folder, computed and stored if missing
+    outputs: Callable[..., Outputs] | None = None  # (study, step[, part]) -> {folder: its key record, or None when
+    # the kind keeps none}, every folder the unit stores, the main one first. A unit whose folders are all
+    # completed is not computed again; without ``outputs`` its ``run`` is called and finds its own cache.
+    after: tuple[str, ...] = ()  # kinds of the same checkpoint that must be stored first (registered before)
+    needs: Callable[[Any, int], Iterable[str]] | None = None  # (study, step) -> ids of further units stored first
+    # (e.g. the same kind at the previous checkpoint, for work that starts from its predecessor's result)
+    enabled: Callable[[Any], bool] | None = None  # (study) -> part of this study? None: always
+    parts: Callable[[Any, int], Sequence[str]] | None = None  # (study, step) -> one unit per part
+
+
+class Registry:
+    """Unit kinds by name, in registration order: a kind's ``after`` names kinds registered before it."""
+
+    def __init__(self, kinds: Iterable[UnitKind] = ()) -> None:
+        self._kinds: dict[str, UnitKind] = {}
+        for kind in kinds:
+            self.register(kind)
+
+    def register(self, kind: UnitKind) -> UnitKind:
+        if kind.name in self._kinds or ":" in kind.name:
+            raise ValueError(f"unit kind {kind.name!r} is registered already or has a ':' in its name")
+        unknown = [a for a in kind.after if a not in self._kinds]
+        if unknown:
+            raise ValueError(f"unit kind {kind.name} depends on {unknown}, which are not registered before it")
+        self._kinds[kind.name] = kind
+        return kind
+
+    def __getitem__(self, name: str) -> UnitKind:
+        """The kind of ``name`` (a part is ignored: ``rllc:L0.H1`` is an ``rllc``)."""
+        found = self._kinds.get(name.partition(":")[0])
+        if found is None:
+            raise KeyError(f"no unit kind {name!r}; registered: {list(self._kinds)}")
+        return found
+
+    def __iter__(self) -> Iterator[UnitKind]:
+        return iter(self._kinds.values())
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    def only(self, *names: str) -> Registry:
+        """A registry of some of these kinds (in this order)."""
+        return Registry(self[name] for name in names)
+
+    def plan(self, study) -> list[Unit]:
+        """Every unit of the study, checkpoint by checkpoint, each after the units it depends on, with the folders
+        it will store. It reads the study's configuration and inputs only, never what a run stored."""
+        kinds = [kind for kind in self if kind.enabled is None or kind.enabled(study)]
+        units = []
+        for step in study.steps:
+            for kind in kinds:
+                extra = tuple(kind.needs(study, step)) if kind.needs else ()
+                after = tuple(unit_id(a, step) for a in kind.after) + extra
+                for part in (kind.parts(study, step) if kind.parts else [None]):
+                    units.append(Unit(kind.name, step, after, part, tuple(self.outputs(study, kind, step, part))))
+        return units
+
+    def outputs(self, study, kind: UnitKind | str, step: int, part: str | None = None) -> dict[Path, Any]:
+        """``{folder: key record or None}`` of one unit (empty when its kind cannot say before computing)."""
+        kind = self[kind] if isinstance(kind, str) else kind
+        if kind.outputs is None:
+            return {}
+        return {Path(f): r for f, r in kind.outputs(study, step, *_part(part)).items()}
+
+    def run(self, study, unit: Unit, progress) -> Path:
+        """Compute and store ``unit``; its main folder."""
+        return Path(self[unit.kind].run(study, unit.step, progress, *_part(unit.part)))
+
+    def notes(self, study, unit: Unit) -> list[str]:
+        """The :func:`new_unit_note` of every missing folder of ``unit`` that has a key record."""
+        from codedyn.runs.store import is_completed
+
+        found = []
+        for folder, record in self.outputs(study, unit.kind, unit.step, unit.part).items():
+            if record is not None and not is_completed(folder):
+                note = new_unit_note(folder, record)
+                if note:
+                    found.append(note)
+        return found
+
+
+def is_stored(unit: Unit) -> bool:
+    """Every folder of ``unit`` is completed (False when its folders are not known before computing)."""
+    from codedyn.runs.store import is_completed
+
+    return bool(unit.folders) and all(is_completed(f) for f in unit.folders)
+
+
+def _part(part: str | None) -> tuple[str, ...]:
+    return (part,) if part is not None else ()

@@ -108,6 +108,14 @@ def distribution_windows(tokenizer, dataset, config: SamplingConfig, distributio
 
 def refined_key(suite: str, step: int, component: str, distribution: str, config: SamplingConfig,
                 dataset_hash: str, user_corpus: CorpusConfig | None = None) -> str:
+    """The hash of :func:`refined_key_record`."""
+    return content_hash(refined_key_record(suite, step, component, distribution, config, dataset_hash, user_corpus))
+
+
+def refined_key_record(suite: str, step: int, component: str, distribution: str, config: SamplingConfig,
+                       dataset_hash: str, user_corpus: CorpusConfig | None = None) -> dict:
+    """The inputs of a refined unit's key (the dataset only for the distributions that read it, the user corpus'
+    contents only for ``user``)."""
     from codedyn.data.corpus import corpus_fingerprints
     from codedyn.sampling.posterior import ANALYSIS_ONLY
 
@@ -118,7 +126,7 @@ def refined_key(suite: str, step: int, component: str, distribution: str, config
         record["dataset"] = dataset_hash
     if distribution == "user":
         record.update(corpus_fingerprints(user=user_corpus))
-    return content_hash(record)
+    return record
 
 
 def refined_unit_dir(run_dir: Path, step: int, component: str, distribution: str, key: str) -> Path:
@@ -152,6 +160,7 @@ def run_refined(checkpoint, suite_name: str, dataset, config: SamplingConfig, co
     ``{distribution: unit folder}``. ``config`` is the resolved sampling config (:func:`refined_sampling`)."""
     import time
 
+    from codedyn.runs.units import KEY_INPUTS, new_unit_note
     from codedyn.sampling.sgld import SamplingDiverged
     from codedyn.sampling.traces import save_traces
 
@@ -159,11 +168,15 @@ def run_refined(checkpoint, suite_name: str, dataset, config: SamplingConfig, co
     masks = refined_masks(model, component)  # a bad component is one sentence before any sampling
     out: dict[str, Path] = {}
     for distribution in distributions:
-        key = refined_key(suite_name, step, component, distribution, config, data_hash, user_corpus)
+        inputs = refined_key_record(suite_name, step, component, distribution, config, data_hash, user_corpus)
+        key = content_hash(inputs)
         unit = refined_unit_dir(run_dir, step, component, distribution, key)
         out[distribution] = unit
         if is_completed(unit):
             continue
+        note = new_unit_note(unit, inputs)
+        if note:
+            progress.log(note)
         device = next(model.parameters()).device
         windows = distribution_windows(checkpoint.tokenizer, dataset, config, distribution, user_corpus).to(device)
         started = time.perf_counter()
@@ -175,7 +188,8 @@ def run_refined(checkpoint, suite_name: str, dataset, config: SamplingConfig, co
         record = {"kind": "rllc", "suite": suite_name, "step": step, "component": component,
                   "distribution": distribution, "key": key, "dataset": data_hash, "status": status,
                   "seconds": time.perf_counter() - started,
-                  "moved_weights": _moved_weights(model, masks), "sampling": config.model_dump(mode="json")}
+                  "moved_weights": _moved_weights(model, masks), "sampling": config.model_dump(mode="json"),
+                  KEY_INPUTS: inputs}
         with staging_dir(unit) as stage:
             if traces is not None:
                 traces.attrs.update({"suite": suite_name, "step": step, "component": component,
@@ -211,6 +225,6 @@ def refined_sampling(config: SamplingConfig, chains: int | None, draws: int | No
     return config.model_copy(update=update)
 
 
-__all__ = ["DISTRIBUTIONS", "FULL", "RefinedLLCError", "default_components", "distribution_windows",
-           "load_refined", "refined_key", "refined_sampling", "refined_unit_dir", "run_refined", "sample_refined",
-           "without_output_projection"]
+__all__ = ["DISTRIBUTIONS", "FULL", "RefinedLLCError", "default_components", "distribution_windows", "load_refined",
+           "refined_key", "refined_key_record", "refined_sampling", "refined_unit_dir", "run_refined",
+           "sample_refined", "without_output_projection"]

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from codedyn.config import CodedynConfig
-from codedyn.runs.executor import LocalExecutor, RayExecutor, Unit, UnitFailed, check_order, make_executor
-from tests.pipeline_support import UNITS, assert_same_results, reference_run, tiny_config, tiny_home
+from codedyn.runs.executor import LocalExecutor, RayExecutor, UnitFailed, check_order, make_executor
+from codedyn.runs.units import KEY_INPUTS, Registry, Unit, UnitKind, new_unit_note, unit_key
+from tests.pipeline_support import STEPS, UNITS, assert_same_results, reference_run, tiny_config, tiny_home
 
 ray = pytest.importorskip("ray")
 
@@ -34,6 +35,43 @@ def fake_work(study, unit: Unit, progress) -> dict:
     with log.open("a") as handle:
         handle.write(json.dumps({"unit": unit.id, "pid": os.getpid()}) + "\n")
     return {"unit": unit.id, "pid": os.getpid()}
+
+
+# A cheap registered kind, keyed on sampling.draws, that says why it is new the way the study's kinds do: through
+# the progress it is given (module level, so a Ray worker finds it; it travels with run_study's registry).
+def scratch_outputs(study, step: int) -> dict[Path, dict]:
+    record = {"step": step, "draws": study.config.sampling.draws}
+    return {Path(study.run_dir) / "units" / f"scratch-step{step}-{unit_key(record)}": record}
+
+
+def scratch_run(study, step: int, progress) -> Path:
+    from codedyn.runs.store import staging_dir, write_json
+
+    ((folder, record),) = scratch_outputs(study, step).items()
+    note = new_unit_note(folder, record)
+    if note:
+        progress.log(note)
+    with staging_dir(folder) as stage:
+        write_json(stage / "unit.json", {"kind": "scratch", KEY_INPUTS: record, "pid": os.getpid()})
+    return folder
+
+
+SCRATCH = Registry([UnitKind("scratch", scratch_run, scratch_outputs)])
+
+
+class Notes:
+    """A progress that keeps the lines logged to it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def task(self, description, total):
+        from codedyn.progress import SILENT
+
+        return SILENT.task(description, total)
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
 
 
 FAKE_UNITS = [Unit("sae", 0), Unit("posterior", 0, ("sae-step0",)), Unit("sae", 4),
@@ -74,7 +112,7 @@ def ray_cluster(tmp_path_factory):
 
 def test_ray_runs_dependent_units_in_workers_and_names_failures(ray_cluster, tmp_path):
     study = fake_study(CodedynConfig().model_dump(mode="json"), str(tmp_path))
-    executor = RayExecutor(cpus_per_task=1, reopen="tests.test_executor:fake_study")
+    executor = RayExecutor(cpus_per_task=1, reopen=fake_study)
     records = executor.run(FAKE_UNITS, study, fake_work)
     assert [r["unit"] for r in records] == [u.id for u in FAKE_UNITS]
     assert os.getpid() not in {r["pid"] for r in records}  # every unit ran in a Ray worker
@@ -99,3 +137,30 @@ def test_ray_and_local_executors_agree(ray_cluster, tmp_path_factory, tmp_path, 
     assert units_stage["model_seconds"] == pytest.approx(sum(u["model_seconds"] for u in result.units))
     assert units_stage["model_seconds"] > 0
     assert_same_results(reference, tmp_path / "run")
+
+
+def test_a_new_units_note_reaches_the_user_under_ray(ray_cluster, tmp_path, monkeypatch):
+    """A unit computed beside a stored one of its kind and step says which fields differ once, whichever executor
+    runs it: in this process the unit says it, in a Ray task (whose progress is silent) the driver does."""
+    import codedyn.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "ANALYSES", ())  # units only
+    monkeypatch.setattr(pipeline, "REPORT", None)
+    monkeypatch.setenv("CODEDYN_HOME", str(ray_cluster))
+    run_dir = tmp_path / "run"
+    notes = {}
+    for kind, draws in (("ray", 8), ("ray", 9), ("local", 10)):
+        progress = Notes()
+        result = pipeline.run_study(tiny_config(sampling={"draws": draws}, executor={"kind": kind}), run_dir,
+                                    progress, kinds=SCRATCH)
+        assert result.computed == [f"scratch-step{s}" for s in STEPS]
+        pids = {json.loads((Path(u["folder"]) / "unit.json").read_text())["pid"] for u in result.units}
+        assert (os.getpid() in pids) == (kind == "local")  # the ray units ran in workers
+        notes[draws] = [line for line in progress.lines if "new unit" in line]
+    assert notes[8] == []  # nothing stored beside them
+    at8 = {s: unit_key({"step": s, "draws": 8}) for s in STEPS}
+    assert notes[9] == [f"scratch-step{s}: new unit, differs from the stored scratch-step{s}-{at8[s]} in draws: 8 -> 9"
+                        for s in STEPS]
+    assert len(notes[10]) == len(STEPS)
+    assert all(line.startswith(f"scratch-step{s}: new unit") and line.endswith("-> 10")
+               for s, line in zip(STEPS, notes[10], strict=True))

@@ -3,7 +3,14 @@
 import json
 
 from codedyn.paths import cache_dir
-from codedyn.report.validation import read_call, relation, render_validation, validation_html, validation_table
+from codedyn.report.validation import (
+    read_call,
+    relation,
+    render_validation,
+    unbracketed_relation,
+    validation_html,
+    validation_table,
+)
 
 STEPS = [0, 500, 1000, 2000, 3000, 5000, 7000]
 
@@ -54,6 +61,13 @@ def test_calls_are_read_in_both_schemas_and_related_to_the_emergence():
     assert relation((3000, 5000), (2000, 3000)) == "lags the emergence"
     assert relation((1000, 3000), (2000, 3000)) == "overlaps the emergence"
     assert relation((None, None), (2000, 3000)) == "no event"
+    # A curve without a bracket says why: gradual with the scan's largest jump and its p, or no change.
+    gradual = {"kind": "gradual", "verdict": "gradual", "bracket": None,
+               "evidence": [{"kind": "jump", "between": [4000, 5000], "p_value": 0.2008}]}
+    assert unbracketed_relation(gradual) == ("no bracket: changes gradually: its largest jump, within (4000, 5000], "
+                                             "is not significant (p = 0.2)")
+    assert unbracketed_relation({"kind": "non_monotonic", "evidence": []}) == "no bracket: changes non-monotonically"
+    assert unbracketed_relation({"verdict": "no change", "step": None}) == "no event"
 
 
 def test_table_lists_known_events_signals_and_the_null_twin(tmp_path):

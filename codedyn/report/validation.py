@@ -96,6 +96,24 @@ def relation(bracket: tuple[int | None, int | None], reference: tuple[int, int] 
     return "overlaps the emergence"
 
 
+def unbracketed_relation(call: dict) -> str:
+    """What a call without a bracket says about the emergence, with the diagnostics' reason: a gradual or
+    non-monotonic curve changes but at no single step (the largest jump the scan found, and why it is not called),
+    an unchanged curve does not change."""
+    kind = str(call.get("kind") or call.get("verdict") or "").replace(" ", "_").replace("-", "_")
+    if kind.startswith("gradual") or kind.startswith("non_monotonic"):
+        jump = next((e for e in call.get("evidence") or [] if e.get("kind") == "jump" and e.get("between")), None)
+        reason = ""
+        if jump is not None:
+            low, high = jump["between"]
+            p = jump.get("p_value")
+            reason = f": its largest jump, within ({low}, {high}], is not significant" + (
+                f" (p = {p:.2g})" if isinstance(p, int | float) else "")
+        shape = "changes gradually" if kind.startswith("gradual") else "changes non-monotonically"
+        return f"no bracket: {shape}{reason}"
+    return "no event"
+
+
 def _signals(run_dir: Path) -> list[tuple[str, str, dict]]:
     """(name, source, call) of every correctness signal the run stored calls for, in table order."""
     found: list[tuple[str, str, dict]] = []
@@ -180,8 +198,9 @@ def validation_table(run_dir: Path, record: dict | None = None, null_dir: Path |
         reference = _emergence_bracket(folder)
         for name, source, call in _signals(folder):
             read = read_call(call, steps)
+            related = relation((read["bracket_low"], read["bracket_high"]), reference)
             rows.append({"run": run, "kind": "signal", "name": name, "source": source, **read,
-                         "relation": relation((read["bracket_low"], read["bracket_high"]), reference)})
+                         "relation": unbracketed_relation(call) if related == "no event" else related})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
@@ -236,7 +255,8 @@ def render_validation(table) -> str:
     return (
         '<section id="validation"><h2>Validation: known events against every signal</h2>'
         "<p>The organism's correctness capability is planted: it cannot exist before the data onset, and the "
-        "behavioural emergence bracket is where the model's own verdicts first beat chance. A signal that finds the "
+        "behavioural emergence bracket is where the model's own verdicts first follow correctness by more than any "
+        "null twin's (a verdict contrast above 0.05 nats). A signal that finds the "
         "emergence brackets it (or leads it: the representation before the behaviour); on the null twin, whose "
         "programs and verdicts carry no correctness, every correctness signal should read \"no change\".</p>"
         "<table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"

@@ -84,7 +84,9 @@ class PlantedTaskConfig(Frozen):
     """Fraction of training windows (from the onset on) that carry a planted program."""
     onset: int = Field(1000, ge=0)
     """First training step whose batches contain planted programs (before it the task is absent by
-    construction)."""
+    construction). Measured with the 7000-step recipe at onsets 1000, 1500 and 2000 (seeds 0, 2, 1): the verdicts
+    emerge 1000-2000 steps after the onset and their null twins never do (BENCHMARKS.md, "Model organism: the
+    verdict contrast"); a later onset leaves the capability less room to appear before the last step."""
     seed: int = 0
     """Seed of the planted programs and of which windows carry them (independent of the toy suite's seed)."""
     null: bool = False

@@ -2,6 +2,7 @@
 
 import json
 
+import codedyn.report.validation as validation_module
 from codedyn.paths import cache_dir
 from codedyn.report.validation import (
     read_call,
@@ -108,3 +109,33 @@ def test_organism_events_in_the_report_format(tmp_path):
     assert events[0]["step"] == 500 and events[1]["bracket"] == [2000, 3000]
     assert organism_events({"config": {"planted": {"enabled": False}}}, run) == []
     assert "null twin" in organism_events(_record(True))[0]["name"]
+
+
+def test_the_chi_contrast_row_is_the_reports_adjusted_call(tmp_path):
+    """Experiment 3's contrast row comes from susceptibility.parquet as the report's verdict table calls it: a
+    planted jump in one component's χ_incorrect − χ_correct is found and bracketed; flat components say no change."""
+    import numpy as np
+    import pandas as pd
+
+    from codedyn.experiments.susceptibility import CONTRAST
+
+    steps = [0, 1000, 2000, 3000, 4000, 5000]
+    rows = []
+    for component in ("L0.H0", "L0.H1", "L1.H0"):
+        for k, step in enumerate(steps):
+            for distribution in ("correct", "incorrect", CONTRAST):
+                jump = 1.0 if component == "L1.H0" and distribution == CONTRAST and step >= 3000 else 0.0
+                noise = 0.01 * np.sin(k + len(component))
+                rows.append({"step": step, "component": component, "distribution": distribution,
+                             "variant": "standardised", "estimator": "covariance", "chi": jump + noise,
+                             "low": jump + noise - 0.05, "high": jump + noise + 0.05})
+    run = tmp_path / "run"
+    (run / "susceptibility").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(run / "susceptibility" / "susceptibility.parquet")
+    (name, source, call), = validation_module._susceptibility_contrast(run)
+    assert source == "susceptibility" and name.startswith("χ contrast χ_incorrect − χ_correct")
+    assert call["kind"] == "sharp" and call["bracket"] == [2000, 3000] and "L1.H0" in call["verdict"]
+    flat = [r | {"chi": r["chi"] % 0.02} for r in rows]
+    pd.DataFrame(flat).to_parquet(run / "susceptibility" / "susceptibility.parquet")
+    (_, _, call), = validation_module._susceptibility_contrast(run)
+    assert call["kind"] == "no_change", call

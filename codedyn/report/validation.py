@@ -134,12 +134,30 @@ def _signals(run_dir: Path) -> list[tuple[str, str, dict]]:
         lowered = key.lower()
         if any(word in lowered for word in ("delta", "contrast", "bug_influence")):
             found.append((f"BIF {key}", "influence", influence[key]))
-    susceptibility = _read(run_dir / "susceptibility" / "transitions.json") or {}
-    for key in sorted(susceptibility):
-        if isinstance(susceptibility[key], dict) and "contrast" in key.lower():
-            found.append((f"χ {key}", "susceptibility", susceptibility[key]))
+    found.extend(_susceptibility_contrast(run_dir))
     if isinstance(influence.get("LLC/llc"), dict):
         found.append(("LLC", "influence", influence["LLC/llc"]))
+    return found
+
+
+def _susceptibility_contrast(run_dir: Path) -> list[tuple[str, str, dict]]:
+    """Experiment 3's χ_incorrect − χ_correct row as the report's verdict table makes it: one call per component,
+    Holm-adjusted over the whole table and summarised by the strongest kind any component shows (a raw per-component
+    call would fire somewhere among ~70 components by chance alone)."""
+    if not any((run_dir / "susceptibility").glob("susceptibility*.parquet")):
+        return []
+    from codedyn.report.verdicts import verdict_rows
+
+    rows, _ = verdict_rows(run_dir)
+    found = []
+    for row in rows:
+        if "χ_incorrect − χ_correct" not in row.signal or row.kind == "not run":
+            continue
+        name, _, shown = row.signal.removeprefix("Susceptibility ").partition("; shown: ")
+        verdict = f"{row.verdict} (numbers: {shown})" if shown else row.verdict
+        found.append((f"χ contrast {name}", "susceptibility",
+                      {"kind": row.kind, "verdict": verdict, "bracket": row.bracket, "effect": row.effect,
+                       "effect_low": row.effect_low, "effect_high": row.effect_high}))
     return found
 
 

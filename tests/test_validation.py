@@ -81,7 +81,8 @@ def test_table_lists_known_events_signals_and_the_null_twin(tmp_path):
     assert organism.loc["induction formation", "bracket_low"] == 5000
     assert organism.loc["probe AUROC, layer 0", "relation"] == "leads the emergence"
     assert organism.loc["probe AUROC, layer 0", "effect_high"] == 0.4
-    assert organism.loc["verdict contrast (behaviour)", "relation"] == "brackets the emergence"
+    assert organism.loc["verdict contrast (behaviour)", "relation"] == (
+        "defines the emergence (its threshold crossing); its own call: brackets the emergence")
     assert organism.loc["BIF delta/cov", "relation"] == "brackets the emergence"
     assert organism.loc["LLC", "relation"] == "lags the emergence"
     assert organism.loc["SAE best latent AUROC, layer 1", "relation"] == "no event"

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 NULL_RUN = "null"  # the null twin's run folder beside the organism's (runs/null beside runs/organism)
+VERDICT_SIGNAL = "verdict contrast (behaviour)"  # the behavioural curve whose threshold crossing is the emergence
 _AT_STEP = re.compile(r"at step (\d+)")
 COLUMNS = ("run", "kind", "name", "source", "verdict", "bracket_low", "bracket_high", "effect", "effect_low",
            "effect_high", "relation")
@@ -118,7 +119,7 @@ def _signals(run_dir: Path) -> list[tuple[str, str, dict]]:
     """(name, source, call) of every correctness signal the run stored calls for, in table order."""
     found: list[tuple[str, str, dict]] = []
     behaviour = _read(run_dir / "behaviour" / "transitions.json") or {}
-    for name, label in (("verdict_contrast", "verdict contrast (behaviour)"),
+    for name, label in (("verdict_contrast", VERDICT_SIGNAL),
                         ("loss_gap/all", "loss gap at mutated tokens (behaviour)")):
         if isinstance(behaviour.get(name), dict):
             found.append((label, "behaviour", behaviour[name]))
@@ -217,8 +218,11 @@ def validation_table(run_dir: Path, record: dict | None = None, null_dir: Path |
         for name, source, call in _signals(folder):
             read = read_call(call, steps)
             related = relation((read["bracket_low"], read["bracket_high"]), reference)
+            related = unbracketed_relation(call) if related == "no event" else related
+            if name == VERDICT_SIGNAL and reference is not None:  # the curve the emergence bracket is read from
+                related = f"defines the emergence (its threshold crossing); its own call: {related}"
             rows.append({"run": run, "kind": "signal", "name": name, "source": source, **read,
-                         "relation": unbracketed_relation(call) if related == "no event" else related})
+                         "relation": related})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 

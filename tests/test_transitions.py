@@ -339,3 +339,13 @@ def test_call_to_dict_and_input_checks():
         classify_trajectory([-1, 2, 3], np.zeros((3, B)))
     with pytest.raises(ValueError):
         replicates_from_intervals([0.0], [1.0], [0.0])
+
+
+def test_within_band_is_an_equivalence_test():
+    from codedyn.analysis.transitions import no_change_within, within_band
+
+    assert within_band([-0.01, -0.02], [0.01, 0.03], 0.05)
+    assert not within_band([-0.01, 0.02], [0.01, 0.06], 0.05)  # one interval reaches past the band
+    assert not within_band([], [], 0.05) and not within_band([np.nan], [0.0], 0.05)
+    call = no_change_within(0.05, "units")
+    assert call["kind"] == "no_change" and call["bracket"] is None and "0.05" in call["test"]

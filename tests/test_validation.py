@@ -68,7 +68,10 @@ def test_calls_are_read_in_both_schemas_and_related_to_the_emergence():
     assert unbracketed_relation(gradual) == ("no bracket: changes gradually: its largest jump, within (4000, 5000], "
                                              "is not significant (p = 0.2)")
     assert unbracketed_relation({"kind": "non_monotonic", "evidence": []}) == "no bracket: changes non-monotonically"
-    assert unbracketed_relation({"verdict": "no change", "step": None}) == "no event"
+    assert unbracketed_relation({"verdict": "no change", "step": None}) == "does not find the emergence: no change"
+    assert unbracketed_relation({"kind": "no_change", "change_p_value": 0.41}) == (
+        "does not find the emergence: no change (the change test finds none, p = 0.41)")
+    assert unbracketed_relation({"kind": "unresolved"}) == "no event"
 
 
 def test_table_lists_known_events_signals_and_the_null_twin(tmp_path):
@@ -85,7 +88,7 @@ def test_table_lists_known_events_signals_and_the_null_twin(tmp_path):
         "defines the emergence (its threshold crossing); its own call: brackets the emergence")
     assert organism.loc["BIF delta/cov", "relation"] == "brackets the emergence"
     assert organism.loc["LLC", "relation"] == "lags the emergence"
-    assert organism.loc["SAE best latent AUROC, layer 1", "relation"] == "no event"
+    assert organism.loc["SAE best latent AUROC, layer 1", "relation"] == "does not find the emergence: no change"
     assert "BIF CC/cov" not in organism.index  # raw blocks are not correctness contrasts
     null = table[table["run"] == "null"].set_index("name")
     assert null.loc["probe AUROC, layer 0", "verdict"] == "no change"
@@ -140,3 +143,23 @@ def test_the_chi_contrast_row_is_the_reports_adjusted_call(tmp_path):
     pd.DataFrame(flat).to_parquet(run / "susceptibility" / "susceptibility.parquet")
     (_, _, call), = validation_module._susceptibility_contrast(run)
     assert call["kind"] == "no_change", call
+    # The null twin's case: one component's contrast dips by 0.011 at one checkpoint, precisely measured. The
+    # verdict test calls that sharp; the contrast band (MIN_CHI_CONTRAST) calls it what it is, no change worth
+    # calling, while the same dip scaled past the band is still found.
+    from codedyn.report.verdicts import transition_calls_for_susceptibility
+
+    def dip(depth):
+        return pd.DataFrame([r | ({"chi": -depth, "low": -depth - 0.003, "high": -depth + 0.003}
+                                  if r["component"] == "L1.H0" and r["distribution"] == CONTRAST
+                                  and r["step"] == 2000 else
+                                  {"chi": 0.0, "low": -0.004, "high": 0.004}) for r in rows])
+
+    small, large = (transition_calls_for_susceptibility(dip(d))["L1.H0/" + CONTRAST] for d in (0.011, 0.5))
+    assert small["kind"] == "no_change" and "MIN_CHI_CONTRAST" in small["test"]
+    assert large["kind"] != "no_change", large
+    from codedyn.analysis.transitions import classify_trajectory, replicates_from_intervals
+
+    curve = dip(0.011)
+    curve = curve[(curve["component"] == "L1.H0") & (curve["distribution"] == CONTRAST)].sort_values("step")
+    reps = replicates_from_intervals(*(curve[c].to_numpy() for c in ("chi", "low", "high")), n_boot=2000, seed=0)
+    assert classify_trajectory(curve["step"].to_numpy(), reps)["kind"] != "no_change"  # what the band prevents

@@ -685,6 +685,22 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return out
 
 
+def within_band(lows: Sequence[float] | np.ndarray, highs: Sequence[float] | np.ndarray, band: float) -> bool:
+    """Every checkpoint's interval [low, high] lies inside (-band, band): whatever the curve does, it does by less
+    than the smallest effect that counts (an equivalence test: a precisely measured change of a few thousandths is
+    still no change worth calling). False for an empty curve or a non-finite bound."""
+    lows, highs = np.asarray(lows, dtype=float), np.asarray(highs, dtype=float)
+    return bool(lows.size and np.all(np.isfinite(lows)) and np.all(np.isfinite(highs)) and np.all(lows > -band)
+                and np.all(highs < band))
+
+
+def no_change_within(band: float, what: str) -> dict:
+    """The call for a curve :func:`within_band` holds for (``what`` names the band and where it comes from)."""
+    return {"kind": "no_change", "verdict": verdict_text("no_change"), "bracket": None, "step": None,
+            "effect": None, "effect_low": None, "effect_high": None, "p_value": None, "p_adjusted": None,
+            "evidence": [], "test": f"every checkpoint's interval within ±{band:g} ({what})"}
+
+
 def adjust_verdicts(calls: Mapping[str, dict], level: float = 0.95) -> dict[str, dict]:
     """Family-wise control over a whole verdict table: every curve is tested for every kind, so Holm runs once per
     kind over all curves' raw p-values for it (``candidates``; a kind a curve had no candidate for counts as p = 1),

@@ -211,10 +211,11 @@ def emergence_bracket(steps, values: np.ndarray, replicates: np.ndarray, thresho
 
 
 def equivalent_to_none(replicates: np.ndarray, band: float, level: float = 0.95) -> bool:
-    """Every checkpoint's central ``level`` interval lies inside (-band, band): whatever changes, changes by less
-    than the smallest effect that counts, however precisely it is measured."""
+    """Every checkpoint's central ``level`` interval lies inside (-band, band) (:func:`within_band`)."""
+    from codedyn.analysis.transitions import within_band
+
     low, high = np.nanquantile(replicates, [(1 - level) / 2, (1 + level) / 2], axis=1)
-    return bool(np.all(low > -band) and np.all(high < band))
+    return within_band(low, high, band)
 
 
 def _stored(study) -> list[tuple[int, Path]]:
@@ -240,7 +241,7 @@ def compute_behaviour(study) -> dict:
     """Pure analysis of the stored measurements: table, transition calls, emergence bracket, figures."""
     import pandas as pd
 
-    from codedyn.analysis.transitions import classify_trajectory
+    from codedyn.analysis.transitions import classify_trajectory, no_change_within
     from codedyn.models.toy import crossed_contrast, crossed_hits
     from codedyn.report.plots import save_figure
     from codedyn.runs.store import write_json
@@ -296,9 +297,8 @@ def compute_behaviour(study) -> dict:
             calls[name] = {"verdict": "not tested", "step": None, "evidence": [],
                            "test": "no bootstrap spread at any checkpoint (too few problems)"}
         elif quantity == "verdict_contrast" and equivalent_to_none(reps, MIN_VERDICT_CONTRAST):
-            calls[name] = {"kind": "no_change", "verdict": "no change", "step": None, "bracket": None,
-                           "evidence": [], "test": f"every checkpoint's 95% interval within ±{MIN_VERDICT_CONTRAST:g} "
-                           "nats, the smallest verdict contrast that counts (MIN_VERDICT_CONTRAST)"}
+            calls[name] = no_change_within(MIN_VERDICT_CONTRAST, "nats, the smallest verdict contrast that counts: "
+                                           "MIN_VERDICT_CONTRAST")
         else:
             calls[name] = classify_trajectory(steps, reps, values=values)
     if "verdict_contrast" in stacked:

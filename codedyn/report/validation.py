@@ -112,6 +112,15 @@ def unbracketed_relation(call: dict) -> str:
                 f" (p = {p:.2g})" if isinstance(p, int | float) else "")
         shape = "changes gradually" if kind.startswith("gradual") else "changes non-monotonically"
         return f"no bracket: {shape}{reason}"
+    if kind.startswith("no_change"):
+        p = call.get("change_p_value", call.get("p_value"))
+        if "within ±" in str(call.get("test", "")):
+            why = str(call["test"]).split(" (")[0]
+        elif isinstance(p, int | float):
+            why = f"the change test finds none, p = {p:.2g}"
+        else:
+            why = ""
+        return "does not find the emergence: no change" + (f" ({why})" if why else "")
     return "no event"
 
 

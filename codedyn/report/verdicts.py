@@ -143,10 +143,16 @@ def transition_calls_for_susceptibility(
     checkpoints**, which holds for separate posteriors per checkpoint but loses any skew the real replicates had.
     Each curve gets its own seed offset so the synthetic noise is not shared between curves. Only components
     measured at every checkpoint have a trajectory (:func:`codedyn.experiments.susceptibility.tracked_components`).
-    Each call records the assumption under ``replicates``.
+    Each call records the assumption under ``replicates``. A standardised contrast curve whose every interval lies
+    within ±``MIN_CHI_CONTRAST`` is "no change" without a test (a negligible change, however precisely measured).
     """
-    from codedyn.analysis.transitions import classify_trajectory, replicates_from_intervals
-    from codedyn.experiments.susceptibility import tracked_components
+    from codedyn.analysis.transitions import (
+        classify_trajectory,
+        no_change_within,
+        replicates_from_intervals,
+        within_band,
+    )
+    from codedyn.experiments.susceptibility import MIN_CHI_CONTRAST, tracked_components
 
     part = table[(table["variant"] == variant) & table["distribution"].isin(distributions)
                  & table["component"].isin(tracked_components(table))]
@@ -157,6 +163,10 @@ def transition_calls_for_susceptibility(
         if len(rows) < 2:
             continue
         values, lows, highs = (rows[c].to_numpy(dtype=float) for c in ("chi", "low", "high"))
+        if distribution == CONTRAST and variant == "standardised" and within_band(lows, highs, MIN_CHI_CONTRAST):
+            calls[f"{component}/{distribution}"] = no_change_within(
+                MIN_CHI_CONTRAST, "standardised χ, the smallest contrast called: MIN_CHI_CONTRAST")
+            continue
         reps = replicates_from_intervals(values, lows, highs, level=level, n_boot=n_boot, seed=seed + offset)
         found = classify_trajectory(rows["step"].to_numpy(), reps, level=level, values=values)
         found["replicates"] = ("rebuilt from the stored intervals assuming a normal sampling distribution at each "

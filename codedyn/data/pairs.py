@@ -2,14 +2,16 @@
 
 Pipeline (``build_dataset``):
 
-1. load problems (HumanEval, a user JSONL, or MBPP) and run every reference solution: references that fail their
-   own tests are reported and excluded;
+1. load problems (HumanEval, a user JSONL, MBPP, or held-out programs of the organism's planted task) and run
+   every reference solution: references that fail their own tests are reported and excluded;
 2. create mutants of each reference and run up to ``candidates_per_operator`` per (problem, operator);
 3. keep mutants whose failure kind is allowed (assertion failures by default), select ``k`` per problem with
    operator balance, and re-run each selected mutant to confirm the failure (flaky ones are replaced);
 4. optionally label user completions by running the tests;
-5. split by problem (no problem in two splits) and write ``<source>-<content hash>/`` with ``samples.jsonl``,
-   ``card.json``, ``card.md`` and a ``completed`` marker.
+5. split by problem (no problem in two splits; the planted source fixes its validation split to programs of the
+   other half of its operations, :func:`codedyn.data.problems.planted_problems`) and write
+   ``<source>-<content hash>/`` with ``samples.jsonl`` (each sample with its ``group``, the unit intervals
+   resample), ``card.json``, ``card.md`` and a ``completed`` marker.
 
 Every program result is cached on disk as it arrives, so an interrupted build resumes where it stopped, and the
 content hash makes "same inputs -> same folder" checkable.

@@ -389,7 +389,7 @@ class SamplingConfig(Frozen):
     readout_precision: Literal["bfloat16", "tf32"] | None = None
     """Precision of the per-draw read-out forward passes (never of the SGLD steps): ``bfloat16`` autocasts them,
     ``tf32`` lets CUDA matmuls use TF32 (no effect on CPU); None = float32. Faster on GPUs; agreement with float32
-    on a Pythia-shaped model is tested (tests/test_readout_precision.py)."""
+    on a Pythia-shaped model is tested (tests/sampling/test_readout_precision.py)."""
 
     @model_serializer(mode="wrap")
     def _serialise(self, handler):
@@ -558,7 +558,7 @@ class EmbryologyConfig(Frozen):
     anchored_learning_rate: float = Field(0.3, gt=0)
     """UMAP learning rate of an anchored embedding: below UMAP's 1.0, so the previous layout is refined rather
     than rebuilt (slowly drifting data then moves ~0.1 of the layout's radius per checkpoint, an independent UMAP
-    plus Procrustes 0.2-0.75; tests/test_embryology.py)."""
+    plus Procrustes 0.2-0.75; tests/experiments/test_embryology.py)."""
     alignment_regularisation: float = Field(0.01, ge=0)
     """AlignedUMAP's pull between a point's positions at consecutive checkpoints (method ``aligned``)."""
     n_bootstrap: int = Field(200, ge=10)

@@ -107,7 +107,7 @@ def plan_units(study, kinds: Registry | Iterable[UnitKind] = UNIT_KINDS) -> list
     return _registry(kinds).plan(study)
 
 
-def unit_is_stored(study, unit: Unit) -> bool:
+def unit_is_stored(unit: Unit) -> bool:
     """Every folder of ``unit`` is completed (a unit of a kind that cannot say where it stores is never)."""
     return is_stored(unit)
 

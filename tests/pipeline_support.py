@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tests.experiments.test_emergence import TINY_EMERGENCE
 from tests.studies import TINY_STUDY, shared_home
 from tests.studies import home as use_home
-from tests.test_emergence import TINY_EMERGENCE
 
 # The tiny study of the experiment tests (every experiment's tiny settings; ten problems so that every split has
 # some), one torch thread per unit. The SAEs start from the previous checkpoint's: units depend on other steps;

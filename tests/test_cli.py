@@ -38,7 +38,7 @@ def test_bad_config_value_is_one_clear_error(tmp_path):
 def test_suite_info_and_list_for_a_trained_toy_suite(tmp_path):
     from codedyn.data.corpus import CodeCorpus
     from codedyn.models.toy import train_toy_suite
-    from tests.test_toy import TINY
+    from tests.models.test_toy import TINY
 
     corpus = CodeCorpus.stdlib()
     small = CodeCorpus(corpus.root, corpus.split("train")[:10] + corpus.split("heldout")[:2])

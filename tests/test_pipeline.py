@@ -104,7 +104,7 @@ def test_changed_settings_invalidate_exactly_the_affected_units(reference, tmp_p
     # Analysis-only and executor settings leave every unit valid.
     for changed in (tiny_config(sampling={"n_bootstrap": 60}), tiny_config(executor={"cpus_per_task": 2})):
         study = pipeline.open_study(changed, run_dir)
-        assert all(unit_is_stored(study, u) for u in plan_units(study))
+        assert all(unit_is_stored(u) for u in plan_units(study))
 
     result = run_study(tiny_config(sampling={"draws": 9}), run_dir)
     assert sampled == list(STEPS)

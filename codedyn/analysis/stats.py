@@ -19,7 +19,7 @@ Bootstrap (``bootstrap_replicates`` / ``bootstrap_statistic``). A replicate is b
 The interval is the percentile interval of the replicates (Efron): it assumes the statistic's sampling distribution
 is roughly symmetric around the estimate and needs no variance formula.
 
-What the two schemes buy (checked in tests/test_stats.py, 4 chains x 200 draws, 95% intervals of the mean):
+What the two schemes buy (checked in tests/analysis/test_stats.py, 4 chains x 200 draws, 95% intervals of the mean):
 
 * stratified (chains kept): close to nominal for iid draws (92-96%); too narrow when the autocorrelation time is long
   compared with the block (AR(1) with phi = 0.9 has tau = 19 against a block of 15: 75-85% coverage), and blind to
@@ -110,7 +110,7 @@ def autocorrelation_block(x: np.ndarray) -> int:
     directions that carry a covariance's shared variance; :func:`codedyn.sampling.diagnostics.summary_series`).
 
     Why 2 τ: a block must span the stretch over which draws are correlated, or the bootstrap sees too little
-    dependence (tests/test_stats.py: blocks of 15 against τ = 19 cover 75-85% instead of 95%). Falls back to
+    dependence (tests/analysis/test_stats.py: blocks of 15 against τ = 19 cover 75-85% instead of 95%). Falls back to
     :func:`default_block` when τ is undefined (fewer than 4 draws, constant draws)."""
     from codedyn.sampling.diagnostics import summary_series
 

@@ -37,7 +37,13 @@ settings, the one whose draws carry the most information per draw: the study's d
 order (lr, n_beta, localization as given). The first is chosen.
 
 Cached units: ``<run>/units/calibration-step<N>-<key>/`` hold each (checkpoint, setting)'s small traces (minibatch
-losses, ``readout_samples`` read-out losses), so an interrupted sweep resumes and re-scoring never resamples.
+losses, ``readout_samples`` read-out losses), so an interrupted sweep resumes and re-scoring never resamples. Like
+the pipeline's units (:mod:`codedyn.runs.units`), a unit's key is the hash of its key record
+(:func:`calibration_key_record`: the sweep's sampling config without its analysis-only fields, the number of
+read-out samples, suite, step and dataset; the scoring thresholds never enter), stored in its ``unit.json`` under
+``key_inputs``; every unit's folder and record are known before anything is sampled
+(:func:`calibration_units`), and a new unit beside a stored one of the same step that is no unit of this sweep
+is announced with the fields that differ (:func:`codedyn.runs.units.new_unit_note`).
 """
 
 from __future__ import annotations
@@ -259,14 +265,25 @@ def rank_settings(scores):
 # ---------------------------------------------------------------------------------------------------- sampling
 
 
-def calibration_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, readout: int) -> str:
-    from codedyn.runs.store import content_hash
+def calibration_key_record(suite: str, step: int, dataset_hash: str, config: SamplingConfig,
+                           readout: int) -> dict[str, Any]:
+    """The inputs of a calibration unit's key: the sweep's sampling config (:func:`sweep_sampling_config`) without
+    the fields that never change the draws (:data:`codedyn.sampling.posterior.ANALYSIS_ONLY`: the bootstrap size
+    and the posterior diagnostics' thresholds), the number of read-out samples, suite, step, dataset and the
+    format. The calibration's scoring thresholds are not inputs of any unit: re-scoring never resamples."""
     from codedyn.sampling.posterior import ANALYSIS_ONLY
 
-    return content_hash({"kind": "calibration", "suite": suite, "step": step, "dataset": dataset_hash,
-                         "sampling": config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY)),
-                         "readout_samples": readout,
-                         "format": UNIT_FORMAT})
+    return {"kind": "calibration", "suite": suite, "step": step, "dataset": dataset_hash,
+            "sampling": config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY)),
+            "readout_samples": readout,
+            "format": UNIT_FORMAT}
+
+
+def calibration_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, readout: int) -> str:
+    """The hash of :func:`calibration_key_record`."""
+    from codedyn.runs.units import unit_key
+
+    return unit_key(calibration_key_record(suite, step, dataset_hash, config, readout))
 
 
 def calibration_unit_dir(run_dir: Path, step: int, key: str) -> Path:
@@ -275,24 +292,66 @@ def calibration_unit_dir(run_dir: Path, step: int, key: str) -> Path:
     return Path(run_dir) / UNITS_DIR / f"calibration-step{step}-{key}"
 
 
-def _sample_unit(model, windows, readout, config: SamplingConfig, unit: Path, description: str,
+@dataclass(frozen=True)
+class CalibrationUnit:
+    """One (checkpoint, setting) of the sweep, known before it is sampled: its sampling config, folder and key
+    record."""
+
+    step: int
+    setting: Setting
+    sampling: SamplingConfig
+    folder: Path
+    inputs: dict[str, Any]  # the key record (stored in unit.json under key_inputs)
+
+
+def calibration_units(study, step: int) -> list[CalibrationUnit]:
+    """The sweep's units at one calibration checkpoint, in grid order (from the study's configuration and inputs
+    alone, never from what is stored)."""
+    from codedyn.runs.units import unit_key
+
+    config, calibration = study.config, study.config.calibration
+    n_readout = min(calibration.readout_samples, len(study.readout_samples()))
+    units = []
+    for setting in settings_grid(calibration):
+        sweep = sweep_sampling_config(config.sampling, calibration, setting)
+        inputs = calibration_key_record(study.suite.name, step, study.dataset.card["hash"], sweep, n_readout)
+        units.append(CalibrationUnit(step, setting, sweep, calibration_unit_dir(study.run_dir, step, unit_key(inputs)),
+                                     inputs))
+    return units
+
+
+def calibration_notes(units: list[CalibrationUnit]) -> list[str]:
+    """The :func:`~codedyn.runs.units.new_unit_note` of every missing unit of one checkpoint's sweep, against the
+    stored units of that checkpoint that are not in the sweep (its own units are no earlier versions of each
+    other: a resumed sweep says nothing)."""
+    from codedyn.runs.store import is_completed
+    from codedyn.runs.units import new_unit_note
+
+    planned = {u.folder for u in units}
+    notes = (new_unit_note(u.folder, u.inputs, ignore=planned) for u in units if not is_completed(u.folder))
+    return [note for note in notes if note]
+
+
+def _sample_unit(model, windows, readout, unit: CalibrationUnit, description: str,
                  progress: Progress) -> dict[str, Any]:
     """Sample one (checkpoint, setting) and store its unit; returns {"traces": xr.Dataset | None, "error": str}."""
     from codedyn.runs.store import staging_dir, write_json
+    from codedyn.runs.units import KEY_INPUTS
     from codedyn.sampling.sgld import SamplingDiverged, sample_posterior
     from codedyn.sampling.traces import save_traces
 
     n_params = sum(int(p.numel()) for p in model.parameters())
     try:
-        traces = sample_posterior(model, windows, readout, config, progress=progress, description=description)
+        traces = sample_posterior(model, windows, readout, unit.sampling, progress=progress,
+                                  description=description)
         error = None
     except SamplingDiverged as exc:
         traces, error = None, str(exc)
-    with staging_dir(unit) as stage:
+    with staging_dir(unit.folder) as stage:
         if traces is not None:
             save_traces(traces, stage)
-        write_json(stage / "unit.json", {"kind": "calibration", "sampling": config.model_dump(mode="json"),
-                                         "diverged": error, "n_params": n_params})
+        write_json(stage / "unit.json", {"kind": "calibration", "sampling": unit.sampling.model_dump(mode="json"),
+                                         "diverged": error, "n_params": n_params, KEY_INPUTS: unit.inputs})
     return {"traces": traces, "error": error, "n_params": n_params}
 
 
@@ -333,20 +392,15 @@ def run_calibration(study, progress: Progress = SILENT) -> dict[str, Any]:
     from codedyn.sampling.sgld import evalset_readout
 
     config, calibration = study.config, study.config.calibration
-    steps = calibration_steps(study)
-    grid = settings_grid(calibration)
     samples = study.readout_samples().head(calibration.readout_samples)
-    bar = progress.task("calibration: settings x checkpoints", total=len(steps) * len(grid))
-    for step in steps:
-        pending = []
-        for setting in grid:
-            sweep = sweep_sampling_config(config.sampling, calibration, setting)
-            key = calibration_key(study.suite.name, step, study.dataset.card["hash"], sweep, len(samples))
-            unit = calibration_unit_dir(study.run_dir, step, key)
-            if is_completed(unit):
-                bar.advance()
-            else:
-                pending.append((setting, sweep, unit))
+    plan = {step: calibration_units(study, step) for step in calibration_steps(study)}
+    for units in plan.values():  # why each new unit is new, before anything is sampled
+        for note in calibration_notes(units):
+            progress.log(note)
+    bar = progress.task("calibration: settings x checkpoints", total=sum(len(units) for units in plan.values()))
+    for step, units in plan.items():
+        pending = [unit for unit in units if not is_completed(unit.folder)]
+        bar.advance(len(units) - len(pending))
         if not pending:
             continue
         checkpoint = study.suite.load(step, device=config.suite.device)
@@ -356,10 +410,10 @@ def run_calibration(study, progress: Progress = SILENT) -> dict[str, Any]:
         evalset = readout_evalset(checkpoint.tokenizer, select_readout(checkpoint.tokenizer, samples, context),
                                   device=str(device))
         windows = sampling_windows(checkpoint.tokenizer, config.sampling).to(device)
-        for setting, sweep, unit in pending:
+        for unit in pending:
             with torch.random.fork_rng():  # the sweep must not change the caller's global RNG stream
-                _sample_unit(checkpoint.model, windows, evalset_readout(evalset), sweep, unit,
-                             f"calibration step {step}: {setting.label}", progress)
+                _sample_unit(checkpoint.model, windows, evalset_readout(evalset), unit,
+                             f"calibration step {step}: {unit.setting.label}", progress)
             bar.advance()
     return compute_calibration(study)
 
@@ -376,19 +430,18 @@ def compute_calibration(study) -> dict[str, Any]:
     out = study.output_dir(CALIBRATION_DIR)
     steps = calibration_steps(study)
     grid = settings_grid(calibration)
-    n_readout = min(calibration.readout_samples, len(study.readout_samples()))
+    units = {step: {unit.setting: unit for unit in calibration_units(study, step)} for step in steps}
     per_step_rows, grid_metrics = [], {}
     traces_by_step: dict[int, dict[Setting, tuple[np.ndarray, float]]] = {s: {} for s in steps}
     for setting in grid:
-        sweep = sweep_sampling_config(config.sampling, calibration, setting)
         metrics_per_step = {}
         for step in steps:
-            key = calibration_key(study.suite.name, step, study.dataset.card["hash"], sweep, n_readout)
-            unit = calibration_unit_dir(study.run_dir, step, key)
-            if not is_completed(unit):
-                raise FileNotFoundError(f"{unit}: calibration unit missing; run `codedyn calibrate` to sample it")
-            result = _load_unit(unit)
-            metrics, losses, init = _unit_metrics(result, sweep)
+            unit = units[step][setting]
+            if not is_completed(unit.folder):
+                raise FileNotFoundError(f"{unit.folder}: calibration unit missing; run `codedyn calibrate` to "
+                                        "sample it")
+            result = _load_unit(unit.folder)
+            metrics, losses, init = _unit_metrics(result, unit.sampling)
             metrics_per_step[step] = metrics
             traces_by_step[step][setting] = (losses, init)
             per_step_rows.append({**setting.as_dict(), "step": step, **metrics, "error": result["error"]})

@@ -7,7 +7,7 @@ observable of component i (head / MLP output norm, SAE latent activation), L_j(w
 distribution j (correct code, incorrect code, or any named subset). Linear response: replacing the sampling loss L_n
 by (1 - h) L_n + h L_j shifts E[φ_i] by -nβ h Cov(φ_i, L_j - L_n) to first order, i.e. nβ h (χ_ij - χ_i,n): training
 harder on j raises φ_i when χ_ij exceeds the corpus term χ_i,n, not merely when χ_ij > 0 (checked against closed
-forms and against sampling with the perturbed loss in tests/test_linear_response.py).
+forms and against sampling with the perturbed loss in tests/experiments/test_linear_response.py).
 
 **The correctness contrast.** χ_correct and χ_incorrect are nearly collinear (both carry the mode all losses
 share), so the quantity of interest is χ_incorrect - χ_correct = -Cov(φ_i, L_incorrect - L_correct): moving weight h

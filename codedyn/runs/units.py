@@ -17,7 +17,7 @@ a Ray task as data, its kind found by name in the worker's registry.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,14 +60,16 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, 
     return [(name, a.get(name), b.get(name)) for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
 
 
-def stored_neighbours(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+def stored_neighbours(folder: Path, ignore: Collection[Path] = ()) -> list[tuple[Path, dict[str, Any]]]:
     """The completed units beside ``folder`` of the same kind, step and part (the same name up to the key), with
-    their key records; units that record none (an older layout) are left out."""
+    their key records; units that record none (an older layout) and the folders in ``ignore`` are left out."""
     folder = Path(folder)
     stem = folder.name.rpartition("-")[0]
+    skip = {Path(f) for f in ignore}
     found = []
     for other in sorted(folder.parent.glob(f"{stem}-*")):
-        if other == folder or other.name.rpartition("-")[0] != stem or not (other / COMPLETED).is_file():
+        if (other == folder or other in skip or other.name.rpartition("-")[0] != stem
+                or not (other / COMPLETED).is_file()):
             continue
         try:
             record = json.loads((other / UNIT_FILE).read_text()).get(KEY_INPUTS)
@@ -78,10 +80,14 @@ def stored_neighbours(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
-def new_unit_note(folder: Path, record: dict[str, Any]) -> str | None:
+def new_unit_note(folder: Path, record: dict[str, Any], ignore: Collection[Path] = ()) -> str | None:
     """One line for a unit about to be computed beside stored ones of its kind, step and part: which fields of
-    its key record differ from the closest of them (fewest differences). None when there is no such unit."""
-    neighbours = stored_neighbours(folder)
+    its key record differ from the closest of them (fewest differences). None when there is no such unit.
+
+    ``ignore``: folders that are no earlier version of this unit, e.g. the other units of a sweep that share its
+    kind and step (calibration's settings at one checkpoint), so a resumed sweep says nothing about its own
+    units."""
+    neighbours = stored_neighbours(folder, ignore)
     if not neighbours:
         return None
     other, changes = min(((o, changed_fields(r, record)) for o, r in neighbours), key=lambda item: len(item[1]))

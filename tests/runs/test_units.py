@@ -60,6 +60,12 @@ def test_a_new_unit_beside_a_stored_one_names_the_changed_fields(tmp_path):
     note = new_unit_note(units / f"posterior-step4-{unit_key(new)}", new)
     assert note == (f"posterior-step4: new unit, differs from the stored posterior-step4-{unit_key(RECORD)} in "
                     "sampling.draws: 40 -> 80")
+    # Ignored neighbours (a sweep's own other units) are no earlier versions: the closest remaining one is named.
+    ignored = new_unit_note(units / f"posterior-step4-{unit_key(new)}", new,
+                            ignore=[units / f"posterior-step4-{unit_key(RECORD)}"])
+    assert ignored.startswith(f"posterior-step4: new unit, differs from the stored posterior-step4-{unit_key(far)} in ")
+    everything = [units / f"posterior-step4-{unit_key(r)}" for r in (RECORD, far)]
+    assert new_unit_note(units / f"posterior-step4-{unit_key(new)}", new, ignore=everything) is None
 
 
 def test_no_note_without_a_stored_neighbour_and_long_lists_are_cut(tmp_path):

@@ -20,7 +20,7 @@ from codedyn.sampling.refined import (
     sample_refined,
     without_output_projection,
 )
-from tests.test_llc import Vector, normal_crossing, potential_config
+from tests.sampling.test_llc import Vector, normal_crossing, potential_config
 
 # ------------------------------------------------------------------------------------------- known answers
 
@@ -250,7 +250,7 @@ def _run_units(study, only=None):
     from codedyn.runs.executor import LocalExecutor
 
     units = plan_units(study, UNIT_KINDS.only(RLLC_KIND))
-    pending = [u for u in units if not unit_is_stored(study, u)]
+    pending = [u for u in units if not unit_is_stored(u)]
     LocalExecutor().run(pending, study, run_unit)
     return [u.id for u in units], [u.id for u in pending]
 

@@ -243,3 +243,65 @@ def test_rescoring_reuses_the_stored_sweep(calibrated, monkeypatch):
     before = pd.read_parquet(run / "calibration" / "scores.parquet")
     result = run_calibration(prepare_study(config, run))
     assert result["scores"]["lr"].tolist() == before["lr"].tolist()
+
+
+class _Lines:
+    """A progress that keeps its log lines."""
+
+    def __init__(self):
+        from codedyn.progress import SILENT
+
+        self.lines, self._silent = [], SILENT
+
+    def task(self, description, total):
+        return self._silent.task(description, total)
+
+    def log(self, message):
+        self.lines.append(message)
+
+
+def test_calibration_units_record_their_key_inputs_and_say_why_they_are_new(calibrated, shared_home, monkeypatch,
+                                                                            tmp_path):
+    """Each unit's folder is the hash of the key record in its unit.json; a grid value that changed is named
+    before its unit is sampled (against the stored setting this sweep no longer has, not against the settings it
+    keeps); an analysis-only field (the bootstrap size) reuses every unit and says nothing."""
+    import shutil
+
+    import codedyn.sampling.sgld as sgld
+    from codedyn.experiments.calibration import calibration_notes, calibration_units, run_calibration
+    from codedyn.experiments.study import prepare_study
+    from codedyn.runs.units import KEY_INPUTS, unit_key
+
+    preset, fixture_run, _ = calibrated
+    run = tmp_path / "run"
+    shutil.copytree(fixture_run, run)  # this test adds a unit: not to the fixture's sweep
+    monkeypatch.setenv("CODEDYN_HOME", str(shared_home))
+    grid = {"steps": [12], "lr": [1e-6, 1e-3, 1e30], "n_beta": [10], "localization": [100], "draws": 16,
+            "burn_in": 8}
+    study = prepare_study(load_config(str(preset), {"calibration": grid}), run)
+    units = calibration_units(study, 12)
+    assert [u.setting.lr for u in units] == [1e-6, 1e-3, 1e30]
+    for unit in units:
+        assert json.loads((unit.folder / "unit.json").read_text())[KEY_INPUTS] == unit.inputs
+        assert unit.folder.name == f"calibration-step12-{unit_key(unit.inputs)}"
+    assert calibration_notes(units) == []
+
+    changed = prepare_study(load_config(str(preset), {"calibration": {**grid, "lr": [1e-6, 1e-3, 3e-3]}}), run)
+    lines = _Lines()
+    run_calibration(changed, lines)
+    new = calibration_units(changed, 12)
+    assert [u.folder for u in new[:2]] == [u.folder for u in units[:2]]  # the kept settings are reused
+    assert lines.lines == [f"calibration-step12: new unit, differs from the stored {units[2].folder.name} in "
+                           "sampling.lr: 1e+30 -> 0.003"]
+    assert json.loads((new[2].folder / "unit.json").read_text())[KEY_INPUTS]["sampling"]["lr"] == 3e-3
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a stored calibration unit was sampled again")
+
+    monkeypatch.setattr(sgld, "sample_posterior", forbidden)
+    config = load_config(str(preset), {"calibration": grid, "sampling": {"n_bootstrap": 17}})
+    assert config.sampling.n_bootstrap != study.config.sampling.n_bootstrap
+    quiet = _Lines()
+    result = run_calibration(prepare_study(config, run), quiet)
+    assert quiet.lines == [] and result["scores"]["lr"].tolist()[-1] == 1e30
+    assert [u.folder for u in calibration_units(prepare_study(config, run), 12)] == [u.folder for u in units]

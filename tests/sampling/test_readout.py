@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_tokenize import PROMPT, SOLUTION, _pair_texts, tokenizer  # noqa: F401 (fixture)
+from tests.data.test_tokenize import PROMPT, SOLUTION, _pair_texts, tokenizer  # noqa: F401 (fixture)
 
 
 def test_readout_context_is_the_suite_context_or_a_lower_cap():

@@ -837,8 +837,9 @@ def _validation_section(context: ReportContext, rows) -> str:
     """Right after the answer: the model organism's ground truth against every signal ('' when the study has no
     ground truth; codedyn.report.validation)."""
     from codedyn.report.validation import validation_section
+    from codedyn.report.verdicts import verdict_rows
 
-    return validation_section(context, rows)
+    return validation_section(context, rows, verdict_rows=verdict_rows)
 
 
 def _events_line(events: list[dict]) -> str:

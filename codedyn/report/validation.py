@@ -124,7 +124,7 @@ def unbracketed_relation(call: dict) -> str:
     return "no event"
 
 
-def _signals(run_dir: Path) -> list[tuple[str, str, dict]]:
+def _signals(run_dir: Path, verdict_rows=None) -> list[tuple[str, str, dict]]:
     """(name, source, call) of every correctness signal the run stored calls for, in table order."""
     found: list[tuple[str, str, dict]] = []
     behaviour = _read(run_dir / "behaviour" / "transitions.json") or {}
@@ -144,20 +144,20 @@ def _signals(run_dir: Path) -> list[tuple[str, str, dict]]:
         lowered = key.lower()
         if any(word in lowered for word in ("delta", "contrast", "bug_influence")):
             found.append((f"BIF {key}", "influence", influence[key]))
-    found.extend(_susceptibility_contrast(run_dir))
+    found.extend(_susceptibility_contrast(run_dir, verdict_rows))
     if isinstance(influence.get("LLC/llc"), dict):
         found.append(("LLC", "influence", influence["LLC/llc"]))
     return found
 
 
-def _susceptibility_contrast(run_dir: Path) -> list[tuple[str, str, dict]]:
+def _susceptibility_contrast(run_dir: Path, verdict_rows=None) -> list[tuple[str, str, dict]]:
     """Experiment 3's χ_incorrect − χ_correct row as the report's verdict table makes it: one call per component,
     Holm-adjusted over the whole table and summarised by the strongest kind any component shows (a raw per-component
-    call would fire somewhere among ~70 components by chance alone)."""
-    if not any((run_dir / "susceptibility").glob("susceptibility*.parquet")):
+    call would fire somewhere among ~70 components by chance alone). ``verdict_rows``: the report's
+    :func:`codedyn.report.verdicts.verdict_rows`, passed in by the report (this module sits below it, since
+    experiments read the organism's events from here); without it there is no χ row."""
+    if verdict_rows is None or not any((run_dir / "susceptibility").glob("susceptibility*.parquet")):
         return []
-    from codedyn.report.verdicts import verdict_rows
-
     rows, _ = verdict_rows(run_dir)
     found = []
     for row in rows:
@@ -209,9 +209,10 @@ def find_null_run(run_dir: Path) -> Path | None:
     return None
 
 
-def validation_table(run_dir: Path, record: dict | None = None, null_dir: Path | None = None):
+def validation_table(run_dir: Path, record: dict | None = None, null_dir: Path | None = None, verdict_rows=None):
     """The tidy validation table (columns :data:`COLUMNS`): known events and every signal's call, for the run
-    (``run == "organism"``) and, when a null run exists (``null_dir``, or ``<runs>/null``), for the null twin."""
+    (``run == "organism"``) and, when a null run exists (``null_dir``, or ``<runs>/null``), for the null twin.
+    ``verdict_rows`` (the report's :func:`codedyn.report.verdicts.verdict_rows`) adds the χ contrast row."""
     import pandas as pd
 
     run_dir = Path(run_dir)
@@ -224,7 +225,7 @@ def validation_table(run_dir: Path, record: dict | None = None, null_dir: Path |
         rows.extend(known_event_rows(folder, suite_record, run))
         steps = _steps(folder)
         reference = _emergence_bracket(folder)
-        for name, source, call in _signals(folder):
+        for name, source, call in _signals(folder, verdict_rows):
             read = read_call(call, steps)
             related = relation((read["bracket_low"], read["bracket_high"]), reference)
             related = unbracketed_relation(call) if related == "no event" else related
@@ -295,20 +296,21 @@ def render_validation(table) -> str:
     )
 
 
-def validation_html(study) -> str:
+def validation_html(study, verdict_rows=None) -> str:
     """The validation section of a study (a Study or a run folder); '' when the study has no known events."""
     if isinstance(study, str | Path):
-        return render_validation(validation_table(Path(study)))
-    return render_validation(validation_table(Path(study.run_dir), study.suite_record))
+        return render_validation(validation_table(Path(study), verdict_rows=verdict_rows))
+    return render_validation(validation_table(Path(study.run_dir), study.suite_record, verdict_rows=verdict_rows))
 
 
-def validation_section(context, rows=None) -> str:
+def validation_section(context, rows=None, verdict_rows=None) -> str:
     """The report's validation slot (a report context with ``run_dir`` and ``suite_record``); ``rows`` (the
     verdict table's rows) are not needed: the calls are read from the stored transitions.json files. '' for a
     suite without the planted task: there the correctness capability has no known onset to validate against."""
     if _planted(context.suite_record) is None:
         return ""
-    return render_validation(validation_table(Path(context.run_dir), context.suite_record))
+    return render_validation(validation_table(Path(context.run_dir), context.suite_record,
+                                              verdict_rows=verdict_rows))
 
 
 def organism_events(record: dict | None, run_dir: Path | None = None) -> list[dict]:

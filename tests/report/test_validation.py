@@ -136,12 +136,15 @@ def test_the_chi_contrast_row_is_the_reports_adjusted_call(tmp_path):
     run = tmp_path / "run"
     (run / "susceptibility").mkdir(parents=True)
     pd.DataFrame(rows).to_parquet(run / "susceptibility" / "susceptibility.parquet")
-    (name, source, call), = validation_module._susceptibility_contrast(run)
+    from codedyn.report.verdicts import verdict_rows
+
+    assert validation_module._susceptibility_contrast(run) == []  # only the report (which passes its rows) has it
+    (name, source, call), = validation_module._susceptibility_contrast(run, verdict_rows)
     assert source == "susceptibility" and name.startswith("χ contrast χ_incorrect − χ_correct")
     assert call["kind"] == "sharp" and call["bracket"] == [2000, 3000] and "L1.H0" in call["verdict"]
     flat = [r | {"chi": r["chi"] % 0.02} for r in rows]
     pd.DataFrame(flat).to_parquet(run / "susceptibility" / "susceptibility.parquet")
-    (_, _, call), = validation_module._susceptibility_contrast(run)
+    (_, _, call), = validation_module._susceptibility_contrast(run, verdict_rows)
     assert call["kind"] == "no_change", call
     # The null twin's case: one component's contrast dips by 0.011 at one checkpoint, precisely measured. The
     # verdict test calls that sharp; the contrast band (MIN_CHI_CONTRAST) calls it what it is, no change worth

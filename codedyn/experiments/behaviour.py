@@ -338,9 +338,12 @@ def behaviour_figure(table, quantity: str, steps, study, calls: dict):
         label = quantity.replace("_", " ") if quantity.startswith("verdict") else operator
         curves[label] = (rows["value"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
     if quantity == "verdict_contrast":
+        threshold = f"emergence threshold ({MIN_VERDICT_CONTRAST:g} nats)"
+        curves[threshold] = (np.full(len(steps), MIN_VERDICT_CONTRAST), None, None)
         return training_curves(steps, curves, ylabel="log-odds of ok: own body minus other's (nats)",
                                title="Does the model judge planted programs correctly?",
-                               events=behaviour_events(study, calls))
+                               events=behaviour_events(study, calls),
+                               styles={threshold: {"colour": 1, "dashed": True}})
     if quantity == "verdict_accuracy":
         return training_curves(steps, curves, ylabel="crossed quadruples ordered correctly (chance 0.5)",
                                zero_line=False, title="Which way round does the model order matched and crossed "

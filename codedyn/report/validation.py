@@ -233,7 +233,23 @@ def validation_table(run_dir: Path, record: dict | None = None, null_dir: Path |
                 related = f"defines the emergence (its threshold crossing); its own call: {related}"
             rows.append({"run": run, "kind": "signal", "name": name, "source": source, **read,
                          "relation": related})
+    _mark_null_changes(rows)
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _mark_null_changes(rows: list[dict[str, Any]]) -> None:
+    """An organism signal whose null twin changes too (any call but "no change") gets that said in its relation:
+    what moves without any correctness to learn is a change of the data or of training, not of correctness (at
+    seed 1 the LLC was sharp at the data onset on both runs)."""
+    null = {row["name"]: row for row in rows if row["run"] == "null" and row["kind"] == "signal"}
+    for row in rows:
+        twin = null.get(row["name"]) if row["run"] == "organism" and row["kind"] == "signal" else None
+        if twin is None or str(twin["verdict"]).startswith("no change") or not twin["verdict"]:
+            continue
+        where = _bracket_text(twin["bracket_low"], twin["bracket_high"])
+        row["relation"] = (f"{row['relation']}; but the null twin changes too ({twin['verdict']}"
+                           f"{'' if not where or where in twin['verdict'] else ' ' + where}): a change of the data "
+                           "or of training, not of correctness")
 
 
 def _esc(value: Any) -> str:

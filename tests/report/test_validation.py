@@ -87,7 +87,10 @@ def test_table_lists_known_events_signals_and_the_null_twin(tmp_path):
     assert organism.loc["verdict contrast (behaviour)", "relation"] == (
         "defines the emergence (its threshold crossing); its own call: brackets the emergence")
     assert organism.loc["BIF delta/cov", "relation"] == "brackets the emergence"
-    assert organism.loc["LLC", "relation"] == "lags the emergence"
+    # The null twin's LLC changes too (gradual there): the organism's row says what that means.
+    assert organism.loc["LLC", "relation"] == ("lags the emergence; but the null twin changes too (gradual): a "
+                                               "change of the data or of training, not of correctness")
+    assert "null twin changes too" not in organism.loc["probe AUROC, layer 0", "relation"]  # its twin: no change
     assert organism.loc["SAE best latent AUROC, layer 1", "relation"] == "does not find the emergence: no change"
     assert "BIF CC/cov" not in organism.index  # raw blocks are not correctness contrasts
     null = table[table["run"] == "null"].set_index("name")

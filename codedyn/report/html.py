@@ -187,6 +187,17 @@ CAPTIONS = {
     "bif_matrix_step": "Normalised BIF between every pair of read-out samples at one checkpoint, rows and columns "
                        "grouped correct / incorrect (diagonal masked). Look for block structure: within-group blocks "
                        "that differ from the off-diagonal block mean correctness shapes the posterior's covariance.",
+    "verdict_contrast": "The model's own verdicts on held-out planted programs: how many nats larger log p(ok) − "
+                        "log p(bug) after '#' is for a spec with its own body than with another's (crossed "
+                        "quadruples; leans towards ok cancel), 95% bands over operation pairs; dashed: the "
+                        "emergence threshold. Look for where the curve leaves the threshold: that is the "
+                        "behavioural emergence every other signal is compared with.",
+    "verdict_accuracy": "Share of crossed quadruples the model orders the right way round, 95% bands. It reads "
+                        "only the sign of the verdict contrast, so a model whose margins differ by thousandths of a "
+                        "nat can sit far from 0.5: read it beside the contrast, never alone.",
+    "loss_gap": "ℓ_mutant − ℓ_reference summed over the mutated tokens, per mutation operator, 95% bands over "
+                "problems (planted: operation pairs). Look for the gap rising above zero: the model finding the bug "
+                "more surprising than the correct code, which can come before its verdicts do.",
     "emergence_auroc": "Validation AUROC for detecting incorrect code from one layer, for the best SAE latent, a "
                        "linear probe on the raw residual stream and two controls (shuffled labels, a random latent), "
                        "with 95% bands. Look for the best latent leaving the controls' 0.5 band, and when relative to "

@@ -166,7 +166,7 @@ def planted_problems(n: int, seed: int, planted, validation_share: float = 0.0) 
     problems: list[Problem] = []
     seen: set[str] = set()
     while len(problems) < n:
-        validation = len(problems) >= n - n_validation
+        validation = len(problems) >= n - n_validation  # never true without a validation share
         half = (1 if validation else 0) if n_validation else None
         reference, buggy = generator.pair(rng, split="heldout", half=half)
         if reference.text in seen:
@@ -176,7 +176,7 @@ def planted_problems(n: int, seed: int, planted, validation_share: float = 0.0) 
             problem_id=f"planted/{len(problems)}", prompt=reference.prompt,
             solution=reference.solution + VERDICT_PREFIX, test=reference.test(),
             entry_point=reference.entry_point, source="planted",
-            mutants=(buggy.solution + VERDICT_PREFIX,), split="validation" if validation and n_validation else None,
+            mutants=(buggy.solution + VERDICT_PREFIX,), split="validation" if validation else None,
             group=f"{reference.spec}|{buggy.body}",
         ))
     return problems

@@ -850,7 +850,10 @@ def _validation_section(context: ReportContext, rows) -> str:
     from codedyn.report.validation import validation_section
     from codedyn.report.verdicts import verdict_rows
 
-    return validation_section(context, rows, verdict_rows=verdict_rows)
+    def rows_of(run_dir: Path):  # this run's rows are made already; only the null twin's are computed here
+        return (rows, None) if Path(run_dir) == Path(context.run_dir) else verdict_rows(run_dir)
+
+    return validation_section(context, rows, verdict_rows=rows_of)
 
 
 def _events_line(events: list[dict]) -> str:

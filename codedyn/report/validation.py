@@ -304,7 +304,8 @@ def render_validation(table) -> str:
         '<section id="validation"><h2>Validation: known events against every signal</h2>'
         "<p>The organism's correctness capability is planted: it cannot exist before the data onset, and the "
         "behavioural emergence bracket is where the model's own verdicts first follow correctness by more than any "
-        "null twin's (a verdict contrast above 0.05 nats). A signal that finds the "
+        "null twin's (the verdict contrast above its threshold, named in the emergence row's call). A signal that "
+        "finds the "
         "emergence brackets it (or leads it: the representation before the behaviour); on the null twin, whose "
         "programs and verdicts carry no correctness, every correctness signal should read \"no change\".</p>"
         "<table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
@@ -320,9 +321,10 @@ def validation_html(study, verdict_rows=None) -> str:
 
 
 def validation_section(context, rows=None, verdict_rows=None) -> str:
-    """The report's validation slot (a report context with ``run_dir`` and ``suite_record``); ``rows`` (the
-    verdict table's rows) are not needed: the calls are read from the stored transitions.json files. '' for a
-    suite without the planted task: there the correctness capability has no known onset to validate against."""
+    """The report's validation slot (a report context with ``run_dir`` and ``suite_record``); the calls are read
+    from the stored transitions.json files, and the χ contrast row from ``verdict_rows`` (run folder -> the report's
+    verdict rows; the report passes its own for this run). '' for a suite without the planted task: there the
+    correctness capability has no known onset to validate against."""
     if _planted(context.suite_record) is None:
         return ""
     return render_validation(validation_table(Path(context.run_dir), context.suite_record,

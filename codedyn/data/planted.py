@@ -89,13 +89,12 @@ class Family:
         that is no operation's (an argument swap's bug). Read-outs that fit on one half and score on the other
         (the planted probe, the planted dataset's validation split) see none of the scored specs and bodies, so a
         spec-body table learnt from their own labels carries nothing over."""
-        keys = [op.key for op in self.operations]
-        key = next((op.key for op in self.operations if op.body == body), None)
-        if key is None:
+        position = next((k for k, op in enumerate(self.operations) if op.body == body), None)
+        if position is None:
             return None
         if self.first_half is None:
-            return keys.index(key) % 2
-        return 0 if key in self.first_half else 1
+            return position % 2
+        return 0 if self.operations[position].key in self.first_half else 1
 
     def bug_operator(self, spec_key: str, bug_body: str) -> str:
         """The mutation operator that makes this bug: the family's own, or for a substitution family the operator

@@ -42,3 +42,19 @@ def home(path: Path) -> Iterator[Path]:
             os.environ.pop("CODEDYN_HOME", None)
         else:
             os.environ["CODEDYN_HOME"] = before
+
+
+def sampled_descriptions(monkeypatch) -> list[str]:
+    """The progress descriptions of every SGLD sampling from now on (``step 12 L1.H1``): the sampler still runs,
+    so a resume test can check which units were sampled again and that their results are unchanged."""
+    import codedyn.sampling.sgld as sgld
+
+    calls: list[str] = []
+    real = sgld.sample_posterior
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("description"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sgld, "sample_posterior", counting)
+    return calls

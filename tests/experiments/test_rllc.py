@@ -21,6 +21,7 @@ from codedyn.sampling.refined import (
     without_output_projection,
 )
 from tests.sampling.test_llc import Vector, normal_crossing, potential_config
+from tests.studies import sampled_descriptions
 
 # ------------------------------------------------------------------------------------------- known answers
 
@@ -292,20 +293,12 @@ def test_one_unit_per_checkpoint_and_component_and_the_tidy_table(rllc_run):
 
 
 def test_a_killed_sweep_resumes_at_the_missing_unit(rllc_run, monkeypatch):
-    import codedyn.sampling.sgld as sgld
     from codedyn.experiments.rllc import rllc_tables
 
     study, _, _, result = rllc_run
     unit = next((study.run_dir / "units").glob("rllc-step12-L0.H0-correct-*"))
     (unit / "completed").unlink()
-    calls = []
-    real = sgld.sample_posterior
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs.get("description"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sgld, "sample_posterior", counting)
+    calls = sampled_descriptions(monkeypatch)
     _, computed = _run_units(study)
     assert computed == ["rllc:L0.H0-step12"]
     assert calls == ["step 12 L0.H0 correct"]  # the other distribution of that unit stays stored

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from codedyn.sampling.restricted import WeightRestrictionError, component_masks, devinterp_restriction
+from tests.studies import sampled_descriptions
 
 torch = pytest.importorskip("torch")
 
@@ -170,20 +171,12 @@ def test_restricted_table_and_units(restricted_study):
 
 def test_restricted_estimator_resumes_after_a_crash(restricted_study, monkeypatch):
     """A unit without its completed marker (a crash mid-sweep) is the only one sampled again."""
-    import codedyn.sampling.sgld as sgld
     from codedyn.experiments.susceptibility import run_susceptibility
 
     study, result = restricted_study
     unit = next((study.run_dir / "units").glob("restricted-step12-L1.H1-*"))
     (unit / "completed").unlink()
-    calls = []
-    real = sgld.sample_posterior
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs.get("description"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sgld, "sample_posterior", counting)
+    calls = sampled_descriptions(monkeypatch)
     again = run_susceptibility(study)
     assert calls == ["step 12 L1.H1"]
     pd.testing.assert_frame_equal(again["table"], result["table"])  # same seed, same draws

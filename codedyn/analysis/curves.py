@@ -1,0 +1,170 @@
+"""Every curve a finished run stored, with its bootstrap replicates: the input of the yardstick.
+
+The experiments store their curves as tidy tables (value and interval per checkpoint) and their bootstrap
+replicates ``[n_steps, n_boot]`` in ``bootstrap_replicates.npz`` beside them. This module reads them back as
+:class:`~codedyn.analysis.onset.Curve` objects, each under a stable name (the key of its equivalence margin,
+:mod:`codedyn.analysis.margins`) and with the experiment it comes from:
+
+* behaviour: the **verdict contrast** (the ground truth of the model organism) and the loss gap at the mutated
+  tokens;
+* Experiment 2: the best SAE latent's and the raw-residual probe's validation AUROC per layer;
+* Experiment 1: every correctness contrast of the BIF (Δ, bug influence, bug gap; every variant stored, the
+  verdict-loss ones included) and the LLC (checkpoints that are local minima only);
+* Experiment 3: χ_incorrect − χ_correct of every component tracked at every checkpoint (standardised); only
+  intervals are stored, so replicates are rebuilt as normal draws from them
+  (:func:`~codedyn.analysis.transitions.replicates_from_intervals`: the checkpoints' posteriors are independent).
+
+Nothing here computes a statistic; a curve the run did not store is simply absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codedyn.analysis.onset import Curve
+from codedyn.runs.layout import REPLICATES_FILE
+
+VERDICT_CONTRAST = "verdict contrast"  # the behavioural curve whose onset is the emergence
+CHI_CONTRAST_PREFIX = "χ contrast "  # + component: Experiment 3's per-component contrast curves
+CHI_CONTRAST_MARGIN = "χ contrast (any component)"  # the one margin every component's contrast shares
+CHI_CONTRAST_DISTRIBUTION = "incorrect-correct"  # the susceptibility table's distribution name of the contrast
+INFLUENCE_SIGNAL_WORDS = ("delta", "bug_", "contrast")  # influence quantities that contrast correct with buggy code
+
+
+@dataclass(frozen=True)
+class StoredCurve:
+    """A curve and where it came from."""
+
+    curve: Curve
+    source: str  # the experiment folder: behaviour, emergence, influence, susceptibility
+    label: str  # how the tables name it
+    margin_key: str  # the key of its equivalence margin
+
+    @property
+    def name(self) -> str:
+        return self.curve.name
+
+
+def _replicates(folder: Path) -> dict[str, np.ndarray]:
+    path = folder / REPLICATES_FILE
+    if not path.is_file():
+        return {}
+    with np.load(path) as stored:
+        return {key: stored[key] for key in stored.files if key != "steps"}
+
+
+def _table(path: Path):
+    import pandas as pd
+
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def _finite(steps, values, reps) -> bool:
+    return len(steps) >= 2 and np.all(np.isfinite(values)) and np.all(np.isfinite(reps))
+
+
+def behaviour_curves(run_dir: Path) -> list[StoredCurve]:
+    """The verdict contrast and the loss gap over all operators, when the behaviour analysis stored them."""
+    folder = Path(run_dir) / "behaviour"
+    table, reps = _table(folder / "behaviour.parquet"), _replicates(folder)
+    found = []
+    for key, quantity, operator, name, units in (
+            ("verdict_contrast", "verdict_contrast", "", VERDICT_CONTRAST, "nats"),
+            ("loss_gap/all", "loss_gap", "all", "loss gap at the mutated tokens", "nats")):
+        if table is None or key not in reps:
+            continue
+        part = table[(table["quantity"] == quantity) & (table["operator"].fillna("") == operator)].sort_values("step")
+        steps, values = part["step"].tolist(), part["value"].to_numpy(dtype=float)
+        if len(steps) != reps[key].shape[0] or not _finite(steps, values, reps[key]):
+            continue
+        found.append(StoredCurve(Curve(name, tuple(steps), values, reps[key], units=units), "behaviour",
+                                 f"{name} (behaviour)", name))
+    return found
+
+
+def emergence_curves(run_dir: Path) -> list[StoredCurve]:
+    """Experiment 2: the best latent's and the probe's validation AUROC per layer."""
+    folder = Path(run_dir) / "emergence"
+    table, reps = _table(folder / "emergence.parquet"), _replicates(folder)
+    if table is None:
+        return []
+    found = []
+    validation = table[(table["split"] == "validation") & (table["metric"] == "auroc")]
+    for layer in sorted(validation["layer"].unique()):
+        for predictor, label in (("best_latent", "SAE best latent AUROC"), ("probe", "probe AUROC")):
+            key = f"L{layer}/{predictor}/auroc"
+            part = validation[(validation["layer"] == layer) & (validation["predictor"] == predictor)]
+            part = part.sort_values("step")
+            if key not in reps or len(part) != reps[key].shape[0]:
+                continue
+            steps, values = part["step"].tolist(), part["value"].to_numpy(dtype=float)
+            if not _finite(steps, values, reps[key]):
+                continue
+            name = f"{label}, layer {int(layer)}"
+            found.append(StoredCurve(Curve(name, tuple(steps), values, reps[key], units="AUROC"), "emergence",
+                                     name, name))
+    return found
+
+
+def influence_curves(run_dir: Path) -> list[StoredCurve]:
+    """Experiment 1: every stored correctness contrast of the BIF, and the LLC at the checkpoints that are local
+    minima (a checkpoint that is not one has no LLC)."""
+    folder = Path(run_dir) / "influence"
+    table, reps = _table(folder / "influence.parquet"), _replicates(folder)
+    if table is None:
+        return []
+    found = []
+    for key in sorted(reps):
+        quantity, _, variant = key.partition("/")
+        is_llc = quantity == "LLC"
+        if not (is_llc or any(word in quantity for word in INFLUENCE_SIGNAL_WORDS)):
+            continue
+        part = table[(table["quantity"] == quantity) & (table["variant"] == variant)].sort_values("step")
+        if len(part) != reps[key].shape[0]:
+            continue
+        keep = np.ones(len(part), dtype=bool)
+        if is_llc and "local_minimum" in part:
+            keep = part["local_minimum"].fillna(True).to_numpy(dtype=bool)
+        steps, values = part["step"].to_numpy()[keep].tolist(), part["value"].to_numpy(dtype=float)[keep]
+        if not _finite(steps, values, reps[key][keep]):
+            continue
+        name = "LLC" if is_llc else f"BIF {key}"
+        units = "LLC" if is_llc else ("-Cov" if variant.startswith("cov") else "-Corr")
+        found.append(StoredCurve(Curve(name, tuple(steps), values, reps[key][keep], units=units), "influence",
+                                 name, name))
+    return found
+
+
+def susceptibility_curves(run_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[StoredCurve]:
+    """Experiment 3: the standardised χ contrast of every component tracked at every checkpoint."""
+    from codedyn.analysis.transitions import replicates_from_intervals
+
+    table = _table(Path(run_dir) / "susceptibility" / "susceptibility.parquet")
+    if table is None:
+        return []
+    part = table[(table["variant"] == "standardised") & (table["distribution"] == CHI_CONTRAST_DISTRIBUTION)]
+    n_steps = part["step"].nunique()
+    found = []
+    for offset, (component, rows) in enumerate(sorted(part.groupby("component"), key=lambda item: item[0])):
+        rows = rows.sort_values("step")
+        if len(rows) != n_steps:  # a latent of one checkpoint's SAE has no trajectory
+            continue
+        values, lows, highs = (rows[c].to_numpy(dtype=float) for c in ("chi", "low", "high"))
+        if not (np.all(np.isfinite(lows)) and np.all(np.isfinite(highs))):
+            continue
+        reps = replicates_from_intervals(values, lows, highs, n_boot=n_boot, seed=seed + offset)
+        name = f"{CHI_CONTRAST_PREFIX}{component}"
+        found.append(StoredCurve(Curve(name, tuple(rows["step"].tolist()), values, reps, units="standardised χ"),
+                                 "susceptibility", name, CHI_CONTRAST_MARGIN))
+    return found
+
+
+def stored_curves(run_dir: Path) -> list[StoredCurve]:
+    """Every curve of a run, in table order: behaviour, Experiment 2, Experiment 1, Experiment 3, the LLC last."""
+    influence = influence_curves(run_dir)
+    llc = [c for c in influence if c.name == "LLC"]
+    return [*behaviour_curves(run_dir), *emergence_curves(run_dir), *[c for c in influence if c.name != "LLC"],
+            *susceptibility_curves(run_dir), *llc]

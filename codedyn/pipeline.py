@@ -88,12 +88,13 @@ UNIT_KINDS = Registry((
     UnitKind("rllc", rllc_unit, rllc_outputs, enabled=rllc_enabled, parts=rllc_parts),
 ))
 ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read earlier ones' tables
+    # The ground truth first (loads checkpoints): every later figure draws the behavioural emergence it stores.
+    Analysis("behaviour", behaviour_analysis),
     Analysis("influence", compute_influence),  # Experiment 1 and the LLC
     Analysis("susceptibility", compute_susceptibility),  # Experiment 3
     Analysis("emergence", compute_emergence),  # Experiment 2 (reads the LLC)
     Analysis("embryology", compute_embryology),  # Experiment 4
     Analysis("rllc", compute_rllc),  # refined LLCs (when enabled)
-    Analysis("behaviour", behaviour_analysis),  # ground truth (loads checkpoints)
 )
 REPORT: Callable[[Any], Path] | None = write_report  # (study) -> Path of report.html
 

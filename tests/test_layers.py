@@ -8,10 +8,11 @@ The rule, as the code keeps it: layers import downward only,
   ``runs.layout`` (every file name), ``runs.store``, ``runs.timings``, ``runs.units`` (unit keys, the note on a
   new unit, the Unit and the registry of unit kinds, which knows no experiment); usable from every layer,
   importing only each other;
-* analysis: statistics and trajectory verdicts (``analysis.stats``, ``analysis.transitions``) that experiments and
-  the report compute with; they read the sampler's diagnostics and know nothing of any experiment;
-* figures: the drawing helpers of ``report/`` that know no experiment (``report.plots``, ``report.events``,
-  ``report.embryology``, ``report.validation``), which the experiments draw their figures with;
+* analysis: statistics, trajectory verdicts and their families, the onset test, the known events and the model
+  organism's ground-truth readers, the stored curves and the validation yardstick (``analysis.*``) that experiments
+  and the report compute with; they read what the runs stored and know nothing of any experiment's code;
+* figures: the drawing helpers of ``report/`` that know no experiment (``report.plots``, ``report.embryology``),
+  which the experiments draw their figures with;
 * report: the rest of ``report/`` (the HTML page, the verdict table), which reads what the experiments stored;
 * runs: the executor and the stored-run reader (``runs.executor``, ``runs.load``), which open studies.
 
@@ -37,8 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # lowest first; a module be
     ("models", ("codedyn.models",)),
     ("sampling", ("codedyn.sampling",)),
     ("analysis", ("codedyn.analysis",)),
-    ("figures", ("codedyn.report.plots", "codedyn.report.events", "codedyn.report.embryology",
-                 "codedyn.report.validation")),
+    ("figures", ("codedyn.report.plots", "codedyn.report.embryology")),
     ("experiments", ("codedyn.experiments",)),
     ("report", ("codedyn.report",)),
     ("runs", ("codedyn.runs",)),

@@ -19,6 +19,7 @@ Nothing here computes a statistic; a curve the run did not store is simply absen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +43,65 @@ class StoredCurve:
     source: str  # the experiment folder: behaviour, emergence, influence, susceptibility
     label: str  # how the tables name it
     margin_key: str  # the key of its equivalence margin
+    family_key: str = ""  # its key in the run's family of shape calls (analysis.verdicts.study_family)
 
     @property
     def name(self) -> str:
         return self.curve.name
+
+
+def step_tick_label(step: float) -> str:
+    """Compact step labels that fit one checkpoint slot: 0, 500, 1k, 5.5k, 143k, 1.2M."""
+    step = float(step)
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(step) >= scale:
+            value = step / scale
+            text = f"{value:.3g}" if value < 100 else f"{value:.0f}"
+            return text + suffix
+    return f"{step:.0f}" if step == round(step) else f"{step:g}"
+
+
+def llc_from_table(table, steps: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
+    """``(values, lows, highs, note)`` of the LLC at ``steps`` from ``influence.parquet`` rows, or None when the
+    table holds no LLC at all.
+
+    A step gets NaN (left out of the LLC panel) when it has no LLC row, a non-finite value, or a row flagged as not
+    a local minimum: a boolean column whose name contains ``local_minimum`` (True = a local minimum, e.g.
+    ``local_minimum``; the reverse for a name starting with ``not_``) or ``llc_valid`` = False; or an interval
+    entirely below zero (the LLC of a local minimum is >= 0: such chains found lower loss than the checkpoint, as at
+    a random initialisation). The note names the left-out steps and why, for the panel and the report.
+    """
+    llc = table[table["quantity"] == "LLC"] if "quantity" in table else table
+    if llc.empty:
+        return None
+    llc = llc.drop_duplicates("step").set_index("step")
+    values, lows, highs = (np.full(len(steps), np.nan) for _ in range(3))
+    reasons: dict[str, list[str]] = {}
+    flags = [c for c in llc.columns if "local_minimum" in c or c == "llc_valid"]
+    for k, step in enumerate(steps):
+        if step not in llc.index:
+            reasons.setdefault("not estimated", []).append(step_tick_label(step))
+            continue
+        row = llc.loc[step]
+        bad = False
+        for column in flags:
+            flag = row[column]
+            if flag is None or flag != flag:  # missing flag: no claim either way
+                continue
+            bad |= bool(flag) if column.startswith("not_") else not bool(flag)
+        if bad:
+            reasons.setdefault("not a local minimum", []).append(step_tick_label(step))
+            continue
+        if not np.isfinite(float(row["value"])):
+            reasons.setdefault("no finite estimate", []).append(step_tick_label(step))
+            continue
+        if float(row["high"]) < 0:  # the LLC is >= 0 at a local minimum: chains settled below L(w*)
+            reasons.setdefault("negative: the chains fell below L(w*), not a local minimum", []).append(
+                step_tick_label(step))
+            continue
+        values[k], lows[k], highs[k] = float(row["value"]), float(row["low"]), float(row["high"])
+    note = "; ".join(f"no LLC at step {', '.join(where)} ({why})" for why, where in reasons.items())
+    return values, lows, highs, note
 
 
 def _replicates(folder: Path) -> dict[str, np.ndarray]:
@@ -81,7 +137,7 @@ def behaviour_curves(run_dir: Path) -> list[StoredCurve]:
         if len(steps) != reps[key].shape[0] or not _finite(steps, values, reps[key]):
             continue
         found.append(StoredCurve(Curve(name, tuple(steps), values, reps[key], units=units), "behaviour",
-                                 f"{name} (behaviour)", name))
+                                 f"{name} (behaviour)", name, f"behaviour:{key}"))
     return found
 
 
@@ -105,7 +161,7 @@ def emergence_curves(run_dir: Path) -> list[StoredCurve]:
                 continue
             name = f"{label}, layer {int(layer)}"
             found.append(StoredCurve(Curve(name, tuple(steps), values, reps[key], units="AUROC"), "emergence",
-                                     name, name))
+                                     name, name, f"emergence:{key}"))
     return found
 
 
@@ -134,7 +190,7 @@ def influence_curves(run_dir: Path) -> list[StoredCurve]:
         name = "LLC" if is_llc else f"BIF {key}"
         units = "LLC" if is_llc else ("-Cov" if variant.startswith("cov") else "-Corr")
         found.append(StoredCurve(Curve(name, tuple(steps), values, reps[key][keep], units=units), "influence",
-                                 name, name))
+                                 name, name, f"influence:{key}"))
     return found
 
 
@@ -158,8 +214,17 @@ def susceptibility_curves(run_dir: Path, n_boot: int = 1000, seed: int = 0) -> l
         reps = replicates_from_intervals(values, lows, highs, n_boot=n_boot, seed=seed + offset)
         name = f"{CHI_CONTRAST_PREFIX}{component}"
         found.append(StoredCurve(Curve(name, tuple(rows["step"].tolist()), values, reps, units="standardised χ"),
-                                 "susceptibility", name, CHI_CONTRAST_MARGIN))
+                                 "susceptibility", name, CHI_CONTRAST_MARGIN,
+                                 f"susceptibility:covariance:{component}/{CHI_CONTRAST_DISTRIBUTION}"))
     return found
+
+
+def tracked_components(table) -> list[str]:
+    """Components measured at every checkpoint of the table, the only ones with a trajectory: heads and MLPs, and SAE
+    latents only where one latent is recorded at every step (each checkpoint has its own SAE, so latent i of two
+    checkpoints is the same feature only when SAEs start from their predecessor's)."""
+    steps = table.groupby("component")["step"].nunique()
+    return sorted(steps[steps == table["step"].nunique()].index)
 
 
 def stored_curves(run_dir: Path) -> list[StoredCurve]:

@@ -20,13 +20,14 @@ Two measurements, each with a bootstrap interval and a transition call over trai
   bug more surprising than the correct code. A pair whose edit lies outside the window is left out (and counted).
   The interval resamples problems (planted problems by their operation pair, which they share).
 
-The **behavioural emergence bracket** ``between: [a, b]`` is where the verdict contrast first exceeds
-:data:`MIN_VERDICT_CONTRAST`: b is the first checkpoint whose one-sided lower confidence bound (level
-1 - 0.05 / n_checkpoints, Bonferroni over the checkpoints) exceeds it and a the checkpoint before it. The margin,
-not zero, is the line because every model, even at initialisation or trained on the null twin, has some
-spec-body interaction in its margins, of either sign and measurable to thousandths of a nat; the threshold is set
-and calibrated on null twins and organisms of several seeds and onsets (BENCHMARKS.md). For the same reason the
-contrast's transition call is "no change" when every checkpoint's interval lies within ±MIN_VERDICT_CONTRAST.
+The **behavioural emergence** is the onset of the verdict contrast (:mod:`codedyn.analysis.onset`): its first
+checkpoint that departs from the pre-data-onset baseline by more than the contrast's equivalence margin, with
+family-wise control over the checkpoints, bracketed by the checkpoint before it. The margin, not zero, is the line
+because every model, even at initialisation or trained on the null twin, has some spec-body interaction in its
+margins, of either sign and measurable to thousandths of a nat; it is calibrated on null twins of seeds that are
+never validated (:mod:`codedyn.analysis.margins`). The ground truth is tested in its own family (it is the
+yardstick, not a signal under test), and stored before any other analysis runs, so every figure draws it. The same
+test gives the contrast's "flat" (every change inside the margin) or "not detected".
 ``codedyn refine`` densifies inside the bracket like any other.
 
 ``run_behaviour`` measures the checkpoints not yet stored (``<run>/behaviour/step<N>-<key>/``, a ``completed``
@@ -54,12 +55,6 @@ EVAL_SEED = 2024  # the held-out verdict programs: the same at every checkpoint 
 # programs) spread over the substitution family's 45 operation pairs, the units the interval resamples; the default
 # task's held-out pool holds about 400 distinct quadruples (planted.heldout_share, function_names).
 VERDICT_QUADS = 300
-# The smallest verdict contrast (nats) that counts as the model judging correctness: four times the largest
-# |contrast| measured on null twins (0.013 nats over 3 seeds and onsets x 15 checkpoints; their 95% intervals reach
-# 0.025), and a twentieth of what the organisms reach within 2000-3000 steps of their onset (1-4 nats; BENCHMARKS.md,
-# "Model organism: the verdict contrast").
-MIN_VERDICT_CONTRAST = 0.05
-
 
 def planted_config(study):
     """The planted task the study's suite was trained with (a PlantedTaskConfig), or None."""
@@ -189,33 +184,28 @@ def bootstrap_mean(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: in
         return (weights @ sums) / (weights @ counts)
 
 
-def emergence_bracket(steps, values: np.ndarray, replicates: np.ndarray, threshold: float = 0.0,
-                      level: float = 0.95, what: str = "the threshold") -> dict[str, Any]:
-    """Where a curve first rises above ``threshold``: the first checkpoint whose one-sided lower bound (Bonferroni
-    over the checkpoints) exceeds it, and the checkpoint before it."""
+def emergence_call(steps, values: np.ndarray, replicates: np.ndarray, onset: int) -> dict[str, Any]:
+    """The behavioural emergence: the onset test on the verdict contrast alone (its own family), with the margin
+    calibrated on the declared null twins. ``emerged`` and ``bracket`` (a, b] when it departs; the call's
+    ``kind`` says flat or not detected otherwise."""
+    from codedyn.analysis.curves import VERDICT_CONTRAST
+    from codedyn.analysis.margins import load_margins
+    from codedyn.analysis.onset import Curve
+    from codedyn.analysis.yardstick import ground_truth_call
+
     steps = [int(s) for s in steps]
-    alpha = (1 - level) / max(len(steps), 1)
-    lower = np.nanquantile(replicates, alpha, axis=1)
-    above = [k for k in range(len(steps)) if lower[k] > threshold]
-    criterion = (f"first checkpoint whose one-sided {1 - alpha:.4g} lower bootstrap bound exceeds {threshold:g} "
-                 f"({what}; Bonferroni over {len(steps)} checkpoints)")
-    if not above:
-        return {"emerged": False, "between": None, "verdict": f"never above {what}", "criterion": criterion}
-    first = above[0]
-    if first == 0:
-        return {"emerged": True, "between": None, "first_above_chance": steps[0],
-                "verdict": f"above {what} from the first checkpoint ({steps[0]})", "criterion": criterion}
-    return {"emerged": True, "between": [steps[first - 1], steps[first]], "first_above_chance": steps[first],
-            "value": float(values[first]), "lower_bound": float(lower[first]),
-            "verdict": f"emerges within ({steps[first - 1]}, {steps[first]}]", "criterion": criterion}
-
-
-def equivalent_to_none(replicates: np.ndarray, band: float, level: float = 0.95) -> bool:
-    """Every checkpoint's central ``level`` interval lies inside (-band, band) (:func:`within_band`)."""
-    from codedyn.analysis.transitions import within_band
-
-    low, high = np.nanquantile(replicates, [(1 - level) / 2, (1 + level) / 2], axis=1)
-    return within_band(low, high, band)
+    if not any(s > onset for s in steps):
+        return {"emerged": False, "kind": "untestable", "bracket": None,
+                "verdict": f"no checkpoint after the data onset ({onset}): nothing to test"}
+    margin = load_margins().margin(VERDICT_CONTRAST)
+    curve = Curve(VERDICT_CONTRAST, tuple(steps), values, replicates, margin=margin, units="nats")
+    call = ground_truth_call(curve, onset).to_dict()
+    verdict = (f"emerges within ({call['bracket'][0]}, {call['bracket'][1]}]" if call["kind"] == "onset"
+               else call["verdict"])
+    return {**call, "emerged": call["kind"] == "onset" and call["direction"] > 0, "verdict": verdict,
+            "criterion": "the onset test (codedyn.analysis.onset) on the verdict contrast: first checkpoint whose "
+                         f"change from the pre-onset baseline exceeds ±{margin:.3g} nats (the calibrated margin) "
+                         f"at family-wise level 0.05 over the checkpoints"}
 
 
 def _stored(study) -> list[tuple[int, Path]]:
@@ -241,7 +231,8 @@ def compute_behaviour(study) -> dict:
     """Pure analysis of the stored measurements: table, transition calls, emergence bracket, figures."""
     import pandas as pd
 
-    from codedyn.analysis.transitions import classify_trajectory, no_change_within
+    from codedyn.analysis.events import EMERGENCE_KEY
+    from codedyn.analysis.transitions import classify_trajectory
     from codedyn.models.toy import crossed_contrast, crossed_hits
     from codedyn.report.plots import save_figure
     from codedyn.runs.store import write_json
@@ -296,15 +287,11 @@ def compute_behaviour(study) -> dict:
         elif np.all(reps.std(axis=1) == 0):  # e.g. an operator with a single pair: no interval, so no test
             calls[name] = {"verdict": "not tested", "step": None, "evidence": [],
                            "test": "no bootstrap spread at any checkpoint (too few problems)"}
-        elif quantity == "verdict_contrast" and equivalent_to_none(reps, MIN_VERDICT_CONTRAST):
-            calls[name] = no_change_within(MIN_VERDICT_CONTRAST, "nats, the smallest verdict contrast that counts: "
-                                           "MIN_VERDICT_CONTRAST")
         else:
             calls[name] = classify_trajectory(steps, reps, values=values)
-    if "verdict_contrast" in stacked:
+    if "verdict_contrast" in stacked and planted_config(study) is not None and len(steps) > 1:
         values = table[table["quantity"] == "verdict_contrast"].set_index("step").loc[steps, "value"].to_numpy()
-        calls["emergence"] = emergence_bracket(steps, values, stacked["verdict_contrast"], MIN_VERDICT_CONTRAST,
-                                               what=f"a verdict contrast of {MIN_VERDICT_CONTRAST:g} nats")
+        calls[EMERGENCE_KEY] = emergence_call(steps, values, stacked["verdict_contrast"], planted_config(study).onset)
     write_json(out / "transitions.json", calls)
     for quantity in ("verdict_contrast", "verdict_accuracy", "loss_gap"):
         if (table["quantity"] == quantity).any():
@@ -320,8 +307,8 @@ def behaviour_events(study, calls: dict | None = None) -> list[dict]:
         events.append({"step": planted.onset, "kind": "transition",
                        "label": "planted data onset" + (" (null twin)" if planted.null else "")})
     found = (calls or {}).get("emergence") or {}
-    if found.get("between"):
-        events.append({"step": found["between"][1], "kind": "jump", "label": "verdicts judge"})
+    if found.get("emerged") and found.get("bracket"):
+        events.append({"step": found["bracket"][1], "kind": "jump", "label": "verdicts judge"})
     formation = (study.suite_record or {}).get("formation", {})
     if formation.get("formed"):
         events.append({"step": formation["first_formed_step"], "kind": "transition", "label": "induction heads"})
@@ -338,12 +325,17 @@ def behaviour_figure(table, quantity: str, steps, study, calls: dict):
         label = quantity.replace("_", " ") if quantity.startswith("verdict") else operator
         curves[label] = (rows["value"].to_numpy(), rows["low"].to_numpy(), rows["high"].to_numpy())
     if quantity == "verdict_contrast":
-        threshold = f"emergence threshold ({MIN_VERDICT_CONTRAST:g} nats)"
-        curves[threshold] = (np.full(len(steps), MIN_VERDICT_CONTRAST), None, None)
+        found = calls.get("emergence") or {}
+        styles = {}
+        if found.get("margin") and found.get("baseline"):  # the band the onset test needs the change to leave
+            base = float(part.set_index("step").loc[found["baseline"], "value"].mean())
+            label = f"baseline ± margin ({found['margin']:.3g} nats)"
+            curves[label] = (np.full(len(steps), base + found["margin"]), None, None)
+            curves[" "] = (np.full(len(steps), base - found["margin"]), None, None)
+            styles = {label: {"colour": 1, "dashed": True}, " ": {"colour": 1, "dashed": True}}
         return training_curves(steps, curves, ylabel="log-odds of ok: own body minus other's (nats)",
                                title="Does the model judge planted programs correctly?",
-                               events=behaviour_events(study, calls),
-                               styles={threshold: {"colour": 1, "dashed": True}})
+                               events=behaviour_events(study, calls), styles=styles)
     if quantity == "verdict_accuracy":
         return training_curves(steps, curves, ylabel="crossed quadruples ordered correctly (chance 0.5)",
                                zero_line=False, title="Which way round does the model order matched and crossed "

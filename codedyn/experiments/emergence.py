@@ -667,7 +667,7 @@ def _llc_curve(study, steps):
     path = Path(study.run_dir) / "influence" / "influence.parquet"
     if not path.is_file():
         return None
-    from codedyn.report.plots import llc_from_table
+    from codedyn.analysis.curves import llc_from_table
 
     table = pd.read_parquet(path)
     if not set(steps) <= set(table.loc[table["quantity"] == "LLC", "step"]):
@@ -750,7 +750,7 @@ LABELS = {"best_latent": "best latent", "probe": "probe (raw residual)", "shuffl
 
 
 def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:
-    from codedyn.report.events import known_events, sharp_call_events
+    from codedyn.analysis.events import known_events, sharp_call_events
 
     names = {f"L{layer}/{predictor}/{metric}": LABELS[predictor] for predictor in ("best_latent", "probe")}
     return sharp_call_events(calls, names) + known_events(study)  # a sharp call is a bracket, never a step

@@ -422,7 +422,7 @@ def influence_figure(table, variant: str, calls: dict, study):
 
     steps, *_ = _curve(table, "CC", variant)
     curves = {name: _curve(table, name, variant)[1:] for name in ("CC", "CI", "II", "paired")}
-    from codedyn.report.events import known_events, sharp_call_events
+    from codedyn.analysis.events import known_events, sharp_call_events
     from codedyn.report.plots import llc_from_table
 
     llc = llc_from_table(table, list(steps))

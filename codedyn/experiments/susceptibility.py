@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from codedyn.analysis.curves import CHI_CONTRAST_DISTRIBUTION, tracked_components
 from codedyn.progress import SILENT, Progress
 
 
@@ -334,14 +335,7 @@ def run_restricted_posteriors(study, progress) -> None:
         bar.advance()
 
 
-CONTRAST = "incorrect-correct"  # the distribution name of χ_incorrect - χ_correct in the tidy table
-# The smallest standardised χ contrast (χ_incorrect - χ_correct of correlation-scaled χ) whose change over training
-# is called: a trajectory whose every interval lies within ±0.05 is "no change". On the organism's null twin one
-# head's contrast dipped to -0.011 [-0.014, -0.006] at one checkpoint, consistent across its four chains (a real
-# but negligible fluctuation), which the verdict test called sharp. Over all components and two organism/null
-# pairs (seeds 0 and 1) the null twins' contrast curves span at most 0.030 (every interval within ±0.031) and the
-# organisms' 0.035, against χ_correct spans of 0.17-0.19 (BENCHMARKS.md, "Model organism: the validation table").
-MIN_CHI_CONTRAST = 0.05
+CONTRAST = CHI_CONTRAST_DISTRIBUTION  # the distribution name of χ_incorrect - χ_correct in the tidy table
 VARIANTS = (("raw", False), ("standardised", True))
 
 
@@ -492,14 +486,6 @@ def compute_susceptibility(study) -> dict:
     ranked.to_parquet(out / f"{files['opposite_responders']}.parquet", index=False)
     save_figure(trajectory_figure(table, ranked), out / files["susceptibility_trajectories"])
     return {"table": table, "responders": ranked, "contrast": contrast, "folder": out, "estimator": estimator}
-
-
-def tracked_components(table) -> list[str]:
-    """Components measured at every checkpoint of the table, the only ones with a trajectory: heads and MLPs, and SAE
-    latents only where one latent is recorded at every step (each checkpoint has its own SAE, so latent i of two
-    checkpoints is the same feature only when SAEs start from their predecessor's)."""
-    steps = table.groupby("component")["step"].nunique()
-    return sorted(steps[steps == table["step"].nunique()].index)
 
 
 def trajectory_figure(table, ranked, top: int = 3):

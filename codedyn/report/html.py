@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codedyn.report.verdicts import KIND_WORDS, KINDS
+from codedyn.analysis.verdicts import KIND_WORDS, KINDS
 from codedyn.runs.layout import MANIFEST, TIMINGS_FILE
 
 REPORT_FILE = "report.html"
@@ -39,7 +39,7 @@ EXPERIMENTS = (
     ("susceptibility", "Experiment 3: susceptibilities"),
     ("embryology", "Experiment 4: developmental visualisation"),
 )
-NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces", "timings", "rllc"}  # rllc: its own section
+NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces", "timings", "rllc", "validation"}  # own sections
 
 # Diagnostic thresholds behind the warnings of the sampling-diagnostics section.
 MIN_DRIFT_TO_NOISE = 0.01
@@ -393,7 +393,7 @@ def trust_notes(context: ReportContext, rows) -> list[str]:
     llc = next((r for r in rows if r.curve == "LLC/llc"), None)
     table_path = context.run_dir / "influence" / "influence.parquet"
     if llc is not None and llc.steps and table_path.is_file():
-        from codedyn.report.plots import llc_from_table
+        from codedyn.analysis.curves import llc_from_table
 
         found = llc_from_table(pd.read_parquet(table_path), llc.steps)
         if found is not None and found[3]:
@@ -657,7 +657,9 @@ def _experiment_section(name: str, title: str, context: ReportContext, susceptib
     transitions = _read_json(folder / "transitions.json")
     parts += [_img(p) for p in sorted(_figures(folder), key=_figure_order)]
     parts.append(_links(folder, context.run_dir))
-    parts.append(_key_tables(name, folder))
+    tables = _key_tables(name, folder)
+    if tables:  # the per-step numbers behind the figures: folded, so the page reads as an argument
+        parts.append(f"<details><summary>Per-checkpoint tables</summary>{tables}</details>")
     if name == "susceptibility" and susceptibility_calls:
         parts.append("<details><summary>Verdict per component and distribution</summary>"
                      + _calls_table(susceptibility_calls, "component / distribution") + "</details>")
@@ -670,7 +672,7 @@ def _experiment_section(name: str, title: str, context: ReportContext, susceptib
 
 
 def _calls_table(calls: dict, first: str, evidence: bool = False) -> str:
-    from codedyn.report.verdicts import normalise_call
+    from codedyn.analysis.verdicts import normalise_call
 
     rows = []
     for key, found in sorted(calls.items()):
@@ -687,8 +689,9 @@ def _calls_table(calls: dict, first: str, evidence: bool = False) -> str:
 def _llc_section(context: ReportContext) -> str:
     import pandas as pd
 
-    from codedyn.report.events import known_events
-    from codedyn.report.plots import llc_from_table, save_figure, training_curves
+    from codedyn.analysis.events import known_events
+    from codedyn.analysis.curves import llc_from_table
+    from codedyn.report.plots import save_figure, training_curves
 
     path = context.run_dir / "influence" / "influence.parquet"
     if not path.is_file():
@@ -844,16 +847,6 @@ nav{font-size:.8em}nav a{margin-right:.7em}
 """
 
 
-def _validation_section(context: ReportContext, rows) -> str:
-    """Right after the answer: the model organism's ground truth against every signal ('' when the study has no
-    ground truth; codedyn.report.validation)."""
-    from codedyn.report.validation import validation_section
-    from codedyn.report.verdicts import verdict_rows
-
-    def rows_of(run_dir: Path):  # this run's rows are made already; only the null twin's are computed here
-        return (rows, None) if Path(run_dir) == Path(context.run_dir) else verdict_rows(run_dir)
-
-    return validation_section(context, rows, verdict_rows=rows_of)
 
 
 def _events_line(events: list[dict]) -> str:
@@ -870,12 +863,19 @@ def _events_line(events: list[dict]) -> str:
 def render_report(context: ReportContext) -> tuple[str, list[dict]]:
     """The report page and the verdict rows it shows: the answer first, then the validation slot, the verdict
     table (one row per signal) with the test described once, then the evidence section by section."""
-    from codedyn.report.events import known_events
-    from codedyn.report.verdicts import verdict_rows
+    from codedyn.analysis.events import known_events
+    from codedyn.analysis.verdicts import verdict_rows
+
+    from codedyn.analysis.yardstick import write_yardstick
+    from codedyn.report.validation import answer_sentences, render_validation
 
     rows, susceptibility_calls = verdict_rows(context.run_dir)
     events = known_events(context)
-    answer = "".join(f"<p>{_esc(s)}</p>" for s in compose_answer(rows, events, trust_notes(context, rows)))
+    found = write_yardstick(context.run_dir)  # onsets, relations, co-movement; stored in <run>/validation/
+    shape = compose_answer(rows, events, trust_notes(context, rows))
+    answer = (f"<p class=lead>{_esc(' '.join(answer_sentences(found)))}</p>"
+              + f"<p><b>Shape of each curve</b> (sharp or gradual, one family): {_esc(shape[0])}</p>"
+              + "".join(f"<p>{_esc(s)}</p>" for s in shape[1:]))
     summary = _verdict_section(context, rows) + _events_line(events) + _test_description(rows)
     sections = [("summary", "Verdict per signal: sharp or gradual?", summary),
                 ("dataset", "Dataset card", _dataset_section(context))]
@@ -907,7 +907,7 @@ def render_report(context: ReportContext) -> tuple[str, list[dict]]:
         f"<span class=file style=display:inline>{_esc(context.run_dir)}</span></p>{nav}</header>",
         f'<section id="answer"><h2>Answer for this run</h2>{answer}</section>',
         "<!-- validation table (codedyn.report.validation) -->",
-        _validation_section(context, rows),
+        render_validation(found),
         *[_section(a, t, b) for a, t, b in sections],
         *experiments,
         *[_section(a, t, b) for a, t, b in tail],
@@ -916,12 +916,27 @@ def render_report(context: ReportContext) -> tuple[str, list[dict]]:
     return "\n".join(page), [r.to_dict() for r in rows]
 
 
+def _check_finished(run_dir: Path) -> None:
+    """A report of a folder is only written for a finished run: one sentence otherwise, before any work."""
+    from codedyn.runs.layout import RUN_FILE
+
+    status = (_read_json(run_dir / RUN_FILE) or {}).get("status") if run_dir.is_dir() else None
+    if status != "finished":
+        what = ("does not exist" if not run_dir.exists() else "is not a codedyn run folder (no run.json)"
+                if status is None else f"holds a run that is not finished (status {status!r})")
+        raise FileNotFoundError(f"{run_dir} {what}: run `codedyn run` to finish it before writing its report")
+
+
 def write_report(study, path: Path | None = None) -> Path:
     """Write ``<run>/report.html`` (or ``path``) for a :class:`~codedyn.experiments.study.Study` or a run folder,
     plus ``<run>/verdicts.json`` (the verdict rows, machine-readable). Returns the report's path."""
     from codedyn.runs.store import write_json, write_text
 
-    context = _context_from_run_dir(Path(study)) if isinstance(study, str | Path) else _context_from_study(study)
+    if isinstance(study, str | Path):
+        _check_finished(Path(study))
+        context = _context_from_run_dir(Path(study))
+    else:
+        context = _context_from_study(study)
     page, verdicts = render_report(context)
     out = Path(path) if path is not None else context.run_dir / REPORT_FILE
     write_text(out, page)

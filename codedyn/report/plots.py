@@ -12,7 +12,7 @@ Conventions shared by every function here (and by the figures the experiments dr
   its tick is labelled by its training step (``5.5k``), so 5000, 5500 and 6000 are as far apart as 0 and 1000.
   Any step between two checkpoints (an event, a bracket end) is placed by linear interpolation in step within its
   interval (:func:`step_position`). One helper (:func:`step_axis`) sets this axis on every figure.
-* Known developmental events (:mod:`codedyn.report.events`) are vertical lines (a step) or grey bands (a bracket
+* Known developmental events (:mod:`codedyn.analysis.events`) are vertical lines (a step) or grey bands (a bracket
   ``(a, b]``); detected sharp transitions are drawn as bands over their bracket, never as a line "at" a step.
 * The LLC gets its own panel under the curves, sharing their x axis, never a twin y axis. A checkpoint without an
   LLC (not a local minimum, e.g. the random initialisation at step 0, or not estimated) is left out of that panel
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from codedyn.analysis.curves import llc_from_table, step_tick_label  # noqa: F401 (analysis' readers, drawn here)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -115,17 +117,6 @@ def step_position(step: float, steps: Sequence[int] | np.ndarray) -> float | Non
     if step < s[0] or step > s[-1]:
         return None
     return float(np.interp(step, s, np.arange(s.size, dtype=float)))
-
-
-def step_tick_label(step: float) -> str:
-    """Compact step labels that fit one checkpoint slot: 0, 500, 1k, 5.5k, 143k, 1.2M."""
-    step = float(step)
-    for scale, suffix in ((1e6, "M"), (1e3, "k")):
-        if abs(step) >= scale:
-            value = step / scale
-            text = f"{value:.3g}" if value < 100 else f"{value:.0f}"
-            return text + suffix
-    return f"{step:.0f}" if step == round(step) else f"{step:g}"
 
 
 def step_axis(ax: Axes, steps: Sequence[int] | np.ndarray, label: bool = True) -> None:
@@ -233,49 +224,6 @@ def draw_events(ax: Axes, steps: Sequence[int] | np.ndarray, events: Sequence[Ma
 
 
 # ------------------------------------------------------------------------------------------------ the LLC
-
-
-def llc_from_table(table, steps: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
-    """``(values, lows, highs, note)`` of the LLC at ``steps`` from ``influence.parquet`` rows, or None when the
-    table holds no LLC at all.
-
-    A step gets NaN (left out of the LLC panel) when it has no LLC row, a non-finite value, or a row flagged as not
-    a local minimum: a boolean column whose name contains ``local_minimum`` (True = a local minimum, e.g.
-    ``local_minimum``; the reverse for a name starting with ``not_``) or ``llc_valid`` = False; or an interval
-    entirely below zero (the LLC of a local minimum is >= 0: such chains found lower loss than the checkpoint, as at
-    a random initialisation). The note names the left-out steps and why, for the panel and the report.
-    """
-    llc = table[table["quantity"] == "LLC"] if "quantity" in table else table
-    if llc.empty:
-        return None
-    llc = llc.drop_duplicates("step").set_index("step")
-    values, lows, highs = (np.full(len(steps), np.nan) for _ in range(3))
-    reasons: dict[str, list[str]] = {}
-    flags = [c for c in llc.columns if "local_minimum" in c or c == "llc_valid"]
-    for k, step in enumerate(steps):
-        if step not in llc.index:
-            reasons.setdefault("not estimated", []).append(step_tick_label(step))
-            continue
-        row = llc.loc[step]
-        bad = False
-        for column in flags:
-            flag = row[column]
-            if flag is None or flag != flag:  # missing flag: no claim either way
-                continue
-            bad |= bool(flag) if column.startswith("not_") else not bool(flag)
-        if bad:
-            reasons.setdefault("not a local minimum", []).append(step_tick_label(step))
-            continue
-        if not np.isfinite(float(row["value"])):
-            reasons.setdefault("no finite estimate", []).append(step_tick_label(step))
-            continue
-        if float(row["high"]) < 0:  # the LLC is >= 0 at a local minimum: chains settled below L(w*)
-            reasons.setdefault("negative: the chains fell below L(w*), not a local minimum", []).append(
-                step_tick_label(step))
-            continue
-        values[k], lows[k], highs[k] = float(row["value"]), float(row["low"]), float(row["high"])
-    note = "; ".join(f"no LLC at step {', '.join(where)} ({why})" for why, where in reasons.items())
-    return values, lows, highs, note
 
 
 def _llc_panel(ax: Axes, x: np.ndarray, llc: Sequence[Any], label: str, steps: Sequence[int] = ()) -> None:

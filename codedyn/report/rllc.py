@@ -67,7 +67,7 @@ def write_figures(out: Path, table, sums, contrast, clusters, calls: dict) -> li
     import matplotlib.pyplot as plt
 
     from codedyn.experiments.rllc import FULL
-    from codedyn.report.events import sharp_call_events
+    from codedyn.analysis.events import sharp_call_events
     from codedyn.report.plots import save_figure, training_curves
 
     written: list[Path] = []

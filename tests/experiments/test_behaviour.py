@@ -12,7 +12,7 @@ from codedyn.experiments.behaviour import (
     VERDICT_QUADS,
     bootstrap_mean,
     compute_behaviour,
-    emergence_bracket,
+    emergence_call,
     mutation_loss_gaps,
     run_behaviour,
 )
@@ -34,17 +34,23 @@ def test_bootstrap_mean_resamples_whole_groups():
     assert np.array_equal(reps, bootstrap_mean(values, groups, 4000, seed=0))  # same resamples at every step
 
 
-def test_emergence_bracket_finds_the_first_checkpoint_above_the_threshold():
+def test_the_emergence_is_the_onset_of_the_verdict_contrast(monkeypatch):
+    """Departure from the pre-onset baseline by more than the calibrated margin, bracketed by the checkpoint
+    before; a precisely measured change inside the margin is flat, not an emergence."""
+    import codedyn.analysis.margins as margins
+
+    monkeypatch.setattr(margins, "MARGINS_FILE", margins.MARGINS_FILE.with_name("absent.json"))  # no margin: 0
     steps = [0, 1000, 2000, 3000, 4000]
     rng = np.random.default_rng(0)
     truth = np.array([0.0, 0.0, 0.01, 0.2, 0.9])
     reps = truth[:, None] + rng.normal(0, 0.002, (5, 1000))
-    found = emergence_bracket(steps, truth, reps, threshold=0.05)
-    assert found["between"] == [2000, 3000] and found["emerged"] and "0.05" in found["criterion"]
-    # A precisely measured departure smaller than the threshold is no emergence; against zero it would be.
-    assert emergence_bracket(steps, truth, reps, threshold=0.0)["between"] == [1000, 2000]
-    flat = emergence_bracket(steps, np.zeros(5), rng.normal(0, 0.01, (5, 1000)), threshold=0.05)
-    assert not flat["emerged"] and flat["between"] is None
+    plain = emergence_call(steps, truth, reps, onset=1000)
+    assert plain["emerged"] and plain["bracket"] == [1000, 2000]  # 0.01 is a departure from 0 without a margin
+    monkeypatch.setattr(margins, "load_margins", lambda path=None: margins.Margins({"verdict contrast": 0.05}))
+    found = emergence_call(steps, truth, reps, onset=1000)
+    assert found["emerged"] and found["bracket"] == [2000, 3000] and "0.05" in found["criterion"]
+    flat = emergence_call(steps, np.zeros(5), rng.normal(0, 0.002, (5, 1000)), onset=1000)
+    assert not flat["emerged"] and flat["kind"] == "flat" and flat["bracket"] is None
 
 
 def _verdict_margins(n_quads: int, contrast: float, rng, lean: float = 3.0, noise: float = 0.1) -> np.ndarray:
@@ -56,32 +62,33 @@ def _verdict_margins(n_quads: int, contrast: float, rng, lean: float = 3.0, nois
     return (m + np.array([contrast, contrast, -contrast, -contrast])).ravel()
 
 
-def test_the_verdict_contrast_separates_null_like_bias_from_judgement():
+def test_the_verdict_contrast_separates_null_like_bias_from_judgement(monkeypatch):
     """Calibration on planted margins. A null-like model (a consistent match bias of 0.005 nats, as a null twin
-    measured) orders most quadruples the same way round, so its verdict accuracy leaves 1/2, but its contrast stays
-    within MIN_VERDICT_CONTRAST at every checkpoint: over 20 such curves, no emergence and no call but 'no change'.
-    A model whose match bonus grows to 0.3 nats is found, bracketed where its bonus crosses the threshold."""
-    from codedyn.experiments.behaviour import MIN_VERDICT_CONTRAST, equivalent_to_none
+    measured) orders most quadruples the same way round, so its verdict accuracy leaves 1/2, but with a margin of
+    0.05 nats its contrast never emerges and reads flat: over 20 such curves, no emergence. A model whose match bonus
+    grows to 0.3 nats is found, bracketed where its bonus leaves the margin."""
+    import codedyn.analysis.margins as margins
     from codedyn.models.toy import crossed_contrast, crossed_hits
 
+    monkeypatch.setattr(margins, "load_margins", lambda path=None: margins.Margins({"verdict contrast": 0.05}))
     rng = np.random.default_rng(0)
     pairs = np.repeat(np.arange(45), 7)[:300]
     steps = [0, 1000, 2000, 3000, 4000]
-    false_emergences, nulls_off_chance = 0, 0
+    false_emergences, flat, nulls_off_chance = 0, 0, 0
     for _ in range(20):
         curves = [_verdict_margins(300, 0.005 * rng.choice([-1, 1]), rng, lean=0.1, noise=0.01) for _ in steps]
         reps = np.stack([bootstrap_mean(crossed_contrast(m), pairs, 400, 1) for m in curves])
         values = np.array([crossed_contrast(m).mean() for m in curves])
-        false_emergences += emergence_bracket(steps, values, reps, MIN_VERDICT_CONTRAST)["emerged"]
-        assert equivalent_to_none(reps, MIN_VERDICT_CONTRAST)
+        found = emergence_call(steps, values, reps, onset=1000)
+        false_emergences += found["emerged"]
+        flat += found["kind"] == "flat"
         nulls_off_chance += any(abs(crossed_hits(m).mean() - 0.5) > 0.1 for m in curves)
-    assert false_emergences == 0 and nulls_off_chance >= 15  # what the accuracy alone would have called
+    assert false_emergences == 0 and flat == 20 and nulls_off_chance >= 15  # what the accuracy alone would call
     bonus = [0.0, 0.0, 0.01, 0.3, 1.0]
     curves = [_verdict_margins(300, b, rng) for b in bonus]
     reps = np.stack([bootstrap_mean(crossed_contrast(m), pairs, 400, 1) for m in curves])
     values = np.array([crossed_contrast(m).mean() for m in curves])
-    assert emergence_bracket(steps, values, reps, MIN_VERDICT_CONTRAST)["between"] == [2000, 3000]
-    assert not equivalent_to_none(reps, MIN_VERDICT_CONTRAST)
+    assert emergence_call(steps, values, reps, onset=1000)["bracket"] == [2000, 3000]
     # Leans of several nats per spec and body cancel exactly: the contrast reads the bonus alone.
     assert values == pytest.approx(bonus, abs=0.02)
 

@@ -14,7 +14,7 @@ import pytest
 from codedyn.experiments.influence import run_influence
 from codedyn.experiments.susceptibility import run_susceptibility
 from codedyn.report.html import write_report
-from codedyn.report.verdicts import (
+from codedyn.analysis.verdicts import (
     VerdictRow,
     normalise_call,
     susceptibility_summary,
@@ -306,7 +306,7 @@ def test_sparkline_draws_the_curve_band_and_bracket():
 
 
 def test_known_events_from_the_stored_induction_curve():
-    from codedyn.report.events import known_events
+    from codedyn.analysis.events import known_events
 
     log = [{"step": s, "induction_score": a, "in_context_drop": d}
            for s, a, d in ((0, 0.0, 0.0), (1000, 0.05, 0.1), (5000, 0.1, 0.3), (5500, 0.45, 1.6), (6000, 0.6, 2.0))]
@@ -321,7 +321,7 @@ def test_known_events_from_the_stored_induction_curve():
 
 
 def test_sharp_calls_become_one_band_per_bracket():
-    from codedyn.report.events import sharp_call_events
+    from codedyn.analysis.events import sharp_call_events
 
     calls = {"CC/cov": {"kind": "sharp", "bracket": [5500, 6000]}, "CI/cov": {"kind": "sharp", "bracket": [5500, 6000]},
              "II/cov": {"kind": "sharp", "bracket": [0, 1000]}, "paired/cov": {"kind": "gradual", "bracket": None},

@@ -1,19 +1,23 @@
-"""The validation table: known events of the organism against stored calls of every signal, with the null twin."""
+"""The validation yardstick end to end on stored run folders with planted curves: the ground truth, every signal's
+onset and relation, co-movement, the null twin, calibrated margins and their declaration, and the report's section
+and answer built from it."""
 
 import json
 
-import codedyn.report.validation as validation_module
-from codedyn.paths import cache_dir
-from codedyn.report.validation import (
-    read_call,
-    relation,
-    render_validation,
-    unbracketed_relation,
-    validation_html,
-    validation_table,
-)
+import numpy as np
+import pandas as pd
+import pytest
 
-STEPS = [0, 500, 1000, 2000, 3000, 5000, 7000]
+from codedyn.analysis.margins import Margins, calibrate, held_out, load_margins, write_margins
+from codedyn.analysis.yardstick import table, yardstick
+from codedyn.experiments.behaviour import emergence_call
+from codedyn.paths import cache_dir
+from codedyn.report.validation import answer_sentences, render_validation
+
+STEPS = [0, 1000, 2000, 3000, 4000, 5000, 5500, 7000]
+ONSET = 1000
+RISE = np.array([0, 0, 0, 0, 1, 2, 3, 4], dtype=float)  # the verdicts rise within (3000, 4000]
+EARLY = np.array([0, 0, 0, 1, 2, 3, 3.5, 4], dtype=float)  # a signal one checkpoint earlier
 
 
 def _write(path, value):
@@ -21,151 +25,152 @@ def _write(path, value):
     path.write_text(json.dumps(value))
 
 
-def _record(null: bool) -> dict:
-    return {"config": {"planted": {"enabled": True, "onset": 500, "null": null}},
-            "formation": {"formed": True, "first_formed_step": 7000, "last_step_before": 5000}}
+def _measure(truth, sd, rng, n_boot=400):
+    values = truth + sd * rng.standard_normal(truth.size)
+    return values, values[:, None] + sd * rng.standard_normal((truth.size, n_boot))
 
 
-def _run(root, name, suite, null):
+def _run(root, name, seed, null, margins_patch=None):
+    """A finished run folder with the tables and replicates the experiments store."""
+    rng = np.random.default_rng(seed)
     run = root / name
+    suite = f"toy-{name}-{seed}"
     _write(run / "manifest.json", {"suite": suite, "steps": STEPS})
-    _write(cache_dir("suites") / suite / "suite.json", _record(null))
-    if null:
-        behaviour = {"verdict_contrast": {"verdict": "no change", "step": None},
-                     "emergence": {"emerged": False, "between": None, "verdict": "never above chance"}}
-        emergence = {"L0/probe/auroc": {"kind": "no_change", "verdict": "no change", "bracket": None},
-                     "L1/best_latent/auroc": {"verdict": "no change", "step": None}}
-        influence = {"LLC/llc": {"verdict": "gradual"}}
-    else:
-        behaviour = {"verdict_contrast": {"verdict": "phase transition at step 3000", "step": 3000},
-                     "loss_gap/all": {"verdict": "gradual", "step": None},
-                     "emergence": {"emerged": True, "between": [2000, 3000], "verdict": "emerges within (2000, 3000]"}}
-        emergence = {"L0/probe/auroc": {"kind": "sharp", "verdict": "sharp transition within (1000, 2000]",
-                                        "bracket": [1000, 2000], "effect": 0.3, "effect_low": 0.2,
-                                        "effect_high": 0.4},
-                     "L1/best_latent/auroc": {"verdict": "no change", "step": None}}
-        influence = {"LLC/llc": {"verdict": "phase transition at step 7000"}, "CC/cov": {"verdict": "gradual"},
-                     "delta/cov": {"verdict": "sharp transition within (2000, 3000]", "bracket": [2000, 3000]}}
-    _write(run / "behaviour" / "transitions.json", behaviour)
-    _write(run / "emergence" / "transitions.json", emergence)
-    _write(run / "influence" / "transitions.json", influence)
+    _write(run / "run.json", {"status": "finished"})
+    _write(cache_dir("suites") / suite / "suite.json",
+           {"config": {"seed": seed, "planted": {"enabled": True, "onset": ONSET, "null": null, "seed": seed}}})
+    zero = np.zeros(len(STEPS))
+    # behaviour: verdict contrast (nats) and loss gap
+    verdict, verdict_reps = _measure(zero if null else RISE, 0.02, rng)
+    gap, gap_reps = _measure(zero, 0.05, rng)
+    rows = [{"step": s, "quantity": q, "operator": op, "value": v[k], "low": v[k] - 0.1, "high": v[k] + 0.1, "n": 300}
+            for q, op, v in (("verdict_contrast", None, verdict), ("loss_gap", "all", gap)) for k, s in
+            enumerate(STEPS)]
+    folder = run / "behaviour"
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(folder / "behaviour.parquet")
+    np.savez(folder / "bootstrap_replicates.npz", steps=STEPS, verdict_contrast=verdict_reps,
+             **{"loss_gap/all": gap_reps})
+    _write(folder / "transitions.json", {"emergence": emergence_call(STEPS, verdict, verdict_reps, ONSET)})
+    # Experiment 2: the probe leads by a checkpoint on the organism; the best latent moves on every run alike
+    probe, probe_reps = _measure(0.5 + (zero if null else EARLY / 8), 0.01, rng)
+    drift = np.where(np.array(STEPS) > ONSET, 0.01, 0.0)  # a small, precisely measured change of the data onset
+    latent, latent_reps = _measure(0.5 + drift, 0.0005, rng)
+    rows = [{"step": s, "layer": 1, "predictor": p, "split": "validation", "metric": "auroc", "value": v[k],
+             "low": v[k] - 0.02, "high": v[k] + 0.02} for p, v in (("probe", probe), ("best_latent", latent))
+            for k, s in enumerate(STEPS)]
+    folder = run / "emergence"
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(folder / "emergence.parquet")
+    np.savez(folder / "bootstrap_replicates.npz", steps=STEPS, **{"L1/probe/auroc": probe_reps,
+                                                                  "L1/best_latent/auroc": latent_reps})
+    # Experiment 1: a noisy Δ (not detected) and an LLC that jumps at the data onset on both runs
+    delta, delta_reps = _measure(zero, 0.5, rng)
+    llc, llc_reps = _measure(np.where(np.array(STEPS) > ONSET, 30.0, 10.0), 0.5, rng)
+    rows = [{"step": s, "quantity": q, "variant": var, "value": v[k], "low": v[k] - 1, "high": v[k] + 1,
+             "local_minimum": s > 0} for q, var, v in (("delta", "cov", delta), ("LLC", "llc", llc))
+            for k, s in enumerate(STEPS)]
+    folder = run / "influence"
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(folder / "influence.parquet")
+    np.savez(folder / "bootstrap_replicates.npz", steps=STEPS, **{"delta/cov": delta_reps, "LLC/llc": llc_reps})
+    # Experiment 3: one head's χ contrast coincides with the emergence on the organism; one is flat
+    rows = []
+    for component, truth in (("L0.H0", zero if null else np.where(np.array(STEPS) >= 4000, 0.5, 0.0)),
+                             ("L0.H1", 10 * drift)):
+        for k, s in enumerate(STEPS):
+            value = truth[k] + 0.001 * rng.standard_normal()
+            rows.append({"step": s, "component": component, "distribution": "incorrect-correct",
+                         "variant": "standardised", "chi": value, "low": value - 0.004, "high": value + 0.004})
+    folder = run / "susceptibility"
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(folder / "susceptibility.parquet")
     return run
 
 
-def test_calls_are_read_in_both_schemas_and_related_to_the_emergence():
-    assert read_call({"verdict": "phase transition at step 3000", "step": 3000}, STEPS)["bracket_low"] == 2000
-    assert read_call({"verdict": "phase transition at step 3000"}, STEPS)["bracket_high"] == 3000
-    new = read_call({"verdict": "sharp", "bracket": [1000, 2000], "effect": 0.1}, STEPS)
-    assert (new["bracket_low"], new["bracket_high"], new["effect"]) == (1000, 2000, 0.1)
-    assert relation((2000, 3000), (2000, 3000)) == "brackets the emergence"
-    assert relation((500, 1000), (2000, 3000)) == "leads the emergence"
-    assert relation((3000, 5000), (2000, 3000)) == "lags the emergence"
-    assert relation((1000, 3000), (2000, 3000)) == "overlaps the emergence"
-    assert relation((None, None), (2000, 3000)) == "no event"
-    # A curve without a bracket says why: gradual with the scan's largest jump and its p, or no change.
-    gradual = {"kind": "gradual", "verdict": "gradual", "bracket": None,
-               "evidence": [{"kind": "jump", "between": [4000, 5000], "p_value": 0.2008}]}
-    assert unbracketed_relation(gradual) == ("no bracket: changes gradually: its largest jump, within (4000, 5000], "
-                                             "is not significant (p = 0.2)")
-    assert unbracketed_relation({"kind": "non_monotonic", "evidence": []}) == "no bracket: changes non-monotonically"
-    assert unbracketed_relation({"verdict": "no change", "step": None}) == "does not find the emergence: no change"
-    assert unbracketed_relation({"kind": "no_change", "change_p_value": 0.41}) == (
-        "does not find the emergence: no change (the change test finds none, p = 0.41)")
-    assert unbracketed_relation({"kind": "unresolved"}) == "no event"
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    import codedyn.analysis.margins as margins
+
+    monkeypatch.setattr(margins, "MARGINS_FILE", tmp_path / "margins.json")
+    calibration = [_run(tmp_path / "calibration", f"null-s{s}", s, null=True) for s in (1, 2)]
+    records = [(path, ONSET, {"null": True, "toy_seed": s, "planted_seed": s, "onset": ONSET})
+               for path, s in zip(calibration, (1, 2), strict=True)]
+    write_margins(calibrate(records))
+    organism = _run(tmp_path / "runs", "organism", 0, null=False)
+    null = _run(tmp_path / "runs", "null", 0, null=True)
+    return organism, null
 
 
-def test_table_lists_known_events_signals_and_the_null_twin(tmp_path):
-    run = _run(tmp_path / "runs", "default", "toy-organism", null=False)
-    _run(tmp_path / "runs", "null", "toy-null", null=True)
-    table = validation_table(run)
-    organism = table[table["run"] == "organism"].set_index("name")
-    assert organism.loc["data onset", "bracket_high"] == 500
-    assert (organism.loc["behavioural emergence", ["bracket_low", "bracket_high"]].tolist() == [2000, 3000])
-    assert organism.loc["induction formation", "bracket_low"] == 5000
-    assert organism.loc["probe AUROC, layer 0", "relation"] == "leads the emergence"
-    assert organism.loc["probe AUROC, layer 0", "effect_high"] == 0.4
-    assert organism.loc["verdict contrast (behaviour)", "relation"] == (
-        "defines the emergence (its threshold crossing); its own call: brackets the emergence")
-    assert organism.loc["BIF delta/cov", "relation"] == "brackets the emergence"
-    # The null twin's LLC changes too (gradual there): the organism's row says what that means.
-    assert organism.loc["LLC", "relation"] == ("lags the emergence; but the null twin changes too (gradual): a "
-                                               "change of the data or of training, not of correctness")
-    assert "null twin changes too" not in organism.loc["probe AUROC, layer 0", "relation"]  # its twin: no change
-    assert organism.loc["SAE best latent AUROC, layer 1", "relation"] == "does not find the emergence: no change"
-    assert "BIF CC/cov" not in organism.index  # raw blocks are not correctness contrasts
-    null = table[table["run"] == "null"].set_index("name")
-    assert null.loc["probe AUROC, layer 0", "verdict"] == "no change"
-    page = validation_html(run)
-    assert "null twin" in page and "sharp transition within (1000, 2000]" in page and "0.3 [0.2, 0.4]" in page
-    assert page.count("<tr") == len(organism) + 1
+def test_margins_are_twice_the_calibration_twins_reach_and_declare_their_seeds(runs):
+    margins = load_margins()
+    assert margins.seeds == {1, 2} and "2 x the largest" in margins.rule
+    assert margins.margin("verdict contrast") > 0 and margins.margin("χ contrast (any component)") > 0
+    assert margins.margin("never calibrated") == 0.0
+    assert held_out(margins, [0, 0]) and not held_out(margins, [0, 2])
+    with pytest.raises(ValueError, match="not a null twin"):
+        calibrate([(runs[0], ONSET, {"null": False})])
 
 
-def test_no_ground_truth_no_section(tmp_path):
-    run = tmp_path / "runs" / "pythia"
-    _write(run / "manifest.json", {"suite": "pythia-70m", "steps": STEPS})
-    assert render_validation(validation_table(run)) == ""
-    without_null = _run(tmp_path / "other", "default", "toy-organism2", null=False)
-    assert "No null-twin run found" in validation_html(without_null)
+def test_every_signal_is_related_to_the_emergence_by_the_same_onset_test(runs):
+    organism, _ = runs
+    found = yardstick(organism)
+    assert found.is_organism and found.held_out and found.null_dir is not None
+    assert found.emergence.kind == "onset" and found.emergence.bracket == [3000, 4000]
+    rows = {r.name: r for r in found.signals}
+    assert "verdict contrast" not in rows  # the ground truth is not a signal under test
+    probe = rows["probe AUROC, layer 1"]
+    assert probe.call.bracket == [2000, 3000] and probe.relation == "leads the emergence by 1 checkpoint"
+    assert probe.comovement.tracks == 1 and probe.null_comovement.tracks == 0
+    assert rows["χ contrast L0.H0"].relation == "coincides with the emergence"
+    assert rows["SAE best latent AUROC, layer 1"].call.kind == "flat"
+    assert rows["BIF delta/cov"].call.kind == "not_detected"
+    assert rows["χ contrast L0.H1"].call.kind == "flat"
+    # The LLC jumps at the data onset on the calibration twins too, so its margin absorbs that jump.
+    assert rows["LLC"].call.kind != "onset" and rows["LLC"].call.margin > 0
+    assert found.null_emergence.kind in ("flat", "not_detected")
+    assert not any(r.null_departs for r in found.signals)
+    assert "Holm over" in found.family
+    frame = table(found)
+    assert frame.iloc[0]["relation"] == "defines the emergence" and len(frame) == len(found.signals) + 1
 
 
-def test_organism_events_in_the_report_format(tmp_path):
-    from codedyn.report.validation import organism_events
+def test_the_report_section_and_the_answer_come_from_the_yardstick(runs):
+    organism, _ = runs
+    found = yardstick(organism)
+    page = render_validation(found)
+    # head, ground truth, the five other signals, one χ summary; folded: head and both components
+    assert page.count("<tr") == 1 + 1 + (len(found.signals) - 2) + 1 + (1 + 2)
+    assert "defines the emergence" in page and "held out" in page and "null twin: onset call" in page
+    answer = " ".join(answer_sentences(found))
+    assert "Correctness emerged" in answer and "(3000, 4000]" in answer
+    assert "probe AUROC, layer 1 (leads by 1 checkpoint" in answer
+    assert "Shown flat" in answer and "Not detected" in answer and "Null twin: its verdict contrast is" in answer
 
-    run = _run(tmp_path / "runs", "default", "toy-organism3", null=False)
-    events = organism_events(_record(False), run)
-    assert events[0]["step"] == 500 and events[1]["bracket"] == [2000, 3000]
-    assert organism_events({"config": {"planted": {"enabled": False}}}, run) == []
-    assert "null twin" in organism_events(_record(True))[0]["name"]
+
+def test_a_run_without_a_known_onset_gets_onsets_but_no_validation(tmp_path):
+    run = _run(tmp_path / "runs", "organism", 0, null=False)
+    _write(cache_dir("suites") / "toy-organism-0" / "suite.json", {"config": {"seed": 0}})  # no planted task
+    found = yardstick(run, margins=Margins())
+    assert not found.is_organism and found.emergence is None and render_validation(found) == ""
+    assert all(len(r.call.baseline) == 1 and r.relation == "" for r in found.signals)  # its first checkpoint
+    assert answer_sentences(found)[0].startswith("No known answer for this run")
 
 
-def test_the_chi_contrast_row_is_the_reports_adjusted_call(tmp_path):
-    """Experiment 3's contrast row comes from susceptibility.parquet as the report's verdict table calls it: a
-    planted jump in one component's χ_incorrect − χ_correct is found and bracketed; flat components say no change."""
-    import numpy as np
-    import pandas as pd
+def test_a_validated_seed_among_the_calibration_seeds_is_flagged(runs, tmp_path):
+    organism, _ = runs
+    twin = _run(tmp_path / "other", "organism", 2, null=False)
+    assert not yardstick(twin).held_out
+    assert "not a held-out validation" in " ".join(answer_sentences(yardstick(twin)))
+    assert yardstick(organism).held_out
 
-    from codedyn.experiments.susceptibility import CONTRAST
 
-    steps = [0, 1000, 2000, 3000, 4000, 5000]
-    rows = []
-    for component in ("L0.H0", "L0.H1", "L1.H0"):
-        for k, step in enumerate(steps):
-            for distribution in ("correct", "incorrect", CONTRAST):
-                jump = 1.0 if component == "L1.H0" and distribution == CONTRAST and step >= 3000 else 0.0
-                noise = 0.01 * np.sin(k + len(component))
-                rows.append({"step": step, "component": component, "distribution": distribution,
-                             "variant": "standardised", "estimator": "covariance", "chi": jump + noise,
-                             "low": jump + noise - 0.05, "high": jump + noise + 0.05})
-    run = tmp_path / "run"
-    (run / "susceptibility").mkdir(parents=True)
-    pd.DataFrame(rows).to_parquet(run / "susceptibility" / "susceptibility.parquet")
-    from codedyn.report.verdicts import verdict_rows
+def test_a_report_of_an_unfinished_run_is_refused_in_one_sentence(tmp_path):
+    from codedyn.report.html import write_report
 
-    assert validation_module._susceptibility_contrast(run) == []  # only the report (which passes its rows) has it
-    (name, source, call), = validation_module._susceptibility_contrast(run, verdict_rows)
-    assert source == "susceptibility" and name.startswith("χ contrast χ_incorrect − χ_correct")
-    assert call["kind"] == "sharp" and call["bracket"] == [2000, 3000] and "L1.H0" in call["verdict"]
-    flat = [r | {"chi": r["chi"] % 0.02} for r in rows]
-    pd.DataFrame(flat).to_parquet(run / "susceptibility" / "susceptibility.parquet")
-    (_, _, call), = validation_module._susceptibility_contrast(run, verdict_rows)
-    assert call["kind"] == "no_change", call
-    # The null twin's case: one component's contrast dips by 0.011 at one checkpoint, precisely measured. The
-    # verdict test calls that sharp; the contrast band (MIN_CHI_CONTRAST) calls it what it is, no change worth
-    # calling, while the same dip scaled past the band is still found.
-    from codedyn.report.verdicts import transition_calls_for_susceptibility
-
-    def dip(depth):
-        return pd.DataFrame([r | ({"chi": -depth, "low": -depth - 0.003, "high": -depth + 0.003}
-                                  if r["component"] == "L1.H0" and r["distribution"] == CONTRAST
-                                  and r["step"] == 2000 else
-                                  {"chi": 0.0, "low": -0.004, "high": 0.004}) for r in rows])
-
-    small, large = (transition_calls_for_susceptibility(dip(d))["L1.H0/" + CONTRAST] for d in (0.011, 0.5))
-    assert small["kind"] == "no_change" and "MIN_CHI_CONTRAST" in small["test"]
-    assert large["kind"] != "no_change", large
-    from codedyn.analysis.transitions import classify_trajectory, replicates_from_intervals
-
-    curve = dip(0.011)
-    curve = curve[(curve["component"] == "L1.H0") & (curve["distribution"] == CONTRAST)].sort_values("step")
-    reps = replicates_from_intervals(*(curve[c].to_numpy() for c in ("chi", "low", "high")), n_boot=2000, seed=0)
-    assert classify_trajectory(curve["step"].to_numpy(), reps)["kind"] != "no_change"  # what the band prevents
+    run = tmp_path / "half"
+    _write(run / "run.json", {"status": "running"})
+    with pytest.raises(FileNotFoundError, match="not finished"):
+        write_report(run)
+    with pytest.raises(FileNotFoundError, match="not a codedyn run folder"):
+        write_report(tmp_path)

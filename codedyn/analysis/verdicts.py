@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from codedyn.experiments.susceptibility import CONTRAST
+from codedyn.analysis.curves import CHI_CONTRAST_DISTRIBUTION as CONTRAST
 
 NOT_RUN = "not run"
 KINDS = ("sharp", "gradual", "non_monotonic", "no_change", "unresolved")
@@ -143,16 +143,12 @@ def transition_calls_for_susceptibility(
     checkpoints**, which holds for separate posteriors per checkpoint but loses any skew the real replicates had.
     Each curve gets its own seed offset so the synthetic noise is not shared between curves. Only components
     measured at every checkpoint have a trajectory (:func:`codedyn.experiments.susceptibility.tracked_components`).
-    Each call records the assumption under ``replicates``. A standardised contrast curve whose every interval lies
-    within ±``MIN_CHI_CONTRAST`` is "no change" without a test (a negligible change, however precisely measured).
+    Each call records the assumption under ``replicates``. Whether a change is large enough to matter for
+    correctness is the yardstick's question (:mod:`codedyn.analysis.yardstick`, with margins calibrated on null
+    twins), not this shape test's.
     """
-    from codedyn.analysis.transitions import (
-        classify_trajectory,
-        no_change_within,
-        replicates_from_intervals,
-        within_band,
-    )
-    from codedyn.experiments.susceptibility import MIN_CHI_CONTRAST, tracked_components
+    from codedyn.analysis.transitions import classify_trajectory, replicates_from_intervals
+    from codedyn.analysis.curves import tracked_components
 
     part = table[(table["variant"] == variant) & table["distribution"].isin(distributions)
                  & table["component"].isin(tracked_components(table))]
@@ -163,10 +159,6 @@ def transition_calls_for_susceptibility(
         if len(rows) < 2:
             continue
         values, lows, highs = (rows[c].to_numpy(dtype=float) for c in ("chi", "low", "high"))
-        if distribution == CONTRAST and variant == "standardised" and within_band(lows, highs, MIN_CHI_CONTRAST):
-            calls[f"{component}/{distribution}"] = no_change_within(
-                MIN_CHI_CONTRAST, "standardised χ, the smallest contrast called: MIN_CHI_CONTRAST")
-            continue
         reps = replicates_from_intervals(values, lows, highs, level=level, n_boot=n_boot, seed=seed + offset)
         found = classify_trajectory(rows["step"].to_numpy(), reps, level=level, values=values)
         found["replicates"] = ("rebuilt from the stored intervals assuming a normal sampling distribution at each "
@@ -281,7 +273,7 @@ def _influence_points(table, curve: str):
     quantity, variant = curve.split("/")
     part = table[(table["quantity"] == quantity) & (table["variant"] == variant)].sort_values("step")
     if quantity == "LLC":
-        from codedyn.report.plots import llc_from_table
+        from codedyn.analysis.curves import llc_from_table
 
         steps = part["step"].tolist()
         values, lows, highs, _ = llc_from_table(part, steps)
@@ -300,6 +292,14 @@ def _sae_curves(calls: dict) -> list[str]:
     return sorted(best or auroc)
 
 
+def _behaviour_points(table, curve: str):
+    if table is None:
+        return None
+    quantity, _, operator = curve.partition("/")
+    rows = table[(table["quantity"] == quantity) & (table["operator"].fillna("") == operator)].sort_values("step")
+    return None if rows.empty else (rows["step"], rows["value"], rows["low"], rows["high"])
+
+
 def _emergence_points(table, curve: str):
     parts = curve.split("/")
     if table is None or len(parts) != 3 or not parts[0].startswith("L"):
@@ -313,24 +313,53 @@ def _emergence_points(table, curve: str):
     return None if rows.empty else (rows["step"], rows["value"], rows["low"], rows["high"])
 
 
-def verdict_rows(run_dir: Path, level: float = 0.95) -> tuple[list[VerdictRow], dict[str, dict]]:
-    """Every row of the summary table, and the susceptibility calls behind its susceptibility rows.
+@dataclass
+class StudyFamily:
+    """Every curve of a run that gets a shape call, and the calls Holm-adjusted as one family.
 
-    Every curve behind a row (SAE best-latent AUROC per layer, the influence curves, each component's χ curves,
-    the LLC) is one family for :func:`~codedyn.analysis.transitions.adjust_verdicts`: rows and returned calls
-    carry the Holm-adjusted verdicts (the stored ``transitions.json`` files stay raw).
-    """
+    ``adjusted`` is keyed ``"<source>:<curve>"`` (``behaviour:verdict_contrast``, ``emergence:L1/probe/auroc``,
+    ``influence:delta/cov``, ``susceptibility:<estimator>:<component>/<distribution>``)."""
+
+    adjusted: dict[str, dict]
+    sae_curves: list[str]
+    influence_curves: list[tuple[str, str]]
+    per_estimator: dict[str, tuple[dict, str]]
+    tables: dict[str, Path]
+
+
+BEHAVIOUR_CURVES = ("verdict_contrast", "loss_gap/all")  # the behaviour's curves in the family
+
+
+def _probe_curves(calls: dict) -> list[str]:
+    return sorted(k for k in calls if k.endswith("/probe/auroc"))
+
+
+def _influence_signal_curves(influence: dict | None) -> list[tuple[str, str]]:
+    """The table's influence curves plus every stored correctness contrast it does not list (e.g. the verdict-loss
+    contrasts), then the LLC."""
+    from codedyn.analysis.curves import INFLUENCE_SIGNAL_WORDS
+
+    listed = [curve for curve, _ in INFLUENCE_CURVES]
+    extra = sorted(k for k in (influence or {}) if k not in listed and k.split("/")[0] != "LLC"
+                   and any(word in k.split("/")[0] for word in INFLUENCE_SIGNAL_WORDS))
+    return [*INFLUENCE_CURVES, *[(k, f"Influence {k}") for k in extra], ("LLC/llc", "LLC")]
+
+
+def study_family(run_dir: Path, level: float = 0.95) -> StudyFamily:
+    """The one family of shape calls of a run: behaviour curves, Experiment 2's best-latent and probe AUROC per
+    layer, Experiment 1's curves and the LLC, every component's χ curves; Holm-adjusted together
+    (:func:`~codedyn.analysis.transitions.adjust_verdicts`). The report's verdict table and the validation table
+    both read it."""
     import pandas as pd
 
     from codedyn.analysis.transitions import adjust_verdicts
 
     run_dir = Path(run_dir)
-    rows: list[VerdictRow] = []
-
-    emergence = _read_json(run_dir / "emergence" / "transitions.json")
-    curves = _sae_curves(emergence or {})
+    behaviour = _read_json(run_dir / "behaviour" / "transitions.json") or {}
+    emergence = _read_json(run_dir / "emergence" / "transitions.json") or {}
+    curves = _sae_curves(emergence)
     influence = _read_json(run_dir / "influence" / "transitions.json")
-    influence_curves = [*INFLUENCE_CURVES, ("LLC/llc", "LLC")]
+    influence_curves = _influence_signal_curves(influence)
     completed = {curve: _completed(run_dir, curve, None if influence is None else influence.get(curve))
                  for curve, _ in influence_curves}
 
@@ -349,12 +378,35 @@ def verdict_rows(run_dir: Path, level: float = 0.95) -> tuple[list[VerdictRow], 
     if not per_estimator:
         per_estimator = {"covariance": ({}, "susceptibility/")}
 
-    # One family over the whole table, keyed by source so that curves of different files never collide.
-    family = {f"emergence:{c}": emergence[c] for c in curves}
+    # One family over every curve, keyed by source so that curves of different files never collide.
+    family = {f"behaviour:{c}": behaviour[c] for c in BEHAVIOUR_CURVES if isinstance(behaviour.get(c), dict)}
+    family.update({f"emergence:{c}": emergence[c] for c in [*curves, *_probe_curves(emergence)]})
     family.update({f"influence:{c}": found for c, found in completed.items() if found is not None})
     for estimator, (calls, _) in per_estimator.items():
         family.update({f"susceptibility:{estimator}:{k}": v for k, v in calls.items()})
-    adjusted = adjust_verdicts(family, level)
+    return StudyFamily(adjust_verdicts(family, level), curves, influence_curves, per_estimator, tables)
+
+
+def verdict_rows(run_dir: Path, level: float = 0.95) -> tuple[list[VerdictRow], dict[str, dict]]:
+    """Every row of the summary table, and the susceptibility calls behind its susceptibility rows, from the run's
+    one family of shape calls (:func:`study_family`: rows and returned calls carry the Holm-adjusted verdicts; the
+    stored ``transitions.json`` files stay raw)."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    rows: list[VerdictRow] = []
+    found_family = study_family(run_dir, level)
+    adjusted, curves = found_family.adjusted, found_family.sae_curves
+    influence_curves, per_estimator, tables = (found_family.influence_curves, found_family.per_estimator,
+                                               found_family.tables)
+
+    behaviour_path = run_dir / "behaviour" / "behaviour.parquet"
+    behaviour_table = pd.read_parquet(behaviour_path) if behaviour_path.is_file() else None
+    for curve, signal in (("verdict_contrast", "Behaviour: verdict contrast"),
+                          ("loss_gap/all", "Behaviour: loss gap at the mutated tokens")):
+        if f"behaviour:{curve}" in adjusted:
+            rows.append(_row(signal, curve, adjusted[f"behaviour:{curve}"], "behaviour/transitions.json",
+                             _behaviour_points(behaviour_table, curve)))
 
     table_path = run_dir / "emergence" / "emergence.parquet"
     emergence_table = pd.read_parquet(table_path) if table_path.is_file() else None
@@ -363,6 +415,10 @@ def verdict_rows(run_dir: Path, level: float = 0.95) -> tuple[list[VerdictRow], 
         rows.append(_row("SAE accuracy (best-latent AUROC)", "AUROC", None, source))
     for curve in curves:
         rows.append(_row(f"SAE accuracy ({curve})", curve, adjusted[f"emergence:{curve}"], source,
+                         _emergence_points(emergence_table, curve)))
+    for key in sorted(k for k in adjusted if k.startswith("emergence:") and k.endswith("/probe/auroc")):
+        curve = key.removeprefix("emergence:")
+        rows.append(_row(f"Probe accuracy ({curve})", curve, adjusted[key], source,
                          _emergence_points(emergence_table, curve)))
 
     table_path = run_dir / "influence" / "influence.parquet"

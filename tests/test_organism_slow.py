@@ -3,7 +3,7 @@
 CODEDYN_ORGANISM_TESTS=1 (the numbers: benchmarks/bench_organism.py and BENCHMARKS.md, "Model organism").
 
 Measured on the held-out programs the study reads: the verdict contrast on crossed quadruples
-(models.toy.crossed_contrast, against experiments.behaviour.MIN_VERDICT_CONTRAST) and the probe AUROC of the
+(models.toy.crossed_contrast, against its margin calibrated on null twins, codedyn.analysis.margins) and the probe AUROC of the
 final-position residual fit and scored on disjoint halves of the operations (experiments.behaviour.planted_probe),
 each with its interval resampling operation pairs."""
 
@@ -40,11 +40,13 @@ def _covers_chance(measured) -> bool:
 
 
 def _judges_nothing(measured) -> bool:
-    """The verdict contrast's interval lies within the band of no judgement (the null twins' noise)."""
-    from codedyn.experiments.behaviour import MIN_VERDICT_CONTRAST
+    """The verdict contrast's interval lies within its margin (calibrated on null twins of other seeds)."""
+    from codedyn.analysis.curves import VERDICT_CONTRAST
+    from codedyn.analysis.margins import load_margins
 
+    margin = load_margins().margin(VERDICT_CONTRAST) or 0.05  # 0.05 nats: the margin before calibration
     _, low, high = measured
-    return -MIN_VERDICT_CONTRAST < low and high < MIN_VERDICT_CONTRAST
+    return -margin < low and high < margin
 
 
 def test_the_capability_is_absent_before_the_onset_present_at_the_end_and_absent_on_the_null_twin():

@@ -147,8 +147,8 @@ def transition_calls_for_susceptibility(
     correctness is the yardstick's question (:mod:`codedyn.analysis.yardstick`, with margins calibrated on null
     twins), not this shape test's.
     """
-    from codedyn.analysis.transitions import classify_trajectory, replicates_from_intervals
     from codedyn.analysis.curves import tracked_components
+    from codedyn.analysis.transitions import classify_trajectory, replicates_from_intervals
 
     part = table[(table["variant"] == variant) & table["distribution"].isin(distributions)
                  & table["component"].isin(tracked_components(table))]

@@ -689,8 +689,8 @@ def _calls_table(calls: dict, first: str, evidence: bool = False) -> str:
 def _llc_section(context: ReportContext) -> str:
     import pandas as pd
 
-    from codedyn.analysis.events import known_events
     from codedyn.analysis.curves import llc_from_table
+    from codedyn.analysis.events import known_events
     from codedyn.report.plots import save_figure, training_curves
 
     path = context.run_dir / "influence" / "influence.parquet"
@@ -865,7 +865,6 @@ def render_report(context: ReportContext) -> tuple[str, list[dict]]:
     table (one row per signal) with the test described once, then the evidence section by section."""
     from codedyn.analysis.events import known_events
     from codedyn.analysis.verdicts import verdict_rows
-
     from codedyn.analysis.yardstick import write_yardstick
     from codedyn.report.validation import answer_sentences, render_validation
 

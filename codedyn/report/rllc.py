@@ -66,8 +66,8 @@ def write_figures(out: Path, table, sums, contrast, clusters, calls: dict) -> li
     """Every figure of the module docstring that the tables allow; the paths written."""
     import matplotlib.pyplot as plt
 
-    from codedyn.experiments.rllc import FULL
     from codedyn.analysis.events import sharp_call_events
+    from codedyn.experiments.rllc import FULL
     from codedyn.report.plots import save_figure, training_curves
 
     written: list[Path] = []

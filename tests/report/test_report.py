@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from codedyn.experiments.influence import run_influence
-from codedyn.experiments.susceptibility import run_susceptibility
-from codedyn.report.html import write_report
 from codedyn.analysis.verdicts import (
     VerdictRow,
     normalise_call,
     susceptibility_summary,
     transition_calls_for_susceptibility,
 )
+from codedyn.experiments.influence import run_influence
+from codedyn.experiments.susceptibility import run_susceptibility
+from codedyn.report.html import write_report
 from tests.studies import home
 
 SECTIONS = ("answer", "summary", "dataset", "influence", "emergence", "susceptibility", "embryology", "llc",
@@ -154,6 +154,7 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     embryology grid PNG is embedded and its interactive page linked relatively; timings are shown, escaped."""
     run = tmp_path / "run"
     shutil.copytree(study.run_dir, run, ignore=shutil.ignore_patterns("units"))
+    (run / "run.json").write_text(json.dumps({"status": "finished"}))  # `codedyn report` reports finished runs
     emergence = run / "emergence"
     emergence.mkdir()
     calls = {  # the layout Experiment 2 writes: classify_trajectory's output per layer / predictor / metric
@@ -185,7 +186,8 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     assert outcome.exit_code == 0, outcome.output
     page = _page(run / "report.html")
     assert 'data-curve="L1/best_latent/auroc">sharp transition within (4, 12]<' in page
-    assert 'data-curve="L1/probe/auroc"' not in page  # the SAE row is the best latent's
+    # the SAE row is the best latent's; the probe, in the same family, has its own row
+    assert re.search(r'<td>Probe accuracy \(L1/probe/auroc\)</td>.*?data-curve="L1/probe/auroc"', page, re.S)
     assert "largest jump 4 -&gt; 12" in page
     row = re.search(r'<tr class="sharp">(.*?)</tr>', _section(page, "summary"), re.S).group(1)
     assert "(4, 12]" in row and "0.35 [0.25, 0.45]" in row and "0.003" in row

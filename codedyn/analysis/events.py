@@ -84,8 +84,10 @@ def emergence_of(run_dir: Path) -> dict | None:
 
 
 def emergence_bracket(run_dir: Path) -> tuple[int, int] | None:
-    between = (emergence_of(run_dir) or {}).get("bracket")
-    return (int(between[0]), int(between[1])) if between else None
+    """The bracket (a, b] in which the verdicts emerged, or None when they did not (or were not measured)."""
+    found = emergence_of(run_dir) or {}
+    between = found.get("bracket")
+    return (int(between[0]), int(between[1])) if between and found.get("emerged") else None
 
 
 def _suite_record(study: Any) -> Mapping[str, Any] | None:

@@ -174,3 +174,36 @@ def test_a_report_of_an_unfinished_run_is_refused_in_one_sentence(tmp_path):
         write_report(run)
     with pytest.raises(FileNotFoundError, match="not a codedyn run folder"):
         write_report(tmp_path)
+
+
+def test_a_fresh_run_draws_the_emergence_in_every_figure(runs):
+    """The behaviour analysis runs first and stores the emergence; every later figure's known events include it."""
+    from types import SimpleNamespace
+
+    from codedyn.analysis.events import known_events, suite_record_of
+    from codedyn.pipeline import ANALYSES
+
+    assert ANALYSES[0].name == "behaviour"
+    organism, null = runs
+    events = known_events(SimpleNamespace(suite_record=suite_record_of(organism), run_dir=organism))
+    assert [e["bracket"] for e in events if e["name"] == "verdicts judge correctness"] == [[3000, 4000]]
+    twin = known_events(SimpleNamespace(suite_record=suite_record_of(null), run_dir=null))
+    assert not any(e["name"] == "verdicts judge correctness" for e in twin)  # the null twin's never emerge
+
+
+def test_the_verdict_table_and_the_validation_table_agree_call_for_call(runs):
+    """Both read the run's one family of shape calls: the probe's adjusted call is the same object in both."""
+    from codedyn.analysis.transitions import classify_trajectory
+    from codedyn.analysis.verdicts import verdict_rows
+
+    organism, _ = runs
+    with np.load(organism / "emergence" / "bootstrap_replicates.npz") as stored:
+        calls = {key: classify_trajectory(STEPS, stored[key]) for key in ("L1/probe/auroc", "L1/best_latent/auroc")}
+    _write(organism / "emergence" / "transitions.json", calls)
+    rows, _ = verdict_rows(organism)
+    shown = {row.curve: row for row in rows}
+    found = {r.name: r for r in yardstick(organism).signals}
+    for curve, name in (("L1/probe/auroc", "probe AUROC, layer 1"),
+                        ("L1/best_latent/auroc", "SAE best latent AUROC, layer 1")):
+        assert found[name].shape["verdict"] == shown[curve].verdict
+        assert found[name].shape["p_adjusted"] == shown[curve].p_adjusted

@@ -4,8 +4,8 @@ CODEDYN_ORGANISM_TESTS=1 (the numbers: benchmarks/bench_organism.py and BENCHMAR
 
 Measured on the held-out programs the study reads: the verdict contrast on crossed quadruples
 (models.toy.crossed_contrast, against its margin calibrated on null twins, codedyn.analysis.margins) and the probe
-AUROC of the final-position residual fit and scored on disjoint halves of the operations (experiments.behaviour.planted_probe),
-each with its interval resampling operation pairs."""
+AUROC of the final-position residual fit and scored on disjoint halves of the operations
+(experiments.behaviour.planted_probe), each with its interval resampling operation pairs."""
 
 import os
 

@@ -9,9 +9,11 @@ to one field here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+
+M = TypeVar("M", bound=BaseModel)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"  # shipped as package data (pyproject.toml)
 
@@ -723,10 +725,23 @@ def load_config(preset: str = "default", overrides: dict[str, Any] | None = None
     try:
         return CodedynConfig.model_validate(merged)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: invalid configuration ({problems})") from exc
+        raise ConfigError(f"{path}: invalid configuration ({_problems(exc)})") from exc
+
+
+def updated(model: M, update: dict[str, Any]) -> M:
+    """A copy of ``model`` with ``update`` applied (nested dicts merge into sections), validated as a loaded preset is.
+
+    ``model_copy(update=...)`` would skip validation: a zero chain count or a misspelt field would then reach the
+    sampler and the cache keys. A value that does not validate is a :class:`ConfigError` naming the field.
+    """
+    try:
+        return type(model).model_validate(_deep_merge(model.model_dump(), update))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {type(model).__name__} update ({_problems(exc)})") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
 
 
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:

@@ -730,16 +730,18 @@ def load_config(preset: str = "default", overrides: dict[str, Any] | None = None
         raise ConfigError(f"{path}: invalid configuration ({_problems(exc)})") from exc
 
 
-def updated(model: M, update: dict[str, Any]) -> M:
-    """A copy of ``model`` with ``update`` applied (nested dicts merge into sections), validated as a loaded preset is.
+def updated(model: M, update: dict[str, Any], what: str | None = None) -> M:
+    """A copy of ``model`` with ``update`` applied (nested dicts merge into sections, anything else replaces),
+    validated as a loaded preset is.
 
     ``model_copy(update=...)`` would skip validation: a zero chain count or a misspelt field would then reach the
-    sampler and the cache keys. A value that does not validate is a :class:`ConfigError` naming the field.
+    sampler and the cache keys. A value that does not validate is a :class:`ConfigError` naming the field and
+    ``what`` was applied (default: "<model> update").
     """
     try:
         return type(model).model_validate(_deep_merge(model.model_dump(), update))
     except ValidationError as exc:
-        raise ConfigError(f"invalid {type(model).__name__} update ({_problems(exc)})") from exc
+        raise ConfigError(f"invalid {what or type(model).__name__ + ' update'} ({_problems(exc)})") from exc
 
 
 def _problems(exc: ValidationError) -> str:

@@ -1,5 +1,11 @@
 """The ``codedyn`` command line. Thin by design: parse options into a config, call the library, print.
 
+The options are the configuration's: each command lists the fields it exposes (:class:`Flag`), and
+:func:`configured` turns each into an option whose help is the field's docstring and whose value is parsed by
+:func:`parse_value` and validated by pydantic with the rest of the config; ``--set section.field=value`` reaches
+every other field. Only what is not configuration (``--preset``, ``--out``, ``refine --max-new``, the arguments)
+is declared here by hand.
+
 User mistakes (bad paths, malformed files, invalid settings) end with one red sentence and exit code 2, not a
 traceback.
 """

@@ -2,8 +2,9 @@
 
 Every model forbids unknown keys (a typo in a YAML preset is an error, not a silently ignored setting) and is frozen
 after validation (no code path may change a configuration that has already been used to compute a cache key).
-Presets live in ``codedyn/presets/*.yaml`` (package data: an installed codedyn has them); every CLI option maps
-to one field here.
+Presets live in ``codedyn/presets/*.yaml`` (package data: an installed codedyn has them). Every CLI option maps
+to one field here and shows its docstring as help (:mod:`codedyn.cli` generates the options from the fields;
+``--set section.field=value`` reaches any of them).
 """
 
 from __future__ import annotations

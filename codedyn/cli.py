@@ -1,13 +1,21 @@
 """The ``codedyn`` command line. Thin by design: parse options into a config, call the library, print.
 
+The options are the configuration's: each command lists the fields it exposes (:class:`Flag`), and
+:func:`configured` turns each into an option whose help is the field's docstring and whose value is parsed by
+:func:`parse_value` and validated by pydantic with the rest of the config; ``--set section.field=value`` reaches
+every other field. Only what is not configuration (``--preset``, ``--out``, ``refine --max-new``, the arguments)
+is declared here by hand.
+
 User mistakes (bad paths, malformed files, invalid settings) end with one red sentence and exit code 2, not a
 traceback.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,12 +43,38 @@ PresetOption = Annotated[str, typer.Option("--preset", "-p", help="Preset name (
 # the configuration classes' defaults (HumanEval pairs on the plain toy suite), which the other commands start from.
 STUDY_PRESET = "organism"
 OutOption = Annotated[Path | None, typer.Option("--out", help="Write results under this folder.")]
-ExecutorOption = Annotated[str | None, typer.Option("--executor", help="local (one unit after another) or ray.")]
-AddressOption = Annotated[
-    str | None, typer.Option("--address", help="Ray cluster address (auto, ray://host:10001); default: local Ray.")
-]
-CpusOption = Annotated[int | None, typer.Option(help="CPUs (and torch threads) per unit.")]
-GpusOption = Annotated[float | None, typer.Option(help="GPUs per unit (Ray executor).")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="SECTION.FIELD=VALUE",
+    help="Set any config field (`codedyn config show` lists them), e.g. --set sampling.draws=80; repeatable. "
+         "Lists are comma-separated (or a YAML list), null clears an optional field, a corpus is written as for "
+         "--corpus.")]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line option that sets exactly one config field, named ``section.field`` (``dataset.sandbox.workers``
+    for a nested one). Its type, help text and validation are the field's: the help is the field's docstring, and
+    the value goes through the same parsing as ``--set`` and then pydantic.
+
+    ``name``: the option's name when the field's own name would be unclear or taken in its command (default: the
+    field's last part, ``--mutants-per-problem``). ``aliases``: older spellings still accepted; ``off``: for a
+    boolean field, the switch that sets it false (default ``--no-<name>``). ``implies``:
+    (field, value) pairs set when this option is given and that field is not (``--problems`` reads a JSONL, so the
+    source is ``jsonl`` unless ``--source`` says otherwise)."""
+
+    field: str
+    name: str | None = None
+    aliases: tuple[str, ...] = ()
+    off: str | None = None
+    implies: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def option(self) -> str:
+        return "--" + (self.name or self.field.rpartition(".")[2]).replace("_", "-")
+
+    @property
+    def param(self) -> str:
+        return self.field.replace(".", "__")
 
 
 def _console():
@@ -69,45 +103,257 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def configured(*flags: Flag, preset: str = "default", sections: tuple[str, ...] | None = None):
+    """Give a command ``--preset``, one option per :class:`Flag` and ``--set``, and call it with the resolved config.
+
+    The command names a parameter ``config`` (it receives the preset with every given option and setting applied,
+    validated once; a ``preset`` parameter also receives the preset's name) or ``overrides`` (the nested dict of
+    what was given, for a command that applies it to a stored config; then there is no ``--preset``).
+    ``sections`` limits ``--set`` to those config sections.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(func, eval_str=True).parameters
+        wants_config = "config" in own
+        kept = [p for name, p in own.items() if name not in ("config", "overrides", "preset")]
+        added = [inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=preset, annotation=PresetOption)
+                 ] if wants_config else []
+        added += [inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                    annotation=_flag_annotation(flag)) for flag in flags]
+        added.append(inspect.Parameter("settings", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                       annotation=SetOption))
+
+        def command(**kwargs: Any) -> Any:
+            given = {flag: kwargs.pop(flag.param) for flag in flags}
+            overrides = collect_overrides(given, kwargs.pop("settings") or [], sections)
+            if wants_config:
+                chosen = kwargs.pop("preset")
+                kwargs["config"] = resolve_config(chosen, overrides)
+                if "preset" in own:  # the command also reports which preset it resolved
+                    kwargs["preset"] = chosen
+            else:
+                kwargs["overrides"] = overrides
+            return func(**kwargs)
+
+        parameters = [*kept, *added]
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        command.__name__, command.__qualname__, command.__doc__ = func.__name__, func.__qualname__, func.__doc__
+        command.__module__ = func.__module__
+        command.flags = flags  # type: ignore[attr-defined]  # read by the tests: every option's field
+        return command
+
+    return decorate
+
+
+def _flag_annotation(flag: Flag) -> Any:
+    """The option of ``flag``: a switch for a boolean field, else text parsed as ``--set`` parses it."""
+    info = field_info(flag.field)
+    help_text = field_help(info)
+    names = [flag.option, *flag.aliases]
+    if _field_kind(info) == "bool":
+        negative = flag.off or "--no-" + flag.option.removeprefix("--")
+        return Annotated[bool | None, typer.Option(f"{flag.option}/{negative}", *names[1:], help=help_text,
+                                                   show_default=False)]
+    return Annotated[str | None, typer.Option(*names, help=help_text, metavar=_metavar(info), show_default=False)]
+
+
+def field_help(info) -> str:
+    """A field's docstring as one line of help text (brackets escaped: the help is rendered as rich markup)."""
+    from rich.markup import escape
+
+    return escape(" ".join((info.description or "").split()).replace("``", "`"))
+
+
+def field_info(path: str):
+    """The pydantic field ``section.field`` (any depth) of the configuration; a path that names no field, or a
+    whole section, is a ConfigError naming what is there."""
+    from codedyn.config import CodedynConfig, ConfigError
+
+    model: Any = CodedynConfig
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth]) or "the configuration"
+        if model is None:
+            raise ConfigError(f"unknown setting {path!r}: {where} is a value, not a section")
+        if part not in model.model_fields:
+            raise ConfigError(f"unknown setting {path!r}: {where} has no field {part!r} "
+                              f"(it has {', '.join(model.model_fields)})")
+        info = model.model_fields[part]
+        model = _section_model(info.annotation)
+    if model is not None and _field_kind(info) != "corpus":
+        raise ConfigError(f"{path!r} is a section; set one of its fields ({', '.join(model.model_fields)})")
+    return info
+
+
+def config_fields(model: Any = None, prefix: str = "") -> list[str]:
+    """Every settable field of the configuration as ``section.field`` (sections expanded, corpora whole)."""
+    from codedyn.config import CodedynConfig
+
+    paths = []
+    for name, info in (model or CodedynConfig).model_fields.items():
+        section = _section_model(info.annotation)
+        if section is not None and _field_kind(info) != "corpus":
+            paths.extend(config_fields(section, f"{prefix}{name}."))
+        else:
+            paths.append(prefix + name)
+    return paths
+
+
+def _section_model(annotation: Any) -> Any:
+    """The config model a field holds (a section, or an optional corpus), else None."""
+    from pydantic import BaseModel
+
+    core = _core(annotation)
+    return core if isinstance(core, type) and issubclass(core, BaseModel) else None
+
+
+def _core(annotation: Any) -> Any:
+    """The type of a field without its ``| None``."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next(t for t in typing.get_args(annotation) if t is not type(None))
+    return annotation
+
+
+def _field_kind(info) -> str:
+    """``corpus`` (an optional CorpusConfig, given as a corpus spec), ``bool``, ``list`` (a tuple), or ``value``."""
+    import typing
+
+    from codedyn.config import CorpusConfig
+
+    core = _core(info.annotation)
+    if core is CorpusConfig:
+        return "corpus"
+    if core is bool:
+        return "bool"
+    return "list" if typing.get_origin(core) is tuple else "value"
+
+
+def _metavar(info) -> str:
+    import typing
+
+    kind = _field_kind(info)
+    if kind == "corpus":
+        return "CORPUS"
+    inner = typing.get_args(_core(info.annotation))[0] if kind == "list" else _core(info.annotation)
+    if typing.get_origin(inner) is typing.Literal:
+        name = "|".join(str(v) for v in typing.get_args(inner))
+    else:
+        name = {int: "INT", float: "FLOAT", Path: "PATH"}.get(inner, "TEXT")
+    return f"{name},..." if kind == "list" else name
+
+
+def parse_value(path: str, text: str) -> Any:
+    """The command-line text of field ``path`` as the value pydantic validates: a list for a tuple field (comma-
+    separated, or YAML ``[a, b]``), a corpus mapping for a corpus (:func:`codedyn.data.corpus.corpus_spec`), None
+    for ``null`` / ``none`` in an optional field, else the text itself (pydantic converts numbers, booleans,
+    paths and checks choices)."""
+    import typing
+
+    info = field_info(path)
+    kind = _field_kind(info)
+    optional = type(None) in typing.get_args(info.annotation)
+    if optional and text.strip().lower() in ("null", "none"):
+        return None
+    if kind == "corpus":  # a whole corpus, so that it replaces the preset's rather than merging into it
+        from pydantic import ValidationError
+
+        from codedyn.config import ConfigError, CorpusConfig
+        from codedyn.data.corpus import corpus_spec
+
+        try:
+            return CorpusConfig.model_validate(corpus_spec(text))
+        except ValidationError as exc:
+            problems = "; ".join(err["msg"] for err in exc.errors())
+            raise ConfigError(f"{path} {text!r}: not a corpus ({problems})") from None
+    if kind == "list":
+        if text.lstrip().startswith("["):
+            import yaml
+
+            return yaml.safe_load(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
+
+
+def collect_overrides(given: dict[Flag, Any], settings: list[str], sections: tuple[str, ...] | None = None
+                      ) -> dict[str, Any]:
+    """The nested overrides of the options given (``{flag: value or None}``) and of ``--set`` items; a field given
+    twice, a malformed item or a field outside ``sections`` is a ConfigError."""
+    from codedyn.config import ConfigError
+
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}
+
+    def put(path: str, value: Any, where: str) -> None:
+        if path in values:
+            raise ConfigError(f"{path} is given twice ({source[path]} and {where})")
+        if sections is not None and path.split(".")[0] not in sections:
+            raise ConfigError(f"{where} sets {path}, but this command only takes the {', '.join(sections)} "
+                              "section(s)")
+        values[path], source[path] = value, where
+
+    for flag, value in given.items():
+        if value is not None:
+            put(flag.field, value if isinstance(value, bool) else parse_value(flag.field, value), flag.option)
+    for item in settings:
+        path, eq, text = item.partition("=")
+        if not eq or not path.strip():
+            raise ConfigError(f"--set {item!r}: expected section.field=value, e.g. sampling.draws=80")
+        put(path.strip(), parse_value(path.strip(), text), f"--set {path.strip()}")
+    for flag, value in given.items():
+        if value is not None:
+            for path, implied in flag.implies:
+                if path not in values:
+                    put(path, implied, f"{flag.option} (implied)")
+    tree: dict[str, Any] = {}
+    for path, value in values.items():
+        *parents, leaf = path.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def resolve_config(preset: str, overrides: dict[str, Any]):
+    """The preset (validated alone, so that its errors name its file) with ``overrides`` applied, validated once;
+    an explicit None clears an optional field."""
+    from codedyn.config import load_config, updated
+
+    config = load_config(preset)
+    return updated(config, overrides, "command-line settings") if overrides else config
+
+
+SUITE = Flag("suite.name", "suite")
+STEPS = Flag("suite.steps")
+EXECUTOR = (Flag("executor.kind", "executor"), Flag("executor.address"), Flag("executor.cpus_per_task"),
+            Flag("executor.gpus_per_task"))
+
+
+def _study(config, out: Path | None, progress):
+    """The study of ``config`` under ``out`` (default runs/<name>), its inputs checked before any work."""
+    from codedyn.experiments.study import prepare_study
+
+    return prepare_study(config, out or Path("runs") / config.name, progress)
+
+
 @data_app.command("build")
 @user_errors
-def data_build(
-    preset: PresetOption = "default",
-    source: Annotated[str | None, typer.Option(help="humaneval, jsonl, mbpp or planted.")] = None,
-    problems: Annotated[Path | None, typer.Option(help="JSONL of problems (implies --source jsonl).")] = None,
-    completions: Annotated[Path | None, typer.Option(help="JSONL of completions to label by execution.")] = None,
-    k: Annotated[int | None, typer.Option("--k", help="Incorrect samples kept per problem.")] = None,
-    candidates_per_operator: Annotated[int | None, typer.Option(help="Mutants run per problem and operator.")] = None,
-    operators: Annotated[str | None, typer.Option(help="Comma-separated mutation operators.")] = None,
-    failure_kinds: Annotated[
-        str | None, typer.Option(help="Comma-separated kinds kept as incorrect: assertion,crash,timeout.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for sampling, selection and splits.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N problems.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Programs run concurrently.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Wall-clock limit per program, seconds.")] = None,
-    out: OutOption = None,
-) -> None:
+@configured(Flag("dataset.source"),
+            Flag("dataset.problems_path", aliases=("--problems",), implies=(("dataset.source", "jsonl"),)),
+            Flag("dataset.completions_path", aliases=("--completions",)),
+            Flag("dataset.mutants_per_problem", aliases=("--k",)), Flag("dataset.candidates_per_operator"),
+            Flag("dataset.operators"), Flag("dataset.failure_kinds"), Flag("dataset.seed"),
+            Flag("dataset.limit_problems", aliases=("--limit",)), Flag("dataset.sandbox.workers"),
+            Flag("dataset.sandbox.timeout_s", aliases=("--timeout",)))
+def data_build(config: Any, out: OutOption = None) -> None:
     """Build paired correct / buggy solutions whose bugs are proven by running the tests."""
-    from codedyn.config import load_config
     from codedyn.data.pairs import build_dataset, load_dataset
     from codedyn.progress import rich_progress
 
-    overrides = {
-        "dataset": {
-            "source": "jsonl" if problems is not None and source is None else source,
-            "problems_path": problems,
-            "completions_path": completions,
-            "mutants_per_problem": k,
-            "candidates_per_operator": candidates_per_operator,
-            "operators": _csv(operators),
-            "failure_kinds": _csv(failure_kinds),
-            "seed": seed,
-            "limit_problems": limit,
-            "sandbox": {"workers": workers, "timeout_s": timeout},
-        }
-    }
-    config = load_config(preset, overrides)
     console = _console()
     with rich_progress(console) as progress:
         path = build_dataset(config.dataset, out_dir=out, progress=progress)
@@ -142,22 +388,18 @@ def _hub_cache(out: Path | None) -> Path | None:
     return out / "hub" if out is not None else None
 
 
-def _resolve_suite(name: str, preset: str, out: Path | None, pattern: str | None = None):
-    """``toy`` means the toy suite of the preset's config; anything else is looked up by name (a Pythia size, an
-    HF repo id with ``pattern``, a folder of checkpoints, a trained toy suite)."""
-    from codedyn.config import load_config
+def _resolve_suite(name: str, config: Any, out: Path | None):
+    """``toy`` means the toy suite of the config's ``toy`` section; anything else is looked up by name (a Pythia
+    size, an HF repo id with the config's ``suite.revision_pattern``, a folder of checkpoints, a trained toy
+    suite)."""
     from codedyn.data.corpus import CodeCorpus
-    from codedyn.models.suite import DEFAULT_PATTERN, get_suite
-    from codedyn.models.toy import suite_name
+    from codedyn.models.suite import get_suite
+    from codedyn.models.toy_identity import suite_name
 
     if name == "toy":
-        name = suite_name(load_config(preset).toy, CodeCorpus.stdlib().fingerprint)
+        name = suite_name(config.toy, CodeCorpus.stdlib().fingerprint)
     return get_suite(name, hub_cache=_hub_cache(out) if name.startswith("toy") else None,
-                     pattern=pattern or DEFAULT_PATTERN)
-
-
-PatternOption = Annotated[str | None, typer.Option(
-    help="HF repo suites: revision names with a {step} field, e.g. 'step{step}-tokens{tokens}B' (default step{step}).")]
+                     pattern=config.suite.revision_pattern)
 
 
 @config_app.command("list")
@@ -171,12 +413,14 @@ def config_list() -> None:
 
 @config_app.command("show")
 @user_errors
-def config_show(preset: PresetOption = "default") -> None:
-    """Every setting of a preset as it resolves (the preset over the defaults), each with what it means."""
-    from codedyn.config import load_config, preset_path
+@configured()
+def config_show(config: Any, preset: str = "default") -> None:
+    """Every setting of a preset as it resolves (the preset over the defaults, then --set), each with what it
+    means."""
+    from codedyn.config import preset_path
 
     typer.echo(f"# preset {preset_path(preset)}")
-    for line in describe_config(load_config(preset)):
+    for line in describe_config(config):
         typer.echo(line)
 
 
@@ -200,19 +444,12 @@ def describe_config(model, prefix: str = "") -> list[str]:
 
 @suite_app.command("train-toy")
 @user_errors
-def suite_train_toy(
-    preset: PresetOption = "default",
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for initialisation and data.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
-    out: OutOption = None,
-) -> None:
+@configured(Flag("toy.steps"), Flag("toy.seed"), Flag("toy.threads"))
+def suite_train_toy(config: Any, out: OutOption = None) -> None:
     """Train the toy suite (tiny Pythia-style model on stdlib code) and record when induction heads form."""
-    from codedyn.config import load_config
     from codedyn.models.toy import train_toy_suite
     from codedyn.progress import rich_progress
 
-    config = load_config(preset, {"toy": {"steps": steps, "seed": seed, "threads": threads}})
     console = _console()
     with rich_progress(console) as progress:
         result = train_toy_suite(config.toy, hub_cache=_hub_cache(out), progress=progress)
@@ -267,17 +504,19 @@ def _step_range(steps: tuple[int, ...]) -> str:
 
 @suite_app.command("info")
 @user_errors
+@configured(Flag("suite.revision_pattern"))
 def suite_info(
     name: Annotated[str, typer.Argument(
         help="pythia-<size>, an HF repo id, a folder of checkpoints, toy-<hash>, or 'toy' for the preset's.")],
-    preset: PresetOption = "default",
-    revision_pattern: PatternOption = None,
+    config: Any,
     out: OutOption = None,
 ) -> None:
     """Show a suite's schedule, what is available offline, and (toy) its training log."""
     import json
 
-    suite = _resolve_suite(name, preset, out, revision_pattern)
+    from codedyn.runs.layout import SUITE_FILE
+
+    suite = _resolve_suite(name, config, out)
     cached = suite.cached_steps()
     typer.echo(f"{suite.name} ({suite.repo_id}): {len(suite.schedule)} scheduled steps, {len(cached)} cached "
                "(available offline)")
@@ -286,8 +525,6 @@ def suite_info(
     if cached:
         typer.echo(f"revisions: {', '.join(suite.revision(s) for s in cached[:5])}"
                    + (" ..." if len(cached) > 5 else ""))
-    from codedyn.runs.layout import SUITE_FILE
-
     record = suite.repo_cache.parent.parent / suite.name / SUITE_FILE
     if suite.local_only and record.is_file():
         data = json.loads(record.read_text())
@@ -296,17 +533,16 @@ def suite_info(
 
 @suite_app.command("prefetch")
 @user_errors
-def suite_prefetch(
-    name: Annotated[str, typer.Argument(help="pythia-<size>[-deduped] or an HF repo id.")],
-    steps: Annotated[str, typer.Option(help="Comma-separated steps, e.g. 0,1000,143000.")],
-    revision_pattern: PatternOption = None,
-) -> None:
-    """Download revisions into the HF cache (run on a machine with network, then copy HF_HOME)."""
-    from codedyn.models.suite import DEFAULT_PATTERN, get_suite
+@configured(STEPS, Flag("suite.revision_pattern"))
+def suite_prefetch(name: Annotated[str, typer.Argument(help="pythia-<size>[-deduped] or an HF repo id.")],
+                   config: Any) -> None:
+    """Download revisions into the HF cache (run on a machine with network, then copy HF_HOME): the steps given
+    with --steps, else the preset's."""
+    from codedyn.models.suite import get_suite
     from codedyn.progress import rich_progress
 
-    suite = get_suite(name, pattern=revision_pattern or DEFAULT_PATTERN)
-    wanted = suite.validate_steps(_int_list(steps, "--steps"))
+    suite = get_suite(name, pattern=config.suite.revision_pattern)
+    wanted = suite.validate_steps(config.suite.steps)
     with rich_progress(_console()) as progress:
         fetched = suite.prefetch(wanted, progress=progress)
     typer.echo(f"fetched {len(fetched)} revisions of {suite.repo_id} into {suite.repo_cache}")
@@ -314,31 +550,16 @@ def suite_prefetch(
 
 @app.command("influence")
 @user_errors
-def influence(
-    preset: PresetOption = "default",
-    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
-    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
-    chains: Annotated[int | None, typer.Option(help="SGLD chains per checkpoint.")] = None,
-    draws: Annotated[int | None, typer.Option(help="Kept draws per chain.")] = None,
-    lr: Annotated[float | None, typer.Option(help="SGLD step size epsilon.")] = None,
-    n_beta: Annotated[float | None, typer.Option(help="Inverse temperature n*beta.")] = None,
-    localization: Annotated[float | None, typer.Option(help="Localization strength gamma.")] = None,
-    out: OutOption = None,
-) -> None:
+@configured(SUITE, STEPS, Flag("sampling.chains"), Flag("sampling.draws"), Flag("sampling.lr"),
+            Flag("sampling.n_beta"), Flag("sampling.localization"))
+def influence(config: Any, out: OutOption = None) -> None:
     """Experiment 1: Bayesian influence (CC / CI / II) across checkpoints, with LLC and transition calls."""
-    from codedyn.config import load_config
     from codedyn.experiments.influence import run_influence
-    from codedyn.experiments.study import prepare_study
     from codedyn.progress import rich_progress
 
-    config = load_config(preset, {
-        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
-        "sampling": {"chains": chains, "draws": draws, "lr": lr, "n_beta": n_beta, "localization": localization},
-    })
-    run_dir = out or Path("runs") / config.name
     console = _console()
     with rich_progress(console) as progress:
-        result = run_influence(prepare_study(config, run_dir, progress), progress)
+        result = run_influence(_study(config, out, progress), progress)
     for name, found in result["calls"].items():
         console.print(f"[bold]{name}[/]: {found['verdict']}", soft_wrap=True)
         for event in found["events"]:
@@ -352,32 +573,17 @@ def influence(
 
 @app.command("susceptibility")
 @user_errors
-def susceptibility(
-    preset: PresetOption = "default",
-    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
-    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
-    estimator: Annotated[str | None, typer.Option(
-        help="covariance (shared posterior, output norms) or weight_restricted (one posterior per component).")] = None,
-    components: Annotated[str | None, typer.Option(
-        help="weight_restricted: comma-separated components, e.g. L0.H1,L1.MLP (default: every head and MLP).")] = None,
-    restricted_draws: Annotated[int | None, typer.Option(help="weight_restricted: kept draws per chain.")] = None,
-    restricted_chains: Annotated[int | None, typer.Option(help="weight_restricted: chains per component.")] = None,
-    out: OutOption = None,
-) -> None:
+@configured(SUITE, STEPS, Flag("susceptibility.estimator"), Flag("susceptibility.components"),
+            Flag("susceptibility.draws", aliases=("--restricted-draws",)),
+            Flag("susceptibility.chains", aliases=("--restricted-chains",)))
+def susceptibility(config: Any, out: OutOption = None) -> None:
     """Experiment 3: susceptibility of every head and MLP to correct vs incorrect code, across checkpoints."""
-    from codedyn.config import load_config
-    from codedyn.experiments.study import prepare_study
     from codedyn.experiments.susceptibility import run_susceptibility
     from codedyn.progress import rich_progress
 
-    config = load_config(preset, {
-        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
-        "susceptibility": {"estimator": estimator, "components": _csv(components), "draws": restricted_draws,
-                           "chains": restricted_chains},
-    })
     console = _console()
     with rich_progress(console) as progress:
-        result = run_susceptibility(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+        result = run_susceptibility(_study(config, out, progress), progress)
     opposite = result["responders"][result["responders"]["opposite"]]
     console.print(f"{result['estimator']} estimator: {len(opposite)} (component, checkpoint) pairs respond "
                   "oppositely to correct and incorrect code")
@@ -390,40 +596,18 @@ def susceptibility(
 
 @app.command("rllc")
 @user_errors
-def rllc(
-    preset: PresetOption = "default",
-    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
-    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
-    components: Annotated[str | None, typer.Option(
-        help="Comma-separated components, e.g. L0.H1,L1.MLP,embed (default: every head, MLP, embed, unembed).")] = None,
-    distributions: Annotated[str | None, typer.Option(
-        help="Comma-separated sampling distributions: corpus, correct, incorrect, user.")] = None,
-    corpus: Annotated[str | None, typer.Option(
-        help="The 'user' distribution's corpus: files/folders/globs, <file.jsonl>[:field] or datasets:<name>.")] = None,
-    chains: Annotated[int | None, typer.Option(help="Chains per refined posterior.")] = None,
-    draws: Annotated[int | None, typer.Option(help="Post-burn-in steps per chain.")] = None,
-    burn_in: Annotated[int | None, typer.Option(help="Burn-in steps per chain.")] = None,
-    lr: Annotated[float | None, typer.Option(help="SGLD step size of the refined posteriors.")] = None,
-    out: OutOption = None,
-) -> None:
+@configured(SUITE, STEPS, Flag("rllc.components"), Flag("rllc.distributions"),
+            Flag("rllc.user_corpus", aliases=("--corpus",),
+                 implies=(("rllc.distributions", ("corpus", "correct", "incorrect", "user")),)),
+            Flag("rllc.chains"), Flag("rllc.draws"), Flag("rllc.burn_in"), Flag("rllc.lr"))
+def rllc(config: Any, out: OutOption = None) -> None:
     """Refined LLCs: per component (weights) and sampling distribution (data), across checkpoints."""
-    from codedyn.config import load_config
-    from codedyn.data.corpus import corpus_spec
     from codedyn.experiments.rllc import run_rllc, sum_sentence
-    from codedyn.experiments.study import prepare_study
     from codedyn.progress import rich_progress
 
-    names = _csv(distributions)
-    config = load_config(preset, {
-        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
-        "rllc": {"components": _csv(components), "chains": chains, "draws": draws, "burn_in": burn_in, "lr": lr,
-                 "distributions": (*names, *(["user"] if corpus and "user" not in names else [])) if names
-                 else (("corpus", "correct", "incorrect", "user") if corpus else None),
-                 "user_corpus": corpus_spec(corpus) if corpus else None},
-    })
     console = _console()
     with rich_progress(console) as progress:
-        result = run_rllc(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+        result = run_rllc(_study(config, out, progress), progress)
     sharp = {k: v["verdict"] for k, v in result["calls"].items() if v.get("kind") == "sharp"}
     console.print(f"{len(result['table'])} refined LLCs; {len(sharp)} trajectories with a sharp transition",
                   soft_wrap=True)
@@ -435,38 +619,17 @@ def rllc(
 
 @app.command("emergence")
 @user_errors
-def emergence(
-    preset: PresetOption = "default",
-    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
-    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
-    layers: Annotated[str | None, typer.Option(help="Comma-separated layers (negative = from the end).")] = None,
-    width: Annotated[int | None, typer.Option(help="SAE latents.")] = None,
-    k: Annotated[int | None, typer.Option("--k", help="Active latents per token (TopK).")] = None,
-    train_tokens: Annotated[int | None, typer.Option(help="Corpus token activations per SAE.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the SAE training activations.")] = None,
-    general_threshold: Annotated[
-        float | None, typer.Option(help="Drop latents firing on more than this fraction of general text.")
-    ] = None,
-    init_from_previous: Annotated[
-        bool | None, typer.Option("--init-from-previous/--fresh", help="Start each SAE from the previous one's.")
-    ] = None,
-    out: OutOption = None,
-) -> None:
+@configured(SUITE, STEPS, Flag("emergence.layers"), Flag("emergence.width"), Flag("emergence.k"),
+            Flag("emergence.train_tokens"), Flag("emergence.epochs"), Flag("emergence.general_threshold"),
+            Flag("emergence.init_from_previous", off="--fresh"))
+def emergence(config: Any, out: OutOption = None) -> None:
     """Experiment 2: an SAE per checkpoint, correctness latents vs probe and controls, accuracy over training."""
-    from codedyn.config import load_config
     from codedyn.experiments.emergence import run_emergence
-    from codedyn.experiments.study import prepare_study
     from codedyn.progress import rich_progress
 
-    config = load_config(preset, {
-        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
-        "emergence": {"layers": _int_list(layers, "--layers") if layers else None, "width": width, "k": k,
-                      "train_tokens": train_tokens, "epochs": epochs, "general_threshold": general_threshold,
-                      "init_from_previous": init_from_previous},
-    })
     console = _console()
     with rich_progress(console) as progress:
-        result = run_emergence(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+        result = run_emergence(_study(config, out, progress), progress)
     table = result["table"]
     final = table[(table["split"] == "validation") & (table["metric"] == "auroc")
                   & (table["step"] == table["step"].max())]
@@ -480,28 +643,15 @@ def emergence(
 
 @app.command("embryology")
 @user_errors
-def embryology(
-    preset: PresetOption = "default",
-    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
-    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Code tokens embedded (the same at every checkpoint).")] = None,
-    method: Annotated[str | None, typer.Option(help="anchored (UMAP from the previous layout) or aligned.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the token subsample and of every UMAP.")] = None,
-    out: OutOption = None,
-) -> None:
+@configured(SUITE, STEPS, Flag("embryology.max_tokens"), Flag("embryology.method"), Flag("embryology.seed"))
+def embryology(config: Any, out: OutOption = None) -> None:
     """Experiment 4: aligned UMAP of per-token susceptibilities over checkpoints (grid, animation, HTML)."""
-    from codedyn.config import load_config
     from codedyn.experiments.embryology import run_embryology
-    from codedyn.experiments.study import prepare_study
     from codedyn.progress import rich_progress
 
-    config = load_config(preset, {
-        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
-        "embryology": {"max_tokens": max_tokens, "method": method, "seed": seed},
-    })
     console = _console()
     with rich_progress(console) as progress:
-        result = run_embryology(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+        result = run_embryology(_study(config, out, progress), progress)
     timings = ", ".join(f"{name.removesuffix('_s')} {value:.1f} s" for name, value in result["timings"].items())
     console.print(f"{result['embedding']['point'][result['embedding']['view'] == 'tokens'].nunique()} tokens and "
                   f"{result['embedding']['point'][result['embedding']['view'] == 'components'].nunique()} components "
@@ -513,37 +663,17 @@ def embryology(
 
 @app.command("calibrate")
 @user_errors
-def calibrate(
-    preset: PresetOption = "default",
-    suite: Annotated[str | None, typer.Option(help="toy, toy-<hash> or pythia-<size>.")] = None,
-    steps: Annotated[str | None, typer.Option(help="Checkpoints to calibrate on (default: middle and last).")] = None,
-    lr: Annotated[str | None, typer.Option(help="Comma-separated step sizes epsilon to try.")] = None,
-    n_beta: Annotated[str | None, typer.Option(help="Comma-separated inverse temperatures n*beta.")] = None,
-    localization: Annotated[str | None, typer.Option(help="Comma-separated localization strengths gamma.")] = None,
-    chains: Annotated[int | None, typer.Option(help="Chains per setting (>= 2).")] = None,
-    draws: Annotated[int | None, typer.Option(help="Post-burn-in steps per chain.")] = None,
-    burn_in: Annotated[int | None, typer.Option(help="Burn-in steps per chain.")] = None,
-    write: Annotated[
-        Path | None, typer.Option(help="Calibrated preset to write (default <run>/calibrated.yaml).")
-    ] = None,
-    out: OutOption = None,
-) -> None:
+@configured(SUITE, Flag("calibration.steps"), Flag("calibration.lr"), Flag("calibration.n_beta"),
+            Flag("calibration.localization"), Flag("calibration.chains"), Flag("calibration.draws"),
+            Flag("calibration.burn_in"), Flag("calibration.write"))
+def calibrate(config: Any, out: OutOption = None) -> None:
     """Sweep the SGLD hyperparameters on a few checkpoints, score them by the sampler diagnostics, write the best."""
-    from codedyn.config import load_config
     from codedyn.experiments.calibration import run_calibration
-    from codedyn.experiments.study import prepare_study
     from codedyn.progress import rich_progress
 
-    config = load_config(preset, {
-        "suite": {"name": suite},
-        "calibration": {"steps": _int_list(steps, "--steps") if steps else None, "lr": _float_list(lr, "--lr"),
-                        "n_beta": _float_list(n_beta, "--n-beta"),
-                        "localization": _float_list(localization, "--localization"),
-                        "chains": chains, "draws": draws, "burn_in": burn_in, "write": write},
-    })
     console = _console()
     with rich_progress(console) as progress:
-        result = run_calibration(prepare_study(config, out or Path("runs") / config.name, progress), progress)
+        result = run_calibration(_study(config, out, progress), progress)
     _print_calibration(console, result)
     typer.echo(str(result["preset"]))
 
@@ -579,45 +709,16 @@ def _print_calibration(console, result: dict) -> None:
     console.print(f"traces grids and scores: {result['folder']}", soft_wrap=True)
 
 
-def _float_list(value: str | None, option: str) -> tuple[float, ...] | None:
-    try:
-        return None if value is None else tuple(float(v) for v in _csv(value) or ())
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}", param_hint=option) from None
-
-
 @app.command("run")
 @user_errors
-def run(
-    preset: PresetOption = STUDY_PRESET,
-    suite: Annotated[str | None, typer.Option(
-        help="toy, toy-<hash>, pythia-<size>, an HF repo id, or a folder of checkpoint-N/ folders.")] = None,
-    steps: Annotated[str | None, typer.Option(help="Comma-separated checkpoint steps.")] = None,
-    executor: ExecutorOption = None,
-    address: AddressOption = None,
-    cpus_per_task: CpusOption = None,
-    gpus_per_task: GpusOption = None,
-    corpus: Annotated[str | None, typer.Option(
-        help="Corpus of the SGLD windows and SAE tokens: files/globs, FILE.jsonl[:field] or datasets:NAME.")] = None,
-    general_corpus: Annotated[str | None, typer.Option(
-        help="General text of the SAE latent filter (e.g. a Pile sample as pile.jsonl:text).")] = None,
-    out: OutOption = None,
-) -> None:
+@configured(SUITE, STEPS, *EXECUTOR, Flag("sampling.corpus"), Flag("emergence.corpus", "sae_corpus"),
+            Flag("emergence.general_corpus"), preset=STUDY_PRESET)
+def run(config: Any, out: OutOption = None) -> None:
     """The whole study, resumable: dataset, suite, every experiment over every checkpoint, then the report.
     Without --preset: the model organism (preset "organism"); --preset default is HumanEval on the plain toy."""
-    from codedyn.config import load_config
-    from codedyn.data.corpus import corpus_spec
     from codedyn.pipeline import run_study
     from codedyn.progress import rich_progress
 
-    user_corpus = corpus_spec(corpus) if corpus else None
-    config = load_config(preset, {
-        "suite": {"name": suite, "steps": _int_list(steps, "--steps") if steps else None},
-        "sampling": {"corpus": user_corpus},
-        "emergence": {"corpus": user_corpus, "general_corpus": corpus_spec(general_corpus) if general_corpus else None},
-        "executor": {"kind": executor, "address": address, "cpus_per_task": cpus_per_task,
-                     "gpus_per_task": gpus_per_task},
-    })
     console = _console()
     with _unit_errors(), rich_progress(console) as progress:
         result = run_study(config, out or Path("runs") / config.name, progress)
@@ -626,24 +727,20 @@ def run(
 
 @app.command("refine")
 @user_errors
+@configured(*EXECUTOR, sections=("executor",))
 def refine(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory (what codedyn run printed).")],
+    overrides: dict,
     max_new: Annotated[int | None, typer.Option(help="Add at most this many checkpoints (default: all).")] = None,
-    executor: ExecutorOption = None,
-    address: AddressOption = None,
-    cpus_per_task: CpusOption = None,
-    gpus_per_task: GpusOption = None,
 ) -> None:
     """Densify a finished run: add the suite's checkpoints between the steps where a transition was detected,
-    compute only their units, then redo the analyses and the report."""
+    compute only their units, then redo the analyses and the report. Only the executor settings can change."""
     from codedyn.pipeline import refine_run
     from codedyn.progress import rich_progress
 
-    overrides = {k: v for k, v in {"kind": executor, "address": address, "cpus_per_task": cpus_per_task,
-                                   "gpus_per_task": gpus_per_task}.items() if v is not None}
     console = _console()
     with _unit_errors(), rich_progress(console) as progress:
-        refined = refine_run(run_dir, max_new, progress, executor_overrides=overrides)
+        refined = refine_run(run_dir, max_new, progress, executor_overrides=overrides.get("executor"))
     brackets = ", ".join(f"{a}..{b}" for a, b in refined.brackets)
     if refined.run is None:
         console.print(f"transitions between {brackets}, but no further checkpoints are available there")
@@ -692,17 +789,6 @@ def _print_run(console, result) -> None:
     if result.report is not None:
         console.print(f"[green]report[/] {result.report}")
     typer.echo(str(result.report or result.run_dir))
-
-
-def _int_list(value: str, option: str) -> list[int]:
-    try:
-        return [int(v) for v in _csv(value) or ()]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint=option) from None
-
-
-def _csv(value: str | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 if __name__ == "__main__":

@@ -2,16 +2,19 @@
 
 Every model forbids unknown keys (a typo in a YAML preset is an error, not a silently ignored setting) and is frozen
 after validation (no code path may change a configuration that has already been used to compute a cache key).
-Presets live in ``codedyn/presets/*.yaml`` (package data: an installed codedyn has them); every CLI option maps
-to one field here.
+Presets live in ``codedyn/presets/*.yaml`` (package data: an installed codedyn has them). Every CLI option maps
+to one field here and shows its docstring as help (:mod:`codedyn.cli` generates the options from the fields;
+``--set section.field=value`` reaches any of them).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+
+M = TypeVar("M", bound=BaseModel)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"  # shipped as package data (pyproject.toml)
 
@@ -83,10 +86,10 @@ class PlantedTaskConfig(Frozen):
     share: float = Field(0.5, gt=0, le=1)
     """Fraction of training windows (from the onset on) that carry a planted program."""
     onset: int = Field(1000, ge=0)
-    """First training step whose batches contain planted programs (before it the task is absent by
-    construction). Measured with the 7000-step recipe at onsets 1000, 1500 and 2000 (seeds 0, 2, 1): the verdicts
-    emerge 1000-2000 steps after the onset and their null twins never do (BENCHMARKS.md, "Model organism: the
-    verdict contrast"); a later onset leaves the capability less room to appear before the last step."""
+    """First training step whose batches contain planted programs: before it the task is absent by construction,
+    so a signal that moves earlier is not about the task. 1000 leaves most of the 7000-step recipe for the
+    capability to appear in; a later onset leaves it less room before the last step (onsets and seeds compared:
+    BENCHMARKS.md, "Model organism: the verdict contrast")."""
     seed: int = 0
     """Seed of the planted programs and of which windows carry them (independent of the toy suite's seed)."""
     null: bool = False
@@ -98,8 +101,8 @@ class PlantedTaskConfig(Frozen):
     """Spec families. ``substitution`` (the default): ten operations named by one docstring word, each bug the
     body of another of the ten, labelled with the mutation operator that makes it where one does
     (arithmetic_swap, comparison_swap) and ``substitution`` otherwise. The operator families (comparison,
-    arithmetic, boolean, off_by_one, return_value, argument_swap) have only their operator's single-site bugs;
-    the toy does not learn them within 7000 steps (BENCHMARKS.md, "Model organism")."""
+    arithmetic, boolean, off_by_one, return_value, argument_swap) have only their operator's single-site bugs,
+    which the default recipe does not learn, hence the substitution default (BENCHMARKS.md, "Model organism")."""
     position: Literal["start", "end"] = "start"
     """Where a planted program sits in its training window: at the ``end``, after stdlib text (so the verdict is
     the window's last token), or at the ``start``, followed by stdlib text."""
@@ -306,11 +309,12 @@ class SamplingConfig(Frozen):
     """Localised RMSProp-SGLD around each checkpoint (one posterior serves influence, LLC and susceptibilities)."""
 
     lr: float = Field(3e-5, gt=0)
-    """Step size epsilon (n*beta and gamma default to the toy suite's calibration, ε to a third of its choice: at
-    1e-4 the stability check measured ε/2 · λ_max up to 2.2, past the bound; BENCHMARKS.md)."""
+    """SGLD step size epsilon. n*beta and gamma default to the toy suite's calibration, ε to a third of its choice,
+    which put a chain past the stability bound (``max_step_sharpness``; BENCHMARKS.md, "LLC: matched reference,
+    chain health, independent chains")."""
     n_beta: float = Field(1000.0, gt=0)
-    """Inverse temperature times sample size (n*beta); at 30-100 the toy suite's posterior is the localization
-    prior (drift/noise < 0.005), at 1000 the loss steers the chains."""
+    """Inverse temperature times sample size (n*beta): large enough that the loss, not the localization prior,
+    steers the toy suite's chains (BENCHMARKS.md, "SGLD calibration of the toy suite")."""
     localization: float = Field(300.0, ge=0)
     """Strength gamma of the pull towards the checkpoint's weights."""
     chains: int = Field(4, ge=1)
@@ -319,8 +323,8 @@ class SamplingConfig(Frozen):
     draws: int = Field(40, ge=2)
     """Draws kept per chain after burn-in."""
     burn_in: int = Field(40, ge=0)
-    """SGLD steps discarded before the first draw (at ε = 3e-5 the toy suite's chains still drift after 30 steps:
-    BENCHMARKS.md)."""
+    """SGLD steps discarded before the first draw: enough for the toy suite's chains at the default ε to stop
+    drifting (BENCHMARKS.md, "LLC: matched reference, chain health, independent chains")."""
     steps_between_draws: int = Field(1, ge=1)
     """SGLD steps per kept draw."""
     batch_size: int = Field(32, ge=1)
@@ -362,8 +366,8 @@ class SamplingConfig(Frozen):
     """A chain whose step sharpness exceeds this is unhealthy. Along a quadratic direction the discretised chain is
     stable below 2 and its variance is inflated by 2 / (2 - sharpness) (2x at 1, 4x at 1.5, in the stiffest
     direction only). RMSProp hides an unstable step by shrinking its preconditioner until the chain oscillates at
-    the bound (measured 1.96-2.02 on K(w) = w² at ε = 1e-4), so the check sits below 2; the power iteration gives
-    a lower bound of λ_max. The toy suite at the default ε = 3e-5 measures 0.03-1.1 (BENCHMARKS.md)."""
+    the bound, and the power iteration gives a lower bound of λ_max, so the check sits below 2 (measured on known
+    losses and the toy suite: BENCHMARKS.md, "LLC: matched reference, chain health, independent chains")."""
     max_spikiness: float = Field(10.0, gt=0)
     """A chain whose post-burn-in excess loss L_B(w_t) - L_B(w*) rises above its median by more than this many
     robust standard deviations (1.4826 MAD) is unhealthy (an unstable step throws it away and back)."""
@@ -476,8 +480,9 @@ class SusceptibilityConfig(Frozen):
     chains: int | None = Field(2, ge=1)
     """Chains per restricted posterior (None = the sampling section's)."""
     draws: int | None = Field(10, ge=2)
-    """Kept draws per chain of a restricted posterior (None = the sampling section's). The default keeps one
-    checkpoint of the toy suite (10 components + the full posterior) near 1 min 45 s of CPU (BENCHMARKS.md)."""
+    """Kept draws per chain of a restricted posterior (None = the sampling section's). Small, because every
+    component adds a posterior at every checkpoint; the cost per checkpoint is in BENCHMARKS.md ("Experiment 3,
+    weight-restricted estimator")."""
     burn_in: int | None = Field(14, ge=0)
     """Burn-in steps of a restricted posterior (None = the sampling section's)."""
     observation_windows: int = Field(32, ge=1)
@@ -557,8 +562,8 @@ class EmbryologyConfig(Frozen):
     """Epochs of an anchored embedding that starts from the previous checkpoint's layout."""
     anchored_learning_rate: float = Field(0.3, gt=0)
     """UMAP learning rate of an anchored embedding: below UMAP's 1.0, so the previous layout is refined rather
-    than rebuilt (slowly drifting data then moves ~0.1 of the layout's radius per checkpoint, an independent UMAP
-    plus Procrustes 0.2-0.75; tests/experiments/test_embryology.py)."""
+    than rebuilt and a token moves about as far as its susceptibilities do (the drift, anchored against
+    independent UMAPs: BENCHMARKS.md, "Experiment 4"; tests/experiments/test_embryology.py)."""
     alignment_regularisation: float = Field(0.01, ge=0)
     """AlignedUMAP's pull between a point's positions at consecutive checkpoints (method ``aligned``)."""
     n_bootstrap: int = Field(200, ge=10)
@@ -723,10 +728,25 @@ def load_config(preset: str = "default", overrides: dict[str, Any] | None = None
     try:
         return CodedynConfig.model_validate(merged)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: invalid configuration ({problems})") from exc
+        raise ConfigError(f"{path}: invalid configuration ({_problems(exc)})") from exc
+
+
+def updated(model: M, update: dict[str, Any], what: str | None = None) -> M:
+    """A copy of ``model`` with ``update`` applied (nested dicts merge into sections, anything else replaces),
+    validated as a loaded preset is.
+
+    ``model_copy(update=...)`` would skip validation: a zero chain count or a misspelt field would then reach the
+    sampler and the cache keys. A value that does not validate is a :class:`ConfigError` naming the field and
+    ``what`` was applied (default: "<model> update").
+    """
+    try:
+        return type(model).model_validate(_deep_merge(model.model_dump(), update))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {what or type(model).__name__ + ' update'} ({_problems(exc)})") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
 
 
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from codedyn.config import CodedynConfig
+from codedyn.config import CodedynConfig, updated
 from codedyn.experiments.behaviour import behaviour_analysis
 from codedyn.experiments.embryology import compute_embryology
 from codedyn.experiments.emergence import compute_emergence, emergence_outputs, emergence_unit, previous_sae
@@ -64,7 +64,7 @@ from codedyn.experiments.susceptibility import (
 from codedyn.progress import SILENT, Progress
 from codedyn.report.html import write_report
 from codedyn.runs.executor import make_executor
-from codedyn.runs.layout import MANIFEST, RUN_FILE, TIMINGS_FILE, UNIT_TIMINGS_DIR, UNITS_DIR
+from codedyn.runs.layout import MANIFEST, RUN_FILE, TIMINGS_FILE, TRANSITIONS_FILE, UNIT_TIMINGS_DIR, UNITS_DIR
 from codedyn.runs.store import write_json
 from codedyn.runs.units import Registry, Unit, UnitKind, is_stored
 
@@ -363,7 +363,7 @@ def transition_brackets(run_dir: Path, steps: Sequence[int]) -> list[tuple[int, 
             for value in node:
                 walk(value)
 
-    for path in sorted(Path(run_dir).glob("*/transitions.json")):
+    for path in sorted(Path(run_dir).glob(f"*/{TRANSITIONS_FILE}")):
         calls = json.loads(path.read_text())
         if isinstance(calls, dict):
             calls = {name: call for name, call in calls.items() if not CONTROL_CURVES & set(name.split("/"))}
@@ -409,8 +409,7 @@ def refine_run(run_dir: Path, max_new: int | None = None, progress: Progress = S
         raise RefineError(f"{run_dir} is not a finished run; finish it first with codedyn run --out {run_dir}")
     config = stored_config(run_dir)
     if executor_overrides:
-        config = config.model_copy(update={"executor": config.executor.model_copy(update=executor_overrides)})
-        config = CodedynConfig.model_validate(config.model_dump())
+        config = updated(config, {"executor": executor_overrides})
     steps = json.loads(status.read_text())["steps"]
     brackets = transition_brackets(run_dir, steps)
     if not brackets:

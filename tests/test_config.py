@@ -77,3 +77,26 @@ def test_toy_config_rejects_spans_that_do_not_fit():
 
     with pytest.raises(ValidationError, match="fit in the context"):
         ToySuiteConfig(context=16, span_max=16, copies=2)
+
+
+def test_updated_copies_are_validated_like_a_preset():
+    from codedyn.config import SamplingConfig, updated
+    from codedyn.sampling.refined import refined_sampling
+    from codedyn.sampling.restricted import restricted_sampling
+
+    config = load_config("default")
+    copy = updated(config, {"sampling": {"draws": 7}, "executor": {"kind": "ray"}})
+    assert copy.sampling.draws == 7 and copy.executor.kind == "ray" and copy.sampling.lr == config.sampling.lr
+    assert copy.sampling.corpus is None and copy == load_config("default", {"sampling": {"draws": 7},
+                                                                            "executor": {"kind": "ray"}})
+    sampling = SamplingConfig()
+    assert restricted_sampling(sampling, 2, None, 5) == SamplingConfig(chains=2, burn_in=5)
+    assert refined_sampling(sampling, None, 3, None, 1e-4) == SamplingConfig(draws=3, lr=1e-4)
+    with pytest.raises(ConfigError, match=r"SamplingConfig.*chains"):
+        restricted_sampling(sampling, 0, None, None)  # model_copy(update=...) would have returned chains=0
+    with pytest.raises(ConfigError, match=r"SamplingConfig.*lr"):
+        refined_sampling(sampling, None, None, None, -1.0)
+    with pytest.raises(ConfigError, match=r"executor.kind"):
+        updated(config, {"executor": {"kind": "slurm"}})
+    with pytest.raises(ConfigError, match=r"sampling.drawz"):
+        updated(config, {"sampling": {"drawz": 3}})

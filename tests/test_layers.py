@@ -55,10 +55,7 @@ KNOWN: dict[tuple[str, str], str] = {
 }
 
 # Circles inside one package that remain (lazy imports inside functions, so importing works): why.
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"codedyn.models.hooks", "codedyn.models.suite", "codedyn.models.toy"}):
-        "hooks raises suite's SuiteError; suite checks architectures with hooks and names toy suites with toy",
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 
 def module_name(path: Path) -> str:

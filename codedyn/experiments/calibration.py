@@ -335,6 +335,7 @@ def calibration_notes(units: list[CalibrationUnit]) -> list[str]:
 def _sample_unit(model, windows, readout, unit: CalibrationUnit, description: str,
                  progress: Progress) -> dict[str, Any]:
     """Sample one (checkpoint, setting) and store its unit; returns {"traces": xr.Dataset | None, "error": str}."""
+    from codedyn.runs.layout import UNIT_FILE
     from codedyn.runs.store import staging_dir, write_json
     from codedyn.runs.units import KEY_INPUTS
     from codedyn.sampling.sgld import SamplingDiverged, sample_posterior
@@ -350,15 +351,16 @@ def _sample_unit(model, windows, readout, unit: CalibrationUnit, description: st
     with staging_dir(unit.folder) as stage:
         if traces is not None:
             save_traces(traces, stage)
-        write_json(stage / "unit.json", {"kind": "calibration", "sampling": unit.sampling.model_dump(mode="json"),
+        write_json(stage / UNIT_FILE, {"kind": "calibration", "sampling": unit.sampling.model_dump(mode="json"),
                                          "diverged": error, "n_params": n_params, KEY_INPUTS: unit.inputs})
     return {"traces": traces, "error": error, "n_params": n_params}
 
 
 def _load_unit(unit: Path) -> dict[str, Any]:
+    from codedyn.runs.layout import UNIT_FILE
     from codedyn.sampling.traces import load_traces
 
-    info = json.loads((unit / "unit.json").read_text())
+    info = json.loads((unit / UNIT_FILE).read_text())
     return {"traces": None if info["diverged"] else load_traces(unit), "error": info["diverged"],
             "n_params": info["n_params"]}
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from codedyn.progress import SILENT, Progress
-from codedyn.runs.layout import SAE_ARRAYS, SAE_METRICS, SPLITS, UNIT_FILE
+from codedyn.runs.layout import SAE_ARRAYS, SAE_METRICS, SPLITS, TRANSITIONS_FILE, UNIT_FILE
 
 EMERGENCE_DIR = "emergence"
 UNIT_FORMAT = 4  # bump when a change here changes what a unit stores (4: the SAEs, their quality and the latents
@@ -734,7 +734,7 @@ def compute_emergence(study) -> dict:
                 found = classify_trajectory(steps, np.nan_to_num(reps, nan=float(np.nanmean(reps))),
                                             values=rows["value"].to_numpy())
                 calls[name] = found
-    write_json(out / "transitions.json", calls)
+    write_json(out / TRANSITIONS_FILE, calls)
     llc = _llc_curve(study, steps)
     for layer in layers:
         for metric in ("auroc", "f1"):

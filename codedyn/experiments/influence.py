@@ -313,6 +313,7 @@ def compute_influence(study) -> dict:
     import pandas as pd
 
     from codedyn.report.plots import loss_traces, matrix_heatmap, save_figure
+    from codedyn.runs.layout import TRANSITIONS_FILE
     from codedyn.runs.store import write_json
     from codedyn.sampling.diagnostics import posterior_diagnostics
     from codedyn.sampling.sgld import healthy_sample_losses
@@ -356,7 +357,7 @@ def compute_influence(study) -> dict:
     )
     write_json(out / "readout.json", windows)
     calls = transition_calls(table, {name: np.stack(r) for name, r in replicates.items()})
-    write_json(out / "transitions.json", calls)
+    write_json(out / TRANSITIONS_FILE, calls)
     for variant in ("cov", "corr"):
         save_figure(influence_figure(table, variant, calls, study), out / f"influence_{variant}")
         save_figure(contrast_figure(table, variant), out / f"influence_contrasts_{variant}")

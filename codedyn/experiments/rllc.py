@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from codedyn.progress import SILENT, Progress
+from codedyn.runs.layout import TRANSITIONS_FILE
 from codedyn.runs.store import is_completed, write_json
 from codedyn.sampling.refined import FULL
 
@@ -216,7 +217,7 @@ def rllc_tables(study) -> dict:
     contrast = contrast_table(table, replicates)
     contrast.to_parquet(out / "rllc_contrast.parquet", index=False)
     calls = trajectory_verdicts(table, replicates)
-    write_json(out / "transitions.json", calls)
+    write_json(out / TRANSITIONS_FILE, calls)
     clusters = cluster_components(table, study.config.rllc.clusters)
     clusters.to_parquet(out / "clusters.parquet", index=False)
     figures = write_figures(out, table, sums, contrast, clusters, calls)
@@ -353,5 +354,5 @@ def sum_sentence(sums) -> str:
 
 
 def load_calls(folder: Path) -> dict:
-    path = Path(folder) / "transitions.json"
+    path = Path(folder) / TRANSITIONS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}

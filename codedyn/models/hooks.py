@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from codedyn.models.suite import SuiteError
+from codedyn.models.errors import SuiteError
 
 
 class UnsupportedArchitecture(SuiteError):

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codedyn.models.errors import SuiteError
+
 PYTHIA_REPO = "EleutherAI"
 PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
 PYTHIA_CONTEXT = 2048
@@ -41,10 +43,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 def pythia_schedule() -> tuple[int, ...]:
     """Pythia's saved steps: 0, the powers of two up to 512, then every 1000 steps up to 143000."""
     return (0, *(2**i for i in range(10)), *range(1000, 143001, 1000))
-
-
-class SuiteError(ValueError):
-    """A suite or revision that cannot be used; the message says what and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -486,7 +484,7 @@ def suite_from_config(suite: Any, toy: Any = None, hub_cache: Path | None = None
     checked before the training starts."""
     if suite.name == "toy":
         from codedyn.data.corpus import CodeCorpus
-        from codedyn.models.toy import checkpoint_schedule, suite_name
+        from codedyn.models.toy_identity import checkpoint_schedule, suite_name
 
         name = suite_name(toy, CodeCorpus.stdlib().fingerprint)
         return toy_suite(name, checkpoint_schedule(toy.steps, toy.checkpoint_every), hub_cache=hub_cache,

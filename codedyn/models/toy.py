@@ -36,45 +36,20 @@ from codedyn.data.corpus import CodeCorpus, encode_stream
 from codedyn.data.planted import VERDICT_BUG, VERDICT_OK, VERDICT_PREFIX, PlantedGenerator, PlantedProgram
 from codedyn.models.induction import measure_induction, repeated_spans
 from codedyn.models.suite import CheckpointSuite, toy_hub_cache, toy_suite, write_revision
+from codedyn.models.toy_identity import checkpoint_schedule, suite_name
 from codedyn.progress import SILENT, Progress
-from codedyn.runs.store import content_hash, is_completed, write_json, write_text
+from codedyn.runs.layout import SUITE_FILE
+from codedyn.runs.store import is_completed, write_json, write_text
 
 EOS = "<|endoftext|>"
-TRAINER_VERSION = 1  # bump when a change to this module changes the trained weights
-SUITE_FILE = "suite.json"
 RESUME_FILE = "resume.pt"
 # "Induction heads formed": the strongest head puts this much attention on the induction target, and the second
 # copy of a repeated span is predicted this much better (nats) than the first.
 FORMED_SCORE = 0.3
 FORMED_DROP = 1.0
-# Bumped whenever codedyn.data.planted or PlantedWindows would plant other programs for the same config (2: the
-# substitution task, one twin per correct program, the null twin's unrelated bodies), so a cached suite is never
-# taken for one it is not.
-PLANTED_GENERATOR_VERSION = 2
 # Entropy words that keep the planted stream and its evaluation set apart from every other seeded stream.
 PLANTED_STREAM = 0x0E1A5
 PLANTED_EVAL_STREAM = 0x0E7A1
-
-
-def checkpoint_schedule(steps: int, every: int) -> tuple[int, ...]:
-    """0, powers of two, then every ``every`` steps, and the last step: log-spaced early like Pythia's."""
-    schedule = {0, steps}
-    power = 1
-    while power < steps:
-        schedule.add(power)
-        power *= 2
-    schedule.update(range(every, steps + 1, every))
-    return tuple(sorted(schedule))
-
-
-def suite_name(config: ToySuiteConfig, corpus_fingerprint: str) -> str:
-    dumped = config.model_dump(mode="json")
-    identity = {"config": dumped, "corpus": corpus_fingerprint, "trainer": TRAINER_VERSION}
-    if config.planted.enabled:  # the programs it plants are part of what a planted suite is
-        identity["planted_generator"] = PLANTED_GENERATOR_VERSION
-    else:  # a suite without the planted task keeps the name it had before the task existed
-        dumped.pop("planted")
-    return "toy-" + content_hash(identity, length=10)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):

@@ -16,6 +16,7 @@ UNIT_TIMINGS_DIR = "timings"  # <run>/timings/<unit folder>.json
 UNITS_DIR = "units"  # <run>/units/<kind>-step<N>-...-<key>/: every cached unit of a run
 UNIT_FILE = "unit.json"  # a unit's own record (kind, step, key, settings)
 SUITE_FILE = "suite.json"  # a toy suite's training log (induction formation), beside its checkpoints
+TRANSITIONS_FILE = "transitions.json"  # <run>/<experiment>/: every curve's transition call (what refine brackets)
 
 # Experiment 2's unit (``units/sae-step<N>-<key>/``; the SAE weights are models.sae.WEIGHTS_FILE): what needs the
 # model. Scoring, selection and intervals are computed from it by the analysis (experiments.emergence).

@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from codedyn.runs.layout import MANIFEST, RUN_FILE, TIMINGS_FILE, UNITS_DIR
+from codedyn.runs.layout import MANIFEST, RUN_FILE, TIMINGS_FILE, TRANSITIONS_FILE, UNITS_DIR
 
 
 class Run:
@@ -95,7 +95,7 @@ class Run:
 
     def calls(self, experiment: str = "influence") -> dict[str, Any]:
         """An experiment's transition calls (``transitions.json``)."""
-        return self._json(f"{experiment}/transitions.json")
+        return self._json(f"{experiment}/{TRANSITIONS_FILE}")
 
     @cached_property
     def influence(self):

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from codedyn.config import ConfigError, CorpusConfig, SamplingConfig
+from codedyn.config import ConfigError, CorpusConfig, SamplingConfig, updated
 from codedyn.progress import SILENT, Progress
+from codedyn.runs.layout import UNIT_FILE
 from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
 from codedyn.sampling.restricted import FULL, component_masks
 
 REFINED_FORMAT = 1  # bump when a change here changes what a unit stores
-UNIT_FILE = "unit.json"
 DISTRIBUTIONS = ("corpus", "correct", "incorrect", "user")
 
 
@@ -222,7 +222,7 @@ def refined_sampling(config: SamplingConfig, chains: int | None, draws: int | No
     """The sampling config with the refined posteriors' chain, draw, burn-in counts and step size."""
     update = {k: v for k, v in {"chains": chains, "draws": draws, "burn_in": burn_in, "lr": lr}.items()
               if v is not None}
-    return config.model_copy(update=update)
+    return updated(config, update)
 
 
 __all__ = ["DISTRIBUTIONS", "FULL", "RefinedLLCError", "default_components", "distribution_windows", "load_refined",

@@ -27,8 +27,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from codedyn.config import ConfigError, SamplingConfig
+from codedyn.config import ConfigError, SamplingConfig, updated
 from codedyn.progress import SILENT, Progress
+from codedyn.runs.layout import UNIT_FILE
 from codedyn.runs.store import content_hash, is_completed, staging_dir, write_json
 from codedyn.sampling.traces import load_traces, save_traces
 
@@ -132,7 +133,7 @@ def restricted_sampling(config: SamplingConfig, chains: int | None, draws: int |
                         burn_in: int | None) -> SamplingConfig:
     """The study's sampling config with the restricted posteriors' (smaller) chain, draw and burn-in counts."""
     update = {k: v for k, v in {"chains": chains, "draws": draws, "burn_in": burn_in}.items() if v is not None}
-    return config.model_copy(update=update)
+    return updated(config, update)
 
 
 def restricted_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, observation_windows: int,
@@ -226,7 +227,7 @@ def run_restricted(
                              "order": names.index(name), "observation_windows": observation_windows})
         with staging_dir(unit) as stage:
             save_traces(traces, stage)
-            write_json(stage / "unit.json", {"kind": "restricted", "suite": suite_name, "step": step,
+            write_json(stage / UNIT_FILE, {"kind": "restricted", "suite": suite_name, "step": step,
                                              "component": name, "order": names.index(name),
                                              "dataset": data_hash, "key": keys[name],
                                              "observation_windows": observation_windows,
@@ -248,7 +249,7 @@ def restricted_components(run_dir: Path, step: int, suite: str, dataset_hash: st
     if components:
         return list(components)
     key = restricted_key(suite, step, dataset_hash, config, observation_windows, FULL)
-    record = restricted_unit_dir(run_dir, step, FULL, key) / "unit.json"
+    record = restricted_unit_dir(run_dir, step, FULL, key) / UNIT_FILE
     if not record.is_file():
         raise FileNotFoundError(f"{record.parent}: no weight-restricted posteriors at step {step}; "
                                 "run `codedyn susceptibility --estimator weight_restricted` first")

@@ -28,6 +28,5 @@ SPLITS = ("analysis", "tuning", "validation")  # a dataset's problem splits: sel
 # report on validation (no problem in two of them)
 
 # Every analysis folder's curves and calls (<run>/<experiment>/...).
-TRANSITIONS_FILE = "transitions.json"  # the experiment's transition calls per curve
 REPLICATES_FILE = "bootstrap_replicates.npz"  # the bootstrap replicates [n_steps, n_boot] of every curve
 YARDSTICK_FILE = "yardstick.json"  # <run>/validation/: the onset family, relations and co-movement of every curve

@@ -227,6 +227,17 @@ def tracked_components(table) -> list[str]:
     return sorted(steps[steps == table["step"].nunique()].index)
 
 
+def trajectory_matrix(table, distribution: str):
+    """(components, steps, [components, steps] LLC) of one distribution, weight-refined components only."""
+    from codedyn.sampling.refined import FULL
+
+    part = table[(table["distribution"] == distribution) & (table["component"] != FULL)]
+    wide = part.pivot_table(index="component", columns="step", values="llc", dropna=False, sort=False)
+    order = list(dict.fromkeys(part["component"]))  # the components' own order (layer by layer)
+    wide = wide.reindex(order)
+    return list(wide.index), [int(s) for s in wide.columns], wide.to_numpy(dtype=float)
+
+
 def stored_curves(run_dir: Path) -> list[StoredCurve]:
     """Every curve of a run, in table order: behaviour, Experiment 2, Experiment 1, Experiment 3, the LLC last."""
     influence = influence_curves(run_dir)

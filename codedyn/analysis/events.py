@@ -1,7 +1,7 @@
 """Known developmental events of a study and the model organism's ground-truth readers: the reference marks of
 every training-curve figure, of the validation table and of the report.
 
-An event is a plain dict, drawn by :func:`codedyn.report.plots.draw_events`:
+An event is a plain dict, drawn by :func:`codedyn.figures.plots.draw_events`:
 
 * ``name``: what happened, in a few words ("induction heads form");
 * ``step`` (one training step) **or** ``bracket`` (``[a, b]``: it happened after checkpoint a, by checkpoint b);

@@ -233,8 +233,8 @@ def compute_behaviour(study) -> dict:
 
     from codedyn.analysis.events import EMERGENCE_KEY
     from codedyn.analysis.transitions import classify_trajectory
+    from codedyn.figures.plots import save_figure
     from codedyn.models.toy import crossed_contrast, crossed_hits
-    from codedyn.report.plots import save_figure
     from codedyn.runs.store import write_json
 
     out = study.output_dir(BEHAVIOUR_DIR)
@@ -316,7 +316,7 @@ def behaviour_events(study, calls: dict | None = None) -> list[dict]:
 
 
 def behaviour_figure(table, quantity: str, steps, study, calls: dict):
-    from codedyn.report.plots import training_curves
+    from codedyn.figures.plots import training_curves
 
     part = table[table["quantity"] == quantity]
     curves = {}

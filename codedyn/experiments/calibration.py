@@ -425,7 +425,7 @@ def compute_calibration(study) -> dict[str, Any]:
     entry. Never samples (a missing unit is a FileNotFoundError naming it)."""
     import pandas as pd
 
-    from codedyn.report.plots import save_figure
+    from codedyn.figures.plots import save_figure
     from codedyn.runs.store import is_completed, write_json
 
     config, calibration = study.config, study.config.calibration
@@ -485,7 +485,7 @@ def calibration_traces_figure(traces: dict[Setting, tuple[np.ndarray, float]], c
                               step: int):
     """Loss traces over the sweep at one checkpoint: columns ε, rows (nβ, γ); diverged settings drawn empty and
     labelled, the chosen setting's panel framed."""
-    from codedyn.report.plots import traces_grid
+    from codedyn.figures.plots import traces_grid
 
     def key(s: Setting) -> tuple[str, str]:
         return (f"{s.n_beta:g}, {s.localization:g}", f"{s.lr:g}")

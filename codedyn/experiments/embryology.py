@@ -380,8 +380,8 @@ def compute_embryology(study, progress=None) -> dict:
 
 def write_views(embedding, structure, steps, out: Path, config: EmbryologyConfig, progress=None) -> list[Path]:
     """Grid and structure figures, animation and interactive HTML from the embedding table."""
-    from codedyn.report import embryology as views
-    from codedyn.report.plots import save_figure
+    from codedyn.figures import embryology as views
+    from codedyn.figures.plots import save_figure
 
     files = save_figure(views.embryology_grid(embedding, steps, structure), out / "embryology_grid")
     files += save_figure(views.structure_figure(structure), out / "embryology_structure")

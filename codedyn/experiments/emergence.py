@@ -687,7 +687,7 @@ def compute_emergence(study) -> dict:
     import pandas as pd
 
     from codedyn.analysis.transitions import classify_trajectory
-    from codedyn.report.plots import save_figure
+    from codedyn.figures.plots import save_figure
     from codedyn.runs.store import write_json
 
     out = study.output_dir(EMERGENCE_DIR)
@@ -758,7 +758,7 @@ def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:
 
 def emergence_figure(validation, layer: int, metric: str, calls: dict, study, steps, llc=None):
     """Validation AUROC or F1 of the best latent, the probe and the controls over training (95% CIs)."""
-    from codedyn.report.plots import training_curves
+    from codedyn.figures.plots import training_curves
 
     curves = {}
     for predictor in CURVES:
@@ -773,7 +773,7 @@ def emergence_figure(validation, layer: int, metric: str, calls: dict, study, st
 
 def operator_figure(operators, layer: int, steps):
     """Fraction of validation incorrect samples the best latent flags, per mutation operator, over training."""
-    from codedyn.report.plots import step_heatmap
+    from codedyn.figures.plots import step_heatmap
 
     part = operators[(operators["layer"] == layer) & (operators["predictor"] == "best_latent")]
     rows = {operator: part[part["operator"] == operator].set_index("step").reindex(steps)["value"].to_numpy()
@@ -784,7 +784,7 @@ def operator_figure(operators, layer: int, steps):
 
 def sae_quality_figure(sae_table, steps):
     """Explained variance and CE loss recovered of every layer's SAE over training (95% CIs over windows)."""
-    from codedyn.report.plots import training_curves
+    from codedyn.figures.plots import training_curves
 
     curves = {}
     for layer in sorted(sae_table["layer"].unique()):

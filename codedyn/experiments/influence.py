@@ -312,7 +312,7 @@ def compute_influence(study) -> dict:
     """Pure analysis of the stored posteriors: tables (parquet), transition calls, figures (PNG + PDF)."""
     import pandas as pd
 
-    from codedyn.report.plots import loss_traces, matrix_heatmap, save_figure
+    from codedyn.figures.plots import loss_traces, matrix_heatmap, save_figure
     from codedyn.runs.layout import TRANSITIONS_FILE
     from codedyn.runs.store import write_json
     from codedyn.sampling.diagnostics import posterior_diagnostics
@@ -366,7 +366,7 @@ def compute_influence(study) -> dict:
 
 def contrast_figure(table, variant: str):
     """delta, the bug influence and the bug gap over training (one variant), with their intervals."""
-    from codedyn.report.plots import training_curves
+    from codedyn.figures.plots import training_curves
 
     steps, *_ = _curve(table, "delta", variant)
     curves = {name: _curve(table, name, variant)[1:] for name in ("delta", "bug_influence", "bug_gap")}
@@ -419,12 +419,12 @@ def transition_calls(table, replicates: dict) -> dict:
 
 
 def influence_figure(table, variant: str, calls: dict, study):
-    from codedyn.report.plots import training_curves
+    from codedyn.figures.plots import training_curves
 
     steps, *_ = _curve(table, "CC", variant)
     curves = {name: _curve(table, name, variant)[1:] for name in ("CC", "CI", "II", "paired")}
     from codedyn.analysis.events import known_events, sharp_call_events
-    from codedyn.report.plots import llc_from_table
+    from codedyn.figures.plots import llc_from_table
 
     llc = llc_from_table(table, list(steps))
     events = [

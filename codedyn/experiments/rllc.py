@@ -17,7 +17,7 @@ resampled, :func:`codedyn.experiments.influence.llc_replicates`), and over train
 * ``transitions.json``: :func:`codedyn.analysis.transitions.classify_trajectory` on every (component,
   distribution) trajectory from its bootstrap replicates (checkpoints without an LLC left out);
 * ``clusters.parquet``: components grouped by their standardised trajectories (hierarchical clustering);
-* the figures of :mod:`codedyn.report.rllc` (per-component curves, the component x step heatmap, the clusters).
+* the figures of :mod:`codedyn.figures.rllc` (per-component curves, the component x step heatmap, the clusters).
 
 Units: one per (checkpoint, component) in ``codedyn run`` (pipeline kind ``rllc``, one part per component), each
 storing one folder per distribution, so the executors run components in parallel and a killed sweep resumes at the
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codedyn.analysis.curves import trajectory_matrix  # noqa: F401 (the clusters read it)
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.layout import TRANSITIONS_FILE
 from codedyn.runs.store import is_completed, write_json
@@ -199,7 +200,7 @@ def rllc_tables(study) -> dict:
     docstring under ``<run>/rllc/``. FileNotFoundError (naming the command) when a unit is missing."""
     import pandas as pd
 
-    from codedyn.report.rllc import write_figures
+    from codedyn.figures.rllc import write_figures
 
     n_boot = study.config.sampling.n_bootstrap
     rows, replicates = [], {}
@@ -299,15 +300,6 @@ def trajectory_verdicts(table, replicates: dict) -> dict[str, dict]:
         calls[f"{component}/{distribution}"] = classify_trajectory(
             part["step"].to_numpy(), reps, level=LEVEL, values=part["llc"].to_numpy(dtype=float))
     return calls
-
-
-def trajectory_matrix(table, distribution: str):
-    """(components, steps, [components, steps] LLC) of one distribution, weight-refined components only."""
-    part = table[(table["distribution"] == distribution) & (table["component"] != FULL)]
-    wide = part.pivot_table(index="component", columns="step", values="llc", dropna=False, sort=False)
-    order = list(dict.fromkeys(part["component"]))  # the components' own order (layer by layer)
-    wide = wide.reindex(order)
-    return list(wide.index), [int(s) for s in wide.columns], wide.to_numpy(dtype=float)
 
 
 def cluster_components(table, clusters: int):

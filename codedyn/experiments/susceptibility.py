@@ -451,7 +451,7 @@ def compute_susceptibility(study) -> dict:
     for the configured estimator (column ``estimator``)."""
     import pandas as pd
 
-    from codedyn.report.plots import save_figure
+    from codedyn.figures.plots import save_figure
 
     estimator = study.config.susceptibility.estimator
     out = study.output_dir(SUSCEPTIBILITY_DIR)
@@ -490,7 +490,7 @@ def compute_susceptibility(study) -> dict:
 
 def trajectory_figure(table, ranked, top: int = 3):
     """Standardised χ for correct and incorrect code over training, for the components with the largest gaps."""
-    from codedyn.report.plots import training_curves
+    from codedyn.figures.plots import training_curves
 
     tracked = ranked[ranked["component"].isin(tracked_components(table))]
     leaders = tracked.groupby("component")["gap"].max().sort_values(ascending=False).head(top).index

@@ -175,7 +175,8 @@ def test_sum_verdicts_clusters_and_figures_on_planted_trajectories(tmp_path):
         sum_table,
         trajectory_verdicts,
     )
-    from codedyn.report.rllc import rllc_section, write_figures
+    from codedyn.figures.rllc import write_figures
+    from codedyn.report.rllc import rllc_section
 
     table, replicates = _planted()
     sums = sum_table(table, replicates)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codedyn.report.plots import _RC, FIG_WIDTH_IN, OKABE_ITO, _new_figure
+from codedyn.figures.plots import _RC, FIG_WIDTH_IN, OKABE_ITO, _new_figure
 
 LABEL_COLOURS = {"correct": OKABE_ITO[0], "incorrect": OKABE_ITO[1], "in mutation": "#000000"}
 KIND_ORDER = ("keyword", "builtin", "identifier", "operator", "number", "string", "comment", "whitespace", "other")
@@ -130,7 +130,7 @@ def _measure(structure, labelling: str):
 
 def _structure_panel(ax, rows, steps, colour: str) -> None:
     """kNN balanced accuracy of one colouring over training, beside its grid row (checkpoint-index axis)."""
-    from codedyn.report.plots import _style_axes, step_axis, step_positions
+    from codedyn.figures.plots import _style_axes, step_axis, step_positions
 
     rows = rows.reindex(steps)
     x = step_positions(steps)
@@ -207,7 +207,7 @@ def embryology_grid(embedding, steps, structure=None) -> object:
 def structure_figure(structure) -> object:
     """kNN balanced accuracy of token kind / sample label / in-mutation from the 2-d layout (solid) and from the full
     χ vectors (dashed, same colour) over training, with bootstrap intervals and chance levels (dotted)."""
-    from codedyn.report.plots import training_curves
+    from codedyn.figures.plots import training_curves
 
     steps = sorted(structure["step"].unique())
     curves, styles = {}, {}

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from codedyn.report import plots  # noqa: E402
+from codedyn.figures import plots  # noqa: E402
 
 STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000]
 
@@ -30,7 +30,7 @@ def rng() -> np.random.Generator:
 
 
 def test_import_does_not_load_matplotlib():
-    code = "import sys, codedyn.report.plots; print('matplotlib' in sys.modules)"
+    code = "import sys, codedyn.figures.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

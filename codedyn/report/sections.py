@@ -1,0 +1,493 @@
+"""The report's sections after the answer: the verdict table (with sparklines), the dataset card, one section per
+experiment folder (captioned figures, folded per-checkpoint tables, folded calls), the LLC, the calibration, the
+hyperparameters, the sampling diagnostics and the timings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from codedyn.report.answer import MAX_FRACTION_BELOW_INIT, MAX_RHAT, MIN_DRIFT_TO_NOISE, diagnostic_warnings
+from codedyn.report.context import ReportContext
+from codedyn.report.markup import esc, frame_table, img, interval, not_run, read_json, section, table
+from codedyn.runs.layout import TIMINGS_FILE
+
+
+def figure(path: Path, caption: str = "") -> str:
+    """A figure of the run, captioned with what to look for in it (:data:`CAPTIONS`) unless a caption is given."""
+    return img(path, caption or caption_for(path))
+
+
+REPORT_FIGURES = "report"
+
+# Known experiment folders, in the order the seed document numbers them.
+EXPERIMENTS = (
+    ("influence", "Experiment 1: influence dynamics (Bayesian influence functions)"),
+    ("emergence", "Experiment 2: feature emergence (SAE correctness latents)"),
+    ("susceptibility", "Experiment 3: susceptibilities"),
+    ("embryology", "Experiment 4: developmental visualisation"),
+)
+
+NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces", "timings", "rllc", "validation"}  # own sections
+
+# What each figure shows and what to look for in it, by file-name prefix (the longest matching prefix wins).
+CAPTIONS = {
+    "influence_cov": "Block means of the Bayesian influence BIF = −Cov(ℓ_i, ℓ_j) between correct (C) and incorrect "
+                     "(I) samples, with 95% bootstrap bands; every checkpoint has the same width. Look for where CC, "
+                     "CI and II separate (the posterior treating correct and incorrect code differently), and "
+                     "whether a change happens inside one checkpoint interval (a vermillion band is a sharp call's "
+                     "bracket) or spreads over several; grey bands are known events. The lower panel is the LLC.",
+    "influence_corr": "As the covariance figure, for the normalised BIF (−Corr): scale-free, so a change here is a "
+                      "change in how samples co-vary, not only in how much the loss moves. Look for the same "
+                      "separation and brackets; the lower panel is the LLC.",
+    "influence_contrasts": "The correctness contrasts of the BIF, which cancel the shared mode that moves every loss "
+                           "together: Δ = (CC + II)/2 − CI, the bug influence BIF(δ_p, ℓ_j) of each pair's loss "
+                           "difference δ_p = ℓ_mutant − ℓ_reference on the other samples, and its gap (incorrect − "
+                           "correct j), with 95% bands from one joint bootstrap. Look for a band that leaves zero: "
+                           "the posterior treating correct and buggy code differently, not only all code alike.",
+    "bif_matrix_step": "Normalised BIF between every pair of read-out samples at one checkpoint, rows and columns "
+                       "grouped correct / incorrect (diagonal masked). Look for block structure: within-group blocks "
+                       "that differ from the off-diagonal block mean correctness shapes the posterior's covariance.",
+    "verdict_contrast": "The model's own verdicts on held-out planted programs: how many nats larger log p(ok) − "
+                        "log p(bug) after '#' is for a spec with its own body than with another's (crossed "
+                        "quadruples; leans towards ok cancel), 95% bands over operation pairs; dashed: the "
+                        "emergence threshold. Look for where the curve leaves the threshold: that is the "
+                        "behavioural emergence every other signal is compared with.",
+    "verdict_accuracy": "Share of crossed quadruples the model orders the right way round, 95% bands. It reads "
+                        "only the sign of the verdict contrast, so a model whose margins differ by thousandths of a "
+                        "nat can sit far from 0.5: read it beside the contrast, never alone.",
+    "loss_gap": "ℓ_mutant − ℓ_reference summed over the mutated tokens, per mutation operator, 95% bands over "
+                "problems (planted: operation pairs). Look for the gap rising above zero: the model finding the bug "
+                "more surprising than the correct code, which can come before its verdicts do.",
+    "emergence_auroc": "Validation AUROC for detecting incorrect code from one layer, for the best SAE latent, a "
+                       "linear probe on the raw residual stream and two controls (shuffled labels, a random latent), "
+                       "with 95% bands. Look for the best latent leaving the controls' 0.5 band, and when relative to "
+                       "the known events; the LLC is in the lower panel.",
+    "emergence_f1": "F1 at the threshold tuned on the training split, same predictors and controls as the AUROC "
+                    "figure. Look for the same rise; F1 also depends on the threshold carrying over to validation.",
+    "operator_detection": "Fraction of validation mutants of each operator (rows) that the best latent flags, per "
+                          "checkpoint (columns, equal width). Look for operators caught from the first checkpoints "
+                          "versus those learned late; intervals for every cell are in the operator table below.",
+    "sae_quality": "Explained variance and cross-entropy loss recovered of each layer's SAE per checkpoint (95% CIs "
+                   "over held-out windows). Look for values that stay high at every checkpoint: where an SAE is "
+                   "poor, that checkpoint's detection numbers say little.",
+    "susceptibility_trajectories": "Standardised susceptibility χ to correct and incorrect code for the components "
+                                   "with the largest gaps, 95% bands. Look for a pair of curves that split (a "
+                                   "component responding differently to incorrect code) and at which checkpoints.",
+    "embryology_grid": "Aligned UMAP of per-token susceptibility vectors, one column per checkpoint (the text under "
+                       "the grid says what the axes and colours mean). Look for clusters that form or separate "
+                       "across columns; the right-hand panels give the measured separation, so the eye is not the "
+                       "judge.",
+    "embryology_structure": "How well the layout and the full χ vectors separate token kind, sample label and "
+                            "mutated tokens (kNN balanced accuracy, 95% CIs; dotted lines: chance). Look for curves "
+                            "rising above chance, and whether the 2-d layout keeps what the χ vectors hold.",
+    "llc": "Local learning coefficient per checkpoint with 95% CI; checkpoints that are not a local minimum (e.g. "
+           "the random initialisation) are left out and named in the panel. Look for rises (the model using more "
+           "effective parameters) and where they sit against the known events.",
+    "loss_traces_step": "SGLD minibatch loss per chain at one checkpoint; dashed: the loss at the checkpoint's own "
+                        "weights; grey: burn-in. Look for chains that settle into one stationary band above the "
+                        "dashed line: drifting chains or chains below it mean the posterior is not local to w*.",
+    "traces_grid_step": "SGLD loss traces over the calibration grid (ε across, nβ and γ down). Look for the "
+                        "settings whose chains are stationary after burn-in and stay above the initial loss.",
+}
+
+def _caption_key(path: Path) -> str | None:
+    stem = Path(path).stem
+    return max((k for k in CAPTIONS if stem.startswith(k)), key=len, default=None)
+
+def _figure_order(path: Path) -> tuple[int, str]:
+    """Figures in the order of :data:`CAPTIONS` (the curves over training before per-checkpoint detail)."""
+    key = _caption_key(path)
+    return (list(CAPTIONS).index(key) if key is not None else len(CAPTIONS), Path(path).name)
+
+def caption_for(path: Path) -> str:
+    """The caption of a figure file: what it shows and what to look for (a generic line for unknown files)."""
+    match = _caption_key(path)
+    if match is None:
+        return f"{Path(path).stem.replace('_', ' ')}."
+    return CAPTIONS[match]
+
+def sparkline(row, width: int = 120, height: int = 20) -> str:
+    """An inline SVG of a row's curve on the checkpoint-index axis: the 95% band, the line, a sharp call's bracket
+    shaded; '' when the row has no curve. Missing values (NaN) break the line."""
+    import math
+
+    values = row.values
+    n = len(values)
+    if n < 2:
+        return ""
+    finite = [v for v in (*values, *row.lows, *row.highs) if v == v and math.isfinite(v)]
+    if not finite:
+        return ""
+    lo, hi = min(finite), max(finite)
+    span = hi - lo or 1.0
+    pad = 2
+
+    def xy(k: int, v: float) -> str:
+        x = pad + k * (width - 2 * pad) / (n - 1)
+        y = height - pad - (v - lo) / span * (height - 2 * pad)
+        return f"{x:.1f},{y:.1f}"
+
+    parts = []
+    if row.bracket and row.kind in ("sharp", "unresolved") and row.steps:
+        import numpy as np
+
+        a, b = (float(np.interp(s, row.steps, range(n))) for s in row.bracket)
+        x0, x1 = (pad + t * (width - 2 * pad) / (n - 1) for t in (a, b))
+        colour = "#D55E00" if row.kind == "sharp" else "#999"
+        parts.append(f'<rect x="{x0:.1f}" y="0" width="{max(x1 - x0, 1):.1f}" height="{height}" fill="{colour}" '
+                     'fill-opacity="0.18"/>')
+    segments: list[list[int]] = [[]]
+    for k, v in enumerate(values):
+        if v == v:
+            segments[-1].append(k)
+        elif segments[-1]:
+            segments.append([])
+    for seg in segments:
+        if not seg:
+            continue
+        if len(row.lows) == n and all(row.lows[k] == row.lows[k] and row.highs[k] == row.highs[k] for k in seg):
+            band = [xy(k, row.highs[k]) for k in seg] + [xy(k, row.lows[k]) for k in reversed(seg)]
+            parts.append(f'<polygon points="{" ".join(band)}" fill="#0072B2" fill-opacity="0.2"/>')
+        parts.append(f'<polyline points="{" ".join(xy(k, values[k]) for k in seg)}" fill="none" stroke="#0072B2" '
+                     'stroke-width="1.4"/>')
+        parts += [f'<circle cx="{xy(k, values[k]).split(",")[0]}" cy="{xy(k, values[k]).split(",")[1]}" r="1.5" '
+                  'fill="#0072B2"/>' for k in seg]
+    label = f"{row.signal.split(';')[0]} over steps {row.steps[0]} to {row.steps[-1]}" if row.steps else row.signal
+    return (f'<svg class=spark width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="{esc(label)}">{"".join(parts)}</svg>')
+
+def verdict_section(context: ReportContext, rows) -> str:
+    adjusted = any(r.p_adjusted is not None for r in rows)
+    body = ["<table class=verdicts><thead><tr><th>signal</th><th>curve, 95% band</th><th>verdict</th>"
+            "<th class=nw>bracket (a, b]</th><th class=nw>effect [95% CI]</th>"
+            f"<th class=nw>{'p adjusted' if adjusted else 'p (not adjusted)'}</th></tr></thead><tbody>"]
+    for row in rows:
+        bracket = f"({row.bracket[0]}, {row.bracket[1]}]" if row.bracket else ""
+        p = ""
+        if row.p_adjusted is not None:
+            p = f"{row.p_adjusted:.2g}"
+        elif row.p_value is not None:
+            p = f"{row.p_value:.2g}" + (" (not adj.)" if adjusted else "")
+        cls = row.kind.replace("_", "-").replace(" ", "-")
+        body.append(
+            f'<tr class="{esc(cls)}"><td>{esc(row.signal.split(";")[0])}'
+            + (f' <span class=aside>({esc(row.signal.split(";", 1)[1].strip())})</span>' if ";" in row.signal
+               else "")
+            + f'</td><td class=sparkcell>{sparkline(row)}</td><td data-curve="{esc(row.curve)}">{esc(row.verdict)}'
+            f"</td><td class=nw>{esc(bracket)}</td>"
+            f"<td class=nw>{esc(interval(row.effect, row.effect_low, row.effect_high))}</td>"
+            f"<td class=nw>{esc(p)}</td></tr>")
+    body.append("</tbody></table>")
+    return "".join(body)
+
+def test_description(rows) -> str:
+    """The verdict test, described once under the table (the module's TEST_DESCRIPTION, with the run's level)."""
+    from codedyn.analysis import transitions
+
+    text = str(getattr(transitions, "TEST_DESCRIPTION", ""))
+    try:
+        text = text.format(level=0.95, alpha=0.05, axis="log(step + 1)")
+    except (KeyError, IndexError, ValueError):
+        pass  # a description without (or with other) placeholders is shown as written
+    fwer = next((r.fwer for r in rows if r.fwer), "")
+    tests = sorted({r.test for r in rows if r.test})
+    sources = sorted({r.source for r in rows if r.source})
+    evidence = "".join(f"<li><b>{esc(r.signal.split(';')[0])}</b>: {esc('; '.join(r.evidence))}</li>"
+                       for r in rows if r.evidence)
+    return ("<div class=method><p><b>How each verdict is made</b>"
+            + (f" (test {esc(', '.join(tests))})" if tests else "") + f": {esc(text)}</p>"
+            + (f"<p><b>Family-wise control:</b> {esc(fwer)}.</p>" if fwer else "")
+            + "<p>Bracket (a, b]: the change happened after checkpoint a and by checkpoint b; the data cannot place "
+            "it more precisely. The sparkline puts every checkpoint at equal distance; a shaded span is a sharp "
+            f"call's bracket. Sources: {esc(', '.join(sources))}.</p>"
+            + (f"<details><summary>Evidence behind every verdict</summary><ul>{evidence}</ul></details>"
+               if evidence else "") + "</div>")
+
+def dataset_section(context: ReportContext) -> str:
+    card = context.card
+    if card is None:
+        return "<p class=notrun>Dataset card not found (the dataset is not in this machine's cache).</p>"
+    facts = [
+        ["dataset", f"{card.get('source')}-{card.get('hash')}"],
+        ["samples", f"{card.get('n_samples')} ({card.get('n_correct')} correct, {card.get('n_incorrect')} incorrect)"],
+        ["verified pairs", card.get("n_pairs")],
+        ["problems used / loaded", f"{card.get('n_problems_used')} / {card.get('n_problems_loaded')}"],
+        ["candidate mutants executed", card.get("candidates_executed")],
+        ["candidate outcomes", json.dumps(card.get("candidate_outcomes", {}))],
+        ["failure kinds of incorrect samples", json.dumps(card.get("failure_kinds", {}))],
+        ["flaky mutants replaced", card.get("flaky_mutants_replaced")],
+        ["reference solutions failing their tests", card.get("failed_references") or "none"],
+        ["solution lines correct / incorrect", f"{card.get('solution_lines', {}).get('correct')} / "
+                                               f"{card.get('solution_lines', {}).get('incorrect')}"],
+        ["sandbox isolation", json.dumps(card.get("isolation", {}))],
+    ]
+    splits = [[name, v.get("problems"), v.get("correct"), v.get("incorrect")]
+              for name, v in card.get("splits", {}).items()]
+    operators = [[name, n] for name, n in card.get("operators", {}).items()]
+    return (table(["field", "value"], facts) + "<h3>Splits (by problem)</h3>"
+            + table(["split", "problems", "correct", "incorrect"], splits)
+            + "<h3>Mutation operators of the incorrect samples</h3>" + table(["operator", "samples"], operators))
+
+def _figures(folder: Path, recursive: bool = False) -> list[Path]:
+    pattern = "**/*.png" if recursive else "*.png"
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+def _links(folder: Path, run_dir: Path) -> str:
+    """Relative links to the interactive HTML pages and animations of an experiment."""
+    items = []
+    for path in sorted([*folder.glob("*.html"), *folder.glob("*.gif")]):
+        rel = path.relative_to(run_dir).as_posix()
+        kind = "interactive page" if path.suffix == ".html" else "animation"
+        items.append(f'<li><a href="{esc(rel)}">{esc(rel)}</a> ({kind}, opens next to this report)</li>')
+    return f"<ul>{''.join(items)}</ul>" if items else ""
+
+def _key_tables(name: str, folder: Path) -> str:
+    import pandas as pd
+
+    out = []
+    if name == "influence" and (folder / "influence.parquet").is_file():
+        table = pd.read_parquet(folder / "influence.parquet")
+        for variant in ("cov", "corr"):
+            part = table[table["variant"] == variant]
+            if part.empty:
+                continue
+            wide = part.assign(cell=[f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in
+                                     zip(part["value"], part["low"], part["high"], strict=True)])
+            wide = wide.pivot(index="step", columns="quantity", values="cell").reset_index()
+            out.append(f"<h3>Block means of the {'' if variant == 'cov' else 'normalised '}BIF, value [95% CI]</h3>"
+                       + table([str(c) for c in wide.columns], wide.astype(object).values.tolist()))
+        return "".join(out)
+    if name == "emergence" and (folder / "emergence.parquet").is_file():
+        table = pd.read_parquet(folder / "emergence.parquet")
+        needed = {"step", "layer", "predictor", "split", "metric", "value", "low", "high"}
+        if needed <= set(table.columns):
+            key = table[(table["split"] == "validation") & table["predictor"].isin(["best_latent", "probe"])]
+            key = key.sort_values(["layer", "metric", "predictor", "step"])
+            out.append("<h3>Validation-split detection of incorrect code (best SAE latent vs linear probe)</h3>"
+                       + frame_table(key[["layer", "metric", "predictor", "step", "value", "low", "high"]],
+                                      "emergence/emergence.parquet", limit=80))
+            out.append(_operator_table(folder))
+            skip = {"emergence.parquet", "bootstrap_replicates.npz", "operators.parquet"}
+            return "".join(out) + "".join(
+                f"<h3>{esc(p.name)}</h3>" + frame_table(pd.read_parquet(p), p.name)
+                for p in sorted(folder.glob("*.parquet")) if p.name not in skip)
+    if name == "susceptibility" and list(folder.glob("opposite_responders*.parquet")):
+        for path in sorted(folder.glob("opposite_responders*.parquet")):
+            ranked = pd.read_parquet(path)
+            opposite = ranked[ranked["opposite"]]
+            estimator = path.stem.removeprefix("opposite_responders").lstrip("_") or "covariance"
+            out.append(f"<h3>Opposite responders ({esc(estimator)} estimator)</h3><p>{len(opposite)} (component, "
+                       "checkpoint) pairs whose χ_correct and χ_incorrect have opposite signs with both 95% CIs "
+                       "excluding zero.</p>")
+            top = (opposite if len(opposite) else ranked).sort_values(["step", "gap"], ascending=[True, False])
+            cols = ["step", "component", "chi_a", "low_a", "high_a", "chi_b", "low_b", "high_b", "gap", "opposite"]
+            out.append(("<p>Largest gaps |χ_correct − χ_incorrect| (a = correct, b = incorrect), top 3 per "
+                        "checkpoint:</p>" if not len(opposite) else "")
+                       + frame_table(top[[c for c in cols if c in top.columns]].groupby("step").head(3),
+                                      path.name))
+        return "".join(out)
+    if name == "embryology" and (folder / "structure.parquet").is_file():
+        table = pd.read_parquet(folder / "structure.parquet")
+        if {"step", "space", "labelling", "accuracy", "low", "high", "chance"} <= set(table.columns):
+            table = table.assign(cell=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
+                                       zip(table["accuracy"], table["low"], table["high"], strict=True)],
+                                 space=table["space"].map({"umap": "2-d layout", "chi": "χ vectors"}).fillna(
+                                     table["space"]))
+            wide = table.pivot_table(index=["labelling", "space", "chance"], columns="step", values="cell",
+                                     aggfunc="first").reset_index()
+            out.append("<h3>Structure: kNN balanced accuracy of each labelling (value [95% CI]; chance beside "
+                       "it)</h3>" + table([str(c) for c in wide.columns], wide.astype(object).values.tolist())
+                       + "<p class=note>Every token's coordinates: embryology/embedding.parquet.</p>")
+            return "".join(out)
+    skip = {"diagnostics.parquet"}
+    for path in sorted(folder.glob("*.parquet")):
+        if path.name in skip:
+            continue
+        out.append(f"<h3>{esc(path.name)}</h3>" + frame_table(pd.read_parquet(path), path.name))
+    return "".join(out)
+
+def _operator_table(folder: Path) -> str:
+    """Detection by mutation operator, operator x checkpoint, 'value [95% CI]' per cell (the heatmap's numbers)."""
+    import pandas as pd
+
+    path = folder / "operators.parquet"
+    if not path.is_file():
+        return ""
+    table = pd.read_parquet(path)
+    if not {"layer", "predictor", "operator", "step", "value", "low", "high"} <= set(table.columns):
+        return ""
+    out = []
+    for layer in sorted(table["layer"].unique()):
+        part = table[(table["layer"] == layer) & (table["predictor"] == "best_latent")]
+        if part.empty:
+            continue
+        part = part.assign(cell=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
+                                 zip(part["value"], part["low"], part["high"], strict=True)])
+        wide = part.pivot_table(index="operator", columns="step", values="cell", aggfunc="first").reset_index()
+        out.append(f"<h3>Layer {esc(layer)}: fraction of validation mutants the best latent flags, by operator "
+                   "(value [95% CI])</h3>"
+                   + table([str(c) for c in wide.columns], wide.fillna("").astype(object).values.tolist()))
+    return "".join(out)
+
+def experiment_section(name: str, title: str, context: ReportContext, susceptibility_calls: dict) -> str:
+    folder = context.run_dir / name
+    if not folder.is_dir():
+        return section(name, title, not_run(title))
+    parts = [f"<p class=file>{esc(folder.relative_to(context.run_dir).as_posix())}/</p>"]
+    transitions = read_json(folder / "transitions.json")
+    parts += [figure(p) for p in sorted(_figures(folder), key=_figure_order)]
+    parts.append(_links(folder, context.run_dir))
+    tables = _key_tables(name, folder)
+    if tables:  # the per-step numbers behind the figures: folded, so the page reads as an argument
+        parts.append(f"<details><summary>Per-checkpoint tables</summary>{tables}</details>")
+    if name == "susceptibility" and susceptibility_calls:
+        parts.append("<details><summary>Verdict per component and distribution</summary>"
+                     + _calls_table(susceptibility_calls, "component / distribution") + "</details>")
+    if transitions:
+        parts.append("<details><summary>Every curve's calls (transitions.json)</summary>"
+                     + _calls_table(transitions, "curve", evidence=True) + "</details>")
+    if len(parts) == 1:
+        parts.append("<p class=notrun>The folder exists but holds no figures or tables yet.</p>")
+    return section(name, title, "".join(parts))
+
+def _calls_table(calls: dict, first: str, evidence: bool = False) -> str:
+    from codedyn.analysis.verdicts import normalise_call
+
+    rows = []
+    for key, found in sorted(calls.items()):
+        call = normalise_call(found)
+        bracket = f"({call['bracket'][0]}, {call['bracket'][1]}]" if call["bracket"] else ""
+        p = call["p_adjusted"] if call["p_adjusted"] is not None else call["p_value"]
+        row = [key, call["verdict"], bracket, interval(call["effect"], call["effect_low"], call["effect_high"]),
+               "" if p is None else f"{p:.3g}"]
+        rows.append(row + (["; ".join(call["evidence"])] if evidence else []))
+    return table([first, "verdict", "bracket", "effect [95% CI]", "p (adjusted where available)"]
+                  + (["evidence"] if evidence else []), rows)
+
+def llc_section(context: ReportContext) -> str:
+    import pandas as pd
+
+    from codedyn.analysis.curves import llc_from_table
+    from codedyn.analysis.events import known_events
+    from codedyn.figures.plots import save_figure, training_curves
+
+    path = context.run_dir / "influence" / "influence.parquet"
+    if not path.is_file():
+        return not_run("LLC (estimated from the influence posteriors)")
+    table = pd.read_parquet(path)
+    llc = table[table["quantity"] == "LLC"].sort_values("step")
+    if llc.empty:
+        return not_run("LLC")
+    steps = sorted(table["step"].unique().tolist())
+    values, lows, highs, note = llc_from_table(table, steps)
+    figure = training_curves(steps, {"LLC": (values, lows, highs)}, ylabel="LLC = nβ (E[L] − L(w*))",
+                             title="Local learning coefficient over training", events=known_events(context),
+                             zero_line=False, height_in=2.8)
+    if note:
+        figure.axes[0].annotate(note, xy=(0.01, 0.96), xycoords="axes fraction", ha="left", va="top", fontsize=6.5,
+                                color="0.35")
+    png, _ = save_figure(figure, context.run_dir / REPORT_FIGURES / "llc")
+    rows = [[int(s), "" if v != v else f"{v:.4g}", "" if v != v else f"[{lo:.4g}, {hi:.4g}]"]
+            for s, v, lo, hi in zip(steps, values, lows, highs, strict=True)]
+    return (figure(png) + (f"<p class=note>{esc(note)}.</p>" if note else "")
+            + table(["step", "LLC", "95% CI"], rows))
+
+def calibration_section(context: ReportContext) -> str:
+    import pandas as pd
+
+    folder = context.run_dir / "calibration"
+    summary = read_json(folder / "calibration.json")
+    if summary is None:
+        return ("<p class=notrun>SGLD calibration: not run for this study (<code>codedyn calibrate</code>); the "
+                "sampler settings below are the preset's.</p>")
+    chosen = summary["chosen"]
+    status = "passes every criterion" if summary["usable"] else "fails: " + "; ".join(summary["reasons"])
+    parts = [f"<p>Chosen: ε = {esc(chosen['lr'])}, nβ = {esc(chosen['n_beta'])}, γ = "
+             f"{esc(chosen['localization'])} ({esc(status)}), from {esc(summary['n_settings'])} settings on "
+             f"checkpoints {esc(summary['steps'])} with {esc(summary['chain_length'])}; "
+             f"{esc(summary['n_passing'])} pass every criterion, {esc(summary['n_rejected'])} rejected. Preset: "
+             f"<code>{esc(summary['preset'])}</code>.</p>",
+             f"<details><summary>Scoring rules</summary><pre>{esc(summary['rules'])}</pre></details>"]
+    scores_path = folder / "scores.parquet"
+    if scores_path.is_file():
+        scores = pd.read_parquet(scores_path)
+        keep = [c for c in scores.columns if c not in {"grid_index", "chosen"}]
+        parts.append(frame_table(scores[keep], "calibration/scores.parquet", limit=20))
+    parts += [figure(p) for p in _figures(folder)]
+    return "".join(parts)
+
+def config_section(context: ReportContext) -> str:
+    manifest = context.manifest
+    sampling = context.config.get("sampling", {})
+    facts = [
+        ["git commit", manifest.get("git_commit")],
+        ["created", manifest.get("created")],
+        ["suite", manifest.get("suite")],
+        ["steps", manifest.get("steps")],
+        ["dataset hash", manifest.get("data_hash")],
+        ["seeds", json.dumps(manifest.get("seeds", {}))],
+        ["python", manifest.get("python")],
+        ["platform", manifest.get("platform")],
+    ]
+    packages = [[k, v] for k, v in (manifest.get("packages") or {}).items()]
+    resolved = json.dumps(context.config, indent=2, sort_keys=True)
+    calibration = manifest.get("calibration")
+    extra = ""
+    if calibration:
+        extra = f"<h3>Calibration recorded in the manifest</h3><pre>{esc(json.dumps(calibration, indent=2))}</pre>"
+    return (table(["field", "value"], facts)
+            + "<h3>Sampler (one set for every checkpoint)</h3>"
+            + table(["hyperparameter", "value"], [[k, v] for k, v in sampling.items()])
+            + "<h3>Package versions</h3>" + table(["package", "version"], packages) + extra
+            + f"<details><summary>Resolved configuration</summary><pre>{esc(resolved)}</pre></details>")
+
+def diagnostics_section(context: ReportContext) -> str:
+    import pandas as pd
+
+    path = context.run_dir / "influence" / "diagnostics.parquet"
+    if not path.is_file():
+        return not_run("Sampling diagnostics (written with the influence posteriors)")
+    table = pd.read_parquet(path)
+    rows, classes, n_warned = [], [], 0
+    for _, row in table.iterrows():
+        warnings = diagnostic_warnings(row)
+        n_warned += bool(warnings)
+        rows.append([int(row["step"]), int(row["chain"]), bool(row["healthy"]), row["init_loss"],
+                     row["mean_loss_after_burn_in"], row["fraction_below_init"], row["drift_to_noise"],
+                     row["split_rhat"], row["ess_sampling_loss"], "; ".join(warnings) or "ok"])
+        classes.append("warn" if warnings else "")
+    head = (f"<p>{n_warned} of {len(table)} chains carry a warning (diverged; drift/noise < {MIN_DRIFT_TO_NOISE:g}; "
+            f"more than {100 * MAX_FRACTION_BELOW_INIT:.0f}% of draws below the init loss; split R-hat > "
+            f"{MAX_RHAT:g}).</p>")
+    traces = _figures(context.run_dir / "influence" / "traces")
+    trace_html = "".join(figure(p) for p in traces)
+    return (head + table(["step", "chain", "healthy", "init loss", "mean loss after burn-in", "fraction below init",
+                           "drift/noise", "split R-hat", "ESS", "warnings"], rows, classes)
+            + (f"<details><summary>Loss traces per checkpoint ({len(traces)})</summary>{trace_html}</details>"
+               if traces else ""))
+
+def timings_section(context: ReportContext) -> str:
+    timings = read_json(context.run_dir / TIMINGS_FILE)
+    if timings is None:
+        return "<p class=notrun>No timings recorded (<code>timings.json</code> absent).</p>"
+
+    def flatten(prefix: str, value: Any) -> list[list[Any]]:
+        if isinstance(value, dict):
+            return [r for k, v in value.items() for r in flatten(f"{prefix}{k}." if prefix or k else k, v)]
+        if isinstance(value, list):
+            return [[prefix.rstrip("."), json.dumps(value)]]
+        return [[prefix.rstrip("."), value]]
+
+    return table(["entry", "value"], flatten("", timings))
+
+def events_line(events: list[dict]) -> str:
+    if not events:
+        return ""
+    items = []
+    for event in events:
+        where = (f"within ({event['bracket'][0]}, {event['bracket'][1]}]" if "bracket" in event
+                 else f"at step {event['step']}")
+        items.append(f"{event['name']} {where}" + (f" ({event['detail']})" if event.get("detail") else ""))
+    return f"<p class=method><b>Known events</b> (grey in every figure): {esc('; '.join(items))}.</p>"

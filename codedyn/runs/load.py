@@ -137,6 +137,19 @@ class Run:
     def embryology(self):
         return self.table("embryology")
 
+    @cached_property
+    def validation(self):
+        """The yardstick (:mod:`codedyn.analysis.yardstick`) as the report stored it: one row per curve with its
+        onset call, change and margin, relation to the emergence, co-movement, shape and the null twin's call."""
+        return self.table("validation", "yardstick")
+
+    def yardstick(self):
+        """The yardstick recomputed from the stored tables (a :class:`~codedyn.analysis.yardstick.Yardstick`, with
+        the null twin beside this run when there is one)."""
+        from codedyn.analysis.yardstick import yardstick
+
+        return yardstick(self.path)
+
     # -- arrays
     def posterior(self, step: int):
         """The stored posterior draws of checkpoint ``step`` (xarray Dataset): the unit the last ``codedyn run``

@@ -207,3 +207,18 @@ def test_the_verdict_table_and_the_validation_table_agree_call_for_call(runs):
                         ("L1/best_latent/auroc", "SAE best latent AUROC, layer 1")):
         assert found[name].shape["verdict"] == shown[curve].verdict
         assert found[name].shape["p_adjusted"] == shown[curve].p_adjusted
+
+
+def test_the_yardstick_is_stored_and_loads_in_a_notebook(runs):
+    from codedyn.analysis.yardstick import write_yardstick
+    from codedyn.runs.load import load_run
+
+    organism, _ = runs
+    found = write_yardstick(organism)
+    run = load_run(organism)
+    frame = run.validation
+    assert list(frame["name"])[0] == "verdict contrast" and len(frame) == len(found.signals) + 1
+    assert frame.set_index("name").loc["probe AUROC, layer 1", "relation"] == "leads the emergence by 1 checkpoint"
+    stored = json.loads((organism / "validation" / "yardstick.json").read_text())
+    assert stored["emergence"]["bracket"] == [3000, 4000] and stored["held_out"] is True
+    assert run.yardstick().emergence.bracket == [3000, 4000]

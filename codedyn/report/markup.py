@@ -49,7 +49,7 @@ def fmt(value: Any) -> str:
         return f"{value:.4g}"
     return str(value)
 
-def table(headers: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
+def html_table(headers: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
     for k, row in enumerate(rows):
@@ -70,7 +70,7 @@ def frame_table(frame, name: str, limit: int = TABLE_ROWS) -> str:
     note = ""
     if len(frame) > limit:
         note = f"<p class=note>First {limit} of {len(frame)} rows; all of them in {esc(name)}.</p>"
-    return table([str(c) for c in shown.columns], shown.astype(object).values.tolist()) + note
+    return html_table([str(c) for c in shown.columns], shown.astype(object).values.tolist()) + note
 
 def section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>'

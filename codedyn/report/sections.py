@@ -10,11 +10,11 @@ from typing import Any
 
 from codedyn.report.answer import MAX_FRACTION_BELOW_INIT, MAX_RHAT, MIN_DRIFT_TO_NOISE, diagnostic_warnings
 from codedyn.report.context import ReportContext
-from codedyn.report.markup import esc, frame_table, img, interval, not_run, read_json, section, table
+from codedyn.report.markup import esc, frame_table, html_table, img, interval, not_run, read_json, section
 from codedyn.runs.layout import TIMINGS_FILE
 
 
-def figure(path: Path, caption: str = "") -> str:
+def captioned_figure(path: Path, caption: str = "") -> str:
     """A figure of the run, captioned with what to look for in it (:data:`CAPTIONS`) unless a caption is given."""
     return img(path, caption or caption_for(path))
 
@@ -226,9 +226,9 @@ def dataset_section(context: ReportContext) -> str:
     splits = [[name, v.get("problems"), v.get("correct"), v.get("incorrect")]
               for name, v in card.get("splits", {}).items()]
     operators = [[name, n] for name, n in card.get("operators", {}).items()]
-    return (table(["field", "value"], facts) + "<h3>Splits (by problem)</h3>"
-            + table(["split", "problems", "correct", "incorrect"], splits)
-            + "<h3>Mutation operators of the incorrect samples</h3>" + table(["operator", "samples"], operators))
+    return (html_table(["field", "value"], facts) + "<h3>Splits (by problem)</h3>"
+            + html_table(["split", "problems", "correct", "incorrect"], splits)
+            + "<h3>Mutation operators of the incorrect samples</h3>" + html_table(["operator", "samples"], operators))
 
 def _figures(folder: Path, recursive: bool = False) -> list[Path]:
     pattern = "**/*.png" if recursive else "*.png"
@@ -257,7 +257,7 @@ def _key_tables(name: str, folder: Path) -> str:
                                      zip(part["value"], part["low"], part["high"], strict=True)])
             wide = wide.pivot(index="step", columns="quantity", values="cell").reset_index()
             out.append(f"<h3>Block means of the {'' if variant == 'cov' else 'normalised '}BIF, value [95% CI]</h3>"
-                       + table([str(c) for c in wide.columns], wide.astype(object).values.tolist()))
+                       + html_table([str(c) for c in wide.columns], wide.astype(object).values.tolist()))
         return "".join(out)
     if name == "emergence" and (folder / "emergence.parquet").is_file():
         table = pd.read_parquet(folder / "emergence.parquet")
@@ -298,7 +298,7 @@ def _key_tables(name: str, folder: Path) -> str:
             wide = table.pivot_table(index=["labelling", "space", "chance"], columns="step", values="cell",
                                      aggfunc="first").reset_index()
             out.append("<h3>Structure: kNN balanced accuracy of each labelling (value [95% CI]; chance beside "
-                       "it)</h3>" + table([str(c) for c in wide.columns], wide.astype(object).values.tolist())
+                       "it)</h3>" + html_table([str(c) for c in wide.columns], wide.astype(object).values.tolist())
                        + "<p class=note>Every token's coordinates: embryology/embedding.parquet.</p>")
             return "".join(out)
     skip = {"diagnostics.parquet"}
@@ -328,7 +328,7 @@ def _operator_table(folder: Path) -> str:
         wide = part.pivot_table(index="operator", columns="step", values="cell", aggfunc="first").reset_index()
         out.append(f"<h3>Layer {esc(layer)}: fraction of validation mutants the best latent flags, by operator "
                    "(value [95% CI])</h3>"
-                   + table([str(c) for c in wide.columns], wide.fillna("").astype(object).values.tolist()))
+                   + html_table([str(c) for c in wide.columns], wide.fillna("").astype(object).values.tolist()))
     return "".join(out)
 
 def experiment_section(name: str, title: str, context: ReportContext, susceptibility_calls: dict) -> str:
@@ -337,7 +337,7 @@ def experiment_section(name: str, title: str, context: ReportContext, susceptibi
         return section(name, title, not_run(title))
     parts = [f"<p class=file>{esc(folder.relative_to(context.run_dir).as_posix())}/</p>"]
     transitions = read_json(folder / "transitions.json")
-    parts += [figure(p) for p in sorted(_figures(folder), key=_figure_order)]
+    parts += [captioned_figure(p) for p in sorted(_figures(folder), key=_figure_order)]
     parts.append(_links(folder, context.run_dir))
     tables = _key_tables(name, folder)
     if tables:  # the per-step numbers behind the figures: folded, so the page reads as an argument
@@ -363,7 +363,7 @@ def _calls_table(calls: dict, first: str, evidence: bool = False) -> str:
         row = [key, call["verdict"], bracket, interval(call["effect"], call["effect_low"], call["effect_high"]),
                "" if p is None else f"{p:.3g}"]
         rows.append(row + (["; ".join(call["evidence"])] if evidence else []))
-    return table([first, "verdict", "bracket", "effect [95% CI]", "p (adjusted where available)"]
+    return html_table([first, "verdict", "bracket", "effect [95% CI]", "p (adjusted where available)"]
                   + (["evidence"] if evidence else []), rows)
 
 def llc_section(context: ReportContext) -> str:
@@ -391,8 +391,8 @@ def llc_section(context: ReportContext) -> str:
     png, _ = save_figure(figure, context.run_dir / REPORT_FIGURES / "llc")
     rows = [[int(s), "" if v != v else f"{v:.4g}", "" if v != v else f"[{lo:.4g}, {hi:.4g}]"]
             for s, v, lo, hi in zip(steps, values, lows, highs, strict=True)]
-    return (figure(png) + (f"<p class=note>{esc(note)}.</p>" if note else "")
-            + table(["step", "LLC", "95% CI"], rows))
+    return (captioned_figure(png) + (f"<p class=note>{esc(note)}.</p>" if note else "")
+            + html_table(["step", "LLC", "95% CI"], rows))
 
 def calibration_section(context: ReportContext) -> str:
     import pandas as pd
@@ -415,7 +415,7 @@ def calibration_section(context: ReportContext) -> str:
         scores = pd.read_parquet(scores_path)
         keep = [c for c in scores.columns if c not in {"grid_index", "chosen"}]
         parts.append(frame_table(scores[keep], "calibration/scores.parquet", limit=20))
-    parts += [figure(p) for p in _figures(folder)]
+    parts += [captioned_figure(p) for p in _figures(folder)]
     return "".join(parts)
 
 def config_section(context: ReportContext) -> str:
@@ -437,10 +437,10 @@ def config_section(context: ReportContext) -> str:
     extra = ""
     if calibration:
         extra = f"<h3>Calibration recorded in the manifest</h3><pre>{esc(json.dumps(calibration, indent=2))}</pre>"
-    return (table(["field", "value"], facts)
+    return (html_table(["field", "value"], facts)
             + "<h3>Sampler (one set for every checkpoint)</h3>"
-            + table(["hyperparameter", "value"], [[k, v] for k, v in sampling.items()])
-            + "<h3>Package versions</h3>" + table(["package", "version"], packages) + extra
+            + html_table(["hyperparameter", "value"], [[k, v] for k, v in sampling.items()])
+            + "<h3>Package versions</h3>" + html_table(["package", "version"], packages) + extra
             + f"<details><summary>Resolved configuration</summary><pre>{esc(resolved)}</pre></details>")
 
 def diagnostics_section(context: ReportContext) -> str:
@@ -462,9 +462,10 @@ def diagnostics_section(context: ReportContext) -> str:
             f"more than {100 * MAX_FRACTION_BELOW_INIT:.0f}% of draws below the init loss; split R-hat > "
             f"{MAX_RHAT:g}).</p>")
     traces = _figures(context.run_dir / "influence" / "traces")
-    trace_html = "".join(figure(p) for p in traces)
-    return (head + table(["step", "chain", "healthy", "init loss", "mean loss after burn-in", "fraction below init",
-                           "drift/noise", "split R-hat", "ESS", "warnings"], rows, classes)
+    trace_html = "".join(captioned_figure(p) for p in traces)
+    columns = ["step", "chain", "healthy", "init loss", "mean loss after burn-in", "fraction below init",
+               "drift/noise", "split R-hat", "ESS", "warnings"]
+    return (head + html_table(columns, rows, classes)
             + (f"<details><summary>Loss traces per checkpoint ({len(traces)})</summary>{trace_html}</details>"
                if traces else ""))
 
@@ -480,7 +481,7 @@ def timings_section(context: ReportContext) -> str:
             return [[prefix.rstrip("."), json.dumps(value)]]
         return [[prefix.rstrip("."), value]]
 
-    return table(["entry", "value"], flatten("", timings))
+    return html_table(["entry", "value"], flatten("", timings))
 
 def events_line(events: list[dict]) -> str:
     if not events:

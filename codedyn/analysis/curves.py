@@ -195,27 +195,33 @@ def influence_curves(run_dir: Path) -> list[StoredCurve]:
 
 
 def susceptibility_curves(run_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[StoredCurve]:
-    """Experiment 3: the standardised χ contrast of every component tracked at every checkpoint."""
+    """Experiment 3: the standardised χ contrast of every component tracked at every checkpoint, for every stored
+    table (``susceptibility.parquet``: code-token losses; ``susceptibility_<name>.parquet``: another readout or
+    estimator, e.g. the verdict loss), named by the table's suffix."""
     from codedyn.analysis.transitions import replicates_from_intervals
 
-    table = _table(Path(run_dir) / "susceptibility" / "susceptibility.parquet")
-    if table is None:
-        return []
-    part = table[(table["variant"] == "standardised") & (table["distribution"] == CHI_CONTRAST_DISTRIBUTION)]
-    n_steps = part["step"].nunique()
+    folder = Path(run_dir) / "susceptibility"
     found = []
-    for offset, (component, rows) in enumerate(sorted(part.groupby("component"), key=lambda item: item[0])):
-        rows = rows.sort_values("step")
-        if len(rows) != n_steps:  # a latent of one checkpoint's SAE has no trajectory
-            continue
-        values, lows, highs = (rows[c].to_numpy(dtype=float) for c in ("chi", "low", "high"))
-        if not (np.all(np.isfinite(lows)) and np.all(np.isfinite(highs))):
-            continue
-        reps = replicates_from_intervals(values, lows, highs, n_boot=n_boot, seed=seed + offset)
-        name = f"{CHI_CONTRAST_PREFIX}{component}"
-        found.append(StoredCurve(Curve(name, tuple(rows["step"].tolist()), values, reps, units="standardised χ"),
-                                 "susceptibility", name, CHI_CONTRAST_MARGIN,
-                                 f"susceptibility:covariance:{component}/{CHI_CONTRAST_DISTRIBUTION}"))
+    for path in sorted(folder.glob("susceptibility*.parquet")) if folder.is_dir() else []:
+        suffix = path.stem.removeprefix("susceptibility").lstrip("_")
+        table = _table(path)
+        part = table[(table["variant"] == "standardised") & (table["distribution"] == CHI_CONTRAST_DISTRIBUTION)]
+        n_steps = part["step"].nunique()
+        prefix = f"{CHI_CONTRAST_PREFIX}({suffix}) " if suffix else CHI_CONTRAST_PREFIX
+        margin_key = f"χ contrast ({suffix}, any component)" if suffix else CHI_CONTRAST_MARGIN
+        for offset, (component, rows) in enumerate(sorted(part.groupby("component"), key=lambda item: item[0])):
+            rows = rows.sort_values("step")
+            if len(rows) != n_steps:  # a latent of one checkpoint's SAE has no trajectory
+                continue
+            values, lows, highs = (rows[c].to_numpy(dtype=float) for c in ("chi", "low", "high"))
+            if not (np.all(np.isfinite(lows)) and np.all(np.isfinite(highs))):
+                continue
+            reps = replicates_from_intervals(values, lows, highs, n_boot=n_boot, seed=seed + offset)
+            name = f"{prefix}{component}"
+            found.append(StoredCurve(
+                Curve(name, tuple(rows["step"].tolist()), values, reps, units="standardised χ"), "susceptibility",
+                name, margin_key,
+                f"susceptibility:{suffix or 'covariance'}:{component}/{CHI_CONTRAST_DISTRIBUTION}"))
     return found
 
 
@@ -236,6 +242,14 @@ def trajectory_matrix(table, distribution: str):
     order = list(dict.fromkeys(part["component"]))  # the components' own order (layer by layer)
     wide = wide.reindex(order)
     return list(wide.index), [int(s) for s in wide.columns], wide.to_numpy(dtype=float)
+
+
+def chi_group(name: str) -> str | None:
+    """The Experiment 3 family a χ-contrast curve belongs to ("χ contrast" or "χ contrast (verdict)"), or None."""
+    if not name.startswith(CHI_CONTRAST_PREFIX):
+        return None
+    rest = name.removeprefix(CHI_CONTRAST_PREFIX)
+    return CHI_CONTRAST_PREFIX + rest[: rest.index(")") + 1] if rest.startswith("(") else CHI_CONTRAST_PREFIX.strip()
 
 
 def stored_curves(run_dir: Path) -> list[StoredCurve]:

@@ -15,7 +15,7 @@ import html
 from collections import Counter
 from typing import Any
 
-from codedyn.analysis.curves import CHI_CONTRAST_PREFIX
+from codedyn.analysis.curves import chi_group
 from codedyn.analysis.onset import OnsetCall
 from codedyn.analysis.yardstick import SignalRow, Yardstick
 
@@ -80,7 +80,8 @@ def _chi_summary(rows: list[SignalRow], has_null: bool) -> list[str]:
     shown = onsets[0] if onsets else max(rows, key=lambda r: abs(r.call.change or 0))
     what = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     tracks = sum(1 for r in rows if r.comovement is not None and r.comovement.tracks)
-    cells = [f"χ contrast, {len(rows)} components (shown: {shown.name.removeprefix(CHI_CONTRAST_PREFIX)})",
+    group = chi_group(shown.name)
+    cells = [f"{group}, {len(rows)} components (shown: {shown.name.removeprefix(group).strip()})",
              "Experiment 3", what, change_text(shown.call), _relation_text(shown),
              f"{_co(shown)}; {tracks} of {len(rows)} track", (shown.shape or {}).get("verdict", "")]
     if has_null:
@@ -110,18 +111,21 @@ def render_validation(found: Yardstick) -> str:
         if has_null:
             cells += [_call_text(found.null_emergence), ""]
         body.append(_tr(cells, "event"))
-    chi = [r for r in found.signals if r.name.startswith(CHI_CONTRAST_PREFIX)]
+    groups: dict[str, list[SignalRow]] = {}
     for row in found.signals:
-        if row.name.startswith(CHI_CONTRAST_PREFIX):
-            if row is chi[0]:
-                body.append(_tr(_chi_summary(chi, has_null)))
-            continue
-        body.append(_tr(_row_cells(row, has_null)))
-    details = ""
-    if chi:
-        details = ("<details><summary>Every component's χ contrast</summary><div class=scroll><table><thead><tr>"
-                   + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
-                   + "".join(_tr(_row_cells(r, has_null)) for r in chi) + "</tbody></table></div></details>")
+        if chi_group(row.name):
+            groups.setdefault(chi_group(row.name), []).append(row)
+    for row in found.signals:
+        group = chi_group(row.name)
+        if group is None:
+            body.append(_tr(_row_cells(row, has_null)))
+        elif row is groups[group][0]:  # one summary row per χ table, every component folded below
+            body.append(_tr(_chi_summary(groups[group], has_null)))
+    details = "".join(
+        f"<details><summary>Every component's {esc_group}</summary><div class=scroll><table><thead><tr>"
+        + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
+        + "".join(_tr(_row_cells(r, has_null)) for r in rows) + "</tbody></table></div></details>"
+        for esc_group, rows in ((_esc(g), rows) for g, rows in groups.items()))
     margins = found.margins
     calibration = ", ".join(f"seed {c.get('toy_seed')} onset {c.get('onset')}" for c in margins.calibration)
     provenance = (f"Margins: {margins.rule}; calibration null twins: {calibration or 'none'}. "
@@ -151,10 +155,15 @@ def _names(rows: list[SignalRow]) -> str:
 
 
 def _group(rows: list[SignalRow]) -> list[SignalRow]:
-    """The rows as the answer names them: Experiment 3's components collapse into their earliest / largest one."""
-    chi = [r for r in rows if r.name.startswith(CHI_CONTRAST_PREFIX)]
-    rest = [r for r in rows if not r.name.startswith(CHI_CONTRAST_PREFIX)]
-    return rest + ([chi[0]] if chi else [])
+    """The rows as the answer names them: each χ table's components collapse into their first one."""
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        group = chi_group(row.name)
+        if group is None or group not in seen:
+            out.append(row)
+            seen.add(group or row.name)
+    return out
 
 
 def answer_sentences(found: Yardstick) -> list[str]:

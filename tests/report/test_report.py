@@ -138,7 +138,7 @@ def test_diagnostics_warn_about_bad_chains(study):
     diagnostics = pd.read_parquet(study.run_dir / "influence" / "diagnostics.parquet")
     section = _section(_page(write_report(study)), "diagnostics")
     assert section.count("<tr") == len(diagnostics) + 1  # header + one row per (checkpoint, chain)
-    from codedyn.report.html import diagnostic_warnings
+    from codedyn.report.answer import diagnostic_warnings
 
     bad = diagnostics.iloc[0].copy()
     bad["healthy"], bad["drift_to_noise"], bad["fraction_below_init"], bad["split_rhat"] = False, 1e-4, 0.9, 1.5
@@ -271,7 +271,7 @@ def _row(signal, kind, bracket=None, effect=None, p_adjusted=None):
 
 
 def test_the_answer_is_built_from_the_calls():
-    from codedyn.report.html import compose_answer
+    from codedyn.report.answer import compose_answer
 
     rows = [_row("CC", "sharp", [5500, 6000], 0.8, 0.001), _row("CI", "sharp", [5500, 6000], 0.6, 0.02),
             _row("LLC", "unresolved", [0, 1000]), _row("II", "gradual"), _row("paired", "no_change"),
@@ -295,7 +295,7 @@ def test_the_answer_is_built_from_the_calls():
 
 
 def test_sparkline_draws_the_curve_band_and_bracket():
-    from codedyn.report.html import sparkline
+    from codedyn.report.sections import sparkline
 
     row = _row("CC", "sharp", [5500, 6000], 0.8, 0.001)
     row = VerdictRow(**{**row.to_dict(), "lows": [v - 0.05 for v in row.values],

@@ -59,7 +59,7 @@ class Flag:
     ``name``: the option's name when the field's own name would be unclear or taken in its command (default: the
     field's last part, ``--mutants-per-problem``). ``aliases``: older spellings still accepted; ``off``: for a
     boolean field, the switch that sets it false (default ``--no-<name>``). ``implies``:
-    (field, value) pairs set when this option is given and that field is not (``--problems`` reads a JSONL, so the
+    (field, value) pairs set when this option is given and that field is not (``--problems-path`` reads a JSONL, so the
     source is ``jsonl`` unless ``--source`` says otherwise)."""
 
     field: str

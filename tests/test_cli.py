@@ -168,3 +168,28 @@ def test_old_spellings_and_implied_settings():
                                                                                 "user")
     run = overrides("run", ["--corpus", "a.py", "--executor", "ray", "--steps", "0,5"])
     assert set(run) == {"sampling", "executor", "suite"} and run["suite"]["steps"] == ["0", "5"]
+
+
+def test_every_option_the_readme_shows_exists():
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    by_name = {name: command for name, command, _ in commands()}
+    checked = 0
+    for line in readme.splitlines():
+        for match in re.finditer(r"codedyn ((?:data|suite|config) )?([a-z-]+)([^`#|]*)", line):
+            name = (match.group(1) or "") + match.group(2)
+            if name not in by_name:
+                continue
+            try:
+                words = shlex.split(match.group(3))
+            except ValueError:
+                continue
+            spellings = {o for p in by_name[name].params for o in (*p.opts, *p.secondary_opts)}
+            for word in words:
+                if word.startswith("--"):
+                    assert word.split("=")[0] in spellings, f"README: codedyn {name} has no option {word}"
+                    checked += 1
+    assert checked > 30

@@ -66,7 +66,8 @@ def prepare_study(config: CodedynConfig, run_dir: Path, progress: Progress = SIL
     import json
 
     from codedyn.data.pairs import build_dataset, load_dataset
-    from codedyn.models.toy import SUITE_FILE, train_toy_suite
+    from codedyn.models.toy import train_toy_suite
+    from codedyn.runs.layout import SUITE_FILE
 
     suite, steps = check_inputs(config)
     dataset = load_dataset(build_dataset(config.dataset, progress=progress))

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from codedyn.analysis.curves import CHI_CONTRAST_DISTRIBUTION as CONTRAST
+from codedyn.runs.layout import TRANSITIONS_FILE
 
 NOT_RUN = "not run"
 KINDS = ("sharp", "gradual", "non_monotonic", "no_change", "unresolved")
@@ -355,16 +356,16 @@ def study_family(run_dir: Path, level: float = 0.95) -> StudyFamily:
     from codedyn.analysis.transitions import adjust_verdicts
 
     run_dir = Path(run_dir)
-    behaviour = _read_json(run_dir / "behaviour" / "transitions.json") or {}
-    emergence = _read_json(run_dir / "emergence" / "transitions.json") or {}
+    behaviour = _read_json(run_dir / "behaviour" / TRANSITIONS_FILE) or {}
+    emergence = _read_json(run_dir / "emergence" / TRANSITIONS_FILE) or {}
     curves = _sae_curves(emergence)
-    influence = _read_json(run_dir / "influence" / "transitions.json")
+    influence = _read_json(run_dir / "influence" / TRANSITIONS_FILE)
     influence_curves = _influence_signal_curves(influence)
     completed = {curve: _completed(run_dir, curve, None if influence is None else influence.get(curve))
                  for curve, _ in influence_curves}
 
     folder = run_dir / "susceptibility"
-    stored = _read_json(folder / "transitions.json")
+    stored = _read_json(folder / TRANSITIONS_FILE)
     tables = {path.stem.removeprefix("susceptibility").lstrip("_") or "covariance": path
               for path in sorted(folder.glob("susceptibility*.parquet"))}
     if stored is not None:

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from codedyn.progress import SILENT, Progress
+from codedyn.runs.layout import TRANSITIONS_FILE, UNIT_FILE
 
 BEHAVIOUR_DIR = "behaviour"
 UNIT_FORMAT = 1  # bump when a change here changes what a stored measurement holds
@@ -150,7 +151,7 @@ def behaviour_unit(study, step: int, progress: Progress = SILENT) -> Path:
         if found["verdicts"] is not None:
             found["verdicts"].to_parquet(stage / VERDICT_FILE, index=False)
         found["gaps"].to_parquet(stage / GAP_FILE, index=False)
-        write_json(stage / "unit.json", {"step": step, "suite": study.suite.name, "format": UNIT_FORMAT})
+        write_json(stage / UNIT_FILE, {"step": step, "suite": study.suite.name, "format": UNIT_FORMAT})
     return folder
 
 
@@ -292,7 +293,7 @@ def compute_behaviour(study) -> dict:
     if "verdict_contrast" in stacked and planted_config(study) is not None and len(steps) > 1:
         values = table[table["quantity"] == "verdict_contrast"].set_index("step").loc[steps, "value"].to_numpy()
         calls[EMERGENCE_KEY] = emergence_call(steps, values, stacked["verdict_contrast"], planted_config(study).onset)
-    write_json(out / "transitions.json", calls)
+    write_json(out / TRANSITIONS_FILE, calls)
     for quantity in ("verdict_contrast", "verdict_accuracy", "loss_gap"):
         if (table["quantity"] == quantity).any():
             save_figure(behaviour_figure(table, quantity, steps, study, calls), out / quantity)

@@ -31,8 +31,8 @@ def context_from_run_dir(run_dir: Path) -> ReportContext:
     """Rebuild the context from ``<run>/manifest.json``; the dataset card and toy-suite record are looked up in the
     cache (absent ones are reported as such in the page, not raised)."""
     from codedyn.data.pairs import CARD_JSON, resolve_dataset_path
-    from codedyn.models.toy import SUITE_FILE
     from codedyn.paths import cache_dir
+    from codedyn.runs.layout import SUITE_FILE
 
     run_dir = Path(run_dir)
     manifest = read_json(run_dir / MANIFEST)

@@ -11,7 +11,7 @@ from typing import Any
 from codedyn.report.answer import MAX_FRACTION_BELOW_INIT, MAX_RHAT, MIN_DRIFT_TO_NOISE, diagnostic_warnings
 from codedyn.report.context import ReportContext
 from codedyn.report.markup import esc, frame_table, html_table, img, interval, not_run, read_json, section
-from codedyn.runs.layout import TIMINGS_FILE
+from codedyn.runs.layout import TIMINGS_FILE, TRANSITIONS_FILE
 
 
 def captioned_figure(path: Path, caption: str = "") -> str:
@@ -336,7 +336,7 @@ def experiment_section(name: str, title: str, context: ReportContext, susceptibi
     if not folder.is_dir():
         return section(name, title, not_run(title))
     parts = [f"<p class=file>{esc(folder.relative_to(context.run_dir).as_posix())}/</p>"]
-    transitions = read_json(folder / "transitions.json")
+    transitions = read_json(folder / TRANSITIONS_FILE)
     parts += [captioned_figure(p) for p in sorted(_figures(folder), key=_figure_order)]
     parts.append(_links(folder, context.run_dir))
     tables = _key_tables(name, folder)

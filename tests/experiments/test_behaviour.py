@@ -130,7 +130,8 @@ def test_loss_gap_is_the_summed_loss_difference_at_the_edited_tokens(tiny_model_
 def test_behaviour_of_a_planted_suite_end_to_end(tmp_path):
     from codedyn.data.corpus import CodeCorpus
     from codedyn.data.pairs import build_dataset, load_dataset
-    from codedyn.models.toy import SUITE_FILE, train_toy_suite
+    from codedyn.models.toy import train_toy_suite
+    from codedyn.runs.layout import SUITE_FILE
 
     corpus = CodeCorpus.stdlib()
     small = CodeCorpus(corpus.root, tuple(sorted(corpus.split("train")[:25] + corpus.split("heldout")[:3],

@@ -155,7 +155,10 @@ def yardstick(run_dir: Path, null_dir: Path | None = None, margins: Margins | No
     run_dir = Path(run_dir)
     margins = margins if margins is not None else load_margins()
     signals, calls, emergence, truth, onset, family = _family(run_dir, margins)
-    steps = run_steps(run_dir) or (list(truth.curve.steps) if truth else [])
+    # the schedule the relations count checkpoints on: every checkpoint any curve has (a refined run's manifest
+    # learns its new steps only after the analyses)
+    steps = sorted({*run_steps(run_dir), *(s for c in signals for s in c.curve.steps),
+                    *(truth.curve.steps if truth else ())})
     shapes = _shapes(run_dir)
     null_dir = Path(null_dir) if null_dir is not None else (find_null_run(run_dir) if onset is not None else None)
     null_calls: dict[str, OnsetCall] = {}

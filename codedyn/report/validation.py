@@ -175,7 +175,7 @@ def answer_sentences(found: Yardstick) -> list[str]:
         moved = [r for r in found.signals if r.call.kind == "onset"]
         if not found.signals:
             return ["No curve with bootstrap replicates was stored in this run yet."]
-        first = sorted(moved, key=lambda r: found.steps.index(r.call.bracket[1]))
+        first = sorted(moved, key=lambda r: r.call.bracket[1])
         text = "; ".join(f"{r.name} {_bracket(r.call)}" for r in first[:8]) + ("; ..." if len(first) > 8 else "")
         out.append(f"No known answer for this run (no planted onset): {len(moved)} of {len(found.signals)} curves "
                    f"depart from their first checkpoint ({found.family})" + (f": {text}." if first else "."))

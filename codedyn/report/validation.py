@@ -149,9 +149,25 @@ def render_validation(found: Yardstick) -> str:
     )
 
 
-def _names(rows: list[SignalRow]) -> str:
-    names = [r.name for r in rows]
-    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else (names[0] if names else "")
+def _names(rows: list[SignalRow], most: int = 3) -> str:
+    """The curves by name, grouped by experiment; a group longer than ``most`` is counted with its first names."""
+    by_source: dict[str, list[str]] = {}
+    chi: dict[str, int] = {}
+    for row in rows:
+        group = chi_group(row.name)
+        if group is None:
+            by_source.setdefault(row.source, []).append(row.name)
+        else:
+            chi[group] = chi.get(group, 0) + 1
+    for group, n in chi.items():  # one entry per χ table: its components are counted, not named
+        by_source.setdefault("susceptibility", []).append(f"{group} of {n} component{'s' * (n > 1)}")
+    parts = []
+    for source, names in by_source.items():
+        if len(names) <= most:
+            parts.extend(names)
+        else:
+            parts.append(f"{len(names)} curves of {SOURCE_NAMES.get(source, source)} ({', '.join(names[:2])}, ...)")
+    return "; ".join(parts)
 
 
 def _group(rows: list[SignalRow]) -> list[SignalRow]:
@@ -190,6 +206,10 @@ def answer_sentences(found: Yardstick) -> list[str]:
     else:
         out.append(f"Correctness did not emerge in this run: the verdict contrast is {_call_text(emergence)} "
                    f"({emergence.verdict}).")
+        moved = [r for r in found.signals if r.call.kind == "onset"]
+        if moved:
+            out.append("Curves that depart from their baseline all the same (a change of the data or of training): "
+                       + "; ".join(f"{r.name} {_bracket(r.call)}" for r in _group(moved)) + ".")
     signals = [r for r in found.signals if r.source != "behaviour" or r.name != "verdict contrast"]
     finds = [r for r in signals if r.call.kind == "onset" and not r.null_departs]
     tracks = [r for r in signals if r.comovement is not None and r.comovement.tracks > 0 and r.call.kind == "onset"
@@ -206,18 +226,18 @@ def answer_sentences(found: Yardstick) -> list[str]:
         else:
             out.append("No signal departs from its baseline beyond its margin where the null twin does not.")
         if tracks:
-            out.append(f"Tracking the capability after the onset (ρ interval above 0): {_names(_group(tracks))}.")
+            out.append(f"Tracking the capability after the onset (ρ interval above 0): {_names(tracks)}.")
     if flat:
-        out.append(f"Shown flat (every change inside its margin): {_names(_group(flat))}.")
+        out.append(f"Shown flat (every change inside its margin): {_names(flat)}.")
     if undetected:
-        out.append(f"Not detected (intervals wider than the margin, so no conclusion): {_names(_group(undetected))}.")
+        out.append(f"Not detected (intervals wider than the margin, so no conclusion): {_names(undetected)}.")
     if found.null_dir is None:
         out.append("No null twin was found, so a change of correctness cannot be told from a change of the data.")
     else:
         twin = found.null_emergence
         twin_text = _call_text(twin) if twin is not None else "not measured"
         out.append(f"Null twin: its verdict contrast is {twin_text}; "
-                   + (f"{len(also_null)} signals depart there too ({_names(_group(also_null))}), so their change is "
+                   + (f"{len(also_null)} signals depart there too ({_names(also_null)}), so their change is "
                       "one of data or training, not of correctness." if also_null else
                       "no signal that departs on the organism departs there."))
     if not found.held_out:
@@ -229,6 +249,6 @@ def answer_sentences(found: Yardstick) -> list[str]:
     else:
         uncalibrated = [r for r in signals if not r.call.margin]
         out.append("Caveat: the margins come from " + f"{len(found.margins.calibration)} null twins"
-                   + (f"; {len(uncalibrated)} curves have none calibrated ({_names(_group(uncalibrated))})"
+                   + (f"; {len(uncalibrated)} curves have none calibrated ({_names(uncalibrated)})"
                       if uncalibrated else "") + ".")
     return out

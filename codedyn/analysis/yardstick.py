@@ -89,6 +89,10 @@ class Yardstick:
         return self.onset is not None
 
     @property
+    def is_null_twin(self) -> bool:
+        return bool((planted_of(suite_record_of(self.run_dir)) or {}).get("null"))
+
+    @property
     def held_out(self) -> bool:
         """No seed of this run or its null twin is among the margins' calibration seeds."""
         return held_out(self.margins, [*self.seeds.values(), *self.null_seeds.values()])

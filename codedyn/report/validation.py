@@ -19,6 +19,7 @@ from codedyn.analysis.curves import chi_group
 from codedyn.analysis.onset import OnsetCall
 from codedyn.analysis.yardstick import SignalRow, Yardstick
 
+_KIND_WORDS = {"onset": "onset", "flat": "flat", "not_detected": "not detected", "untestable": "not tested"}
 SOURCE_NAMES = {"behaviour": "behaviour", "emergence": "Experiment 2", "influence": "Experiment 1",
                 "susceptibility": "Experiment 3"}
 
@@ -75,7 +76,7 @@ def _row_cells(row: SignalRow, has_null: bool) -> list[str]:
 
 def _chi_summary(rows: list[SignalRow], has_null: bool) -> list[str]:
     """One line for every component's χ contrast: counts per call, the earliest onset (or the largest change)."""
-    counts = Counter(_call_text(r.call).split(" ")[0] for r in rows)
+    counts = Counter(_KIND_WORDS.get(r.call.kind, r.call.kind) for r in rows)
     onsets = sorted((r for r in rows if r.call.bracket), key=lambda r: r.call.bracket[1])
     shown = onsets[0] if onsets else max(rows, key=lambda r: abs(r.call.change or 0))
     what = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
@@ -85,7 +86,8 @@ def _chi_summary(rows: list[SignalRow], has_null: bool) -> list[str]:
              "Experiment 3", what, change_text(shown.call), _relation_text(shown),
              f"{_co(shown)}; {tracks} of {len(rows)} track", (shown.shape or {}).get("verdict", "")]
     if has_null:
-        null_counts = Counter(_call_text(r.null_call).split(" ")[0] for r in rows if r.null_call is not None)
+        null_counts = Counter(_KIND_WORDS.get(r.null_call.kind, r.null_call.kind) for r in rows
+                              if r.null_call is not None)
         cells += [", ".join(f"{n} {k}" for k, n in sorted(null_counts.items())), _co(shown, null=True)]
     return cells
 
@@ -128,7 +130,8 @@ def render_validation(found: Yardstick) -> str:
         for esc_group, rows in ((_esc(g), rows) for g, rows in groups.items()))
     margins = found.margins
     calibration = ", ".join(f"seed {c.get('toy_seed')} onset {c.get('onset')}" for c in margins.calibration)
-    provenance = (f"Margins: {margins.rule}; calibration null twins: {calibration or 'none'}. "
+    provenance = ((f"Margins: {margins.rule}; calibration null twins: {calibration}. " if margins.margins else
+                   "Margins: none calibrated (every onset is a plain departure; nothing can be shown flat). ")
                   + ("This run and its twin are held out: none of their seeds is a calibration seed."
                      if found.held_out else "Warning: a seed of this run is among the calibration seeds, so its "
                      "margins were fit on itself."))
@@ -136,7 +139,10 @@ def render_validation(found: Yardstick) -> str:
             "into <code>runs/null</code> beside this run (<code>make demo</code> does both) to add its columns.</p>")
     return (
         '<section id="validation"><h2>Validation: does each signal find the known emergence?</h2>'
-        "<p>The organism's correctness capability is planted: it cannot exist before the data onset "
+        + ("<p><b>This run is a null twin</b>: bodies and verdicts are drawn independently of correctness, so "
+           "nothing about correctness can emerge and no signal should depart beyond its margin.</p>"
+           if found.is_null_twin else "")
+        + "<p>The organism's correctness capability is planted: it cannot exist before the data onset "
         f"(step {found.onset}). Every curve is judged by the same onset test: the first checkpoint whose change "
         "from the pre-onset baseline exceeds the curve's margin, family-wise over every curve and checkpoint "
         f"({_esc(found.family)}); the ground truth is the verdict contrast's onset. 'Flat': an equivalence test "

@@ -98,12 +98,34 @@ def procrustes_onto(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def _umap(n_points: int, config: EmbryologyConfig, epochs: int, init, learning_rate: float = 1.0):
+    """A seeded UMAP on a precomputed Euclidean distance matrix (:func:`_fit_umap`)."""
     import umap
 
     return umap.UMAP(
         n_neighbors=max(2, min(config.n_neighbors, n_points - 1)), min_dist=config.min_dist, n_epochs=epochs,
-        init=init, learning_rate=learning_rate, random_state=config.seed, n_jobs=1,
+        init=init, learning_rate=learning_rate, random_state=config.seed, n_jobs=1, metric="precomputed",
     )
+
+
+def _fit_umap(matrix: np.ndarray, config: EmbryologyConfig, epochs: int, init, learning_rate: float = 1.0):
+    """UMAP layout [n, 2] of the rows of ``matrix`` under the Euclidean metric.
+
+    The distances are computed here and handed to UMAP precomputed: below 4096 points umap-learn finds exact
+    neighbours through scikit-learn's pairwise distances with its own metric as a Python callable, one call per
+    pair of points (3 million calls, ~14 of 15 seconds of an embedding of 2500 tokens: BENCHMARKS.md, "Analyses in
+    seconds"). :func:`euclidean_distances` computes them as that metric does, so the layouts are identical."""
+    return _umap(matrix.shape[0], config, epochs, init, learning_rate).fit_transform(euclidean_distances(matrix))
+
+
+def euclidean_distances(matrix: np.ndarray) -> np.ndarray:
+    """Pairwise Euclidean distances [n, n] between the rows of ``matrix``, bitwise as umap-learn's metric computes
+    them on the float32 copy UMAP makes of its input: squared float32 differences summed in float64, feature by
+    feature."""
+    x = np.asarray(matrix, dtype=np.float32)
+    total = np.zeros((x.shape[0], x.shape[0]))
+    for column in x.T:
+        total += np.square(column[:, None] - column[None, :]).astype(np.float64)
+    return np.sqrt(total)
 
 
 def embed_series(features: list[np.ndarray], config: EmbryologyConfig) -> list[np.ndarray]:
@@ -124,10 +146,9 @@ def embed_series(features: list[np.ndarray], config: EmbryologyConfig) -> list[n
             matrix = _jitter_duplicates(matrix)
             if not coords:
                 init = "spectral" if n > config.n_neighbors + 1 else "random"
-                layout = _umap(n, config, config.n_epochs, init).fit_transform(matrix)
+                layout = _fit_umap(matrix, config, config.n_epochs, init)
             else:
-                layout = _umap(n, config, config.anchored_epochs, coords[-1],
-                               config.anchored_learning_rate).fit_transform(matrix)
+                layout = _fit_umap(matrix, config, config.anchored_epochs, coords[-1], config.anchored_learning_rate)
                 layout = procrustes_onto(np.asarray(layout, dtype=np.float64), coords[-1])
             coords.append(np.asarray(layout, dtype=np.float64))
     return coords

@@ -198,21 +198,202 @@ def bootstrap_influence(
     Each replicate resamples chains with replacement, draws within each chain by circular blocks (draws are
     autocorrelated; blocks of twice the measured autocorrelation time), and problems with replacement (as
     weights); every quantity of a replicate comes from the same resample, so differences and contrasts between them
-    get honest intervals.
+    get honest intervals. The replicates are computed in batches (:func:`batched_influence_quantities`): equal to
+    :func:`influence_quantities` of each replicate's covariance up to rounding (tests/experiments/test_influence.py).
     """
     from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
     from codedyn.resample import multiplicities
 
     rng = np.random.default_rng(seed)
-    chains, draws, _ = losses.shape
+    losses = np.asarray(losses, dtype=np.float64)
+    chains, draws, n = losses.shape
     chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, rng, block=autocorrelation_block(losses))
+    # one problem resample per replicate, after the draw indices: the random stream of one replicate at a time
+    weights = np.stack([multiplicities(rng, structure.n_problems) for _ in range(n_boot)])
+    # the replicates' leading eigenvectors lie near the point estimate's: the start of their subspace iteration
+    subspace = np.linalg.eigh(posterior_covariance(losses))[1][:, ::-1][:, :min(n, EIGEN_SUBSPACE)]
     replicates = {key: np.empty(n_boot) for key in quantity_names()}
-    for b in range(n_boot):
-        resampled = losses[chain_idx[b][:, None], draw_idx[b]]
-        weights = multiplicities(rng, structure.n_problems)
-        for key, value in influence_quantities(posterior_covariance(resampled), structure, weights).items():
-            replicates[key][b] = value
+    batch = max(1, BOOTSTRAP_BATCH_ENTRIES // (n * n))
+    for start in range(0, n_boot, batch):
+        part = slice(start, min(start + batch, n_boot))
+        pooled = losses[chain_idx[part][:, :, None], draw_idx[part]].reshape(-1, chains * draws, n)
+        centred = pooled - pooled.mean(axis=1, keepdims=True)  # posterior_covariance of each replicate
+        covs = centred.transpose(0, 2, 1) @ centred / (chains * draws - 1)
+        found = batched_influence_quantities(covs, structure, weights[part], subspace)
+        for key in replicates:
+            if key in found:
+                replicates[key][part] = found[key]
+            else:  # a quantity without a batched formula: one covariance at a time
+                replicates[key][part] = [influence_quantities(c, structure, w)[key]
+                                         for c, w in zip(covs, weights[part], strict=True)]
     return replicates
+
+
+BOOTSTRAP_BATCH_ENTRIES = 200_000  # covariance entries per batch of replicates (1.6 MB per [batch, N, N] array)
+
+
+def batched_influence_quantities(covs: np.ndarray, structure: SampleStructure, problem_weights: np.ndarray,
+                                 start: np.ndarray | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """:func:`influence_quantities` of a stack of covariances ``covs`` [B, N, N] with problem weights
+    [B, n_problems]: arrays [B], without forming any N x N matrix per variant.
+
+    Every block mean is a weighted sum over a block of the BIF matrix -S R S (R the covariance C, or C - λ₁ v₁ v₁ᵀ
+    without its first component; S = I, or the diagonal of inverse standard deviations that normalises R, 0 for a
+    constant sample), whose mask is an outer product of indicator vectors less the diagonal (and, for CI, less the
+    entries within one problem): with p = w·a·s and q = w·b·s, Σ_{i≠j} p_i q_j R_ij = pᵀ C q - λ₁ (p·v₁)(q·v₁) -
+    Σ_i p_i q_i R_ii. So one batched product C @ [six weight vectors] gives every variant's blocks, the diagonal and
+    the few within-problem entries are gathered, and the bug influence (rows mut - ref of C, weighted) follows from
+    the same products. The first component comes from :func:`top_eigenpairs` (``start``: its starting subspace).
+    """
+    covs = np.asarray(covs, dtype=np.float64)
+    w = np.asarray(problem_weights, dtype=np.float64)[:, structure.problem]  # [B, N] per-sample weights
+    correct = structure.is_correct.astype(np.float64)
+    incorrect = 1.0 - correct
+    lam, vec = top_eigenpairs(covs, start)
+    diag = np.diagonal(covs, axis1=1, axis2=2)
+    trace = diag.sum(axis=1)
+    residual_diag = diag - lam[:, None] * vec**2
+    scales = {"cov": np.ones_like(diag), "corr": _inverse_std(diag), "cov_no_pc1": np.ones_like(diag),
+              "corr_no_pc1": _inverse_std(residual_diag)}
+    # C @ (w·c·s) and C @ (w·i·s) for s in the three distinct scalings, in one batched product
+    columns = [w * correct * scales[v] for v in ("cov", "corr", "corr_no_pc1")]
+    columns += [w * incorrect * scales[v] for v in ("cov", "corr", "corr_no_pc1")]
+    products = covs @ np.stack(columns, axis=2)  # [B, N, 6]
+    column = {("c", "cov"): 0, ("c", "corr"): 1, ("c", "corr_no_pc1"): 2, ("i", "cov"): 3, ("i", "corr"): 4,
+              ("i", "corr_no_pc1"): 5}
+
+    same_ci = (structure.problem[:, None] == structure.problem[None, :]) & np.outer(structure.is_correct,
+                                                                                     ~structure.is_correct)
+    si, sj = np.nonzero(same_ci)  # CI entries within one problem (excluded from CI)
+    ref, mut = structure.pairs[:, 0], structure.pairs[:, 1]
+    out: dict[tuple[str, str], np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for variant in BLOCK_VARIANTS:
+            s = scales[variant]
+            rank1 = lam if variant.endswith("no_pc1") else np.zeros_like(lam)
+            r_diag = residual_diag if variant.endswith("no_pc1") else diag
+            key = "cov" if variant == "cov_no_pc1" else variant
+            pc, pi = w * correct * s, w * incorrect * s
+            cpc, cpi = products[:, :, column[("c", key)]], products[:, :, column[("i", key)]]
+            pv, iv = (pc * vec).sum(axis=1), (pi * vec).sum(axis=1)
+            within = (pc[:, si] * pi[:, sj] * (covs[:, si, sj] - rank1[:, None] * vec[:, si] * vec[:, sj])).sum(1)
+            sums = {
+                "CC": (pc * cpc).sum(axis=1) - rank1 * pv * pv - (pc**2 * r_diag).sum(axis=1),
+                "II": (pi * cpi).sum(axis=1) - rank1 * iv * iv - (pi**2 * r_diag).sum(axis=1),
+                "CI": (pc * cpi).sum(axis=1) - rank1 * pv * iv - within,
+            }
+            wc, wi = w * correct, w * incorrect
+            totals = {
+                "CC": wc.sum(axis=1) ** 2 - (wc**2).sum(axis=1),
+                "II": wi.sum(axis=1) ** 2 - (wi**2).sum(axis=1),
+                "CI": wc.sum(axis=1) * wi.sum(axis=1) - (wc[:, si] * wi[:, sj]).sum(axis=1),
+            }
+            means = {name: _ratio(-sums[name], totals[name]) for name in sums}
+            if structure.pairs.size:
+                entry = -s[:, ref] * s[:, mut] * (covs[:, ref, mut] - rank1[:, None] * vec[:, ref] * vec[:, mut])
+                means["paired"] = _ratio((w[:, ref] * entry).sum(axis=1), w[:, ref].sum(axis=1))
+            else:
+                means["paired"] = np.full(lam.shape, np.nan)
+            means["delta"] = (means["CC"] + means["II"]) / 2 - means["CI"]
+            out.update({(name, variant): means[name] for name in (*AGGREGATES, *CONTRASTS)})
+        out.update(_batched_bug_influence(covs, structure, w, diag, products, column))
+        out[PC1] = np.where(trace > 0, lam / np.where(trace > 0, trace, 1.0), np.nan)
+    return out
+
+
+EIGEN_SUBSPACE = 6  # vectors of the subspace iteration in :func:`top_eigenpairs`
+EIGEN_ITERATIONS = 60  # its iterations before the unconverged matrices go to a full eigendecomposition
+EIGEN_TOLERANCE = 1e-14  # converged: residual ||C v - θ v|| at most this times θ
+EIGEN_GAP = 1e-2  # ... and the two largest Ritz values at least this far apart, relative to θ
+
+
+def top_eigenpairs(covs: np.ndarray, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Largest eigenvalue [B] and its unit eigenvector [B, N] of each symmetric matrix of ``covs`` [B, N, N].
+
+    The matrices must be positive semi-definite (covariances). Only the first component is needed, so instead of a
+    full eigendecomposition per matrix this runs a batched subspace iteration (block power method with
+    Rayleigh-Ritz, from ``start`` [N, k - 1] and one fixed random vector; without ``start``, k fixed random
+    vectors). A matrix is done when its top Ritz pair's residual is at most ``EIGEN_TOLERANCE`` · θ, the second
+    Ritz value is clearly below θ, and the trace left outside the subspace's k Ritz values is below θ (so no
+    eigenvector the subspace missed can have a larger eigenvalue: the check that a start without the leading
+    eigenvector does not pass off the second as the first). Then eigenvalue and eigenvector agree with
+    ``numpy.linalg.eigh`` to rounding (the vector's sign is arbitrary, as eigh's). Matrices not done after
+    ``EIGEN_ITERATIONS`` (a flat spectrum, nearly equal top eigenvalues) get the full eigendecomposition.
+    """
+    covs = np.asarray(covs, dtype=np.float64)
+    b, n = covs.shape[0], covs.shape[-1]
+    lam, vec = np.empty(b), np.empty((b, n))
+    k = min(n, EIGEN_SUBSPACE)
+    random = np.random.default_rng(0).normal(size=(n, k))
+    first = random if start is None else np.column_stack([np.asarray(start, dtype=np.float64)[:, :k - 1],
+                                                          random[:, :1]])
+    q = np.broadcast_to(np.linalg.qr(first)[0], (b, n, first.shape[1])).copy()
+    todo = np.arange(b)
+    traces = np.trace(covs, axis1=1, axis2=2)
+    for _ in range(EIGEN_ITERATIONS):
+        z = (covs if todo.size == b else covs[todo]) @ q  # C Q
+        ritz, y = np.linalg.eigh(q.transpose(0, 2, 1) @ z)  # Rayleigh-Ritz on span(Q)
+        theta, top = ritz[:, -1], y[:, :, -1:]
+        v = (q @ top)[:, :, 0]
+        residual = np.linalg.norm((z @ top)[:, :, 0] - theta[:, None] * v, axis=1)
+        done = ((residual <= EIGEN_TOLERANCE * theta) & (theta - ritz[:, -2] >= EIGEN_GAP * theta)
+                & (traces[todo] - ritz.sum(axis=1) < theta))
+        lam[todo[done]], vec[todo[done]] = theta[done], v[done] / np.linalg.norm(v[done], axis=1, keepdims=True)
+        todo, q = todo[~done], np.linalg.qr(z[~done])[0]
+        if not todo.size:
+            return lam, vec
+    values, vectors = np.linalg.eigh(covs[todo])
+    lam[todo], vec[todo] = values[:, -1], vectors[:, :, -1]
+    return lam, vec
+
+
+def _inverse_std(variances: np.ndarray) -> np.ndarray:
+    """1 / sqrt(variance), 0 where the variance is not positive (as :func:`_normalise` sets such entries to 0)."""
+    std = np.sqrt(np.clip(variances, 0.0, None))
+    return np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, NaN where the denominator (a sum of weights) is 0."""
+    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
+
+
+def _batched_bug_influence(covs, structure: SampleStructure, w, diag, products, column) -> dict:
+    """:func:`bug_influence` (both variants) of a stack of covariances from the products C @ (w·c·s), C @ (w·i·s)
+    of :func:`batched_influence_quantities`: Σ_j over other problems = Σ_j over all - Σ_j within the pair's
+    problem."""
+    if not structure.pairs.size:
+        return {(name, v): np.full(covs.shape[0], np.nan) for v in BUG_VARIANTS for name in BUG_INFLUENCE}
+    ref, mut = structure.pairs[:, 0], structure.pairs[:, 1]
+    correct = structure.is_correct.astype(np.float64)
+    bp, bj = np.nonzero(structure.problem[ref][:, None] == structure.problem[None, :])  # (pair, sample) within
+    var_delta = covs[:, mut, mut] + covs[:, ref, ref] - 2 * covs[:, mut, ref]
+    out = {}
+    for variant in BUG_VARIANTS:
+        normalised = variant == "corr"
+        t = _inverse_std(var_delta) if normalised else np.ones_like(var_delta)  # [B, P]
+        s = _inverse_std(diag) if normalised else np.ones_like(diag)  # [B, N]
+        a = w[:, ref] * t
+        within_rows = (covs[:, mut[bp], bj] - covs[:, ref[bp], bj]) * s[:, bj] * w[:, bj]  # [B, entries]
+        sums, totals = {}, {}
+        for kind, m in (("correct", correct), ("incorrect", 1.0 - correct)):
+            product = products[:, :, column[("c" if kind == "correct" else "i", variant)]]
+            all_j = product[:, mut] - product[:, ref]  # Σ_j (C_mut,j - C_ref,j) s_j w_j m_j
+            within = np.zeros_like(all_j)
+            np.add.at(within.T, bp, (within_rows * m[bj]).T)
+            sums[kind] = -(a * (all_j - within)).sum(axis=1)
+            wm = w * m
+            within_w = np.zeros((w.shape[0], ref.size))
+            np.add.at(within_w.T, bp, wm[:, bj].T)
+            totals[kind] = (w[:, ref] * (wm.sum(axis=1, keepdims=True) - within_w)).sum(axis=1)
+        found = {
+            "bug_influence": _ratio(sums["correct"] + sums["incorrect"], totals["correct"] + totals["incorrect"]),
+            "bug_influence_correct": _ratio(sums["correct"], totals["correct"]),
+            "bug_influence_incorrect": _ratio(sums["incorrect"], totals["incorrect"]),
+        }
+        found["bug_gap"] = found["bug_influence_incorrect"] - found["bug_influence_correct"]
+        out.update({(name, variant): found[name] for name in BUG_INFLUENCE})
+    return out
 
 
 def samples_of(samples, traces):

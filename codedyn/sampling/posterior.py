@@ -29,12 +29,27 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
     """``sampling_windows`` random windows of the corpus' training split in this checkpoint's tokenisation.
 
     Only as many files as needed are encoded (a seeded file order, about ten times the tokens the windows use).
+    The windows of the default corpus are kept for the process, keyed by the tokenizer's serialisation and the
+    settings: the checkpoints of one suite share a tokenizer, so the posteriors after the first skip the encoding
+    (about 1.4 CPU s of a 50 CPU s organism posterior; BENCHMARKS.md, issue 24).
     """
     import torch
 
-    windows = sample_windows(tokenizer, corpus or load_corpus(config.corpus), "train", config.sampling_windows,
-                             config.window_length, np.random.default_rng(config.seed), oversample=10)
-    return torch.as_tensor(windows)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    key = None if corpus is not None or config.corpus is not None or backend is None else (
+        backend.to_str(), config.sampling_windows, config.window_length, config.seed)
+    if key is not None and key in _WINDOWS:
+        return _WINDOWS[key].clone()
+    windows = torch.as_tensor(sample_windows(tokenizer, corpus or load_corpus(config.corpus), "train",
+                                             config.sampling_windows, config.window_length,
+                                             np.random.default_rng(config.seed), oversample=10))
+    if key is not None:
+        _WINDOWS.clear()  # one suite's tokenizer at a time
+        _WINDOWS[key] = windows.clone()
+    return windows
+
+
+_WINDOWS: dict[tuple, Any] = {}  # sampling_windows of the default corpus, for this process
 
 
 # Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.

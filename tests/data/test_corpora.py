@@ -134,3 +134,25 @@ def test_cli_refuses_unreadable_corpora_before_any_work(empty_home, tmp_path):
     result = runner.invoke(app, ["run", "--general-corpus", f"{pile}:body", "--out", str(tmp_path / "r")])
     assert one_sentence(result, "pile.jsonl:1: missing or non-string field(s) ['body']")
     assert built_nothing(empty_home)
+
+
+def test_default_corpus_windows_are_encoded_once_per_tokenizer(monkeypatch):
+    """The checkpoints of one suite share a tokenizer: the second posterior gets the same windows without encoding
+    the corpus again; another tokenizer or other settings encode anew."""
+    import torch
+
+    from codedyn.sampling import posterior
+
+    encoded = []
+    real = posterior.sample_windows
+    monkeypatch.setattr(posterior, "sample_windows", lambda *a, **k: encoded.append(1) or real(*a, **k))
+    monkeypatch.setattr(posterior, "_WINDOWS", {})
+    tokenizer, config = tiny_tokenizer(), SamplingConfig(sampling_windows=8, window_length=16)
+    first = posterior.sampling_windows(tokenizer, config)
+    first[0, 0] = -1  # a caller's change does not reach the kept windows
+    again = posterior.sampling_windows(tiny_tokenizer(), config)
+    assert len(encoded) == 1 and again[0, 0] != -1
+    monkeypatch.setattr(posterior, "_WINDOWS", {})
+    assert torch.equal(again, posterior.sampling_windows(tokenizer, config)) and len(encoded) == 2
+    posterior.sampling_windows(tokenizer, config.model_copy(update={"seed": 1}))
+    assert len(encoded) == 3

@@ -274,3 +274,20 @@ def test_cli_embryology(tiny_embryology, tmp_path, monkeypatch):
     assert outcome.stdout.strip().endswith(str(result["folder"]))
     embedding = pd.read_parquet(result["folder"] / "embedding.parquet")
     pd.testing.assert_frame_equal(embedding, result["embedding"])
+
+
+def test_precomputed_distances_give_umaps_own_euclidean_layout():
+    """The embedding hands UMAP distances computed as its Euclidean metric computes them (fast, in numpy): the
+    layout is bitwise the one UMAP makes from the features themselves (its slow per-pair path)."""
+    import umap
+
+    from codedyn.experiments.embryology import _fit_umap, euclidean_distances
+
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(150, 12)) * rng.uniform(0.1, 10, 12)
+    direct = umap.UMAP(n_neighbors=FAST.n_neighbors, min_dist=FAST.min_dist, n_epochs=FAST.n_epochs, init="spectral",
+                       random_state=FAST.seed, n_jobs=1).fit_transform(features)
+    np.testing.assert_array_equal(_fit_umap(features, FAST, FAST.n_epochs, "spectral"), direct)
+    distances = euclidean_distances(features)
+    np.testing.assert_allclose(distances, np.linalg.norm(features[:, None] - features[None], axis=2), rtol=1e-6)
+    assert (np.diag(distances) == 0).all() and (distances == distances.T).all()

@@ -203,3 +203,74 @@ def test_null_structure_gives_contrast_intervals_covering_zero():
     covered, _ = _coverage(NULL, {k: 0.0 for k in keys}, seed=12)
     for key in keys:
         assert covered[key] >= 0.85, (key, covered[key])
+
+
+def _per_replicate_bootstrap(losses, structure, n_boot, seed):
+    """The bootstrap written out one replicate at a time (the definition :func:`bootstrap_influence` batches):
+    resample chains and blocks of draws, then problems, and evaluate :func:`influence_quantities` on that
+    replicate's covariance."""
+    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
+    from codedyn.experiments.influence import influence_quantities, posterior_covariance, quantity_names
+    from codedyn.resample import multiplicities
+
+    rng = np.random.default_rng(seed)
+    chains, draws, _ = losses.shape
+    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, rng, block=autocorrelation_block(losses))
+    out = {key: np.empty(n_boot) for key in quantity_names()}
+    for b in range(n_boot):
+        weights = multiplicities(rng, structure.n_problems)
+        resampled = losses[chain_idx[b][:, None], draw_idx[b]]
+        for key, value in influence_quantities(posterior_covariance(resampled), structure, weights).items():
+            out[key][b] = value
+    return out
+
+
+@pytest.mark.parametrize("case", ["pairs", "uneven"])
+def test_batched_bootstrap_equals_the_per_replicate_definition(case, monkeypatch):
+    """Random losses with a shared mode; "uneven": problems of one to four samples, a constant sample, samples
+    without a pair, batches that do not divide the replicates. Every replicate of every quantity agrees with the
+    per-replicate definition to rounding (relative to the quantity's scale), NaNs in the same places."""
+    import codedyn.experiments.influence as influence
+
+    rng = np.random.default_rng(7)
+    if case == "pairs":
+        structure, n = _structure(25), 50
+    else:
+        n = 31
+        problem = np.sort(rng.integers(0, 10, n))
+        correct = rng.random(n) < 0.4
+        pairs = [(i, j) for i in range(n) for j in range(n)
+                 if problem[i] == problem[j] and correct[i] and not correct[j]]
+        structure = SampleStructure(correct, np.unique(problem, return_inverse=True)[1],
+                                    np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+        monkeypatch.setattr(influence, "BOOTSTRAP_BATCH_ENTRIES", 7 * n * n)
+    losses = rng.normal(size=(4, 30, n)) + 3 * rng.normal(size=(4, 30, 1)) + rng.normal(size=(1, 1, n))
+    if case == "uneven":
+        losses[:, :, 3] = 1.0
+    batched = influence.bootstrap_influence(losses, structure, n_boot=60, seed=3)
+    reference = _per_replicate_bootstrap(losses, structure, n_boot=60, seed=3)
+    assert set(batched) == set(reference)
+    for key, expected in reference.items():
+        np.testing.assert_array_equal(np.isnan(batched[key]), np.isnan(expected), err_msg=str(key))
+        scale = np.nanmax(np.abs(expected)) if np.isfinite(expected).any() else 1.0
+        np.testing.assert_allclose(batched[key], expected, rtol=0, atol=1e-10 * scale, err_msg=str(key))
+
+
+def test_top_eigenpairs_agree_with_a_full_eigendecomposition():
+    """Clear leading eigenvalue, two nearly equal leading eigenvalues (falls back to eigh), and a start subspace
+    orthogonal to the leading eigenvector: the eigenvalue and v vᵀ as numpy's eigh."""
+    from codedyn.experiments.influence import top_eigenpairs
+
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.normal(size=(20, 20)))[0]
+    spectra = [np.r_[50.0, rng.uniform(0.1, 5, 19)], np.r_[10.0, 10.0 - 1e-9, rng.uniform(0.1, 5, 18)]]
+    covs = np.stack([(basis * s) @ basis.T for s in spectra] + [np.cov(rng.normal(size=(40, 20)), rowvar=False)])
+    start = basis[:, 1:7]  # misses the leading eigenvector of the first two matrices entirely
+    for subspace in (None, start):
+        lam, vec = top_eigenpairs(covs, subspace)
+        values, vectors = np.linalg.eigh(covs)
+        np.testing.assert_allclose(lam, values[:, -1], rtol=1e-12)
+        for b in (0, 2):  # a well-separated leading eigenvalue determines v vᵀ
+            np.testing.assert_allclose(np.outer(vec[b], vec[b]), np.outer(vectors[b, :, -1], vectors[b, :, -1]),
+                                       atol=1e-10)
+        np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0)

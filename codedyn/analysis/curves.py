@@ -8,8 +8,9 @@ replicates ``[n_steps, n_boot]`` in ``bootstrap_replicates.npz`` beside them. Th
 * behaviour: the **verdict contrast** (the ground truth of the model organism) and the loss gap at the mutated
   tokens;
 * Experiment 2: the best SAE latent's and the raw-residual probe's validation AUROC per layer;
-* Experiment 1: every correctness contrast of the BIF (Δ, bug influence, bug gap; every variant stored, the
-  verdict-loss ones included) and the LLC (checkpoints that are local minima only);
+* Experiment 1: every correctness contrast of the BIF the experiment calls (Δ, the lean-free contrast, bug
+  influence, bug gap; on the code tokens and, for planted data, the verdict readouts) and the LLC (checkpoints that
+  are local minima only);
 * Experiment 3: χ_incorrect − χ_correct of every component tracked at every checkpoint (standardised); only
   intervals are stored, so replicates are rebuilt as normal draws from them
   (:func:`~codedyn.analysis.transitions.replicates_from_intervals`: the checkpoints' posteriors are independent).
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from codedyn.analysis.onset import Curve
-from codedyn.runs.layout import REPLICATES_FILE
+from codedyn.runs.layout import REPLICATES_FILE, TRANSITIONS_FILE
 
 VERDICT_CONTRAST = "verdict contrast"  # the behavioural curve whose onset is the emergence
 CHI_CONTRAST_PREFIX = "χ contrast "  # + component: Experiment 3's per-component contrast curves
@@ -112,6 +113,12 @@ def _replicates(folder: Path) -> dict[str, np.ndarray]:
         return {key: stored[key] for key in stored.files if key != "steps"}
 
 
+def _read_json(path: Path):
+    import json
+
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _table(path: Path):
     import pandas as pd
 
@@ -166,14 +173,18 @@ def emergence_curves(run_dir: Path) -> list[StoredCurve]:
 
 
 def influence_curves(run_dir: Path) -> list[StoredCurve]:
-    """Experiment 1: every stored correctness contrast of the BIF, and the LLC at the checkpoints that are local
-    minima (a checkpoint that is not one has no LLC)."""
+    """Experiment 1: every correctness contrast of the BIF that the experiment calls (a key of its transitions.json:
+    the code-token contrasts and the lean-free verdict-readout ones; every stored one for a run without calls), and
+    the LLC at the checkpoints that are local minima (a checkpoint that is not one has no LLC)."""
     folder = Path(run_dir) / "influence"
     table, reps = _table(folder / "influence.parquet"), _replicates(folder)
     if table is None:
         return []
+    called = _read_json(folder / TRANSITIONS_FILE)  # the curves the experiment calls: its declared signals
     found = []
     for key in sorted(reps):
+        if called is not None and key not in called:
+            continue
         quantity, _, variant = key.partition("/")
         is_llc = quantity == "LLC"
         if not (is_llc or any(word in quantity for word in INFLUENCE_SIGNAL_WORDS)):

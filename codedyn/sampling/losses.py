@@ -215,3 +215,43 @@ def with_precision(readout, precision: str | None):
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
     return in_precision
+
+
+def last_positions(attention_mask):
+    """[B] index of each right-padded row's last real token (the position that predicts what follows the row)."""
+    return attention_mask.sum(dim=1) - 1
+
+
+def sample_token_verdict_losses(model, evalset: EvalSet, verdicts):
+    """ℓ_i(w) [N], the per-token losses [N, max_scored] (as :func:`sample_token_losses`) and each sample's verdict
+    loss [N], all from one forward pass per batch.
+
+    The verdict loss of sample i is -log p(``verdicts[i]`` | its window), read at the window's last token: for the
+    planted task a program ends in the ``#`` that opens its verdict line, so this is the loss of the right verdict
+    (`` ok`` for a correct program, `` bug`` for its buggy twin) where the organism's capability is expressed. The
+    window already fits the training context, so the position read is one the model was trained at.
+    ``verdicts``: [N] token ids (sequence or tensor), in evalset order.
+    """
+    import torch
+
+    out = tokens = verdict = None
+    with torch.no_grad():
+        for batch in evalset.batches:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            size, length, vocab = logits.shape
+            per_token = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, vocab).float(), batch.input_ids[:, 1:].reshape(-1), reduction="none"
+            ).view(size, length - 1)
+            losses = masked_mean_losses(per_token, batch.loss_mask)
+            index = torch.as_tensor(batch.indices, device=losses.device)
+            if out is None:
+                out = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
+                tokens = torch.full((evalset.n_samples, evalset.max_scored), float("nan"), device=losses.device)
+                verdict = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
+                targets = torch.as_tensor(np.asarray(verdicts), dtype=torch.long, device=losses.device)
+            out[index] = losses.float()
+            tokens[index[batch.scored_rows], batch.scored_slots] = per_token[batch.scored_rows,
+                                                                             batch.scored_cols].float()
+            last = logits[torch.arange(size, device=logits.device), last_positions(batch.attention_mask)].float()
+            verdict[index] = torch.nn.functional.cross_entropy(last, targets[index], reduction="none")
+    return out, tokens, verdict

@@ -39,9 +39,10 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
 
 # Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.
 OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batch (codedyn.models.hooks)
-UNITS_FORMAT = 4  # bump when a change here changes what a unit stores (2: per-token losses and token metadata;
+UNITS_FORMAT = 5  # bump when a change here changes what a unit stores (2: per-token losses and token metadata;
 # 3: readouts inside the training context, pairs in one shared window; 4: matched reference losses, own minibatch
-# order per chain, chain-health variables)
+# order per chain, chain-health variables; 5: planted programs' verdict losses)
+VERDICT_LOSS = "verdict_loss"  # the traces variable (chain, draw, sample) of the planted programs' verdict losses
 
 
 # Sampling settings that only the analyses read (they never change a draw), so they stay out of the unit key.
@@ -118,6 +119,35 @@ def probe_observables(tokenizer, readout: Readout, config: SamplingConfig, devic
     return observables
 
 
+def verdict_targets(tokenizer, samples) -> np.ndarray | None:
+    """The token id of each read-out sample's right verdict (`` ok`` for a correct program, `` bug`` for a buggy
+    one) when every sample is a planted program (source ``planted``: its solution ends in the ``#`` that opens the
+    verdict line, :func:`codedyn.data.problems.planted_problems`); None for any other dataset, which has no verdict
+    to read."""
+    if "source" not in samples or len(samples) == 0 or not (samples["source"] == "planted").all():
+        return None
+    from codedyn.models.toy import verdict_token_ids
+
+    ok, bug = verdict_token_ids(tokenizer)
+    return np.where(samples["is_correct"].to_numpy(dtype=bool), ok, bug).astype(np.int64)
+
+
+def posterior_evalset_readout(evalset, verdicts: np.ndarray | None):
+    """The readout every posterior unit records: ℓ_i and the per-token losses, and with ``verdicts`` (planted
+    programs, :func:`verdict_targets`) each sample's verdict loss from the same forward pass, recorded as
+    :data:`VERDICT_LOSS`."""
+    from codedyn.sampling.losses import sample_token_verdict_losses
+
+    if verdicts is None:
+        return evalset_readout(evalset, tokens=True)
+
+    def readout(model):
+        losses, tokens, verdict = sample_token_verdict_losses(model, evalset, verdicts)
+        return losses, tokens, {VERDICT_LOSS: verdict}
+
+    return readout
+
+
 def token_metadata(tokenizer, readout: Readout, width: int) -> dict:
     """Static (sample, token) variables describing the code tokens whose losses ``token_loss`` records: ``token_id``
     (-1 after a sample's last token), ``token_start`` / ``token_end`` (characters of the solution), ``token_text``,
@@ -183,7 +213,9 @@ def run_posterior(
     windows = sampling_windows(tokenizer, config).to(device)
     observables = probe_observables(tokenizer, readout, config, device, sae_latents)
     traces = sample_posterior(
-        checkpoint.model, windows, with_precision(evalset_readout(evalset, tokens=True), config.readout_precision),
+        checkpoint.model, windows,
+        with_precision(posterior_evalset_readout(evalset, verdict_targets(tokenizer, samples)),
+                       config.readout_precision),
         config, observables=observables,
         progress=progress, description=f"sampling step {checkpoint.step}",
     )

@@ -47,3 +47,24 @@ def test_losses_are_code_token_means(setup):
     expected = float(token_loss[is_code].mean())
     got = float(sample_losses(model, EvalSet.build(tokenizer, prompts[:1], solutions[:1]))[0])
     assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_verdict_losses_read_the_token_after_each_window(setup):
+    """The verdict loss is -log p(target | the whole window) at the window's last token, whatever its bucket and
+    padding; ℓ and the per-token losses of the same pass equal the code-token readout's."""
+    from codedyn.sampling.losses import sample_token_losses, sample_token_verdict_losses
+
+    tokenizer, model, prompts, solutions = setup
+    evalset = EvalSet.build(tokenizer, prompts, solutions, max_tokens=64)
+    targets = np.random.default_rng(1).integers(0, len(tokenizer), size=len(prompts))
+    losses, tokens, verdict = sample_token_verdict_losses(model, evalset, targets)
+    expected = []
+    for p, s, target in zip(prompts, solutions, targets, strict=True):
+        ids = torch.tensor([tokenizer(p + s, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1]
+        expected.append(float(-torch.log_softmax(logits, dim=-1)[int(target)]))
+    np.testing.assert_allclose(verdict.numpy(), expected, atol=1e-5)
+    code, per_token = sample_token_losses(model, evalset)
+    np.testing.assert_allclose(losses.numpy(), code.numpy(), atol=1e-6)
+    np.testing.assert_allclose(tokens.numpy(), per_token.numpy(), atol=1e-6)

@@ -222,19 +222,21 @@ def last_positions(attention_mask):
     return attention_mask.sum(dim=1) - 1
 
 
-def sample_token_verdict_losses(model, evalset: EvalSet, verdicts):
-    """ℓ_i(w) [N], the per-token losses [N, max_scored] (as :func:`sample_token_losses`) and each sample's verdict
-    loss [N], all from one forward pass per batch.
+def sample_token_verdict_losses(model, evalset: EvalSet, verdicts, wrong):
+    """ℓ_i(w) [N], the per-token losses [N, max_scored] (as :func:`sample_token_losses`), each sample's verdict
+    loss [N] and its verdict margin [N], all from one forward pass per batch.
 
     The verdict loss of sample i is -log p(``verdicts[i]`` | its window), read at the window's last token: for the
     planted task a program ends in the ``#`` that opens its verdict line, so this is the loss of the right verdict
     (`` ok`` for a correct program, `` bug`` for its buggy twin) where the organism's capability is expressed. The
     window already fits the training context, so the position read is one the model was trained at.
-    ``verdicts``: [N] token ids (sequence or tensor), in evalset order.
+    The margin is log p(``verdicts[i]``) - log p(``wrong[i]``) at the same position: the right verdict's log-odds
+    against the wrong one, blind to how much probability the two verdicts share.
+    ``verdicts``, ``wrong``: [N] token ids (sequences or arrays), in evalset order.
     """
     import torch
 
-    out = tokens = verdict = None
+    out = tokens = verdict = margin = None
     with torch.no_grad():
         for batch in evalset.batches:
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
@@ -248,10 +250,15 @@ def sample_token_verdict_losses(model, evalset: EvalSet, verdicts):
                 out = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
                 tokens = torch.full((evalset.n_samples, evalset.max_scored), float("nan"), device=losses.device)
                 verdict = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
+                margin = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
                 targets = torch.as_tensor(np.asarray(verdicts), dtype=torch.long, device=losses.device)
+                others = torch.as_tensor(np.asarray(wrong), dtype=torch.long, device=losses.device)
             out[index] = losses.float()
             tokens[index[batch.scored_rows], batch.scored_slots] = per_token[batch.scored_rows,
                                                                              batch.scored_cols].float()
             last = logits[torch.arange(size, device=logits.device), last_positions(batch.attention_mask)].float()
-            verdict[index] = torch.nn.functional.cross_entropy(last, targets[index], reduction="none")
-    return out, tokens, verdict
+            logp = torch.log_softmax(last, dim=-1)
+            right = logp.gather(1, targets[index][:, None])[:, 0]
+            verdict[index] = -right
+            margin[index] = right - logp.gather(1, others[index][:, None])[:, 0]
+    return out, tokens, verdict, margin

@@ -43,6 +43,7 @@ UNITS_FORMAT = 5  # bump when a change here changes what a unit stores (2: per-t
 # 3: readouts inside the training context, pairs in one shared window; 4: matched reference losses, own minibatch
 # order per chain, chain-health variables; 5: planted programs' verdict losses)
 VERDICT_LOSS = "verdict_loss"  # the traces variable (chain, draw, sample) of the planted programs' verdict losses
+VERDICT_MARGIN = "verdict_margin"  # ... and of their right verdict's log-odds against the wrong one
 
 
 # Sampling settings that only the analyses read (they never change a draw), so they stay out of the unit key.
@@ -120,30 +121,31 @@ def probe_observables(tokenizer, readout: Readout, config: SamplingConfig, devic
 
 
 def verdict_targets(tokenizer, samples) -> np.ndarray | None:
-    """The token id of each read-out sample's right verdict (`` ok`` for a correct program, `` bug`` for a buggy
-    one) when every sample is a planted program (source ``planted``: its solution ends in the ``#`` that opens the
-    verdict line, :func:`codedyn.data.problems.planted_problems`); None for any other dataset, which has no verdict
-    to read."""
+    """[N, 2] token ids of each read-out sample's right and wrong verdict (`` ok`` and `` bug`` for a correct
+    program, the other way round for a buggy one) when every sample is a planted program (source ``planted``: its
+    solution ends in the ``#`` that opens the verdict line, :func:`codedyn.data.problems.planted_problems`); None
+    for any other dataset, which has no verdict to read."""
     if "source" not in samples or len(samples) == 0 or not (samples["source"] == "planted").all():
         return None
     from codedyn.models.toy import verdict_token_ids
 
     ok, bug = verdict_token_ids(tokenizer)
-    return np.where(samples["is_correct"].to_numpy(dtype=bool), ok, bug).astype(np.int64)
+    correct = samples["is_correct"].to_numpy(dtype=bool)
+    return np.column_stack([np.where(correct, ok, bug), np.where(correct, bug, ok)]).astype(np.int64)
 
 
 def posterior_evalset_readout(evalset, verdicts: np.ndarray | None):
     """The readout every posterior unit records: ℓ_i and the per-token losses, and with ``verdicts`` (planted
-    programs, :func:`verdict_targets`) each sample's verdict loss from the same forward pass, recorded as
-    :data:`VERDICT_LOSS`."""
+    programs, :func:`verdict_targets`) each sample's verdict loss and verdict margin from the same forward pass,
+    recorded as :data:`VERDICT_LOSS` and :data:`VERDICT_MARGIN`."""
     from codedyn.sampling.losses import sample_token_verdict_losses
 
     if verdicts is None:
         return evalset_readout(evalset, tokens=True)
 
     def readout(model):
-        losses, tokens, verdict = sample_token_verdict_losses(model, evalset, verdicts)
-        return losses, tokens, {VERDICT_LOSS: verdict}
+        losses, tokens, verdict, margin = sample_token_verdict_losses(model, evalset, verdicts[:, 0], verdicts[:, 1])
+        return losses, tokens, {VERDICT_LOSS: verdict, VERDICT_MARGIN: margin}
 
     return readout
 

@@ -203,3 +203,67 @@ def test_null_structure_gives_contrast_intervals_covering_zero():
     covered, _ = _coverage(NULL, {k: 0.0 for k in keys}, seed=12)
     for key in keys:
         assert covered[key] >= 0.85, (key, covered[key])
+
+
+def test_lean_free_contrast_cancels_an_opposite_mode_and_keeps_a_shared_one():
+    """Verdict readouts: a lean towards one verdict moves correct and incorrect samples' losses in opposite
+    directions (loadings +l, -l), a capability mode moves them together (c, c). delta reads the lean (2 l² + ...),
+    (CC + II)/2 + CI cancels it and reads -2 c², whatever the lean's size."""
+    from codedyn.experiments.influence import influence_quantities
+
+    structure = _structure(10)
+    sign = np.where(structure.is_correct, 1.0, -1.0)
+    for lean, capability in ((1.0, 0.0), (1.0, 0.4), (3.0, 0.4)):
+        load_lean, load_cap = lean * sign, np.full(sign.size, capability)
+        cov = np.outer(load_lean, load_lean) + np.outer(load_cap, load_cap) + 0.3 * np.eye(sign.size)
+        values = influence_quantities(cov, structure)
+        assert values[("lean_free_contrast", "cov")] == pytest.approx(-2 * capability**2, abs=1e-12)
+        assert values[("delta", "cov")] == pytest.approx(-2 * lean**2, abs=1e-12)
+
+
+def test_verdict_readouts_get_their_own_quantities_and_calls():
+    """A posterior that stored verdict losses and margins gets every quantity once more per verdict readout (the
+    odds readout is minus the margin), and its lean-free curves get calls whose names the validation table reads."""
+    import xarray as xr
+
+    from codedyn.experiments.influence import (
+        readout_losses,
+        readout_summary,
+        readouts_of,
+        transition_calls,
+        verdict_curves,
+    )
+
+    rng = np.random.default_rng(3)
+    structure, losses = _planted_losses(PLANTED, 8, 3, 60, rng)
+    margin = rng.normal(size=losses.shape)
+    traces = xr.Dataset({"sample_loss": (("chain", "draw", "sample"), losses),
+                         "verdict_loss": (("chain", "draw", "sample"), 2 * losses),
+                         "verdict_margin": (("chain", "draw", "sample"), margin),
+                         "healthy": (("chain",), np.array([True, False, True]))}, attrs={"step": 5})
+    assert readouts_of(traces) == ["code", "verdict", "odds"]
+    np.testing.assert_allclose(readout_losses(traces, "odds"), -margin[[0, 2]])
+    rows, replicates = [], {}
+    for step in (0, 100, 200):
+        traces.attrs["step"] = step
+        for readout in ("verdict", "odds"):
+            found, more = readout_summary(traces, structure, n_boot=20, seed=0, readout=readout)
+            rows += found
+            replicates.update(more)
+    table = pd.DataFrame(rows)
+    # Twice the losses: covariance blocks four times the code readout's, correlations the same.
+    code = influence_quantities_of(losses[[0, 2]], structure)
+    part = table[(table["step"] == 0) & (table["quantity"] == "CC")].set_index("variant")["value"]
+    assert part["verdict_cov"] == pytest.approx(4 * code[("CC", "cov")])
+    assert part["verdict_corr"] == pytest.approx(code[("CC", "corr")])
+    assert ("delta", "odds_corr_no_pc1") in verdict_curves(table)
+    replicates = {(q, v): np.tile(r, (3, 1)) for (q, v), r in replicates.items()}
+    calls = transition_calls(table.assign(local_minimum=True), replicates)
+    assert "delta/verdict_corr_no_pc1" in calls and "lean_free_contrast/odds_corr" in calls
+    assert "lean_free_contrast/corr" not in calls  # on code tokens it is the shared mode, not a signal
+
+
+def influence_quantities_of(losses, structure):
+    from codedyn.experiments.influence import influence_quantities, posterior_covariance
+
+    return influence_quantities(posterior_covariance(losses), structure)

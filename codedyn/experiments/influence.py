@@ -93,13 +93,19 @@ class SampleStructure:
     """Which samples are correct, which problem each belongs to, and the (correct, incorrect) pairs."""
 
     is_correct: np.ndarray  # [N] bool
-    problem: np.ndarray  # [N] int problem index
+    problem: np.ndarray  # [N] int index of the sample's resampling unit (its group: its problem, or for planted
+    # programs their operation pair, which the programs of one pair share; data.problems.Problem.group)
     pairs: np.ndarray  # [P, 2] int (correct sample index, incorrect sample index)
 
     @classmethod
     def from_frame(cls, samples) -> SampleStructure:
-        """From a dataset's samples DataFrame (columns is_correct, problem_id, sample_id, paired_with)."""
-        problem_codes = {pid: k for k, pid in enumerate(sorted(set(samples["problem_id"])))}
+        """From a dataset's samples DataFrame (columns is_correct, problem_id or group, sample_id, paired_with).
+
+        The unit is the dataset's ``group`` (one per problem, except planted programs: one per operation pair), the
+        unit every interval of the study resamples; entries of two samples of one unit never enter CI or the bug
+        influence, as entries of one problem never did."""
+        units = samples["group"] if "group" in samples else samples["problem_id"]  # (datasets before groups)
+        problem_codes = {pid: k for k, pid in enumerate(sorted(set(units)))}
         position = {sid: k for k, sid in enumerate(samples["sample_id"])}
         pairs = [
             (position[ref], k)
@@ -108,7 +114,7 @@ class SampleStructure:
         ]
         return cls(
             is_correct=samples["is_correct"].to_numpy(dtype=bool),
-            problem=np.asarray([problem_codes[p] for p in samples["problem_id"]]),
+            problem=np.asarray([problem_codes[p] for p in units]),
             pairs=np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
         )
 

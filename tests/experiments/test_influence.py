@@ -267,3 +267,44 @@ def influence_quantities_of(losses, structure):
     from codedyn.experiments.influence import influence_quantities, posterior_covariance
 
     return influence_quantities(posterior_covariance(losses), structure)
+
+
+def _planted_frame(n_problems: int):
+    """Samples of ``n_problems`` held-out planted programs (a reference and its buggy twin each), as a dataset
+    stores them: several problems share a group, their operation pair."""
+    from codedyn.config import load_config
+    from codedyn.data.problems import planted_problems
+
+    rows = []
+    for problem in planted_problems(n_problems, seed=0, planted=load_config("organism").toy.planted):
+        reference = f"{problem.problem_id}:ref"
+        rows.append({"sample_id": reference, "problem_id": problem.problem_id, "group": problem.group,
+                     "is_correct": True, "paired_with": None})
+        rows.append({"sample_id": f"{problem.problem_id}:mut", "problem_id": problem.problem_id,
+                     "group": problem.group, "is_correct": False, "paired_with": reference})
+    return pd.DataFrame(rows)
+
+
+def test_planted_samples_are_resampled_by_their_operation_pair():
+    """On planted data the unit is the group: two programs of one operation pair share a bootstrap weight, and
+    their entries enter neither CI nor the bug influence (a covariance that only couples samples of one group
+    leaves every cross-unit mean at zero)."""
+    from codedyn.experiments.influence import bug_influence
+
+    frame = _planted_frame(60)
+    structure = SampleStructure.from_frame(frame)
+    groups = frame["group"].nunique()
+    assert groups < frame["problem_id"].nunique()  # programs share operation pairs, so the test means something
+    assert structure.n_problems == groups
+    same_group = (frame["group"].to_numpy()[:, None] == frame["group"].to_numpy()[None, :]).astype(float)
+    cov = 5.0 * same_group + np.eye(len(frame))
+    assert block_means(-cov, structure)["CI"] == pytest.approx(0.0)
+    assert bug_influence(cov, structure)["bug_influence"] == pytest.approx(0.0)
+    # A weight per group: zeroing one group's weight removes every one of its programs from the means.
+    weights = np.ones(groups)
+    weights[structure.problem[0]] = 0.0
+    kept = structure.problem != structure.problem[0]
+    bif = -np.random.default_rng(0).normal(size=(len(frame), len(frame)))
+    sub = SampleStructure(structure.is_correct[kept], np.unique(structure.problem[kept], return_inverse=True)[1],
+                          np.empty((0, 2), dtype=np.int64))
+    assert block_means(bif, structure, weights)["CC"] == pytest.approx(block_means(bif[np.ix_(kept, kept)], sub)["CC"])

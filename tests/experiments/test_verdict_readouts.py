@@ -1,0 +1,79 @@
+"""Verdict readouts end to end on a tiny organism: a posterior on planted data records each program's verdict loss
+and margin (the same numbers the behaviour reads), and Experiments 1 and 3 turn them into their own signals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+TINY_ORGANISM = {
+    "dataset": {"planted_problems": 8, "candidates_per_operator": 1},
+    "toy": {"vocab_size": 400, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 64, "batch_size": 4,
+            "steps": 12, "warmup_steps": 2, "checkpoint_every": 6, "span_max": 8, "eval_span": 8,
+            "eval_sequences": 4, "planted": {"enabled": True, "onset": 4, "eval_quads": 8}},
+    "suite": {"steps": [0, 6, 12]},
+    "sampling": {"chains": 2, "draws": 8, "burn_in": 4, "batch_size": 8, "sampling_windows": 64,
+                 "window_length": 33, "n_bootstrap": 40, "lr": 1e-4},
+    "susceptibility": {"sae_latents": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def organism_study(tmp_path_factory):
+    from codedyn.config import load_config
+    from codedyn.experiments.posteriors import sample_checkpoints
+    from codedyn.experiments.study import prepare_study
+    from tests.studies import home, shared_home
+
+    run_dir = tmp_path_factory.mktemp("organism") / "run"
+    with home(shared_home(tmp_path_factory)):
+        study = prepare_study(load_config("organism", TINY_ORGANISM), run_dir)
+        sample_checkpoints(study)
+        yield study
+
+
+def test_posteriors_on_planted_data_read_the_right_verdict(organism_study):
+    from codedyn.experiments.influence import samples_of
+    from codedyn.models.toy import verdict_margins
+
+    study = organism_study
+    step, traces = list(study.posteriors())[-1]
+    assert traces["verdict_loss"].dims == ("chain", "draw", "sample")
+    samples = samples_of(study.readout_samples(), traces)
+    checkpoint = study.suite.load(step, device="cpu")
+    texts = (samples["prompt"] + samples["solution"]).tolist()
+    assert all(text.endswith("#") for text in texts)
+    margins = verdict_margins(checkpoint.model, checkpoint.tokenizer, texts)  # log p(ok) - log p(bug) after "#"
+    right = np.where(samples["is_correct"].to_numpy(), margins, -margins)
+    np.testing.assert_allclose(traces["init_verdict_margin"].values, right, atol=1e-4)
+    # -log p(right) >= 0, and p(right) <= 1 - p(wrong): the loss is at least -log(1 - p(wrong)).
+    loss = traces["init_verdict_loss"].values
+    assert (loss > 0).all() and np.isfinite(traces["verdict_loss"].values[traces["healthy"].values]).all()
+
+
+def test_experiments_1_and_3_report_the_verdict_signals(organism_study):
+    import json
+
+    import pandas as pd
+
+    from codedyn.experiments.influence import compute_influence
+    from codedyn.experiments.susceptibility import CONTRAST, compute_susceptibility
+
+    study = organism_study
+    result = compute_influence(study)
+    table = result["table"]
+    for variant in ("verdict_cov", "verdict_corr_no_pc1", "odds_corr", "odds_cov_no_pc1"):
+        part = table[(table["quantity"] == "delta") & (table["variant"] == variant)]
+        assert list(part["step"]) == [0, 6, 12] and (part["low"] <= part["high"]).all()
+    calls = json.loads((result["folder"] / "transitions.json").read_text())
+    for name in ("delta/verdict_corr_no_pc1", "delta/odds_corr_no_pc1", "lean_free_contrast/odds_corr",
+                 "bug_influence/verdict_corr"):
+        assert name in calls, sorted(calls)
+    replicates = np.load(result["folder"] / "bootstrap_replicates.npz")
+    assert replicates["delta/verdict_corr_no_pc1"].shape == (3, 40)
+    compute_susceptibility(study)
+    folder = study.output_dir("susceptibility")
+    for readout in ("verdict", "odds"):
+        chi = pd.read_parquet(folder / f"susceptibility_{readout}.parquet")
+        assert {"correct", "incorrect", CONTRAST, "all"} <= set(chi["distribution"])
+        assert sorted(chi["step"].unique()) == [0, 6, 12] and (chi["low"] <= chi["high"]).all()

@@ -25,8 +25,11 @@ from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
 
 
-def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | None = None):
-    """``sampling_windows`` random windows of the corpus' training split in this checkpoint's tokenisation.
+def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | None = None, mix=None):
+    """``sampling_windows`` random windows of the corpus' training split in this checkpoint's tokenisation; with
+    ``mix`` (:func:`planted_mix`: the organism's toy config after its onset) a share of them replaced by planted
+    windows as the suite trained on them (:func:`mix_planted_windows`), so the posterior is the one of the model's
+    own training distribution.
 
     Only as many files as needed are encoded (a seeded file order, about ten times the tokens the windows use).
     """
@@ -34,7 +37,52 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
 
     windows = sample_windows(tokenizer, corpus or load_corpus(config.corpus), "train", config.sampling_windows,
                              config.window_length, np.random.default_rng(config.seed), oversample=10)
+    if mix is not None:
+        windows = mix_planted_windows(windows, tokenizer, mix, config.seed)
     return torch.as_tensor(windows)
+
+
+PLANTED_SAMPLING_STREAM = 0x5A3D  # the planted programs of sampling windows: a stream of their own, not training's
+
+
+def planted_mix(toy, step: int, config: SamplingConfig):
+    """The toy suite config (a ToySuiteConfig, or its dump ``toy``) whose planted windows the posterior of ``step``
+    mixes into its sampling windows: the suite's when it trained with a planted task and ``step`` is at or after
+    its onset, and the sampling reads the suite's own corpus (a user ``sampling.corpus`` is the user's choice of
+    distribution). None otherwise: before the onset the training distribution is the corpus alone."""
+    from codedyn.config import ToySuiteConfig
+
+    if toy is None or config.corpus is not None:
+        return None
+    toy = toy if isinstance(toy, ToySuiteConfig) else ToySuiteConfig.model_validate(toy)
+    if not toy.planted.enabled or step < toy.planted.onset:
+        return None
+    return toy
+
+
+def mix_planted_windows(windows: np.ndarray, tokenizer, toy, seed: int) -> np.ndarray:
+    """``windows`` [n, length] with each replaced, with probability ``toy.planted.share`` (as in training), by a
+    planted training window of the suite (:class:`codedyn.models.toy.PlantedWindows`: a program and its verdict
+    line at the window's ``position``, the suite's corpus text around it, the null twin's independent verdicts for
+    a null suite) cut to ``length`` at the program's side. The programs are drawn from the task's training pool
+    with a stream of their own (seeded by ``seed``); the filler text comes from the corpus windows themselves."""
+    from codedyn.config import ConfigError
+    from codedyn.models.toy import PlantedWindows, RepeatedSpanBatches
+
+    windows = np.array(windows, copy=True)
+    n, length = windows.shape
+    if length > toy.context + 1:
+        raise ConfigError(f"sampling.window_length {length} exceeds the toy suite's training windows of "
+                          f"{toy.context + 1} tokens; its planted windows cannot fill it")
+    stream = windows.reshape(-1)
+    spans = RepeatedSpanBatches(stream, toy, seed)
+    mixer = PlantedWindows(stream, toy, tokenizer, spans)
+    mixer.rng = np.random.default_rng([toy.planted.seed, PLANTED_SAMPLING_STREAM, seed])
+    for k in range(n):
+        if mixer.rng.random() < toy.planted.share:
+            row = mixer.window()[0]
+            windows[k] = row[-length:] if toy.planted.position == "end" else row[:length]
+    return windows
 
 
 # Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.
@@ -51,22 +99,27 @@ ANALYSIS_ONLY = frozenset({"n_bootstrap", "max_fraction_below_reference", "max_r
                            "max_chain_correlation"})
 
 
-def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> str:
+def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None,
+                  mix=None) -> str:
     """Everything that changes the draws (the hash of :func:`posterior_key_record`)."""
     from codedyn.runs.units import unit_key
 
-    return unit_key(posterior_key_record(suite, step, dataset_hash, config, sae_latents))
+    return unit_key(posterior_key_record(suite, step, dataset_hash, config, sae_latents, mix))
 
 
-def posterior_key_record(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> dict:
+def posterior_key_record(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None,
+                         mix=None) -> dict:
     """The inputs of a posterior unit's key; ``sae_latents`` (a
     :class:`~codedyn.sampling.sae_observables.SaeLatentSet` or ``SaeLatentSource``, or None) adds the fingerprint
-    of the observed SAE latents' source (the SAE unit's key and the choice settings)."""
+    of the observed SAE latents' source (the SAE unit's key and the choice settings); ``mix`` (:func:`planted_mix`)
+    the toy config whose planted windows enter the sampling windows."""
     sampling = config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY))
     record = {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": sampling,
               "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
     if sae_latents is not None:
         record["sae_latents"] = sae_latents.fingerprint
+    if mix is not None:
+        record["training_mix"] = mix.model_dump(mode="json")
     record.update(corpus_fingerprints(corpus=config.corpus))  # a user corpus: its contents, not only its paths
     return record
 
@@ -178,9 +231,9 @@ def token_metadata(tokenizer, readout: Readout, width: int) -> dict:
 
 
 def load_posterior(run_dir: Path, suite_name: str, step: int, dataset_hash: str, config: SamplingConfig,
-                   sae_latents=None) -> Any:
+                   sae_latents=None, mix=None) -> Any:
     """The stored traces of one checkpoint's posterior (FileNotFoundError when it was never sampled)."""
-    key = posterior_key(suite_name, step, dataset_hash, config, sae_latents)
+    key = posterior_key(suite_name, step, dataset_hash, config, sae_latents, mix)
     return load_traces(posterior_unit_dir(run_dir, step, key))
 
 
@@ -192,14 +245,16 @@ def run_posterior(
     run_dir: Path,
     progress: Progress = SILENT,
     sae_latents=None,
+    mix=None,
 ) -> Any:
     """Sample (or load the cached) posterior of ``checkpoint`` and return its traces (xarray Dataset).
 
     ``sae_latents`` (:func:`codedyn.sampling.sae_observables.study_sae_latents`): SAE latents recorded beside the
-    head and MLP norms; their names (``L<layer>.SAE<latent>``) follow the components' on the ``observable`` axis."""
+    head and MLP norms; their names (``L<layer>.SAE<latent>``) follow the components' on the ``observable`` axis.
+    ``mix`` (:func:`planted_mix`): sample on the organism's training mix, planted windows included."""
     from codedyn.runs.units import KEY_INPUTS, new_unit_note, unit_key
 
-    record = posterior_key_record(suite_name, checkpoint.step, dataset.card["hash"], config, sae_latents)
+    record = posterior_key_record(suite_name, checkpoint.step, dataset.card["hash"], config, sae_latents, mix)
     key = unit_key(record)
     unit = posterior_unit_dir(run_dir, checkpoint.step, key)
     if is_completed(unit):
@@ -212,7 +267,7 @@ def run_posterior(
     readout = posterior_readout(checkpoint, dataset, config)
     samples = readout.samples
     evalset = readout_evalset(tokenizer, readout, device=str(device))
-    windows = sampling_windows(tokenizer, config).to(device)
+    windows = sampling_windows(tokenizer, config, mix=mix).to(device)
     observables = probe_observables(tokenizer, readout, config, device, sae_latents)
     traces = sample_posterior(
         checkpoint.model, windows,

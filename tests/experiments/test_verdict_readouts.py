@@ -1,5 +1,6 @@
 """Verdict readouts end to end on a tiny organism: a posterior on planted data records each program's verdict loss
-and margin (the same numbers the behaviour reads), and Experiments 1 and 3 turn them into their own signals."""
+and margin (the same numbers the behaviour reads), and Experiments 1 and 3 turn them into their own signals; after
+the onset the posterior samples the organism's training mix, planted windows included."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ TINY_ORGANISM = {
             "eval_sequences": 4, "planted": {"enabled": True, "onset": 4, "eval_quads": 8}},
     "suite": {"steps": [0, 6, 12]},
     "sampling": {"chains": 2, "draws": 8, "burn_in": 4, "batch_size": 8, "sampling_windows": 64,
-                 "window_length": 33, "n_bootstrap": 40, "lr": 1e-4},
+                 "window_length": 65, "n_bootstrap": 40, "lr": 1e-4},
     "susceptibility": {"sae_latents": 0},
 }
 
@@ -77,3 +78,30 @@ def test_experiments_1_and_3_report_the_verdict_signals(organism_study):
         chi = pd.read_parquet(folder / f"susceptibility_{readout}.parquet")
         assert {"correct", "incorrect", CONTRAST, "all"} <= set(chi["distribution"])
         assert sorted(chi["step"].unique()) == [0, 6, 12] and (chi["low"] <= chi["high"]).all()
+
+
+def test_sampling_windows_follow_the_training_mix_after_the_onset(organism_study):
+    """From the onset on, a planted share of the sampling windows open with a planted program and its verdict line,
+    as the suite trained; before it, and for a user corpus, the windows are the corpus alone; the mix is in the
+    posterior's key."""
+    from codedyn.config import CorpusConfig, ToySuiteConfig
+    from codedyn.experiments.posteriors import posterior_outputs, training_mix
+    from codedyn.sampling.posterior import planted_mix, sampling_windows
+
+    study = organism_study
+    toy = ToySuiteConfig.model_validate(study.suite_record["config"])
+    sampling = study.config.sampling
+    assert training_mix(study, 0) is None and training_mix(study, 6) == toy
+    user = sampling.model_copy(update={"corpus": CorpusConfig(source="files", paths=["x.py"])})
+    assert planted_mix(toy, 12, user) is None
+    tokenizer = study.suite.load(12, device="cpu").tokenizer
+    plain = sampling_windows(tokenizer, sampling).numpy()
+    mixed = sampling_windows(tokenizer, sampling, mix=toy).numpy()
+    assert mixed.shape == plain.shape == (sampling.sampling_windows, sampling.window_length)
+    changed = (mixed != plain).any(axis=1)
+    texts = [tokenizer.decode(row) for row in mixed[changed]]
+    assert all(text.startswith("def ") and ("# ok\n" in text or "# bug\n" in text) for text in texts)
+    assert 0.3 < changed.mean() < 0.7  # the suite's share, 0.5
+    for step, mixes in ((0, False), (12, True)):
+        (record,) = posterior_outputs(study, step).values()
+        assert ("training_mix" in record) == mixes

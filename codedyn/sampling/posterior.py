@@ -45,11 +45,12 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
 PLANTED_SAMPLING_STREAM = 0x5A3D  # the planted programs of sampling windows: a stream of their own, not training's
 
 
-def planted_mix(toy, step: int, config: SamplingConfig):
-    """The toy suite config (a ToySuiteConfig, or its dump ``toy``) whose planted windows the posterior of ``step``
-    mixes into its sampling windows: the suite's when it trained with a planted task and ``step`` is at or after
-    its onset, and the sampling reads the suite's own corpus (a user ``sampling.corpus`` is the user's choice of
-    distribution). None otherwise: before the onset the training distribution is the corpus alone."""
+def planted_mix(toy, step: int, config):
+    """The toy suite config (a ToySuiteConfig, or its dump ``toy``) whose planted windows the posterior (or SAE) of
+    ``step`` mixes into its windows: the suite's when it trained with a planted task and ``step`` is at or after
+    its onset, and ``config`` (the sampling or emergence section) reads the suite's own corpus (a user ``corpus``
+    is the user's choice of distribution). None otherwise: before the onset the training distribution is the
+    corpus alone."""
     from codedyn.config import ToySuiteConfig
 
     if toy is None or config.corpus is not None:

@@ -105,3 +105,28 @@ def test_sampling_windows_follow_the_training_mix_after_the_onset(organism_study
     for step, mixes in ((0, False), (12, True)):
         (record,) = posterior_outputs(study, step).values()
         assert ("training_mix" in record) == mixes
+
+
+def test_the_organisms_saes_train_on_its_training_mix_after_the_onset(organism_study, monkeypatch):
+    """Experiment 2's SAE unit of a checkpoint after the onset trains and is scored on windows mixed like the
+    training data (and says so in its key); before the onset on corpus windows alone."""
+    import codedyn.sampling.posterior as posterior
+    from codedyn.experiments.emergence import emergence_key_record, sae_mix
+
+    study = organism_study
+    assert sae_mix(study, 0) is None and sae_mix(study, 6) is not None
+    assert "training_mix" not in emergence_key_record(study, 0)
+    assert emergence_key_record(study, 12)["training_mix"]["planted"]["onset"] == 4
+    mixed = []
+    real = posterior.mix_planted_windows
+    monkeypatch.setattr(posterior, "mix_planted_windows",
+                        lambda windows, *args: mixed.append(windows.shape) or real(windows, *args))
+    from codedyn.experiments.emergence import emergence_unit
+
+    small = study.config.model_copy(update={"emergence": study.config.emergence.model_copy(
+        update={"train_tokens": 2048, "eval_windows": 8, "general_windows": 16, "epochs": 1, "width": 32, "k": 4,
+                "n_bootstrap": 20, "init_from_previous": False})})
+    tiny = type(study)(small, study.run_dir, study.dataset, study.suite, study.steps, study.suite_record)
+    emergence_unit(tiny, 12)
+    n_train = -(-2048 // small.emergence.window_length)
+    assert mixed == [(n_train, small.emergence.window_length), (8, small.emergence.window_length)]

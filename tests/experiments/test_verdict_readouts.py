@@ -130,3 +130,24 @@ def test_the_organisms_saes_train_on_its_training_mix_after_the_onset(organism_s
     emergence_unit(tiny, 12)
     n_train = -(-2048 // small.emergence.window_length)
     assert mixed == [(n_train, small.emergence.window_length), (8, small.emergence.window_length)]
+
+
+def test_cross_seed_coverage_benchmark_runs_on_a_checkpoint(organism_study, tmp_path):
+    """The fast version of benchmarks/bench_coverage.py: three independent sampler seeds of one checkpoint, every
+    reported quantity (influence on every readout, LLC, χ per component) with a coverage in [0, 1]."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_coverage.py"
+    spec = importlib.util.spec_from_file_location("bench_coverage", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    found = bench.seed_estimates(organism_study, 12, 3, tmp_path)
+    assert all(len(per_seed) == 3 for per_seed in found.values())
+    table = bench.coverage_table(found)
+    for name in ("delta/verdict_corr_no_pc1", "lean_free_contrast/odds_corr", "delta/cov", "chi_contrast/verdict/*",
+                 "chi_all/odds/*"):
+        assert 0.0 <= table[name]["coverage"] <= 1.0, name
+    # Seeds are independent: their estimates differ.
+    values = [v for v, _, _ in found["delta/verdict_cov"]]
+    assert len(set(values)) == 3

@@ -398,6 +398,7 @@ def compute_influence(study) -> dict:
         step_rows, step_replicates = checkpoint_summary(
             traces, structure, config.sampling.n_bootstrap, config.sampling.seed
         )
+        step_rows = [{**row, "readout": "code"} for row in step_rows]
         for readout in readouts_of(traces)[1:]:  # planted data: the verdict readouts of the same posterior
             more_rows, more_replicates = readout_summary(traces, structure, config.sampling.n_bootstrap,
                                                          config.sampling.seed, readout)

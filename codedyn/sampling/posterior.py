@@ -47,16 +47,16 @@ PLANTED_SAMPLING_STREAM = 0x5A3D  # the planted programs of sampling windows: a 
 
 def planted_mix(toy, step: int, config):
     """The toy suite config (a ToySuiteConfig, or its dump ``toy``) whose planted windows the posterior (or SAE) of
-    ``step`` mixes into its windows: the suite's when it trained with a planted task and ``step`` is at or after
-    its onset, and ``config`` (the sampling or emergence section) reads the suite's own corpus (a user ``corpus``
-    is the user's choice of distribution). None otherwise: before the onset the training distribution is the
-    corpus alone."""
+    ``step`` mixes into its windows: the suite's when it trained with a planted task and the checkpoint has seen
+    planted batches (``step`` after the onset: checkpoint N is saved before batch N, the first planted batch is the
+    onset's), and ``config`` (the sampling or emergence section) reads the suite's own corpus (a user ``corpus``
+    is the user's choice of distribution). None otherwise: up to the onset the model trained on the corpus alone."""
     from codedyn.config import ToySuiteConfig
 
     if toy is None or config.corpus is not None:
         return None
     toy = toy if isinstance(toy, ToySuiteConfig) else ToySuiteConfig.model_validate(toy)
-    if not toy.planted.enabled or step < toy.planted.onset:
+    if not toy.planted.enabled or step <= toy.planted.onset:
         return None
     return toy
 

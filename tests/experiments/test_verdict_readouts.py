@@ -94,6 +94,7 @@ def test_sampling_windows_follow_the_training_mix_after_the_onset(organism_study
     assert training_mix(study, 0) is None and training_mix(study, 6) == toy
     user = sampling.model_copy(update={"corpus": CorpusConfig(source="files", paths=["x.py"])})
     assert planted_mix(toy, 12, user) is None
+    assert planted_mix(toy, 4, sampling) is None and planted_mix(toy, 5, sampling) == toy  # onset 4: batch 4 on
     tokenizer = study.suite.load(12, device="cpu").tokenizer
     plain = sampling_windows(tokenizer, sampling).numpy()
     mixed = sampling_windows(tokenizer, sampling, mix=toy).numpy()

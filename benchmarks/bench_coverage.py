@@ -41,10 +41,10 @@ def seed_estimates(study, step: int, seeds: int, out_dir: Path) -> dict[str, lis
     from codedyn.experiments.posteriors import training_mix
     from codedyn.experiments.susceptibility import (
         ALL_PROGRAMS,
-        resampling_units,
         sample_groups,
         unit_susceptibility_replicates,
     )
+    from codedyn.resample import resampling_units
     from codedyn.sampling.posterior import run_posterior
 
     checkpoint = study.suite.load(step, device=study.config.suite.device)

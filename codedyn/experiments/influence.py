@@ -104,7 +104,9 @@ class SampleStructure:
         The unit is the dataset's ``group`` (one per problem, except planted programs: one per operation pair), the
         unit every interval of the study resamples; entries of two samples of one unit never enter CI or the bug
         influence, as entries of one problem never did."""
-        units = samples["group"] if "group" in samples else samples["problem_id"]  # (datasets before groups)
+        from codedyn.resample import resampling_units
+
+        units = resampling_units(samples)
         problem_codes = {pid: k for k, pid in enumerate(sorted(set(units)))}
         position = {sid: k for k, sid in enumerate(samples["sample_id"])}
         pairs = [

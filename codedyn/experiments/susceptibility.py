@@ -386,12 +386,6 @@ MIN_CHI_CONTRAST = 0.05
 VARIANTS = (("raw", False), ("standardised", True))
 
 
-def resampling_units(samples) -> np.ndarray:
-    """Each read-out sample's resampling unit: the dataset's group (its problem; for planted programs their
-    operation pair), the unit every interval of the study resamples."""
-    return (samples["group"] if "group" in samples else samples["problem_id"]).to_numpy()
-
-
 def _covariance_estimates(study, samples, readout: str = "code", with_all: bool = False):
     """``(step, names, groups, {variant: (χ [K, G], replicates [B, K, G])})`` per checkpoint from the shared
     posteriors (groups from the samples each posterior read out), L_j read on ``readout`` (the code tokens, or a
@@ -399,6 +393,7 @@ def _covariance_estimates(study, samples, readout: str = "code", with_all: bool 
     chains, blocks of draws and the read-out programs' units (:func:`unit_susceptibility_replicates`).
     ``with_all`` adds the distribution of every read-out program (:data:`ALL_PROGRAMS`)."""
     from codedyn.experiments.influence import readout_losses, samples_of
+    from codedyn.resample import resampling_units
 
     sampling = study.config.sampling
     for step, traces in study.posteriors():

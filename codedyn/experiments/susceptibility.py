@@ -376,6 +376,7 @@ def run_restricted_posteriors(study, progress) -> None:
 
 
 CONTRAST = "incorrect-correct"  # the distribution name of χ_incorrect - χ_correct in the tidy table
+ALL_PROGRAMS = "all"  # the distribution of every read-out program (the verdict readouts' lean-free χ)
 # The smallest standardised χ contrast (χ_incorrect - χ_correct of correlation-scaled χ) whose change over training
 # is called: a trajectory whose every interval lies within ±0.05 is "no change". On the organism's null twin one
 # head's contrast dipped to -0.011 [-0.014, -0.006] at one checkpoint, consistent across its four chains (a real
@@ -566,9 +567,6 @@ def verdict_table(estimates) -> Any:
                           "estimator": "covariance", "chi": point[k], "low": low[k], "high": high[k]}
                          for k, name in enumerate(names)]
     return pd.DataFrame(rows)
-
-
-ALL_PROGRAMS = "all"  # the distribution of every read-out program (verdict readouts' lean-free χ)
 
 
 def compute_verdict_susceptibility(study, out: Path) -> dict[str, Any]:

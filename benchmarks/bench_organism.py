@@ -7,7 +7,7 @@ Usage:
 Trains (or finds cached) the toy suite of the preset's ``toy`` section (``--null``: its null twin; ``--onset``,
 ``--seed``: another onset or seed of the same recipe) and reports, at each checkpoint, on 300 distinct held-out
 crossed quadruples, the verdict contrast in nats (how much larger the ok-vs-bug log-odds are for a spec with its
-own body than with the other's; what the study's emergence bracket reads against MIN_VERDICT_CONTRAST) and the
+own body than with the other's; the curve the study's onset test reads against its calibrated margin) and the
 verdict accuracy (the share in which the two matching programs get the larger summed margin: the contrast's sign
 only), each with a 95% interval resampling operation pairs, the thresholded accuracy beside them, and the AUROC
 of a linear probe on the final-position residual of both layers (fit on 200 held-out pairs of half the operations,

@@ -30,3 +30,10 @@ def group_multiplicities(groups: np.ndarray, n_boot: int, seed: int) -> np.ndarr
     multiplicity); the same seed and groups give the same resamples every time."""
     codes, inverse = np.unique(groups, return_inverse=True)
     return multiplicities(np.random.default_rng(seed), codes.size, n_boot)[:, inverse]
+
+
+def resampling_units(samples) -> np.ndarray:
+    """The resampling unit of every row of a dataset's samples table (a pandas DataFrame): its ``group`` (the
+    problem; for planted programs the operation pair that programs share, ``codedyn.data.problems.Problem.group``),
+    or its ``problem_id`` in datasets written before groups. Every interval of a study resamples these units."""
+    return np.asarray(samples["group"] if "group" in samples else samples["problem_id"])

@@ -451,12 +451,27 @@ def emergence_key_record(study, step: int) -> dict:
     config = study.config.emergence
     previous = previous_step(study, step) if config.init_from_previous else None
 
-    return {
+    record = {
         "suite": study.suite.name, "step": step, "dataset": study.dataset.card["hash"],
         "emergence": without(config.model_dump(mode="json"), ANALYSIS_ONLY), "format": UNIT_FORMAT,
         "previous": emergence_key(study, previous) if previous is not None else None,
         **corpus_fingerprints(corpus=config.corpus, general_corpus=config.general_corpus),
     }
+    mix = sae_mix(study, step)
+    if mix is not None:
+        record["training_mix"] = mix.model_dump(mode="json")
+    return record
+
+
+def sae_mix(study, step: int):
+    """The toy config whose planted windows enter the SAE's training and evaluation windows at ``step``: the
+    organism's after its onset, so each SAE learns (and is scored on) the model's own training mix, planted
+    programs included (:func:`codedyn.sampling.posterior.planted_mix`); None for any other suite, before the
+    onset, or with a user ``emergence.corpus``. The general windows stay corpus text."""
+    from codedyn.sampling.posterior import planted_mix
+
+    toy = (study.suite_record or {}).get("config")
+    return planted_mix(toy, step, study.config.emergence) if toy else None
 
 
 def emergence_unit_dir(study, step: int) -> Path:
@@ -522,6 +537,12 @@ def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
     check_split_hygiene(samples)
     layers = resolve_layers(model.config.num_hidden_layers, config.layers)
     train_windows, eval_windows, general_windows = sae_windows(tokenizer, config)
+    mix = sae_mix(study, step)
+    if mix is not None:  # the organism after its onset: the SAE sees what the model trained on
+        from codedyn.sampling.posterior import mix_planted_windows
+
+        train_windows = mix_planted_windows(train_windows, tokenizer, mix, config.seed)
+        eval_windows = mix_planted_windows(eval_windows, tokenizer, mix, config.seed + 1)
     train_resid = window_residuals(model, train_windows, layers)
     eval_resid = window_residuals(model, eval_windows, layers)
     general_resid = {layer: r[:, -1] for layer, r in window_residuals(model, general_windows, layers).items()}

@@ -22,7 +22,20 @@ Raw blocks are dominated by one shared mode (all losses move together), so corre
   normalised variant is -Corr(δ_p, ℓ_j);
 * ``pc1_share``: the share of the trace of Cov(ℓ) held by its first principal component, and every block mean and
   delta once more with that component removed (variants ``cov_no_pc1``, ``corr_no_pc1``: Cov - λ₁ v₁ v₁ᵀ, the
-  normalised one rescaled by the remaining variances).
+  normalised one rescaled by the remaining variances);
+* ``lean_free_contrast`` = (CC + II)/2 + CI: the sum where delta takes the difference. A mode that moves correct
+  and incorrect samples' losses in opposite directions with equal loadings (on the verdict readouts: the model's
+  lean towards ``ok`` or ``bug``) adds +c to CC and II and -c to CI and cancels; a mode that moves them together
+  (getting every verdict right or wrong at once) adds to all three and stays. Called on the verdict readouts only
+  (on code tokens it is the shared mode itself).
+
+**Readouts.** ``code`` (the default; variants as above): ℓ_i the mean code-token loss, what applies to any series.
+On planted data two more readouts of the same posterior (:data:`READOUT_VARIABLES`), every quantity once more with
+its variant prefixed (``verdict_cov``, ``odds_corr_no_pc1``, ...): ``verdict``, the loss of the right verdict
+after the program's ``#`` (where the organism's capability is expressed; the raw blocks are dominated by the
+shared lean mode, which the null twin has as well, so its contrasts are read with the first component removed);
+and ``odds``, minus the right verdict's log-odds against the wrong one (log p(wrong) - log p(right)), which is
+blind to how much probability the two verdicts share (a mode every sample has, correct or not).
 
 Every quantity is a function of Cov(ℓ) alone (:func:`influence_quantities`), so one joint bootstrap gives them all:
 each replicate resamples chains and draws (the Monte Carlo error of the posterior) and problems (the sampling
@@ -39,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 AGGREGATES = ("CC", "CI", "II", "paired")
-CONTRASTS = ("delta",)
+CONTRASTS = ("delta", "lean_free_contrast")
 BUG_INFLUENCE = ("bug_influence", "bug_influence_correct", "bug_influence_incorrect", "bug_gap")
 BLOCK_VARIANTS = ("cov", "corr", "cov_no_pc1", "corr_no_pc1")  # block means and delta
 BUG_VARIANTS = ("cov", "corr")  # δ_p already cancels the shared mode
@@ -80,13 +93,21 @@ class SampleStructure:
     """Which samples are correct, which problem each belongs to, and the (correct, incorrect) pairs."""
 
     is_correct: np.ndarray  # [N] bool
-    problem: np.ndarray  # [N] int problem index
+    problem: np.ndarray  # [N] int index of the sample's resampling unit (its group: its problem, or for planted
+    # programs their operation pair, which the programs of one pair share; data.problems.Problem.group)
     pairs: np.ndarray  # [P, 2] int (correct sample index, incorrect sample index)
 
     @classmethod
     def from_frame(cls, samples) -> SampleStructure:
-        """From a dataset's samples DataFrame (columns is_correct, problem_id, sample_id, paired_with)."""
-        problem_codes = {pid: k for k, pid in enumerate(sorted(set(samples["problem_id"])))}
+        """From a dataset's samples DataFrame (columns is_correct, problem_id or group, sample_id, paired_with).
+
+        The unit is the dataset's ``group`` (one per problem, except planted programs: one per operation pair), the
+        unit every interval of the study resamples; entries of two samples of one unit never enter CI or the bug
+        influence, as entries of one problem never did."""
+        from codedyn.resample import resampling_units
+
+        units = resampling_units(samples)
+        problem_codes = {pid: k for k, pid in enumerate(sorted(set(units)))}
         position = {sid: k for k, sid in enumerate(samples["sample_id"])}
         pairs = [
             (position[ref], k)
@@ -95,7 +116,7 @@ class SampleStructure:
         ]
         return cls(
             is_correct=samples["is_correct"].to_numpy(dtype=bool),
-            problem=np.asarray([problem_codes[p] for p in samples["problem_id"]]),
+            problem=np.asarray([problem_codes[p] for p in units]),
             pairs=np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
         )
 
@@ -182,6 +203,7 @@ def influence_quantities(cov: np.ndarray, structure: SampleStructure,
     for variant in BLOCK_VARIANTS:
         means = block_means(bifs[variant], structure, problem_weights)
         means["delta"] = (means["CC"] + means["II"]) / 2 - means["CI"]
+        means["lean_free_contrast"] = (means["CC"] + means["II"]) / 2 + means["CI"]
         out.update({(name, variant): means[name] for name in (*AGGREGATES, *CONTRASTS)})
     for variant in BUG_VARIANTS:
         found = bug_influence(cov, structure, problem_weights, normalised=variant == "corr")
@@ -295,6 +317,7 @@ def batched_influence_quantities(covs: np.ndarray, structure: SampleStructure, p
             else:
                 means["paired"] = np.full(lam.shape, np.nan)
             means["delta"] = (means["CC"] + means["II"]) / 2 - means["CI"]
+            means["lean_free_contrast"] = (means["CC"] + means["II"]) / 2 + means["CI"]
             out.update({(name, variant): means[name] for name in (*AGGREGATES, *CONTRASTS)})
         out.update(_batched_bug_influence(covs, structure, w, diag, products, column))
         out[PC1] = np.where(trace > 0, lam / np.where(trace > 0, trace, 1.0), np.nan)
@@ -394,6 +417,54 @@ def _batched_bug_influence(covs, structure: SampleStructure, w, diag, products, 
         found["bug_gap"] = found["bug_influence_incorrect"] - found["bug_influence_correct"]
         out.update({(name, variant): found[name] for name in BUG_INFLUENCE})
     return out
+
+
+# Readouts besides the code tokens: name -> (traces variable, sign). The ``odds`` readout is minus the stored
+# right-verdict margin, so that (like every loss) it falls as the model gets the verdict right.
+READOUT_VARIABLES = {"verdict": ("verdict_loss", 1.0), "odds": ("verdict_margin", -1.0)}
+
+
+def readout_variant(variant: str, readout: str) -> str:
+    """The variant name of a quantity on ``readout``: code-token variants keep their names, the others are
+    prefixed (``verdict_cov_no_pc1``)."""
+    return variant if readout == "code" else f"{readout}_{variant}"
+
+
+def readouts_of(traces) -> list[str]:
+    """The readouts a posterior's traces hold: always ``code``, and each of :data:`READOUT_VARIABLES` it stored."""
+    return ["code"] + [name for name, (variable, _) in READOUT_VARIABLES.items() if variable in traces]
+
+
+def readout_losses(traces, readout: str) -> np.ndarray:
+    """[healthy chains, draws, N] per-sample values of one readout (see the module docstring)."""
+    from codedyn.sampling.sgld import healthy_sample_losses
+
+    if readout == "code":
+        return healthy_sample_losses(traces)
+    if readout not in READOUT_VARIABLES:
+        raise ValueError(f"unknown readout {readout!r}; expected code or one of {sorted(READOUT_VARIABLES)}")
+    variable, sign = READOUT_VARIABLES[readout]
+    if variable not in traces:
+        raise KeyError(f"the posterior of step {traces.attrs.get('step')} did not record {variable} (not planted "
+                       "data, or sampled before verdict readouts)")
+    return sign * traces[variable].values[traces["healthy"].values]
+
+
+def readout_summary(traces, structure: SampleStructure, n_boot: int, seed: int,
+                    readout: str) -> tuple[list[dict], dict]:
+    """Every influence quantity of one verdict readout of one checkpoint (:func:`influence_quantities` on its
+    covariance; variants renamed by :func:`readout_variant`), with percentile CIs from the same joint bootstrap as
+    the code-token quantities, and the replicates keyed (quantity, variant)."""
+    from codedyn.analysis.stats import percentile_ci
+
+    step = int(traces.attrs["step"])
+    losses = readout_losses(traces, readout)
+    point = influence_quantities(posterior_covariance(losses), structure)
+    replicates = bootstrap_influence(losses, structure, n_boot, seed)
+    renamed = {(q, readout_variant(v, readout)): replicates[(q, v)] for q, v in quantity_names()}
+    rows = [{"step": step, "quantity": q, "variant": readout_variant(v, readout), "readout": readout,
+             **percentile_ci(replicates[(q, v)], point[(q, v)]).to_dict()} for q, v in quantity_names()]
+    return rows, renamed
 
 
 def samples_of(samples, traces):
@@ -512,6 +583,12 @@ def compute_influence(study) -> dict:
         step_rows, step_replicates = checkpoint_summary(
             traces, structure, config.sampling.n_bootstrap, config.sampling.seed
         )
+        step_rows = [{**row, "readout": "code"} for row in step_rows]
+        for readout in readouts_of(traces)[1:]:  # planted data: the verdict readouts of the same posterior
+            more_rows, more_replicates = readout_summary(traces, structure, config.sampling.n_bootstrap,
+                                                         config.sampling.seed, readout)
+            step_rows = step_rows + [{**row, "local_minimum": step_rows[0]["local_minimum"]} for row in more_rows]
+            step_replicates = {**step_replicates, **more_replicates}
         rows.extend(step_rows)
         for name, values in step_replicates.items():
             replicates.setdefault(name, []).append(values)
@@ -542,6 +619,8 @@ def compute_influence(study) -> dict:
     for variant in ("cov", "corr"):
         save_figure(influence_figure(table, variant, calls, study), out / f"influence_{variant}")
         save_figure(contrast_figure(table, variant), out / f"influence_contrasts_{variant}")
+    if verdict_curves(table):
+        save_figure(verdict_contrast_figure(table), out / "influence_verdict_contrasts")
     return {"table": table, "calls": calls, "folder": out}
 
 
@@ -554,6 +633,17 @@ def contrast_figure(table, variant: str):
     label = "-Cov" if variant == "cov" else "-Corr"
     return training_curves(steps, curves, ylabel=f"contrast of BIF = {label}",
                            title="Correctness contrasts: delta = (CC + II)/2 - CI, bug influence BIF(δ_p, ℓ_j)")
+
+
+def verdict_contrast_figure(table):
+    """The verdict readouts' lean-free contrasts over training (normalised), with their intervals."""
+    from codedyn.figures.plots import training_curves
+
+    shown = [(q, v) for q, v in verdict_curves(table) if v.endswith("corr_no_pc1") or q == "lean_free_contrast"]
+    steps = _curve(table, *shown[0])[0]
+    curves = {f"{q} ({v})": _curve(table, q, v)[1:] for q, v in shown}
+    return training_curves(steps, curves, ylabel="contrast of the verdict-readout BIF",
+                           title="Verdict readouts: delta without the lean mode (PC1), (CC + II)/2 + CI")
 
 
 def _curve(table, quantity: str, variant: str):
@@ -575,10 +665,12 @@ def transition_calls(table, replicates: dict) -> dict:
     from codedyn.analysis.transitions import classify_trajectory, interior_peaks, monotonicity, sign_flips
 
     calls = {}
-    called = (*AGGREGATES, *CONTRASTS, "bug_influence", "bug_gap")
+    called = (*AGGREGATES, "delta", "bug_influence", "bug_gap")
     curves = ([(q, v) for q, v in quantity_names() if v in ("cov", "corr") and q in called]
-              + [PC1, ("LLC", "llc")])
+              + [PC1, ("LLC", "llc")] + verdict_curves(table))
     for quantity, variant in curves:
+        if (quantity, variant) not in replicates:  # a curve this table does not hold
+            continue
         steps, values, lows, highs = _curve(table, quantity, variant)
         reps = replicates[(quantity, variant)]
         if quantity == "LLC" and "local_minimum" in table:  # a checkpoint that is not a local minimum has no LLC
@@ -597,6 +689,20 @@ def transition_calls(table, replicates: dict) -> dict:
             **verdict, "events": [e.to_dict() for e in events] + ([trend.to_dict()] if trend else []),
         }
     return calls
+
+
+# The verdict readouts' curves that get calls (the rest stay in the tables): the lean-free contrasts (delta with the
+# first component removed, the sum contrast) and the bug influence, as (quantity, base variant).
+VERDICT_CALLED = (("delta", "cov_no_pc1"), ("delta", "corr_no_pc1"), ("delta", "corr"),
+                  ("lean_free_contrast", "cov"), ("lean_free_contrast", "corr"),
+                  ("bug_influence", "corr"), ("bug_gap", "corr"), ("pc1_share", "share"))
+
+
+def verdict_curves(table) -> list[tuple[str, str]]:
+    """(quantity, variant) of every verdict-readout curve the table holds that :func:`transition_calls` calls."""
+    present = set(zip(table["quantity"], table["variant"], strict=True))
+    return [(q, readout_variant(v, readout)) for readout in READOUT_VARIABLES for q, v in VERDICT_CALLED
+            if (q, readout_variant(v, readout)) in present]
 
 
 def influence_figure(table, variant: str, calls: dict, study):

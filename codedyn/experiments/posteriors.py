@@ -44,12 +44,21 @@ def study_sae_latents(study, step: int):
     return SaeLatentSet(source, choose_latents(latent_choices(study, step), source.per_layer))
 
 
+def training_mix(study, step: int):
+    """The toy config whose planted windows enter the sampling windows of ``step``'s posterior (the organism after
+    its onset: :func:`codedyn.sampling.posterior.planted_mix`), or None (any other suite, or before the onset)."""
+    from codedyn.sampling.posterior import planted_mix
+
+    toy = (study.suite_record or {}).get("config")
+    return planted_mix(toy, step, study.config.sampling) if toy else None
+
+
 def posterior_folder(study, step: int) -> Path:
     """Where the posterior unit of ``step`` is (or will be) stored."""
     from codedyn.sampling.posterior import posterior_key, posterior_unit_dir
 
     key = posterior_key(study.suite.name, step, study.dataset.card["hash"], study.config.sampling,
-                        sae_source(study, step))
+                        sae_source(study, step), training_mix(study, step))
     return posterior_unit_dir(study.run_dir, step, key)
 
 
@@ -58,7 +67,7 @@ def posterior_outputs(study, step: int) -> dict[Path, dict]:
     from codedyn.sampling.posterior import posterior_key_record
 
     record = posterior_key_record(study.suite.name, step, study.dataset.card["hash"], study.config.sampling,
-                                  sae_source(study, step))
+                                  sae_source(study, step), training_mix(study, step))
     return {posterior_folder(study, step): record}
 
 
@@ -73,7 +82,7 @@ def posterior_unit(study, step: int, progress: Progress = SILENT) -> Path:
     if not is_completed(folder):
         checkpoint = study.suite.load(step, device=study.config.suite.device)
         run_posterior(checkpoint, study.suite.name, study.dataset, study.config.sampling, study.run_dir, progress,
-                      study_sae_latents(study, step))
+                      study_sae_latents(study, step), training_mix(study, step))
     return folder
 
 

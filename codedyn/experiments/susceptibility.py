@@ -91,6 +91,47 @@ def susceptibility_replicates(
     return susceptibilities(observed, losses, standardised), replicates
 
 
+def unit_weighted_losses(sample_loss: np.ndarray, groups: dict[str, np.ndarray], unit_weights: np.ndarray,
+                         units: np.ndarray) -> np.ndarray:
+    """L_j per draw as :func:`distribution_losses`, each sample weighted by its unit's bootstrap multiplicity
+    (``unit_weights`` [n_units], ``units`` [N] each sample's unit index): the mean over a resample of the read-out
+    programs. [..., n_groups]."""
+    weights = np.asarray(unit_weights, dtype=np.float64)[np.asarray(units)]
+    masks = np.stack([np.asarray(mask, dtype=bool) for mask in groups.values()], axis=1) * weights[:, None]
+    totals = masks.sum(axis=0)
+    if (totals <= 0).any():  # a resample without any program of a distribution: the mean is undefined
+        masks = np.where(totals > 0, masks, np.stack([np.asarray(m, dtype=float) for m in groups.values()], 1))
+        totals = masks.sum(axis=0)
+    return np.asarray(sample_loss, dtype=np.float64) @ (masks / totals)
+
+
+def unit_susceptibility_replicates(
+    observed: np.ndarray, sample_loss: np.ndarray, groups: dict[str, np.ndarray], units: np.ndarray, n_boot: int,
+    seed: int, standardised: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(χ [K, G], replicates [n_boot, K, G]) as :func:`susceptibility_replicates`, with the read-out programs
+    resampled too: every replicate resamples chains and blocks of draws of ``observed`` [chains, draws, K] and
+    ``sample_loss`` [chains, draws, N] together, and the resampling units (``units`` [N]: the dataset's groups,
+    problems or, for planted programs, operation pairs) with replacement, so L_j is the mean over a resample of the
+    programs and the interval holds the readout set's sampling error beside the posterior's Monte Carlo error."""
+    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
+    from codedyn.resample import multiplicities
+
+    units = np.unique(np.asarray(units), return_inverse=True)[1]
+    rng = np.random.default_rng(seed)
+    chains, draws = observed.shape[:2]
+    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, rng, block=autocorrelation_block(observed))
+    unit_weights = multiplicities(rng, int(units.max()) + 1, n_boot)
+    point = susceptibilities(observed, distribution_losses(sample_loss, groups), standardised)
+    replicates = np.stack([
+        susceptibilities(observed[chain_idx[b][:, None], draw_idx[b]],
+                         unit_weighted_losses(sample_loss[chain_idx[b][:, None], draw_idx[b]], groups,
+                                              unit_weights[b], units), standardised)
+        for b in range(n_boot)
+    ])
+    return point, replicates
+
+
 def _percentile(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     alpha = (1 - level) / 2
     low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
@@ -336,25 +377,32 @@ def run_restricted_posteriors(study, progress) -> None:
 
 
 CONTRAST = CHI_CONTRAST_DISTRIBUTION  # the distribution name of χ_incorrect - χ_correct in the tidy table
+ALL_PROGRAMS = "all"  # the distribution of every read-out program (the verdict readouts' lean-free χ)
 VARIANTS = (("raw", False), ("standardised", True))
 
 
-def _covariance_estimates(study, samples):
+def _covariance_estimates(study, samples, readout: str = "code", with_all: bool = False):
     """``(step, names, groups, {variant: (χ [K, G], replicates [B, K, G])})`` per checkpoint from the shared
-    posteriors (groups from the samples each posterior read out)."""
-    from codedyn.experiments.influence import samples_of
-    from codedyn.sampling.sgld import healthy_sample_losses
+    posteriors (groups from the samples each posterior read out), L_j read on ``readout`` (the code tokens, or a
+    verdict readout of planted data: :func:`codedyn.experiments.influence.readout_losses`). The intervals resample
+    chains, blocks of draws and the read-out programs' units (:func:`unit_susceptibility_replicates`).
+    ``with_all`` adds the distribution of every read-out program (:data:`ALL_PROGRAMS`)."""
+    from codedyn.experiments.influence import readout_losses, samples_of
+    from codedyn.resample import resampling_units
 
     sampling = study.config.sampling
     for step, traces in study.posteriors():
-        groups = sample_groups(samples_of(samples, traces))
+        held = samples_of(samples, traces)
+        groups = sample_groups(held)
+        if with_all:
+            groups[ALL_PROGRAMS] = np.ones(len(held), dtype=bool)
         names = [str(n) for n in traces["observable"].values]
         observed = traces["observed"].values[traces["healthy"].values]
-        losses = distribution_losses(healthy_sample_losses(traces), groups)
+        losses = readout_losses(traces, readout)
         # Each checkpoint gets its own resamples (seed + step): their replicates are stacked for max-T control.
         yield step, names, groups, {
-            variant: susceptibility_replicates(observed, losses, sampling.n_bootstrap, sampling.seed + step,
-                                               standardised)
+            variant: unit_susceptibility_replicates(observed, losses, groups, resampling_units(held),
+                                                    sampling.n_bootstrap, sampling.seed + step, standardised)
             for variant, standardised in VARIANTS
         }
 
@@ -485,7 +533,55 @@ def compute_susceptibility(study) -> dict:
     ranked = pd.concat(responders, ignore_index=True)
     ranked.to_parquet(out / f"{files['opposite_responders']}.parquet", index=False)
     save_figure(trajectory_figure(table, ranked), out / files["susceptibility_trajectories"])
+    if estimator == "covariance":
+        compute_verdict_susceptibility(study, out)
     return {"table": table, "responders": ranked, "contrast": contrast, "folder": out, "estimator": estimator}
+
+
+def verdict_table(estimates) -> Any:
+    """The tidy χ table (as ``susceptibility.parquet``) of one verdict readout: per checkpoint, component and
+    variant χ_correct, χ_incorrect, their contrast and χ_all (L over every read-out program: the verdict readouts'
+    lean towards ``ok`` or ``bug`` moves correct and incorrect programs' losses oppositely and cancels in it, to
+    first order), each with its percentile interval from the joint bootstrap."""
+    import pandas as pd
+
+    rows = []
+    for step, names, groups, variants in estimates:
+        order = list(groups)
+        correct, incorrect, every = order.index("correct"), order.index("incorrect"), order.index(ALL_PROGRAMS)
+        for variant, (chi, replicates) in variants.items():
+            columns = {"correct": (chi[:, correct], replicates[..., correct]),
+                       "incorrect": (chi[:, incorrect], replicates[..., incorrect]),
+                       CONTRAST: (chi[:, incorrect] - chi[:, correct],
+                                  replicates[..., incorrect] - replicates[..., correct]),
+                       ALL_PROGRAMS: (chi[:, every], replicates[..., every])}
+            for distribution, (point, reps) in columns.items():
+                low, high = _percentile(reps, 0.95)
+                rows += [{"step": step, "component": name, "distribution": distribution, "variant": variant,
+                          "estimator": "covariance", "chi": point[k], "low": low[k], "high": high[k]}
+                         for k, name in enumerate(names)]
+    return pd.DataFrame(rows)
+
+
+def compute_verdict_susceptibility(study, out: Path) -> dict[str, Any]:
+    """Planted data: χ on each verdict readout of the shared posteriors (the loss of the right verdict, and minus
+    its log-odds against the wrong one; :data:`codedyn.experiments.influence.READOUT_VARIABLES`), written as
+    ``susceptibility_<readout>.parquet`` beside the code-token table (the report lists each such table as its own
+    χ rows). Nothing when the posteriors hold no verdict readouts."""
+    from codedyn.experiments.influence import READOUT_VARIABLES, readouts_of
+
+    first = next(iter(study.posteriors()), (None, None))[1]
+    if first is None:
+        return {}
+    samples = study.readout_samples()
+    tables = {}
+    for readout in readouts_of(first):
+        if readout not in READOUT_VARIABLES:
+            continue
+
+        tables[readout] = verdict_table(_covariance_estimates(study, samples, readout, with_all=True))
+        tables[readout].to_parquet(out / f"susceptibility_{readout}.parquet", index=False)
+    return tables
 
 
 def trajectory_figure(table, ranked, top: int = 3):

@@ -155,7 +155,7 @@ class Run:
         """The stored posterior draws of checkpoint ``step`` (xarray Dataset): the unit the last ``codedyn run``
         used (its manifest lists them), else the one whose key the run's sampling settings give."""
         from codedyn.config import SamplingConfig
-        from codedyn.sampling.posterior import load_posterior
+        from codedyn.sampling.posterior import load_posterior, planted_mix
         from codedyn.sampling.traces import load_traces
 
         if step not in self.steps:
@@ -163,8 +163,11 @@ class Run:
         for unit in self.manifest.get("pipeline", {}).get("units", []):
             if unit.get("unit") == f"posterior-step{step}" and unit.get("folder"):
                 return load_traces(self.path / UNITS_DIR / unit["folder"])
-        return load_posterior(self.path, self.manifest["suite"], step, self.manifest["data_hash"],
-                              SamplingConfig.model_validate(self.manifest["config"]["sampling"]))
+        config = self.manifest["config"]
+        sampling = SamplingConfig.model_validate(config["sampling"])
+        toy = config.get("toy") if config.get("suite", {}).get("name") == "toy" else None
+        return load_posterior(self.path, self.manifest["suite"], step, self.manifest["data_hash"], sampling,
+                              mix=planted_mix(toy, step, sampling))
 
     def posteriors(self):
         """Every checkpoint's draws stacked along a ``checkpoint`` dimension (xarray Dataset). Each checkpoint observes

@@ -215,3 +215,50 @@ def with_precision(readout, precision: str | None):
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
     return in_precision
+
+
+def last_positions(attention_mask):
+    """[B] index of each right-padded row's last real token (the position that predicts what follows the row)."""
+    return attention_mask.sum(dim=1) - 1
+
+
+def sample_token_verdict_losses(model, evalset: EvalSet, verdicts, wrong):
+    """ℓ_i(w) [N], the per-token losses [N, max_scored] (as :func:`sample_token_losses`), each sample's verdict
+    loss [N] and its verdict margin [N], all from one forward pass per batch.
+
+    The verdict loss of sample i is -log p(``verdicts[i]`` | its window), read at the window's last token: for the
+    planted task a program ends in the ``#`` that opens its verdict line, so this is the loss of the right verdict
+    (`` ok`` for a correct program, `` bug`` for its buggy twin) where the organism's capability is expressed. The
+    window already fits the training context, so the position read is one the model was trained at.
+    The margin is log p(``verdicts[i]``) - log p(``wrong[i]``) at the same position: the right verdict's log-odds
+    against the wrong one, blind to how much probability the two verdicts share.
+    ``verdicts``, ``wrong``: [N] token ids (sequences or arrays), in evalset order.
+    """
+    import torch
+
+    out = tokens = verdict = margin = None
+    with torch.no_grad():
+        for batch in evalset.batches:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            size, length, vocab = logits.shape
+            per_token = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, vocab).float(), batch.input_ids[:, 1:].reshape(-1), reduction="none"
+            ).view(size, length - 1)
+            losses = masked_mean_losses(per_token, batch.loss_mask)
+            index = torch.as_tensor(batch.indices, device=losses.device)
+            if out is None:
+                out = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
+                tokens = torch.full((evalset.n_samples, evalset.max_scored), float("nan"), device=losses.device)
+                verdict = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
+                margin = torch.empty(evalset.n_samples, dtype=torch.float32, device=losses.device)
+                targets = torch.as_tensor(np.asarray(verdicts), dtype=torch.long, device=losses.device)
+                others = torch.as_tensor(np.asarray(wrong), dtype=torch.long, device=losses.device)
+            out[index] = losses.float()
+            tokens[index[batch.scored_rows], batch.scored_slots] = per_token[batch.scored_rows,
+                                                                             batch.scored_cols].float()
+            last = logits[torch.arange(size, device=logits.device), last_positions(batch.attention_mask)].float()
+            logp = torch.log_softmax(last, dim=-1)
+            right = logp.gather(1, targets[index][:, None])[:, 0]
+            verdict[index] = -right
+            margin[index] = right - logp.gather(1, others[index][:, None])[:, 0]
+    return out, tokens, verdict, margin

@@ -25,8 +25,11 @@ from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
 
 
-def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | None = None):
-    """``sampling_windows`` random windows of the corpus' training split in this checkpoint's tokenisation.
+def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | None = None, mix=None):
+    """``sampling_windows`` random windows of the corpus' training split in this checkpoint's tokenisation; with
+    ``mix`` (:func:`planted_mix`: the organism's toy config after its onset) a share of them replaced by planted
+    windows as the suite trained on them (:func:`mix_planted_windows`), so the posterior is the one of the model's
+    own training distribution.
 
     Only as many files as needed are encoded (a seeded file order, about ten times the tokens the windows use).
     The windows of the default corpus are kept for the process, keyed by the tokenizer's serialisation and the
@@ -38,25 +41,71 @@ def sampling_windows(tokenizer, config: SamplingConfig, corpus: CodeCorpus | Non
     backend = getattr(tokenizer, "backend_tokenizer", None)
     key = None if corpus is not None or config.corpus is not None or backend is None else (
         backend.to_str(), config.sampling_windows, config.window_length, config.seed)
-    if key is not None and key in _WINDOWS:
-        return _WINDOWS[key].clone()
-    windows = torch.as_tensor(sample_windows(tokenizer, corpus or load_corpus(config.corpus), "train",
-                                             config.sampling_windows, config.window_length,
-                                             np.random.default_rng(config.seed), oversample=10))
-    if key is not None:
-        _WINDOWS.clear()  # one suite's tokenizer at a time
-        _WINDOWS[key] = windows.clone()
+    base = _WINDOWS.get(key) if key is not None else None
+    if base is None:
+        base = sample_windows(tokenizer, corpus or load_corpus(config.corpus), "train", config.sampling_windows,
+                              config.window_length, np.random.default_rng(config.seed), oversample=10)
+        if key is not None:
+            _WINDOWS.clear()  # one suite's tokenizer at a time
+            _WINDOWS[key] = base
+    windows = mix_planted_windows(base, tokenizer, mix, config.seed) if mix is not None else np.array(base, copy=True)
+    return torch.as_tensor(windows)
+
+
+_WINDOWS: dict[tuple, Any] = {}  # the corpus windows of sampling_windows (before any planted mix), for this process
+
+
+PLANTED_SAMPLING_STREAM = 0x5A3D  # the planted programs of sampling windows: a stream of their own, not training's
+
+
+def planted_mix(toy, step: int, config):
+    """The toy suite config (a ToySuiteConfig, or its dump ``toy``) whose planted windows the posterior (or SAE) of
+    ``step`` mixes into its windows: the suite's when it trained with a planted task and the checkpoint has seen
+    planted batches (``step`` after the onset: checkpoint N is saved before batch N, the first planted batch is the
+    onset's), and ``config`` (the sampling or emergence section) reads the suite's own corpus (a user ``corpus``
+    is the user's choice of distribution). None otherwise: up to the onset the model trained on the corpus alone."""
+    from codedyn.config import ToySuiteConfig
+
+    if toy is None or config.corpus is not None:
+        return None
+    toy = toy if isinstance(toy, ToySuiteConfig) else ToySuiteConfig.model_validate(toy)
+    if not toy.planted.enabled or step <= toy.planted.onset:
+        return None
+    return toy
+
+
+def mix_planted_windows(windows: np.ndarray, tokenizer, toy, seed: int) -> np.ndarray:
+    """``windows`` [n, length] with each replaced, with probability ``toy.planted.share`` (as in training), by a
+    planted training window of the suite (:class:`codedyn.models.toy.PlantedWindows`: a program and its verdict
+    line at the window's ``position``, the suite's corpus text around it, the null twin's independent verdicts for
+    a null suite) cut to ``length`` at the program's side. The programs are drawn from the task's training pool
+    with a stream of their own (seeded by ``seed``); the filler text comes from the corpus windows themselves."""
+    from codedyn.config import ConfigError
+    from codedyn.models.toy import PlantedWindows, RepeatedSpanBatches
+
+    windows = np.array(windows, copy=True)
+    n, length = windows.shape
+    if length > toy.context + 1:
+        raise ConfigError(f"sampling.window_length {length} exceeds the toy suite's training windows of "
+                          f"{toy.context + 1} tokens; its planted windows cannot fill it")
+    stream = windows.reshape(-1)
+    spans = RepeatedSpanBatches(stream, toy, seed)
+    mixer = PlantedWindows(stream, toy, tokenizer, spans)
+    mixer.rng = np.random.default_rng([toy.planted.seed, PLANTED_SAMPLING_STREAM, seed])
+    for k in range(n):
+        if mixer.rng.random() < toy.planted.share:
+            row = mixer.window()[0]
+            windows[k] = row[-length:] if toy.planted.position == "end" else row[:length]
     return windows
-
-
-_WINDOWS: dict[tuple, Any] = {}  # sampling_windows of the default corpus, for this process
 
 
 # Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.
 OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batch (codedyn.models.hooks)
-UNITS_FORMAT = 4  # bump when a change here changes what a unit stores (2: per-token losses and token metadata;
+UNITS_FORMAT = 5  # bump when a change here changes what a unit stores (2: per-token losses and token metadata;
 # 3: readouts inside the training context, pairs in one shared window; 4: matched reference losses, own minibatch
-# order per chain, chain-health variables)
+# order per chain, chain-health variables; 5: planted programs' verdict losses)
+VERDICT_LOSS = "verdict_loss"  # the traces variable (chain, draw, sample) of the planted programs' verdict losses
+VERDICT_MARGIN = "verdict_margin"  # ... and of their right verdict's log-odds against the wrong one
 
 
 # Sampling settings that only the analyses read (they never change a draw), so they stay out of the unit key.
@@ -64,22 +113,27 @@ ANALYSIS_ONLY = frozenset({"n_bootstrap", "max_fraction_below_reference", "max_r
                            "max_chain_correlation"})
 
 
-def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> str:
+def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None,
+                  mix=None) -> str:
     """Everything that changes the draws (the hash of :func:`posterior_key_record`)."""
     from codedyn.runs.units import unit_key
 
-    return unit_key(posterior_key_record(suite, step, dataset_hash, config, sae_latents))
+    return unit_key(posterior_key_record(suite, step, dataset_hash, config, sae_latents, mix))
 
 
-def posterior_key_record(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None) -> dict:
+def posterior_key_record(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None,
+                         mix=None) -> dict:
     """The inputs of a posterior unit's key; ``sae_latents`` (a
     :class:`~codedyn.sampling.sae_observables.SaeLatentSet` or ``SaeLatentSource``, or None) adds the fingerprint
-    of the observed SAE latents' source (the SAE unit's key and the choice settings)."""
+    of the observed SAE latents' source (the SAE unit's key and the choice settings); ``mix`` (:func:`planted_mix`)
+    the toy config whose planted windows enter the sampling windows."""
     sampling = config.model_dump(mode="json", exclude=set(ANALYSIS_ONLY))
     record = {"suite": suite, "step": step, "dataset": dataset_hash, "sampling": sampling,
               "observables": list(OBSERVABLES), "format": UNITS_FORMAT}
     if sae_latents is not None:
         record["sae_latents"] = sae_latents.fingerprint
+    if mix is not None:
+        record["training_mix"] = mix.model_dump(mode="json")
     record.update(corpus_fingerprints(corpus=config.corpus))  # a user corpus: its contents, not only its paths
     return record
 
@@ -133,6 +187,36 @@ def probe_observables(tokenizer, readout: Readout, config: SamplingConfig, devic
     return observables
 
 
+def verdict_targets(tokenizer, samples) -> np.ndarray | None:
+    """[N, 2] token ids of each read-out sample's right and wrong verdict (`` ok`` and `` bug`` for a correct
+    program, the other way round for a buggy one) when every sample is a planted program (source ``planted``: its
+    solution ends in the ``#`` that opens the verdict line, :func:`codedyn.data.problems.planted_problems`); None
+    for any other dataset, which has no verdict to read."""
+    if "source" not in samples or len(samples) == 0 or not (samples["source"] == "planted").all():
+        return None
+    from codedyn.models.toy import verdict_token_ids
+
+    ok, bug = verdict_token_ids(tokenizer)
+    correct = samples["is_correct"].to_numpy(dtype=bool)
+    return np.column_stack([np.where(correct, ok, bug), np.where(correct, bug, ok)]).astype(np.int64)
+
+
+def posterior_evalset_readout(evalset, verdicts: np.ndarray | None):
+    """The readout every posterior unit records: ℓ_i and the per-token losses, and with ``verdicts`` (planted
+    programs, :func:`verdict_targets`) each sample's verdict loss and verdict margin from the same forward pass,
+    recorded as :data:`VERDICT_LOSS` and :data:`VERDICT_MARGIN`."""
+    from codedyn.sampling.losses import sample_token_verdict_losses
+
+    if verdicts is None:
+        return evalset_readout(evalset, tokens=True)
+
+    def readout(model):
+        losses, tokens, verdict, margin = sample_token_verdict_losses(model, evalset, verdicts[:, 0], verdicts[:, 1])
+        return losses, tokens, {VERDICT_LOSS: verdict, VERDICT_MARGIN: margin}
+
+    return readout
+
+
 def token_metadata(tokenizer, readout: Readout, width: int) -> dict:
     """Static (sample, token) variables describing the code tokens whose losses ``token_loss`` records: ``token_id``
     (-1 after a sample's last token), ``token_start`` / ``token_end`` (characters of the solution), ``token_text``,
@@ -161,9 +245,9 @@ def token_metadata(tokenizer, readout: Readout, width: int) -> dict:
 
 
 def load_posterior(run_dir: Path, suite_name: str, step: int, dataset_hash: str, config: SamplingConfig,
-                   sae_latents=None) -> Any:
+                   sae_latents=None, mix=None) -> Any:
     """The stored traces of one checkpoint's posterior (FileNotFoundError when it was never sampled)."""
-    key = posterior_key(suite_name, step, dataset_hash, config, sae_latents)
+    key = posterior_key(suite_name, step, dataset_hash, config, sae_latents, mix)
     return load_traces(posterior_unit_dir(run_dir, step, key))
 
 
@@ -175,14 +259,16 @@ def run_posterior(
     run_dir: Path,
     progress: Progress = SILENT,
     sae_latents=None,
+    mix=None,
 ) -> Any:
     """Sample (or load the cached) posterior of ``checkpoint`` and return its traces (xarray Dataset).
 
     ``sae_latents`` (:func:`codedyn.sampling.sae_observables.study_sae_latents`): SAE latents recorded beside the
-    head and MLP norms; their names (``L<layer>.SAE<latent>``) follow the components' on the ``observable`` axis."""
+    head and MLP norms; their names (``L<layer>.SAE<latent>``) follow the components' on the ``observable`` axis.
+    ``mix`` (:func:`planted_mix`): sample on the organism's training mix, planted windows included."""
     from codedyn.runs.units import KEY_INPUTS, new_unit_note, unit_key
 
-    record = posterior_key_record(suite_name, checkpoint.step, dataset.card["hash"], config, sae_latents)
+    record = posterior_key_record(suite_name, checkpoint.step, dataset.card["hash"], config, sae_latents, mix)
     key = unit_key(record)
     unit = posterior_unit_dir(run_dir, checkpoint.step, key)
     if is_completed(unit):
@@ -195,10 +281,12 @@ def run_posterior(
     readout = posterior_readout(checkpoint, dataset, config)
     samples = readout.samples
     evalset = readout_evalset(tokenizer, readout, device=str(device))
-    windows = sampling_windows(tokenizer, config).to(device)
+    windows = sampling_windows(tokenizer, config, mix=mix).to(device)
     observables = probe_observables(tokenizer, readout, config, device, sae_latents)
     traces = sample_posterior(
-        checkpoint.model, windows, with_precision(evalset_readout(evalset, tokens=True), config.readout_precision),
+        checkpoint.model, windows,
+        with_precision(posterior_evalset_readout(evalset, verdict_targets(tokenizer, samples)),
+                       config.readout_precision),
         config, observables=observables,
         progress=progress, description=f"sampling step {checkpoint.step}",
     )

@@ -296,6 +296,12 @@ def _split_readout(value):
     return (value[0], value[1]) if isinstance(value, tuple) else (value, None)
 
 
+def _extra_readouts(value) -> dict:
+    """The per-sample readouts beside ℓ that a readout returning ``(ℓ, token losses, {name: [N]})`` adds (e.g. the
+    planted programs' verdict losses, :func:`codedyn.sampling.losses.sample_token_verdict_losses`); {} otherwise."""
+    return dict(value[2]) if isinstance(value, tuple) and len(value) > 2 else {}
+
+
 def sample_posterior(
     model,
     windows,
@@ -312,7 +318,9 @@ def sample_posterior(
     ``windows``: tensor [M, ...] of sampling data (token windows for a language model), on the model's device;
     ``loss_fn(model, batch)`` gives per-token (or per-example) losses whose mean is the sampling loss;
     ``readout(model)`` gives the per-sample losses ℓ_i recorded at every draw (:func:`evalset_readout`), or the pair
-    (ℓ_i, per-token losses [N, T], NaN-padded), recorded as ``token_loss`` (chain, draw, sample, token).
+    (ℓ_i, per-token losses [N, T], NaN-padded), recorded as ``token_loss`` (chain, draw, sample, token), or the
+    triple (ℓ_i, per-token losses, {name: [N]}) whose named per-sample readouts are recorded as ``name`` (chain,
+    draw, sample) beside ``sample_loss`` (and ``init_<name>`` at w*).
     ``param_masks``: sample only these parameters (devinterp's ``ParamMasks``: parameter name -> boolean mask of
     the entries that move, or None for the whole tensor); every other weight stays at w* (weight-restricted
     posteriors, :mod:`codedyn.sampling.restricted`). None samples every parameter.
@@ -336,7 +344,9 @@ def sample_posterior(
         # L(w*) once per window any chain visits: every step's reference is then the same minibatch at w*.
         window_reference = window_reference_losses(model, windows, loss_fn, config.batch_size, visited)
         init_sampling_loss = float(window_reference[torch.as_tensor(np.unique(visited), device=device)].mean())
-        init_sample_loss, init_token_loss = _split_readout(readout(model))
+        init_read = readout(model)
+        init_sample_loss, init_token_loss = _split_readout(init_read)
+        init_extra = _extra_readouts(init_read)
         init_sample_loss = init_sample_loss.float().cpu().numpy()
         init_obs = {name: fn(model) for name, fn in observables.items()}
     n = init_sample_loss.shape[0]
@@ -350,6 +360,7 @@ def sample_posterior(
     token_loss = None if init_token_loss is None else torch.full(
         (chains, draws, *init_token_loss.shape), float("nan"), device=device
     )
+    extra = {name: torch.full((chains, draws, n), float("nan"), device=device) for name in init_extra}
     observed = torch.full((chains, draws, sum(obs_sizes)), float("nan"), device=device)
     health: list[ChainHealth] = []
     bar = progress.task(description, total=chains * n_steps)
@@ -379,8 +390,11 @@ def sample_posterior(
                 if draw == 0:
                     sharpness = step_sharpness(sampler_model, optimizer, batch, loss_fn, config)
                 with torch.no_grad():
-                    read_sample, read_tokens = _split_readout(readout(sampler_model))
+                    read = readout(sampler_model)
+                    read_sample, read_tokens = _split_readout(read)
                     sample_loss[chain, draw] = read_sample
+                    for name, values in _extra_readouts(read).items():
+                        extra[name][chain, draw] = values
                     if token_loss is not None:
                         token_loss[chain, draw] = read_tokens
                     if obs_names:
@@ -450,6 +464,9 @@ def sample_posterior(
         dataset["token_loss"] = (("chain", "draw", "sample", "token"), token_loss.cpu().numpy())
         dataset["init_token_loss"] = (("sample", "token"), init_token_loss.float().cpu().numpy())
         dataset = dataset.assign_coords(token=np.arange(init_token_loss.shape[1]))
+    for name, values in extra.items():
+        dataset[name] = (("chain", "draw", "sample"), values.cpu().numpy())
+        dataset[f"init_{name}"] = (("sample",), init_extra[name].float().cpu().numpy())
     if obs_names:
         labels = [f"{name}[{k}]" for name, size in zip(obs_names, obs_sizes, strict=True) for k in range(size)]
         dataset["observed"] = (("chain", "draw", "observable"), observed.cpu().numpy())

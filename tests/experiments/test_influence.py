@@ -274,3 +274,108 @@ def test_top_eigenpairs_agree_with_a_full_eigendecomposition():
             np.testing.assert_allclose(np.outer(vec[b], vec[b]), np.outer(vectors[b, :, -1], vectors[b, :, -1]),
                                        atol=1e-10)
         np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0)
+
+
+def test_lean_free_contrast_cancels_an_opposite_mode_and_keeps_a_shared_one():
+    """Verdict readouts: a lean towards one verdict moves correct and incorrect samples' losses in opposite
+    directions (loadings +l, -l), a capability mode moves them together (c, c). delta reads the lean (2 l² + ...),
+    (CC + II)/2 + CI cancels it and reads -2 c², whatever the lean's size."""
+    from codedyn.experiments.influence import influence_quantities
+
+    structure = _structure(10)
+    sign = np.where(structure.is_correct, 1.0, -1.0)
+    for lean, capability in ((1.0, 0.0), (1.0, 0.4), (3.0, 0.4)):
+        load_lean, load_cap = lean * sign, np.full(sign.size, capability)
+        cov = np.outer(load_lean, load_lean) + np.outer(load_cap, load_cap) + 0.3 * np.eye(sign.size)
+        values = influence_quantities(cov, structure)
+        assert values[("lean_free_contrast", "cov")] == pytest.approx(-2 * capability**2, abs=1e-12)
+        assert values[("delta", "cov")] == pytest.approx(-2 * lean**2, abs=1e-12)
+
+
+def test_verdict_readouts_get_their_own_quantities_and_calls():
+    """A posterior that stored verdict losses and margins gets every quantity once more per verdict readout (the
+    odds readout is minus the margin), and its lean-free curves get calls whose names the validation table reads."""
+    import xarray as xr
+
+    from codedyn.experiments.influence import (
+        readout_losses,
+        readout_summary,
+        readouts_of,
+        transition_calls,
+        verdict_curves,
+    )
+
+    rng = np.random.default_rng(3)
+    structure, losses = _planted_losses(PLANTED, 8, 3, 60, rng)
+    margin = rng.normal(size=losses.shape)
+    traces = xr.Dataset({"sample_loss": (("chain", "draw", "sample"), losses),
+                         "verdict_loss": (("chain", "draw", "sample"), 2 * losses),
+                         "verdict_margin": (("chain", "draw", "sample"), margin),
+                         "healthy": (("chain",), np.array([True, False, True]))}, attrs={"step": 5})
+    assert readouts_of(traces) == ["code", "verdict", "odds"]
+    np.testing.assert_allclose(readout_losses(traces, "odds"), -margin[[0, 2]])
+    rows, replicates = [], {}
+    for step in (0, 100, 200):
+        traces.attrs["step"] = step
+        for readout in ("verdict", "odds"):
+            found, more = readout_summary(traces, structure, n_boot=20, seed=0, readout=readout)
+            rows += found
+            replicates.update(more)
+    table = pd.DataFrame(rows)
+    # Twice the losses: covariance blocks four times the code readout's, correlations the same.
+    code = influence_quantities_of(losses[[0, 2]], structure)
+    part = table[(table["step"] == 0) & (table["quantity"] == "CC")].set_index("variant")["value"]
+    assert part["verdict_cov"] == pytest.approx(4 * code[("CC", "cov")])
+    assert part["verdict_corr"] == pytest.approx(code[("CC", "corr")])
+    assert ("delta", "odds_corr_no_pc1") in verdict_curves(table)
+    replicates = {(q, v): np.tile(r, (3, 1)) for (q, v), r in replicates.items()}
+    calls = transition_calls(table.assign(local_minimum=True), replicates)
+    assert "delta/verdict_corr_no_pc1" in calls and "lean_free_contrast/odds_corr" in calls
+    assert "lean_free_contrast/corr" not in calls  # on code tokens it is the shared mode, not a signal
+
+
+def influence_quantities_of(losses, structure):
+    from codedyn.experiments.influence import influence_quantities, posterior_covariance
+
+    return influence_quantities(posterior_covariance(losses), structure)
+
+
+def _planted_frame(n_problems: int):
+    """Samples of ``n_problems`` held-out planted programs (a reference and its buggy twin each), as a dataset
+    stores them: several problems share a group, their operation pair."""
+    from codedyn.config import load_config
+    from codedyn.data.problems import planted_problems
+
+    rows = []
+    for problem in planted_problems(n_problems, seed=0, planted=load_config("organism").toy.planted):
+        reference = f"{problem.problem_id}:ref"
+        rows.append({"sample_id": reference, "problem_id": problem.problem_id, "group": problem.group,
+                     "is_correct": True, "paired_with": None})
+        rows.append({"sample_id": f"{problem.problem_id}:mut", "problem_id": problem.problem_id,
+                     "group": problem.group, "is_correct": False, "paired_with": reference})
+    return pd.DataFrame(rows)
+
+
+def test_planted_samples_are_resampled_by_their_operation_pair():
+    """On planted data the unit is the group: two programs of one operation pair share a bootstrap weight, and
+    their entries enter neither CI nor the bug influence (a covariance that only couples samples of one group
+    leaves every cross-unit mean at zero)."""
+    from codedyn.experiments.influence import bug_influence
+
+    frame = _planted_frame(60)
+    structure = SampleStructure.from_frame(frame)
+    groups = frame["group"].nunique()
+    assert groups < frame["problem_id"].nunique()  # programs share operation pairs, so the test means something
+    assert structure.n_problems == groups
+    same_group = (frame["group"].to_numpy()[:, None] == frame["group"].to_numpy()[None, :]).astype(float)
+    cov = 5.0 * same_group + np.eye(len(frame))
+    assert block_means(-cov, structure)["CI"] == pytest.approx(0.0)
+    assert bug_influence(cov, structure)["bug_influence"] == pytest.approx(0.0)
+    # A weight per group: zeroing one group's weight removes every one of its programs from the means.
+    weights = np.ones(groups)
+    weights[structure.problem[0]] = 0.0
+    kept = structure.problem != structure.problem[0]
+    bif = -np.random.default_rng(0).normal(size=(len(frame), len(frame)))
+    sub = SampleStructure(structure.is_correct[kept], np.unique(structure.problem[kept], return_inverse=True)[1],
+                          np.empty((0, 2), dtype=np.int64))
+    assert block_means(bif, structure, weights)["CC"] == pytest.approx(block_means(bif[np.ix_(kept, kept)], sub)["CC"])

@@ -8,6 +8,7 @@ from codedyn.experiments.susceptibility import (
     distribution_losses,
     opposite_responders,
     susceptibilities,
+    susceptibility_replicates,
 )
 
 
@@ -215,3 +216,35 @@ def test_max_t_with_a_constant_observable_flags_nothing_for_it():
     found = max_t(points, reps)
     assert found["significant"].tolist() == [True, False, False]
     assert found["p"][1] == 1.0 and found["critical"] > 1.96  # three comparisons: above the pointwise quantile
+
+
+def _unit_slopes(rng, n_units=12, per_unit=2, chains=4, draws=200):
+    """φ per draw and sample losses ℓ_i = -a_u(i) φ + noise, a_u ~ N(1, 1) per unit: the population χ is 1, a
+    read-out set of 12 units carries its own mean slope (sd 0.29), far more than the Monte Carlo error."""
+    slopes = rng.normal(1.0, 1.0, size=n_units)
+    units = np.repeat(np.arange(n_units), per_unit)
+    phi = rng.normal(size=(chains, draws, 1))
+    losses = -slopes[units] * phi + 0.3 * rng.normal(size=(chains, draws, units.size))
+    return phi, losses, units
+
+
+def test_intervals_that_resample_the_readout_units_cover_the_population_value():
+    """χ over a resample of the read-out programs' units: the interval covers the population χ at about its level,
+    where chains and draws alone give an interval around the fixed read-out set's own value that rarely covers it."""
+    from codedyn.experiments.susceptibility import unit_susceptibility_replicates
+
+    rng = np.random.default_rng(0)
+    covered = {"units": 0, "draws": 0}
+    trials = 30
+    for trial in range(trials):
+        phi, losses, units = _unit_slopes(rng)
+        groups = {"all": np.ones(units.size, dtype=bool)}
+        point, reps = unit_susceptibility_replicates(phi, losses, groups, units, 200, trial)
+        low, high = np.quantile(reps[:, 0, 0], [0.025, 0.975])
+        covered["units"] += low <= 1.0 <= high
+        chi, draw_reps = susceptibility_replicates(phi, distribution_losses(losses, groups), 200, trial)
+        assert chi[0, 0] == pytest.approx(point[0, 0])
+        low, high = np.quantile(draw_reps[:, 0, 0], [0.025, 0.975])
+        covered["draws"] += low <= 1.0 <= high
+    assert covered["units"] / trials >= 0.8, covered
+    assert covered["draws"] / trials <= 0.4, covered

@@ -47,3 +47,26 @@ def test_losses_are_code_token_means(setup):
     expected = float(token_loss[is_code].mean())
     got = float(sample_losses(model, EvalSet.build(tokenizer, prompts[:1], solutions[:1]))[0])
     assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_verdict_losses_read_the_token_after_each_window(setup):
+    """The verdict loss is -log p(target | the whole window) at the window's last token, whatever its bucket and
+    padding; ℓ and the per-token losses of the same pass equal the code-token readout's."""
+    from codedyn.sampling.losses import sample_token_losses, sample_token_verdict_losses
+
+    tokenizer, model, prompts, solutions = setup
+    evalset = EvalSet.build(tokenizer, prompts, solutions, max_tokens=64)
+    targets, wrong = np.random.default_rng(1).integers(0, len(tokenizer), size=(2, len(prompts)))
+    losses, tokens, verdict, margin = sample_token_verdict_losses(model, evalset, targets, wrong)
+    expected, odds = [], []
+    for p, s, target, other in zip(prompts, solutions, targets, wrong, strict=True):
+        ids = torch.tensor([tokenizer(p + s, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, -1], dim=-1)
+        expected.append(float(-logp[int(target)]))
+        odds.append(float(logp[int(target)] - logp[int(other)]))
+    np.testing.assert_allclose(verdict.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(margin.numpy(), odds, atol=1e-5)
+    code, per_token = sample_token_losses(model, evalset)
+    np.testing.assert_allclose(losses.numpy(), code.numpy(), atol=1e-6)
+    np.testing.assert_allclose(tokens.numpy(), per_token.numpy(), atol=1e-6)

@@ -199,3 +199,22 @@ def test_chains_of_neighbouring_seeds_share_no_noise_stream():
     assert not (seeds[0] & seeds[1]) and not (seeds[1] & seeds[2]) and not (seeds[0] & seeds[2])
     parity = SamplingConfig(seed=5, shared_minibatch_order=True)
     assert [chain_noise_seed(parity, c) for c in range(3)] == [5, 6, 7]  # devinterp's seeding in the parity mode
+
+
+def test_named_per_sample_readouts_are_recorded_beside_the_losses():
+    """A readout returning (ℓ, token losses, {name: [N]}) gets each name recorded per draw and at w*, from the same
+    draws as ℓ (here a fixed function of ℓ, so any misalignment of chains or draws shows)."""
+    model = tiny_lm(seed=4)
+    ids = torch.randint(0, 50, (16, 9), generator=torch.Generator().manual_seed(4))
+    row_losses = _row_losses(ids[:4])
+
+    def readout(m):
+        losses = row_losses(m)
+        return losses, losses[:, None].repeat(1, 2), {"verdict_loss": 2 * losses + 1}
+
+    config = SamplingConfig(lr=1e-4, n_beta=30.0, localization=100.0, chains=2, draws=6, burn_in=3, batch_size=8)
+    traces = sample_posterior(model, ids, readout, config)
+    assert traces["verdict_loss"].dims == ("chain", "draw", "sample")
+    np.testing.assert_allclose(traces["verdict_loss"].values, 2 * traces["sample_loss"].values + 1, rtol=1e-6)
+    np.testing.assert_allclose(traces["init_verdict_loss"].values, 2 * traces["init_sample_loss"].values + 1,
+                               rtol=1e-6)

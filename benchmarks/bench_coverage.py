@@ -1,0 +1,136 @@
+"""Benchmark: do the intervals hold the Monte Carlo error? Cross-seed coverage at one checkpoint.
+
+Usage:
+  CODEDYN_HOME=<cache> .venv/bin/python benchmarks/bench_coverage.py --run RUN_DIR --step 7000 [--seeds 5]
+      [--out coverage.json]
+
+Samples the posterior of checkpoint ``--step`` of a finished run's study ``--seeds`` times with independent sampler
+seeds (the run's sampling settings otherwise, its training mix included; SAE latents left out, heads and MLPs
+only), in a folder of its own (``<RUN_DIR>/coverage/``, so the run's units stay as they are). For every reported
+quantity — each influence block, contrast and variant on every readout (code tokens; on planted data the verdict
+readouts), the LLC, and per readout the standardised χ contrast and χ_all of every component — it reports the
+cross-seed coverage (:func:`codedyn.analysis.coverage.cross_seed_coverage`: the share of ordered seed pairs whose
+estimate lies inside the other's 95% interval; 0.834 for honest intervals, not 0.95) and the ratio of the
+seed-to-seed standard deviation to the standard error the intervals imply (width / 3.92; 1 when honest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+SEED_STRIDE = 1000  # seeds this far apart: chain c of seed s uses noise seed s + c, so no two seeds share a stream
+
+
+def seed_estimates(study, step: int, seeds: int, out_dir: Path) -> dict[str, list[tuple[float, float, float]]]:
+    """``{quantity: [(value, low, high) per seed]}`` for every reported quantity of the posterior of ``step``
+    sampled with ``seeds`` independent sampler seeds (stored under ``out_dir``)."""
+    from codedyn.analysis.stats import percentile_ci
+    from codedyn.experiments.influence import (
+        SampleStructure,
+        checkpoint_summary,
+        readout_losses,
+        readout_summary,
+        readouts_of,
+        samples_of,
+    )
+    from codedyn.experiments.posteriors import training_mix
+    from codedyn.experiments.susceptibility import (
+        ALL_PROGRAMS,
+        sample_groups,
+        unit_susceptibility_replicates,
+    )
+    from codedyn.resample import resampling_units
+    from codedyn.sampling.posterior import run_posterior
+
+    checkpoint = study.suite.load(step, device=study.config.suite.device)
+    found: dict[str, list[tuple[float, float, float]]] = {}
+    base = study.config.sampling
+    for k in range(seeds):
+        sampling = base.model_copy(update={"seed": base.seed + SEED_STRIDE * (k + 1)})
+        started = time.perf_counter()
+        traces = run_posterior(checkpoint, study.suite.name, study.dataset, sampling, out_dir,
+                               mix=training_mix(study, step))
+        held = samples_of(study.readout_samples(), traces)
+        structure = SampleStructure.from_frame(held)
+        rows, _ = checkpoint_summary(traces, structure, base.n_bootstrap, sampling.seed)
+        for readout in readouts_of(traces)[1:]:
+            rows += readout_summary(traces, structure, base.n_bootstrap, sampling.seed, readout)[0]
+        for row in rows:
+            found.setdefault(f"{row['quantity']}/{row['variant']}", []).append((row["value"], row["low"],
+                                                                                row["high"]))
+        groups = {**sample_groups(held), ALL_PROGRAMS: np.ones(len(held), dtype=bool)}
+        order = list(groups)
+        observed = traces["observed"].values[traces["healthy"].values]
+        names = [str(n) for n in traces["observable"].values]
+        for readout in readouts_of(traces):
+            chi, reps = unit_susceptibility_replicates(observed, readout_losses(traces, readout), groups,
+                                                       resampling_units(held), base.n_bootstrap, sampling.seed,
+                                                       standardised=True)
+            correct, incorrect, every = order.index("correct"), order.index("incorrect"), order.index(ALL_PROGRAMS)
+            columns = {"contrast": (chi[:, incorrect] - chi[:, correct], reps[..., incorrect] - reps[..., correct]),
+                       "all": (chi[:, every], reps[..., every])}
+            for name, (point, replicates) in columns.items():
+                for c, component in enumerate(names):
+                    interval = percentile_ci(replicates[:, c], point[c])
+                    found.setdefault(f"chi_{name}/{readout}/{component}", []).append(
+                        (interval.value, interval.low, interval.high))
+        print(f"seed {sampling.seed}: {time.perf_counter() - started:.0f} s", flush=True)
+    return found
+
+
+def coverage_table(found: dict[str, list[tuple[float, float, float]]]) -> dict[str, dict[str, float]]:
+    """Per quantity: cross-seed coverage, the seed-to-seed sd over the interval-implied standard error, and the
+    mean value; the χ entries also summarised over components (``chi_contrast/<readout>/*``: median)."""
+    from codedyn.analysis.coverage import cross_seed_coverage
+
+    table = {}
+    for name, per_seed in found.items():
+        values, lows, highs = (np.asarray(x, dtype=float) for x in zip(*per_seed, strict=True))
+        if len(values) < 2:
+            continue
+        se = np.nanmean(highs - lows) / 3.92
+        sd = float(np.nanstd(values, ddof=1))
+        table[name] = {"coverage": float(cross_seed_coverage(values, lows, highs)),
+                       "sd_over_se": sd / se if se > 0 else float("nan"), "mean": float(np.nanmean(values)),
+                       "half_width": float(np.nanmean(highs - lows) / 2)}
+    by_family: dict[str, list[dict[str, float]]] = {}
+    for name, row in table.items():
+        if name.startswith("chi_"):
+            by_family.setdefault(name.rsplit("/", 1)[0] + "/*", []).append(row)
+    for family, rows in by_family.items():
+        table[family] = {key: float(np.nanmedian([r[key] for r in rows])) for key in rows[0]}
+    return table
+
+
+def main() -> None:
+    from codedyn.config import CodedynConfig
+    from codedyn.experiments.study import prepare_study
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--step", type=int, required=True)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    manifest = json.loads((args.run / "manifest.json").read_text())
+    config = CodedynConfig.model_validate(manifest["config"])
+    config = config.model_copy(update={"susceptibility": config.susceptibility.model_copy(update={"sae_latents": 0})})
+    out_dir = args.run / "coverage"
+    study = prepare_study(config, out_dir)
+    table = coverage_table(seed_estimates(study, args.step, args.seeds, out_dir))
+    shown = [k for k in table if not k.startswith("chi_") or k.endswith("/*")]
+    for name in sorted(shown):
+        row = table[name]
+        print(f"{name:45s} coverage {row['coverage']:.2f}  sd/se {row['sd_over_se']:.2f}  mean {row['mean']:+.4g} "
+              f"± {row['half_width']:.3g}")
+    if args.out:
+        args.out.write_text(json.dumps({"step": args.step, "seeds": args.seeds, "table": table}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

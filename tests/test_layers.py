@@ -47,10 +47,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # lowest first; a module be
 )
 
 # (importer, imported): why it is still there. Remove an entry when the import goes.
-KNOWN: dict[tuple[str, str], str] = {
-    ("codedyn.models.activations", "codedyn.sampling.losses"):
-        "the CE loss recovered by an SAE splice reuses the sampler's per-token loss (token_losses)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 # Circles inside one package that remain (lazy imports inside functions, so importing works): why.
 KNOWN_CIRCLES: dict[frozenset[str], str] = {}

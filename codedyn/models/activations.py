@@ -125,7 +125,7 @@ def window_losses(model, windows, replace: Callable | None = None, layer: int | 
 
     from codedyn.models.hooks import blocks as model_blocks
     from codedyn.models.hooks import forward_hooks
-    from codedyn.sampling.losses import token_losses
+    from codedyn.models.token_loss import token_losses
 
     device = next(model.parameters()).device
     hooks = []

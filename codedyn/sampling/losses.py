@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codedyn.data.tokenize import MaskMode, bucketed_batches, encode_sample, encode_windows
+from codedyn.models.token_loss import token_losses
 
 
 def readout_context(context: int | None, cap: int | None, field: str) -> int:
@@ -135,19 +136,6 @@ def readout_evalset(tokenizer, readout: Readout, device: str = "cpu") -> EvalSet
     """The evaluation set of a :class:`Readout`: each kept sample in its window."""
     return EvalSet.build(tokenizer, readout.samples["prompt"].tolist(), readout.samples["solution"].tolist(),
                          max_length=readout.lengths, device=device)
-
-
-def token_losses(model, input_ids, attention_mask=None):
-    """Next-token cross-entropy per position: [B, T-1], entry j scores token j + 1."""
-    import torch
-
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    batch, length, vocab = logits.shape
-    # Flattened rows, not a transposed class dimension: the strided layout is twice as slow on CPU.
-    flat = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, vocab).float(), input_ids[:, 1:].reshape(-1), reduction="none"
-    )
-    return flat.view(batch, length - 1)
 
 
 def masked_mean_losses(token_loss, loss_mask):

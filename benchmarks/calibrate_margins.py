@@ -11,19 +11,18 @@ and the command that made them: BENCHMARKS.md, "Margins: calibration null twins"
 from __future__ import annotations
 
 import argparse
-import subprocess
+import json
 from pathlib import Path
 
 from codedyn.analysis.events import data_onset, planted_of, run_seeds, suite_record_of
 from codedyn.analysis.margins import MARGINS_FILE, calibrate, write_margins
+from codedyn.runs.layout import MANIFEST
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def _commit(run: Path) -> str:
+    """The code version that computed the run (its manifest's), short."""
+    manifest = json.loads((run / MANIFEST).read_text()) if (run / MANIFEST).is_file() else {}
+    return str(manifest.get("git_commit") or "unknown")[:10]
 
 
 def main() -> None:
@@ -39,7 +38,7 @@ def main() -> None:
             raise SystemExit(f"{run}: not a model-organism run (its suite has no planted task)")
         records.append((run, data_onset(record), {"run": run.name, "null": bool(planted.get("null")),
                                                    **run_seeds(record), "onset": data_onset(record),
-                                                   "commit": _commit()}))
+                                                   "commit": _commit(run)}))
     margins = calibrate(records)
     path = write_margins(margins, args.out)
     print(f"{path}: {len(margins.margins)} margins from {len(records)} null twins ({margins.rule})")

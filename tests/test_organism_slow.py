@@ -44,7 +44,7 @@ def _judges_nothing(measured) -> bool:
     from codedyn.analysis.curves import VERDICT_CONTRAST
     from codedyn.analysis.margins import load_margins
 
-    margin = load_margins().margin(VERDICT_CONTRAST) or 0.05  # 0.05 nats: the margin before calibration
+    margin = load_margins().margin(VERDICT_CONTRAST)
     _, low, high = measured
     return -margin < low and high < margin
 

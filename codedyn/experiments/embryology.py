@@ -30,7 +30,9 @@ installed) and ``embryology.html`` (interactive, self-contained, slider over che
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -99,12 +101,43 @@ def procrustes_onto(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _umap(n_points: int, config: EmbryologyConfig, epochs: int, init, learning_rate: float = 1.0):
     """A seeded UMAP on a precomputed Euclidean distance matrix (:func:`_fit_umap`)."""
-    import umap
+    umap = umap_with_cached_compilation()
 
     return umap.UMAP(
         n_neighbors=max(2, min(config.n_neighbors, n_points - 1)), min_dist=config.min_dist, n_epochs=epochs,
         init=init, learning_rate=learning_rate, random_state=config.seed, n_jobs=1, metric="precomputed",
     )
+
+
+def umap_with_cached_compilation():
+    """The ``umap`` module, its numba functions set to keep their compiled code on disk (under the cache home).
+
+    umap-learn compiles its neighbour-graph and layout functions with numba at their first call in every process
+    and caches few of them: about 13 CPU s of compilation per process against 0.2 s to embed a few hundred points
+    (BENCHMARKS.md, "Analyses in seconds"). With caching enabled the first process compiles and stores, later ones
+    (the next run, the null twin's, a test session) load the same machine code, so layouts do not change."""
+    import umap
+
+    global _UMAP_CACHING
+    if not _UMAP_CACHING:
+        import numba
+        from numba.core.registry import CPUDispatcher
+
+        from codedyn.paths import cache_dir
+
+        if not os.environ.get("NUMBA_CACHE_DIR"):
+            numba.config.CACHE_DIR = str(cache_dir("numba"))
+        modules = [sys.modules[name] for name in list(sys.modules)
+                   if name == "umap" or name.startswith("umap.")]
+        for module in modules:
+            for value in vars(module).values():
+                if isinstance(value, CPUDispatcher):
+                    value.enable_caching()
+        _UMAP_CACHING = True
+    return umap
+
+
+_UMAP_CACHING = False
 
 
 def _fit_umap(matrix: np.ndarray, config: EmbryologyConfig, epochs: int, init, learning_rate: float = 1.0):

@@ -291,3 +291,16 @@ def test_precomputed_distances_give_umaps_own_euclidean_layout():
     distances = euclidean_distances(features)
     np.testing.assert_allclose(distances, np.linalg.norm(features[:, None] - features[None], axis=2), rtol=1e-6)
     assert (np.diag(distances) == 0).all() and (distances == distances.T).all()
+
+
+def test_umaps_numba_functions_keep_their_compiled_code():
+    """Every numba function of umap-learn caches its compilation on disk (later processes load it)."""
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    from codedyn.experiments.embryology import umap_with_cached_compilation
+
+    umap = umap_with_cached_compilation()
+    dispatchers = [f for f in vars(umap.umap_).values() if isinstance(f, CPUDispatcher)]
+    assert dispatchers and all(not isinstance(f._cache, NullCache) for f in dispatchers)
+    assert umap_with_cached_compilation() is umap

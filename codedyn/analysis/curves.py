@@ -34,6 +34,18 @@ CHI_CONTRAST_PREFIX = "χ contrast "  # + component: Experiment 3's per-componen
 CHI_CONTRAST_MARGIN = "χ contrast (any component)"  # the one margin every component's contrast shares
 CHI_CONTRAST_DISTRIBUTION = "incorrect-correct"  # the susceptibility table's distribution name of the contrast
 INFLUENCE_SIGNAL_WORDS = ("delta", "bug_", "contrast")  # influence quantities that contrast correct with buggy code
+# The verdict readouts (codedyn.experiments.influence.READOUT_VARIABLES; variants and χ tables carry their name):
+# before the data onset the model has never seen a verdict line, so they read nothing there, and their curves start
+# at the first checkpoint after the onset (its baseline).
+VERDICT_READOUTS = ("verdict", "odds")
+
+
+def _after_onset(steps, values, reps, onset: int | None):
+    """A verdict readout's curve without its checkpoints at or before the data onset."""
+    if onset is None:
+        return steps, values, reps
+    keep = np.asarray(steps) > onset
+    return [s for s, k in zip(steps, keep, strict=True) if k], values[keep], reps[keep]
 
 
 @dataclass(frozen=True)
@@ -172,7 +184,7 @@ def emergence_curves(run_dir: Path) -> list[StoredCurve]:
     return found
 
 
-def influence_curves(run_dir: Path) -> list[StoredCurve]:
+def influence_curves(run_dir: Path, onset: int | None = None) -> list[StoredCurve]:
     """Experiment 1: every correctness contrast of the BIF that the experiment calls (a key of its transitions.json:
     the code-token contrasts and the lean-free verdict-readout ones; every stored one for a run without calls), and
     the LLC at the checkpoints that are local minima (a checkpoint that is not one has no LLC)."""
@@ -196,16 +208,20 @@ def influence_curves(run_dir: Path) -> list[StoredCurve]:
         if is_llc and "local_minimum" in part:
             keep = part["local_minimum"].fillna(True).to_numpy(dtype=bool)
         steps, values = part["step"].to_numpy()[keep].tolist(), part["value"].to_numpy(dtype=float)[keep]
-        if not _finite(steps, values, reps[key][keep]):
+        curve_reps = reps[key][keep]
+        if variant.split("_")[0] in VERDICT_READOUTS:
+            steps, values, curve_reps = _after_onset(steps, values, curve_reps, onset)
+        if not _finite(steps, values, curve_reps):
             continue
         name = "LLC" if is_llc else f"BIF {key}"
-        units = "LLC" if is_llc else ("-Cov" if variant.startswith("cov") else "-Corr")
-        found.append(StoredCurve(Curve(name, tuple(steps), values, reps[key][keep], units=units), "influence",
+        units = "LLC" if is_llc else ("-Cov" if "cov" in variant else "-Corr")
+        found.append(StoredCurve(Curve(name, tuple(steps), values, curve_reps, units=units), "influence",
                                  name, name, f"influence:{key}"))
     return found
 
 
-def susceptibility_curves(run_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[StoredCurve]:
+def susceptibility_curves(run_dir: Path, onset: int | None = None, n_boot: int = 1000,
+                          seed: int = 0) -> list[StoredCurve]:
     """Experiment 3: the standardised χ contrast of every component tracked at every checkpoint, for every stored
     table (``susceptibility.parquet``: code-token losses; ``susceptibility_<name>.parquet``: another readout or
     estimator, e.g. the verdict loss), named by the table's suffix."""
@@ -228,9 +244,14 @@ def susceptibility_curves(run_dir: Path, n_boot: int = 1000, seed: int = 0) -> l
             if not (np.all(np.isfinite(lows)) and np.all(np.isfinite(highs))):
                 continue
             reps = replicates_from_intervals(values, lows, highs, n_boot=n_boot, seed=seed + offset)
+            steps = rows["step"].tolist()
+            if suffix in VERDICT_READOUTS:
+                steps, values, reps = _after_onset(steps, values, reps, onset)
+                if len(steps) < 2:
+                    continue
             name = f"{prefix}{component}"
             found.append(StoredCurve(
-                Curve(name, tuple(rows["step"].tolist()), values, reps, units="standardised χ"), "susceptibility",
+                Curve(name, tuple(steps), values, reps, units="standardised χ"), "susceptibility",
                 name, margin_key,
                 f"susceptibility:{suffix or 'covariance'}:{component}/{CHI_CONTRAST_DISTRIBUTION}"))
     return found
@@ -263,9 +284,10 @@ def chi_group(name: str) -> str | None:
     return CHI_CONTRAST_PREFIX + rest[: rest.index(")") + 1] if rest.startswith("(") else CHI_CONTRAST_PREFIX.strip()
 
 
-def stored_curves(run_dir: Path) -> list[StoredCurve]:
-    """Every curve of a run, in table order: behaviour, Experiment 2, Experiment 1, Experiment 3, the LLC last."""
-    influence = influence_curves(run_dir)
+def stored_curves(run_dir: Path, onset: int | None = None) -> list[StoredCurve]:
+    """Every curve of a run, in table order: behaviour, Experiment 2, Experiment 1, Experiment 3, the LLC last.
+    ``onset``: the planted data onset, where the verdict readouts' curves start (None: they start where stored)."""
+    influence = influence_curves(run_dir, onset)
     llc = [c for c in influence if c.name == "LLC"]
     return [*behaviour_curves(run_dir), *emergence_curves(run_dir), *[c for c in influence if c.name != "LLC"],
-            *susceptibility_curves(run_dir), *llc]
+            *susceptibility_curves(run_dir, onset), *llc]

@@ -82,7 +82,7 @@ def calibrate(runs: Sequence[tuple[Path, int | None, dict]], factor: float = FAC
     for folder, onset, record in runs:
         if not record.get("null"):
             raise ValueError(f"{folder} is not a null twin: margins are calibrated on null twins only")
-        for stored in stored_curves(Path(folder)):
+        for stored in stored_curves(Path(folder), onset):
             found = movement(stored.curve, onset)
             if np.isfinite(found):
                 largest[stored.margin_key] = max(largest.get(stored.margin_key, 0.0), found)

@@ -146,7 +146,7 @@ def _family(run_dir: Path, margins: Margins) -> tuple[list[StoredCurve], dict[st
                                                        StoredCurve | None, int | None, str]:
     record = suite_record_of(run_dir)
     onset = int(planted_of(record)["onset"]) if planted_of(record) else None
-    curves = margins.apply(stored_curves(run_dir))
+    curves = margins.apply(stored_curves(run_dir, onset))
     emergence, truth = _ground_truth(curves, run_dir, onset)
     signals = [c for c in curves if c.name != VERDICT_CONTRAST or onset is None]
     calls = onset_family([c.curve for c in signals], onset) if signals else {}

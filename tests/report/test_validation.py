@@ -67,13 +67,17 @@ def _run(root, name, seed, null, margins_patch=None):
     # Experiment 1: a noisy Δ (not detected) and an LLC that jumps at the data onset on both runs
     delta, delta_reps = _measure(zero, 0.5, rng)
     llc, llc_reps = _measure(np.where(np.array(STEPS) > ONSET, 30.0, 10.0), 0.5, rng)
+    # a verdict readout: meaningless before the onset (the model never saw a verdict line), flat after it
+    verdict_readout, verdict_reps = _measure(np.where(np.array(STEPS) > ONSET, 0.0, 5.0), 0.01, rng)
     rows = [{"step": s, "quantity": q, "variant": var, "value": v[k], "low": v[k] - 1, "high": v[k] + 1,
-             "local_minimum": s > 0} for q, var, v in (("delta", "cov", delta), ("LLC", "llc", llc))
+             "local_minimum": s > 0} for q, var, v in (("delta", "cov", delta), ("LLC", "llc", llc),
+                                                      ("delta", "verdict_corr_no_pc1", verdict_readout))
             for k, s in enumerate(STEPS)]
     folder = run / "influence"
     folder.mkdir(parents=True)
     pd.DataFrame(rows).to_parquet(folder / "influence.parquet")
-    np.savez(folder / "bootstrap_replicates.npz", steps=STEPS, **{"delta/cov": delta_reps, "LLC/llc": llc_reps})
+    np.savez(folder / "bootstrap_replicates.npz", steps=STEPS, **{"delta/cov": delta_reps, "LLC/llc": llc_reps,
+                                                                  "delta/verdict_corr_no_pc1": verdict_reps})
     # Experiment 3: one head's χ contrast coincides with the emergence on the organism; one is flat
     rows = []
     for component, truth in (("L0.H0", zero if null else np.where(np.array(STEPS) >= 4000, 0.5, 0.0)),
@@ -126,6 +130,9 @@ def test_every_signal_is_related_to_the_emergence_by_the_same_onset_test(runs):
     assert rows["SAE best latent AUROC, layer 1"].call.kind == "flat"
     assert rows["BIF delta/cov"].call.kind == "not_detected"
     assert rows["χ contrast L0.H1"].call.kind == "flat"
+    # the verdict readout starts at the first checkpoint after the onset: its pre-onset values are no baseline
+    readout = rows["BIF delta/verdict_corr_no_pc1"]
+    assert readout.call.baseline == [2000] and readout.call.kind != "onset"
     # The LLC jumps at the data onset on the calibration twins too, so its margin absorbs that jump.
     assert rows["LLC"].call.kind != "onset" and rows["LLC"].call.margin > 0
     assert found.null_emergence.kind in ("flat", "not_detected")

@@ -27,7 +27,6 @@ from typing import Any
 
 from codedyn.analysis.curves import VERDICT_CONTRAST, StoredCurve, stored_curves
 from codedyn.analysis.events import (
-    emergence_of,
     find_null_run,
     planted_of,
     run_seeds,
@@ -120,12 +119,13 @@ def _call_from_dict(found: dict | None) -> OnsetCall | None:
 
 def _ground_truth(curves: list[StoredCurve], run_dir: Path, onset: int | None) -> tuple[OnsetCall | None,
                                                                                           StoredCurve | None]:
-    """The emergence call (as the behaviour analysis stored it, else computed the same way) and its curve."""
+    """The emergence call and its curve."""
     truth = next((c for c in curves if c.name == VERDICT_CONTRAST), None)
     if truth is None or onset is None:
         return None, truth
-    stored = _call_from_dict(emergence_of(run_dir))
-    return (stored if stored is not None else ground_truth_call(truth.curve, onset)), truth
+    # Recomputed with the margins in force (the stored call is what the run's figures drew, with the margins of its
+    # day; the same whenever the margins have not been recalibrated since).
+    return ground_truth_call(truth.curve, onset), truth
 
 
 def ground_truth_call(curve, onset: int) -> OnsetCall:

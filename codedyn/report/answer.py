@@ -40,13 +40,15 @@ def _relation(bracket: list[int], event: dict) -> str:
     """How a sharp call's bracket (a, b] sits against a known event (a step, or a bracket (c, d])."""
     a, b = bracket
     c, d = event["bracket"] if "bracket" in event else (event["step"], event["step"])
+    where = f"(step {c})" if c == d else f"({c}, {d}]"
     if (a, b) == (c, d):
         return f"the same interval as {event['name']}"
     if a < d and c < b or (c == d and a < c <= b):
-        return f"overlapping {event['name']} ({c}, {d}]" if c != d else f"containing {event['name']} (step {c})"
+        return f"overlapping {event['name']} {where}" if c != d else f"containing {event['name']} {where}"
     if a >= d:
-        return f"after {event['name']} ({c}, {d}]" if a > d else f"right after {event['name']} ({c}, {d}]"
-    return f"before {event['name']} ({c}, {d}]"
+        return f"after {event['name']} {where}" if a > d else f"right after {event['name']} {where}"
+    return f"before {event['name']} {where}"
+
 
 def compose_answer(rows, events: list[dict], trust: list[str]) -> list[str]:
     """The report's opening answer as plain sentences, built from the verdict rows, the known events and the

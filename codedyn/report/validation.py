@@ -209,8 +209,9 @@ def answer_sentences(found: Yardstick) -> list[str]:
         out.append("The behaviour was not measured, so there is no known emergence to validate against.")
     elif emergence.kind == "onset":
         out.append(f"Correctness emerged: the model's own verdicts depart from their pre-onset baseline within "
-                   f"{_bracket(emergence)} (verdict contrast change {change_text(emergence)} nats), after the planted "
-                   f"data onset at step {found.onset}.")
+                   f"{_bracket(emergence)}, after the planted data onset at step {found.onset} (verdict contrast "
+                   f"change {_number(emergence.change)} [{_number(emergence.change_low)}, "
+                   f"{_number(emergence.change_high)}] nats; margin ±{_number(emergence.margin)}).")
     else:
         out.append(f"Correctness did not emerge in this run: the verdict contrast is {_call_text(emergence)} "
                    f"({emergence.verdict}).")

@@ -219,7 +219,7 @@ def answer_sentences(found: Yardstick) -> list[str]:
         if moved:
             out.append("Curves that depart from their baseline all the same (a change of the data or of training): "
                        + "; ".join(f"{r.name} {_bracket(r.call)}" for r in _group(moved)) + ".")
-    signals = [r for r in found.signals if r.source != "behaviour" or r.name != "verdict contrast"]
+    signals = found.signals  # the ground truth is not among them (its own family)
     finds = [r for r in signals if r.call.kind == "onset" and not r.null_departs]
     tracks = [r for r in signals if r.comovement is not None and r.comovement.tracks > 0 and r.call.kind == "onset"
               and not r.null_departs]

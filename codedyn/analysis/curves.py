@@ -28,6 +28,7 @@ import numpy as np
 
 from codedyn.analysis.onset import Curve
 from codedyn.runs.layout import REPLICATES_FILE, TRANSITIONS_FILE
+from codedyn.runs.store import read_json
 
 VERDICT_CONTRAST = "verdict contrast"  # the behavioural curve whose onset is the emergence
 CHI_CONTRAST_PREFIX = "χ contrast "  # + component: Experiment 3's per-component contrast curves
@@ -125,12 +126,6 @@ def _replicates(folder: Path) -> dict[str, np.ndarray]:
         return {key: stored[key] for key in stored.files if key != "steps"}
 
 
-def _read_json(path: Path):
-    import json
-
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _table(path: Path):
     import pandas as pd
 
@@ -192,7 +187,7 @@ def influence_curves(run_dir: Path, onset: int | None = None) -> list[StoredCurv
     table, reps = _table(folder / "influence.parquet"), _replicates(folder)
     if table is None:
         return []
-    called = _read_json(folder / TRANSITIONS_FILE)  # the curves the experiment calls: its declared signals
+    called = read_json(folder / TRANSITIONS_FILE)  # the curves the experiment calls: its declared signals
     found = []
     for key in sorted(reps):
         if called is not None and key not in called:

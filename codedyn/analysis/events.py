@@ -22,28 +22,24 @@ Events come from what the study itself stored, never from a guess:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from codedyn.runs.layout import MANIFEST, SUITE_FILE, TRANSITIONS_FILE
+from codedyn.runs.store import read_json
 
 NULL_RUN = "null"  # the null twin's run folder beside the organism's (runs/null beside runs/organism)
 EMERGENCE_KEY = "emergence"  # behaviour/transitions.json: the behavioural emergence
-
-
-def _read(path: Path) -> Any:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
 
 def suite_record_of(run_dir: Path) -> dict | None:
     """The toy-suite record (suite.json) of a run, from its manifest and the suite cache (None when absent)."""
     from codedyn.paths import cache_dir
 
-    manifest = _read(Path(run_dir) / MANIFEST) or {}
+    manifest = read_json(Path(run_dir) / MANIFEST) or {}
     suite = str(manifest.get("suite", ""))
-    return _read(cache_dir("suites") / suite / SUITE_FILE) if suite.startswith("toy-") else None
+    return read_json(cache_dir("suites") / suite / SUITE_FILE) if suite.startswith("toy-") else None
 
 
 def planted_of(record: Mapping[str, Any] | None) -> dict | None:
@@ -66,7 +62,7 @@ def run_seeds(record: Mapping[str, Any] | None) -> dict[str, int | None]:
 
 def run_steps(run_dir: Path) -> list[int]:
     """The checkpoints of a run, from its manifest."""
-    return sorted(int(s) for s in (_read(Path(run_dir) / MANIFEST) or {}).get("steps", []))
+    return sorted(int(s) for s in (read_json(Path(run_dir) / MANIFEST) or {}).get("steps", []))
 
 
 def find_null_run(run_dir: Path) -> Path | None:
@@ -79,7 +75,7 @@ def find_null_run(run_dir: Path) -> Path | None:
 
 def emergence_of(run_dir: Path) -> dict | None:
     """The stored behavioural emergence call of a run (the verdict contrast's onset), or None."""
-    found = (_read(Path(run_dir) / "behaviour" / TRANSITIONS_FILE) or {}).get(EMERGENCE_KEY)
+    found = (read_json(Path(run_dir) / "behaviour" / TRANSITIONS_FILE) or {}).get(EMERGENCE_KEY)
     return found if isinstance(found, dict) else None
 
 

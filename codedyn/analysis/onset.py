@@ -41,6 +41,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from codedyn.analysis.transitions import holm
+
 ALPHA = 0.05  # family-wise error rate of every onset family
 _NORMAL = NormalDist()
 
@@ -138,18 +140,6 @@ def changes(curve: Curve, onset: int | None) -> Changes:
             p[k] = min(1.0, 2 * _NORMAL.cdf(-excess[k] / se[k]))
     return Changes(tuple(int(curve.steps[i]) for i in base), tuple(int(curve.steps[i]) for i in after),
                    change, se, reps, p)
-
-
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise control under any dependence)."""
-    p = np.asarray(p_values, dtype=float)
-    if p.size == 0:
-        return p
-    order = np.argsort(p, kind="stable")
-    stepped = np.maximum.accumulate((p.size - np.arange(p.size)) * p[order])
-    out = np.empty(p.size)
-    out[order] = np.minimum(stepped, 1.0)
-    return out
 
 
 def onset_family(curves: Sequence[Curve], onset: int | None, alpha: float = ALPHA) -> dict[str, OnsetCall]:

@@ -22,7 +22,6 @@ kept; the old "at step" reading is dropped).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from codedyn.analysis.curves import CHI_CONTRAST_DISTRIBUTION as CONTRAST
 from codedyn.runs.layout import TRANSITIONS_FILE
+from codedyn.runs.store import read_json
 
 NOT_RUN = "not run"
 KINDS = ("sharp", "gradual", "non_monotonic", "no_change", "unresolved")
@@ -64,10 +64,6 @@ class VerdictRow:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _number(value: Any) -> float | None:
@@ -356,16 +352,16 @@ def study_family(run_dir: Path, level: float = 0.95) -> StudyFamily:
     from codedyn.analysis.transitions import adjust_verdicts
 
     run_dir = Path(run_dir)
-    behaviour = _read_json(run_dir / "behaviour" / TRANSITIONS_FILE) or {}
-    emergence = _read_json(run_dir / "emergence" / TRANSITIONS_FILE) or {}
+    behaviour = read_json(run_dir / "behaviour" / TRANSITIONS_FILE) or {}
+    emergence = read_json(run_dir / "emergence" / TRANSITIONS_FILE) or {}
     curves = _sae_curves(emergence)
-    influence = _read_json(run_dir / "influence" / TRANSITIONS_FILE)
+    influence = read_json(run_dir / "influence" / TRANSITIONS_FILE)
     influence_curves = _influence_signal_curves(influence)
     completed = {curve: _completed(run_dir, curve, None if influence is None else influence.get(curve))
                  for curve, _ in influence_curves}
 
     folder = run_dir / "susceptibility"
-    stored = _read_json(folder / TRANSITIONS_FILE)
+    stored = read_json(folder / TRANSITIONS_FILE)
     tables = {path.stem.removeprefix("susceptibility").lstrip("_") or "covariance": path
               for path in sorted(folder.glob("susceptibility*.parquet"))}
     if stored is not None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from codedyn.analysis.verdicts import KIND_WORDS, KINDS
 from codedyn.report.context import ReportContext
-from codedyn.report.markup import interval, read_json
+from codedyn.report.markup import interval
+from codedyn.runs.store import read_json
 
 # Diagnostic thresholds behind the warnings of the sampling-diagnostics section.
 MIN_DRIFT_TO_NOISE = 0.01

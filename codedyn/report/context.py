@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codedyn.report.markup import read_json
 from codedyn.runs.layout import MANIFEST
+from codedyn.runs.store import read_json
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from codedyn.report.answer import compose_answer, trust_notes
 from codedyn.report.context import ReportContext, context_from_run_dir, context_from_study
-from codedyn.report.markup import esc, read_json, section
+from codedyn.report.markup import esc, section
 from codedyn.report.sections import (
     EXPERIMENTS,
     NOT_EXPERIMENTS,
@@ -38,6 +38,7 @@ from codedyn.report.sections import (
     timings_section,
     verdict_section,
 )
+from codedyn.runs.store import read_json
 
 REPORT_FILE = "report.html"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,6 @@ def esc(value: Any) -> str:
     """Escaped text for HTML (None as empty)."""
     return html.escape("" if value is None else str(value), quote=True)
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
 def png_for_page(path: Path) -> bytes:
     """The PNG as embedded: the file itself, or its 256-colour version when that is smaller (plots have few

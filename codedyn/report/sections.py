@@ -10,8 +10,9 @@ from typing import Any
 
 from codedyn.report.answer import MAX_FRACTION_BELOW_INIT, MAX_RHAT, MIN_DRIFT_TO_NOISE, diagnostic_warnings
 from codedyn.report.context import ReportContext
-from codedyn.report.markup import esc, frame_table, html_table, img, interval, not_run, read_json, section
+from codedyn.report.markup import esc, frame_table, html_table, img, interval, not_run, section
 from codedyn.runs.layout import TIMINGS_FILE, TRANSITIONS_FILE
+from codedyn.runs.store import read_json
 
 
 def captioned_figure(path: Path, caption: str = "") -> str:

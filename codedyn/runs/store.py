@@ -72,6 +72,12 @@ def manifest(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     }
 
 
+def read_json(path: Path | str) -> Any:
+    """The content of a JSON file, or None when there is no such file (a result not written yet)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def write_json(path: Path, value: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
     write_text(path, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")

@@ -35,7 +35,7 @@ onset test"); a fast version is in the tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
@@ -283,8 +283,3 @@ def comovement(signal: Curve, behaviour: Curve, onset: int | None, level: float 
         return None
     low, high = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
     return Comovement(rho, float(low), float(high), len(keep))
-
-
-def calls_by_name(calls: Mapping[str, OnsetCall]) -> dict[str, dict]:
-    """The family's calls as plain dicts (for json)."""
-    return {name: call.to_dict() for name, call in calls.items()}

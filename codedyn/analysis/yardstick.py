@@ -96,9 +96,6 @@ class Yardstick:
         """No seed of this run or its null twin is among the margins' calibration seeds."""
         return held_out(self.margins, [*self.seeds.values(), *self.null_seeds.values()])
 
-    def by_source(self, source: str) -> list[SignalRow]:
-        return [s for s in self.signals if s.source == source]
-
     def to_dict(self) -> dict[str, Any]:
         return {"run": str(self.run_dir), "steps": self.steps, "onset": self.onset,
                 "emergence": None if self.emergence is None else self.emergence.to_dict(),

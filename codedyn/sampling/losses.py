@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codedyn.data.tokenize import MaskMode, bucketed_batches, encode_sample, encode_windows
-from codedyn.models.token_loss import token_losses
+from codedyn.models.token_loss import loss_head, token_losses
 
 
 def readout_context(context: int | None, cap: int | None, field: str) -> int:
@@ -228,10 +228,8 @@ def sample_token_verdict_losses(model, evalset: EvalSet, verdicts, wrong):
     with torch.no_grad():
         for batch in evalset.batches:
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            size, length, vocab = logits.shape
-            per_token = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, vocab).float(), batch.input_ids[:, 1:].reshape(-1), reduction="none"
-            ).view(size, length - 1)
+            size = logits.shape[0]
+            per_token = loss_head()(logits, batch.input_ids)
             losses = masked_mean_losses(per_token, batch.loss_mask)
             index = torch.as_tensor(batch.indices, device=losses.device)
             if out is None:

@@ -53,11 +53,9 @@ class SamplingDiverged(RuntimeError):
 def lm_token_loss(model, input_ids):
     """Per-token next-token loss [B, T-1], computed exactly as devinterp does (log_softmax + gather) so that the
     gradients, and hence the draws, are bitwise identical."""
-    import torch
+    from codedyn.models.token_loss import gathered_token_losses
 
-    logits = model(input_ids=input_ids).logits
-    log_probs = torch.nn.functional.log_softmax(logits, dim=-1)
-    return -log_probs[..., :-1, :].gather(dim=-1, index=input_ids[..., 1:, None])[..., 0]
+    return gathered_token_losses(model, input_ids)
 
 
 def minibatch_order(n_windows: int, batch_size: int, seed: int) -> np.ndarray:

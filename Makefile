@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@# umap-learn's numba code, compiled once into the cache home (as pip byte-compiles Python): ~25 CPU s here,
+	@# instead of in the embryology of every first study (and of the null twin's beside it).
+	$(BIN)/python -W ignore -c "from codedyn.experiments.embryology import compile_umap; compile_umap()"
 	touch $(STAMP)
 
 install: $(STAMP)

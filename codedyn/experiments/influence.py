@@ -597,7 +597,7 @@ def compute_influence(study) -> dict:
         save_figure(
             loss_traces(traces["sampling_loss"].values, float(traces["init_sampling_loss"]),
                         title=f"SGLD minibatch loss at step {step}", burn_in=config.sampling.burn_in),
-            out / "traces" / f"loss_traces_step{step}",
+            out / "traces" / f"loss_traces_step{step}", pdf=False,  # a sampler-health check the report shows
         )
         if step in (study.steps[0], study.steps[-1]):
             labels = ["correct" if c else "incorrect" for c in structure.is_correct]

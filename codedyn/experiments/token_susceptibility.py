@@ -53,28 +53,48 @@ def token_susceptibilities(observed: np.ndarray, token_loss: np.ndarray) -> tupl
 
 
 def bootstrap_token_intervals(
-    observed: np.ndarray, token_loss: np.ndarray, n_boot: int, seed: int, level: float = 0.95, chunk: int = 512
+    observed: np.ndarray, token_loss: np.ndarray, n_boot: int, seed: int, level: float = 0.95, chunk: int = 512,
+    batch: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval (low, high), each [K, P], of χ for ``token_loss`` [chains, draws, P] (no padding), from
-    chain + block resamples of the draws (the same resamples for every token), in chunks of tokens."""
+    chain + block resamples of the draws (the same resamples for every token), in chunks of tokens.
+
+    The replicates are computed ``batch`` resamples at a time with one stacked matrix product each (the same
+    arithmetic as :func:`token_susceptibilities`, which one replicate at a time spent most of its time in Python),
+    and their percentiles read along a contiguous axis."""
     from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
 
     chains, draws = observed.shape[:2]
     chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, np.random.default_rng(seed),
                                           block=autocorrelation_block(observed))
+    chain_idx, draw_idx = np.asarray(chain_idx), np.asarray(draw_idx)
+    observed = np.asarray(observed, dtype=np.float64)
     alpha = (1 - level) / 2
     low = np.empty((observed.shape[-1], token_loss.shape[-1]))
     high = np.empty_like(low)
     for start in range(0, token_loss.shape[-1], chunk):
-        part = token_loss[..., start:start + chunk]
-        replicates = np.stack([
-            token_susceptibilities(observed[chain_idx[b][:, None], draw_idx[b]],
-                                   part[chain_idx[b][:, None], draw_idx[b]])[0]
-            for b in range(n_boot)
-        ])
+        part = np.asarray(token_loss[..., start:start + chunk], dtype=np.float64)
+        replicates = np.empty((observed.shape[-1], part.shape[-1], n_boot))  # replicate axis last: fast quantiles
+        for first in range(0, n_boot, batch):
+            rows = slice(first, min(first + batch, n_boot))
+            index = chain_idx[rows][:, :, None], draw_idx[rows]
+            replicates[..., rows] = np.moveaxis(_stacked_chi(observed[index], part[index]), 0, -1)
         low[:, start:start + chunk], high[:, start:start + chunk] = np.quantile(replicates, [alpha, 1 - alpha],
-                                                                                axis=0)
+                                                                                axis=-1)
     return low, high
+
+
+def _stacked_chi(observed: np.ndarray, token_loss: np.ndarray) -> np.ndarray:
+    """χ [B, K, P] of B resamples at once: ``observed`` [B, chains, draws, K], ``token_loss`` [B, chains, draws, P];
+    per resample exactly :func:`token_susceptibilities`' χ."""
+    size = observed.shape[0]
+    phi = observed.reshape(size, -1, observed.shape[-1])
+    loss = token_loss.reshape(size, phi.shape[1], -1)
+    phi_c = phi - phi.mean(axis=1, keepdims=True)
+    phi_c[np.broadcast_to(np.ptp(phi, axis=1, keepdims=True) == 0, phi_c.shape)] = 0.0
+    loss_c = loss - loss.mean(axis=1, keepdims=True)
+    loss_c[np.broadcast_to(np.ptp(loss, axis=1, keepdims=True) == 0, loss_c.shape)] = 0.0
+    return -np.matmul(phi_c.transpose(0, 2, 1), loss_c) / (phi.shape[1] - 1)
 
 
 def checkpoint_token_susceptibilities(traces):

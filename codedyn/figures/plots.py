@@ -612,8 +612,10 @@ def matrix_heatmap(
 # ------------------------------------------------------------------------------------------------ saving
 
 
-def save_figure(fig: Figure, path_without_suffix: Path | str) -> list[Path]:
-    """Write ``fig`` as PNG (200 dpi) and PDF next to each other; returns [png, pdf].
+def save_figure(fig: Figure, path_without_suffix: Path | str, pdf: bool = True) -> list[Path]:
+    """Write ``fig`` as PNG (200 dpi) and PDF next to each other; returns [png, pdf] ([png] with ``pdf=False``:
+    per-checkpoint diagnostics that only the report shows, where embedding the PDF's font would cost more than
+    everything else the figure takes).
 
     A trailing ".png"/".pdf" on the path is dropped; other dots are kept ("bif_step1.5" -> "bif_step1.5.png").
     Parent directories are created. No tight bbox cropping: constrained layout already fits the figure, and the PNG
@@ -626,8 +628,10 @@ def save_figure(fig: Figure, path_without_suffix: Path | str) -> list[Path]:
         base = base.with_suffix("")
     base.parent.mkdir(parents=True, exist_ok=True)
     png = base.parent / f"{base.name}.png"
-    pdf = base.parent / f"{base.name}.pdf"
     with mpl.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
         fig.savefig(png, dpi=PNG_DPI, format="png", facecolor="white")
-        fig.savefig(pdf, format="pdf", facecolor="white", metadata={"CreationDate": None, "Creator": "codedyn"})
-    return [png, pdf]
+        if not pdf:
+            return [png]
+        vector = base.parent / f"{base.name}.pdf"
+        fig.savefig(vector, format="pdf", facecolor="white", metadata={"CreationDate": None, "Creator": "codedyn"})
+    return [png, vector]

@@ -1,6 +1,8 @@
 """Experiment 4: the aligned UMAP wrapper against planted structure, determinism, Procrustes, token selection, and
 an end-to-end run on a tiny study that reruns from the stored posteriors."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -304,3 +306,14 @@ def test_umaps_numba_functions_keep_their_compiled_code():
     dispatchers = [f for f in vars(umap.umap_).values() if isinstance(f, CPUDispatcher)]
     assert dispatchers and all(not isinstance(f._cache, NullCache) for f in dispatchers)
     assert umap_with_cached_compilation() is umap
+
+
+def test_compiling_umap_stores_its_machine_code_for_later_processes():
+    """``make install``'s warm-up leaves umap-learn's compiled layout code in the numba cache directory."""
+    import numba
+
+    from codedyn.experiments.embryology import compile_umap
+
+    assert compile_umap() > 0
+    stored = {path.name.split(".")[0] for path in Path(numba.config.CACHE_DIR).rglob("*.nbi")}
+    assert {"umap_", "layouts"} <= stored  # the neighbour graph's and the layout's functions

@@ -239,6 +239,9 @@ def test_save_figure_writes_png_and_pdf(tmp_path, rng):
     assert paths[1].read_bytes().startswith(b"%PDF")
     # A trailing .png on the requested path is not doubled.
     assert plots.save_figure(fig, tmp_path / "again.png")[0].name == "again.png"
+    # A report-only diagnostic: the PNG alone.
+    assert [p.name for p in plots.save_figure(fig, tmp_path / "only", pdf=False)] == ["only.png"]
+    assert not (tmp_path / "only.pdf").exists()
 
 
 def test_related_curves_share_a_colour(rng):

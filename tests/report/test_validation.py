@@ -11,6 +11,7 @@ import pytest
 from codedyn.analysis.margins import Margins, calibrate, held_out, load_margins, write_margins
 from codedyn.analysis.yardstick import table, yardstick
 from codedyn.experiments.behaviour import emergence_call
+from codedyn.experiments.registry import signal_sources
 from codedyn.paths import cache_dir
 from codedyn.report.validation import answer_sentences, render_validation
 
@@ -100,7 +101,7 @@ def runs(tmp_path, monkeypatch):
     calibration = [_run(tmp_path / "calibration", f"null-s{s}", s, null=True) for s in (1, 2)]
     records = [(path, ONSET, {"null": True, "toy_seed": s, "planted_seed": s, "onset": ONSET})
                for path, s in zip(calibration, (1, 2), strict=True)]
-    write_margins(calibrate(records))
+    write_margins(calibrate(records, signal_sources()))
     organism = _run(tmp_path / "runs", "organism", 0, null=False)
     null = _run(tmp_path / "runs", "null", 0, null=True)
     return organism, null
@@ -113,12 +114,12 @@ def test_margins_are_twice_the_calibration_twins_reach_and_declare_their_seeds(r
     assert margins.margin("never calibrated") == 0.0
     assert held_out(margins, [0, 0]) and not held_out(margins, [0, 2])
     with pytest.raises(ValueError, match="not a null twin"):
-        calibrate([(runs[0], ONSET, {"null": False})])
+        calibrate([(runs[0], ONSET, {"null": False})], signal_sources())
 
 
 def test_every_signal_is_related_to_the_emergence_by_the_same_onset_test(runs):
     organism, _ = runs
-    found = yardstick(organism)
+    found = yardstick(organism, signal_sources())
     assert found.is_organism and found.held_out and found.null_dir is not None
     assert found.emergence.kind == "onset" and found.emergence.bracket == [3000, 4000]
     rows = {r.name: r for r in found.signals}
@@ -144,7 +145,7 @@ def test_every_signal_is_related_to_the_emergence_by_the_same_onset_test(runs):
 
 def test_the_report_section_and_the_answer_come_from_the_yardstick(runs):
     organism, _ = runs
-    found = yardstick(organism)
+    found = yardstick(organism, signal_sources())
     page = render_validation(found)
     # head, ground truth, the five other signals, one χ summary; folded: head and both components
     assert page.count("<tr") == 1 + 1 + (len(found.signals) - 2) + 1 + (1 + 2)
@@ -158,7 +159,7 @@ def test_the_report_section_and_the_answer_come_from_the_yardstick(runs):
 def test_a_run_without_a_known_onset_gets_onsets_but_no_validation(tmp_path):
     run = _run(tmp_path / "runs", "organism", 0, null=False)
     _write(cache_dir("suites") / "toy-organism-0" / "suite.json", {"config": {"seed": 0}})  # no planted task
-    found = yardstick(run, margins=Margins())
+    found = yardstick(run, signal_sources(), margins=Margins())
     assert not found.is_organism and found.emergence is None and render_validation(found) == ""
     assert all(len(r.call.baseline) == 1 and r.relation == "" for r in found.signals)  # its first checkpoint
     assert answer_sentences(found)[0].startswith("No known answer for this run")
@@ -167,9 +168,9 @@ def test_a_run_without_a_known_onset_gets_onsets_but_no_validation(tmp_path):
 def test_a_validated_seed_among_the_calibration_seeds_is_flagged(runs, tmp_path):
     organism, _ = runs
     twin = _run(tmp_path / "other", "organism", 2, null=False)
-    assert not yardstick(twin).held_out
-    assert "not a held-out validation" in " ".join(answer_sentences(yardstick(twin)))
-    assert yardstick(organism).held_out
+    assert not yardstick(twin, signal_sources()).held_out
+    assert "not a held-out validation" in " ".join(answer_sentences(yardstick(twin, signal_sources())))
+    assert yardstick(organism, signal_sources()).held_out
 
 
 def test_a_report_of_an_unfinished_run_is_refused_in_one_sentence(tmp_path):
@@ -207,9 +208,9 @@ def test_the_verdict_table_and_the_validation_table_agree_call_for_call(runs):
     with np.load(organism / "emergence" / "bootstrap_replicates.npz") as stored:
         calls = {key: classify_trajectory(STEPS, stored[key]) for key in ("L1/probe/auroc", "L1/best_latent/auroc")}
     _write(organism / "emergence" / "transitions.json", calls)
-    rows, _ = verdict_rows(organism)
+    rows, _ = verdict_rows(organism, signal_sources())
     shown = {row.curve: row for row in rows}
-    found = {r.name: r for r in yardstick(organism).signals}
+    found = {r.name: r for r in yardstick(organism, signal_sources()).signals}
     for curve, name in (("L1/probe/auroc", "probe AUROC, layer 1"),
                         ("L1/best_latent/auroc", "SAE best latent AUROC, layer 1")):
         assert found[name].shape["verdict"] == shown[curve].verdict
@@ -221,7 +222,7 @@ def test_the_yardstick_is_stored_and_loads_in_a_notebook(runs):
     from codedyn.runs.load import load_run
 
     organism, _ = runs
-    found = write_yardstick(organism)
+    found = write_yardstick(organism, signal_sources())
     run = load_run(organism)
     frame = run.validation
     assert list(frame["name"])[0] == "verdict contrast" and len(frame) == len(found.signals) + 1

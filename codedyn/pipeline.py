@@ -144,7 +144,7 @@ class RunResult:
 
     def outputs(self) -> dict[str, Path]:
         """Where each analysis (and the report) wrote its results."""
-        found = {name: Path(result["folder"]) for name, result in self.analyses.items() if "folder" in result}
+        found = {name: Path(result.folder) for name, result in self.analyses.items() if result.folder is not None}
         if self.report is not None:
             found["report"] = self.report
         return found

@@ -5,7 +5,7 @@ own code paths."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,12 @@ def _unit(study, step: int, progress=SILENT) -> Path:
     return folder
 
 
-def _compute(study) -> dict:
+@dataclass(frozen=True)
+class RampResult:
+    folder: Path
+
+
+def _compute(study) -> RampResult:
     from codedyn.analysis.transitions import classify_trajectory
     from codedyn.figures.plots import save_figure, training_curves
 
@@ -49,7 +54,7 @@ def _compute(study) -> dict:
     write_json(out / TRANSITIONS_FILE, {"ramp": classify_trajectory(list(study.steps), reps, values=values)})
     save_figure(training_curves(list(study.steps), {"ramp": (values, reps.min(1), reps.max(1))}, ylabel="ramp"),
                 out / "ramp_curve")
-    return {"folder": out}
+    return RampResult(out)
 
 
 def _calls(run_dir: Path) -> dict[str, dict]:

@@ -36,12 +36,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.layout import SAE_ARRAYS, SAE_METRICS, SPLITS, TRANSITIONS_FILE, UNIT_FILE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from codedyn.experiments.study import Study
 
 EMERGENCE_DIR = "emergence"
 UNIT_FORMAT = 4  # bump when a change here changes what a unit stores (4: the SAEs, their quality and the latents
@@ -429,20 +434,20 @@ def operator_breakdown(predictors: list[Predictor], labels: Labels, weights: np.
 # ---------------------------------------------------------------------------------------------------- units
 
 
-def previous_step(study, step: int) -> int | None:
+def previous_step(study: Study, step: int) -> int | None:
     """The study checkpoint before ``step`` (None for the first)."""
     earlier = [s for s in study.steps if s < step]
     return earlier[-1] if earlier else None
 
 
-def emergence_key(study, step: int) -> str:
+def emergence_key(study: Study, step: int) -> str:
     """Hash of everything that changes a unit (:func:`emergence_key_record`)."""
     from codedyn.runs.units import unit_key
 
     return unit_key(emergence_key_record(study, step))
 
 
-def emergence_key_record(study, step: int) -> dict:
+def emergence_key_record(study: Study, step: int) -> dict:
     """The inputs of an SAE unit's key: suite, step, dataset, EmergenceConfig, and (init from previous) the
     previous unit's key."""
     from codedyn.data.corpus import corpus_fingerprints
@@ -463,7 +468,7 @@ def emergence_key_record(study, step: int) -> dict:
     return record
 
 
-def sae_mix(study, step: int):
+def sae_mix(study: Study, step: int):
     """The toy config whose planted windows enter the SAE's training and evaluation windows at ``step``: the
     organism's after its onset, so each SAE learns (and is scored on) the model's own training mix, planted
     programs included (:func:`codedyn.sampling.posterior.planted_mix`); None for any other suite, before the
@@ -474,18 +479,18 @@ def sae_mix(study, step: int):
     return planted_mix(toy, step, study.config.emergence) if toy else None
 
 
-def emergence_unit_dir(study, step: int) -> Path:
+def emergence_unit_dir(study: Study, step: int) -> Path:
     from codedyn.runs.store import UNITS_DIR
 
     return Path(study.run_dir) / UNITS_DIR / f"sae-step{step}-{emergence_key(study, step)}"
 
 
-def emergence_outputs(study, step: int) -> dict[Path, dict]:
+def emergence_outputs(study: Study, step: int) -> dict[Path, dict]:
     """The pipeline unit of one checkpoint's SAEs: ``{folder: key record}``."""
     return {emergence_unit_dir(study, step): emergence_key_record(study, step)}
 
 
-def previous_sae(study, step: int) -> tuple[str, ...]:
+def previous_sae(study: Study, step: int) -> tuple[str, ...]:
     """An SAE initialised from the previous checkpoint's needs that one stored first (the pipeline's unit id)."""
     from codedyn.runs.units import unit_id
 
@@ -497,7 +502,7 @@ def _flat(x):
     return x.reshape(-1, x.shape[-1])
 
 
-def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
+def emergence_unit(study: Study, step: int, progress: Progress = SILENT) -> Path:
     """Train (or find cached) the SAEs of one checkpoint and store what needs the model: the SAEs, their quality
     metrics, and per layer the samples' final-token latents and residuals and the general windows' firing rates.
     Returns the unit folder ``<run>/units/sae-step<N>-<key>/``. Depends only on (study, step); written atomically.
@@ -618,7 +623,7 @@ def load_sae(source, step: int | None = None, layer: int | None = None, device: 
 # ------------------------------------------------------------------------------------------------ the analysis
 
 
-def step_inputs(study, step: int) -> tuple[Labels, dict[int, dict[str, np.ndarray]]]:
+def step_inputs(study: Study, step: int) -> tuple[Labels, dict[int, dict[str, np.ndarray]]]:
     """What the analysis of one checkpoint reads from its SAE unit: the labels of the samples it captured (in its
     order) and per layer ``{"latents", "resid", "general_freq"}`` (FileNotFoundError when the unit is missing)."""
     import json
@@ -637,7 +642,7 @@ def step_inputs(study, step: int) -> tuple[Labels, dict[int, dict[str, np.ndarra
     return Labels.from_samples(samples), per_layer
 
 
-def latent_choices(study, step: int) -> dict[int, tuple[Any, dict]]:
+def latent_choices(study: Study, step: int) -> dict[int, tuple[Any, dict]]:
     """Per SAE layer of a checkpoint: :func:`latent_choice`'s ``(scores, selection)`` (cheap: no bootstrap), what the
     posterior's SAE-latent observables are chosen from."""
     labels, per_layer = step_inputs(study, step)
@@ -646,7 +651,7 @@ def latent_choices(study, step: int) -> dict[int, tuple[Any, dict]]:
             for layer, a in per_layer.items()}
 
 
-def step_analysis(study, step: int) -> dict[int, LayerAnalysis]:
+def step_analysis(study: Study, step: int) -> dict[int, LayerAnalysis]:
     """Scoring, selection, controls and bootstrap of one checkpoint's SAE latents (:func:`analyse_layer` per
     layer), from its stored unit."""
     config = study.config.emergence
@@ -659,7 +664,7 @@ def step_analysis(study, step: int) -> dict[int, LayerAnalysis]:
 # ---------------------------------------------------------------------------------------------------- run / compute
 
 
-def run_emergence(study, progress: Progress | None = None) -> dict:
+def run_emergence(study: Study, progress: Progress | None = None) -> EmergenceResult:
     """Train (or reuse) every checkpoint's SAE unit, then compute and store the results over training."""
     progress = progress or SILENT
     bar = progress.task("emergence: checkpoints", total=len(study.steps))
@@ -669,7 +674,7 @@ def run_emergence(study, progress: Progress | None = None) -> dict:
     return compute_emergence(study)
 
 
-def _stored_units(study) -> list[tuple[int, Path]]:
+def _stored_units(study: Study) -> list[tuple[int, Path]]:
     from codedyn.runs.store import is_completed
 
     units = []
@@ -681,7 +686,7 @@ def _stored_units(study) -> list[tuple[int, Path]]:
     return units
 
 
-def _llc_curve(study, steps):
+def _llc_curve(study: Study, steps):
     """(values, lows, highs, note) of the LLC at these steps from Experiment 1's table, when every step is there."""
     import pandas as pd
 
@@ -696,7 +701,16 @@ def _llc_curve(study, steps):
     return llc_from_table(table, list(steps))  # (values, lows, highs, note): non-minima left out, named
 
 
-def compute_emergence(study) -> dict:
+@dataclass(frozen=True)
+class EmergenceResult:
+    """What Experiment 2 stored under ``<run>/emergence/``."""
+
+    folder: Path
+    table: pd.DataFrame  # step, layer, predictor, split, metric, value, low, high
+    calls: dict[str, dict]  # curve ("L1/best_latent/auroc", ...) -> its shape call
+
+
+def compute_emergence(study: Study) -> EmergenceResult:
     """Analysis of the stored units (read only; deterministic given them), written as tables (parquet), transition
     calls (json) and figures (PNG + PDF).
 
@@ -763,21 +777,21 @@ def compute_emergence(study) -> dict:
                         out / f"emergence_{metric}_L{layer}")
         save_figure(operator_figure(operators, layer, steps), out / f"operator_detection_L{layer}")
     save_figure(sae_quality_figure(sae_table, steps), out / "sae_quality")
-    return {"table": table, "calls": calls, "folder": out}
+    return EmergenceResult(out, table, calls)
 
 
 LABELS = {"best_latent": "best latent", "probe": "probe (raw residual)", "shuffled": "shuffled labels",
           "random_latent": "random latent"}
 
 
-def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:
+def _events(calls: dict, layer: int, metric: str, study: Study) -> list[dict]:
     from codedyn.analysis.events import known_events, sharp_call_events
 
     names = {f"L{layer}/{predictor}/{metric}": LABELS[predictor] for predictor in ("best_latent", "probe")}
     return sharp_call_events(calls, names) + known_events(study)  # a sharp call is a bracket, never a step
 
 
-def emergence_figure(validation, layer: int, metric: str, calls: dict, study, steps, llc=None):
+def emergence_figure(validation, layer: int, metric: str, calls: dict, study: Study, steps, llc=None):
     """Validation AUROC or F1 of the best latent, the probe and the controls over training (95% CIs)."""
     from codedyn.figures.plots import training_curves
 

@@ -147,18 +147,18 @@ def test_behaviour_of_a_planted_suite_end_to_end(tmp_path):
                             output_dir=lambda name: (tmp_path / "run" / name).mkdir(parents=True, exist_ok=True)
                             or tmp_path / "run" / name)
     result = run_behaviour(study)
-    table = result["table"]
+    table = result.table
     for quantity in ("verdict_contrast", "verdict_accuracy"):
         verdicts = table[table["quantity"] == quantity]
         assert list(verdicts["step"]) == [0, 5, 12] and set(verdicts["n"]) == {VERDICT_QUADS}
         assert ((verdicts["low"] <= verdicts["value"]) & (verdicts["value"] <= verdicts["high"])).all()
     gaps = table[(table["quantity"] == "loss_gap") & (table["operator"] == "all")]
     assert set(gaps["n"]) == {6}
-    assert "verdict_contrast" in result["calls"] and "emergence" in result["calls"]
-    assert "verdict_accuracy" not in result["calls"]  # its sign-only reading is drawn, never called
+    assert "verdict_contrast" in result.calls and "emergence" in result.calls
+    assert "verdict_accuracy" not in result.calls  # its sign-only reading is drawn, never called
     assert (tmp_path / "run" / "behaviour" / "transitions.json").is_file()
     # Recomputing from the stored measurements gives the same table (nothing is measured again).
-    again = compute_behaviour(study)["table"]
+    again = compute_behaviour(study).table
     pd.testing.assert_frame_equal(again, table)
 
 

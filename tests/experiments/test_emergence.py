@@ -266,7 +266,7 @@ def test_run_emergence_writes_units_tables_figures_and_calls(tiny):
     from codedyn.experiments.emergence import emergence_unit_dir
 
     study, result = tiny
-    folder = result["folder"]
+    folder = result.folder
     table = pd.read_parquet(folder / "emergence.parquet")
     assert sorted(set(table["step"])) == [0, 4, 12] and sorted(set(table["layer"])) == [0, 1]
     assert {"best_latent", "probe", "shuffled", "random_latent", "correct_latent", "incorrect_latent"} == set(
@@ -311,7 +311,7 @@ def test_compute_reruns_from_stored_units_without_training(tiny, monkeypatch):
         raise AssertionError("a stored SAE unit was trained again")
 
     monkeypatch.setattr(sae_module, "train_sae", forbidden)
-    pd.testing.assert_frame_equal(compute_emergence(study)["table"], result["table"])
+    pd.testing.assert_frame_equal(compute_emergence(study).table, result.table)
     for step in study.steps:  # what run_emergence does first: every unit is found, none is trained
         assert emergence_unit(study, step) == emergence_unit_dir(study, step)
 
@@ -328,11 +328,11 @@ def test_an_analysis_setting_never_retrains_an_sae(tiny, monkeypatch):
     other = type(study)(changed, study.run_dir, study.dataset, study.suite, study.steps, study.suite_record)
     for step in study.steps:
         assert emergence_unit(other, step) == emergence_unit_dir(study, step)
-    table = compute_emergence(other)["table"]
+    table = compute_emergence(other).table
     assert set(table["step"]) == set(study.steps)
     probe = ["step", "layer", "split", "metric"]
     a = table[table["predictor"] == "probe"].set_index(probe)["value"]
-    b = result["table"][result["table"]["predictor"] == "probe"].set_index(probe)["value"]
+    b = result.table[result.table["predictor"] == "probe"].set_index(probe)["value"]
     assert not np.allclose(a.sort_index().to_numpy(), b.sort_index().to_numpy(), equal_nan=True)  # probe_c used
     compute_emergence(study)  # the study's own outputs back in place for the tests after this one
 
@@ -387,7 +387,7 @@ def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch, shared_home):
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(TINY_EMERGENCE))))
     outcome = CliRunner().invoke(app, ["emergence", "--preset", str(preset), "--out", str(study.run_dir)])
     assert outcome.exit_code == 0, outcome.output
-    assert outcome.stdout.strip().endswith(str(result["folder"]))
+    assert outcome.stdout.strip().endswith(str(result.folder))
     assert "L1/best_latent/auroc:" in outcome.output and "L0/probe/auroc:" in outcome.output
     bad = CliRunner().invoke(app, ["emergence", "--preset", str(preset), "--layers", "7", "--out",
                                    str(tmp_path / "x")])
@@ -410,8 +410,8 @@ def test_llc_of_experiment_one_is_read_when_every_step_has_it(tiny):
         np.testing.assert_array_equal(values, [1.0, 5.0, 13.0])
         np.testing.assert_array_equal(lows, [0.5, 4.5, 12.5])
         result = compute_emergence(study)
-        table = result["table"]
-        figure = emergence_figure(table[table["split"] == "validation"], 1, "auroc", result["calls"], study,
+        table = result.table
+        figure = emergence_figure(table[table["split"] == "validation"], 1, "auroc", result.calls, study,
                                   [0, 4, 12], (values, lows, highs))
         assert any(line.get_gid() == "llc" for ax in figure.axes for line in ax.get_lines())  # own LLC panel
     finally:

@@ -303,7 +303,7 @@ def test_a_killed_sweep_resumes_at_the_missing_unit(rllc_run, monkeypatch):
     _, computed = _run_units(study)
     assert computed == ["rllc:L0.H0-step12"]
     assert calls == ["step 12 L0.H0 correct"]  # the other distribution of that unit stays stored
-    pd.testing.assert_frame_equal(rllc_tables(study)["table"], result["table"])  # same seeds, same draws
+    pd.testing.assert_frame_equal(rllc_tables(study).table, result.table)  # same seeds, same draws
 
 
 def test_cli_rllc_reads_the_stored_units(rllc_run, tmp_path, monkeypatch):

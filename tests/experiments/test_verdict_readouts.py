@@ -62,15 +62,15 @@ def test_experiments_1_and_3_report_the_verdict_signals(organism_study):
 
     study = organism_study
     result = compute_influence(study)
-    table = result["table"]
+    table = result.table
     for variant in ("verdict_cov", "verdict_corr_no_pc1", "odds_corr", "odds_cov_no_pc1"):
         part = table[(table["quantity"] == "delta") & (table["variant"] == variant)]
         assert list(part["step"]) == [0, 6, 12] and (part["low"] <= part["high"]).all()
-    calls = json.loads((result["folder"] / "transitions.json").read_text())
+    calls = json.loads((result.folder / "transitions.json").read_text())
     for name in ("delta/verdict_corr_no_pc1", "delta/odds_corr_no_pc1", "lean_free_contrast/odds_corr",
                  "bug_influence/verdict_corr"):
         assert name in calls, sorted(calls)
-    replicates = np.load(result["folder"] / "bootstrap_replicates.npz")
+    replicates = np.load(result.folder / "bootstrap_replicates.npz")
     assert replicates["delta/verdict_corr_no_pc1"].shape == (3, 40)
     compute_susceptibility(study)
     folder = study.output_dir("susceptibility")

@@ -372,7 +372,7 @@ def probe_auroc(fit_x: np.ndarray, fit_y: np.ndarray, eval_x: np.ndarray, eval_y
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from codedyn.experiments.emergence import auroc
+    from codedyn.analysis.classifier import auroc
 
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
     model.fit(np.asarray(fit_x, dtype=np.float64), np.asarray(fit_y, dtype=bool))

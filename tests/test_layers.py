@@ -186,3 +186,17 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones():
     assert layer_of("codedyn.experiments.emergence") > layer_of("codedyn.sampling.bad")
     assert layer_of("codedyn.figures.plots") < layer_of("codedyn.experiments.x") < layer_of("codedyn.report.html")
     assert layer_of("codedyn.runs.store") == 0 < layer_of("codedyn.data.pairs") < layer_of("codedyn.runs.load")
+
+
+def test_no_test_module_imports_another_test_module():
+    """Tests share fixtures through conftest.py and constants and helpers through plain modules (tests/studies.py,
+    tests/arch_models.py, ...): importing a test module would also collect its tests and tie the two together."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(tests.parent)} imports {name}" for name in names
+                      if name.split(".")[0] == "tests" and name.split(".")[-1].startswith("test_")]
+    assert not found, found

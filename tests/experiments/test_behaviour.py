@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from codedyn.config import CodedynConfig, DatasetConfig, PlantedTaskConfig, ToySuiteConfig
+from codedyn.config import CodedynConfig, DatasetConfig, ToySuiteConfig
 from codedyn.experiments.behaviour import (
     VERDICT_QUADS,
     bootstrap_mean,
@@ -16,12 +16,9 @@ from codedyn.experiments.behaviour import (
     mutation_loss_gaps,
     run_behaviour,
 )
+from tests.studies import TINY_PLANTED_TOY_FIELDS
 
-TINY = ToySuiteConfig(
-    vocab_size=400, d_model=16, n_layers=2, n_heads=2, d_ff=32, context=64, batch_size=4, steps=12, warmup_steps=2,
-    span_min=2, span_max=8, checkpoint_every=5, eval_span=8, eval_sequences=4,
-    planted=PlantedTaskConfig(enabled=True, onset=4, eval_quads=8),
-)
+TINY = ToySuiteConfig(**TINY_PLANTED_TOY_FIELDS)
 
 
 def test_bootstrap_mean_resamples_whole_groups():

@@ -10,6 +10,7 @@ import torch
 from codedyn.analysis.classifier import Labels, Predictor, problem_weights
 from codedyn.experiments.emergence import analyse_layer, operator_breakdown
 from codedyn.models.sae import train_sae
+from tests.studies import TINY_EMERGENCE
 
 D, FEATURES, PLANTED_P_GENERAL = 32, 24, 0.02
 
@@ -143,15 +144,6 @@ def test_operator_breakdown_counts_flagged_incorrect_samples():
 
 # ------------------------------------------------------------------------------------------ end to end
 
-TINY_EMERGENCE = {
-    "dataset": {"limit_problems": 10, "candidates_per_operator": 1},
-    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 128, "batch_size": 4,
-            "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
-    "suite": {"steps": [0, 4, 12]},
-    "emergence": {"width": 32, "k": 4, "train_tokens": 2048, "window_length": 32, "epochs": 2, "batch_size": 256,
-                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5,
-                  "shuffles": 2, "n_bootstrap": 50, "init_from_previous": True},
-}
 
 
 @pytest.fixture(scope="module")

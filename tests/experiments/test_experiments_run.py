@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from codedyn.experiments.influence import compute_influence, run_influence
-from tests.studies import TINY_STUDY, home  # noqa: F401  (TINY_STUDY: other modules still import it from here)
+from tests.studies import TINY_STUDY, home
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from codedyn.sampling.refined import (
     sample_refined,
     without_output_projection,
 )
-from tests.sampling.test_llc import Vector, normal_crossing, potential_config
+from tests.potentials import Vector, normal_crossing, potential_config
 from tests.studies import sampled_descriptions
 
 # ------------------------------------------------------------------------------------------- known answers

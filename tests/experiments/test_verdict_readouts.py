@@ -7,16 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-TINY_ORGANISM = {
-    "dataset": {"planted_problems": 8, "candidates_per_operator": 1},
-    "toy": {"vocab_size": 400, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 64, "batch_size": 4,
-            "steps": 12, "warmup_steps": 2, "checkpoint_every": 6, "span_max": 8, "eval_span": 8,
-            "eval_sequences": 4, "planted": {"enabled": True, "onset": 4, "eval_quads": 8}},
-    "suite": {"steps": [0, 6, 12]},
-    "sampling": {"chains": 2, "draws": 8, "burn_in": 4, "batch_size": 8, "sampling_windows": 64,
-                 "window_length": 65, "n_bootstrap": 40, "lr": 1e-4},
-    "susceptibility": {"sae_latents": 0},
-}
+from tests.studies import TINY_ORGANISM
 
 
 @pytest.fixture(scope="module")

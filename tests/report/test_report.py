@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from codedyn.analysis.verdicts import (
     VerdictRow,
@@ -17,22 +16,10 @@ from codedyn.analysis.verdicts import (
     susceptibility_summary,
     transition_calls_for_susceptibility,
 )
-from codedyn.experiments.influence import run_influence
-from codedyn.experiments.susceptibility import run_susceptibility
 from codedyn.report.html import write_report
-from tests.studies import home
 
 SECTIONS = ("answer", "summary", "dataset", "influence", "emergence", "susceptibility", "embryology", "llc",
             "calibration", "hyperparameters", "diagnostics", "timings")
-
-
-@pytest.fixture(scope="module")
-def study(tiny_study, shared_home):
-    """The session's tiny study (its posteriors stored once), with influence and susceptibilities computed."""
-    with home(shared_home):
-        run_influence(tiny_study)
-        run_susceptibility(tiny_study)
-        yield tiny_study
 
 
 def _page(path):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.experiments.test_emergence import TINY_EMERGENCE
+from tests.studies import TINY_EMERGENCE
 
 SAE_STUDY = {
     **TINY_EMERGENCE,

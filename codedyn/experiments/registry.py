@@ -130,6 +130,9 @@ EMBRYOLOGY_CAPTIONS = {
 }
 
 
+# In the order of the verdict and validation tables and of the report's sections (the ground truth, then the
+# detectors of Experiment 2 before the posterior geometry of Experiment 1); the analyses run in this order except
+# where one reads another's tables (analysis_order).
 EXPERIMENTS: tuple[Experiment, ...] = (
     # The ground truth (loads checkpoints): every later figure draws the behavioural emergence it stores.
     Experiment(

@@ -5,10 +5,10 @@ The page answers first. In order: **the answer for this run**: when (and whether
 signals find it, from the yardstick (:mod:`codedyn.report.validation`), then the shape of each curve and how far to
 trust it (:mod:`codedyn.report.answer`); the **validation table** (ground truth against every signal); **the verdict
 table** (one row per signal: a sparkline of its curve, the verdict, bracket, effect size with interval and adjusted
-p; the test described once under it); the dataset card; one section per experiment folder (Experiment 1 influence,
-2 emergence, 3 susceptibility, 4 embryology, then any other result folder), each with its captioned figures and
-folded per-checkpoint tables, or "not run"; the LLC; the SGLD calibration when ``codedyn calibrate`` ran; the
-hyperparameters (resolved config, manifest); the sampling diagnostics per checkpoint and chain; timings
+p; the test described once under it); the dataset card; one section per registered experiment with a title
+(:mod:`codedyn.experiments.registry`, in its order), then one per other result folder, each with its captioned
+figures and folded per-checkpoint tables, or "not run"; the LLC; the SGLD calibration when ``codedyn calibrate``
+ran; the hyperparameters (resolved config, manifest); the sampling diagnostics per checkpoint and chain; timings
 (:mod:`codedyn.report.sections`). HTML pieces: :mod:`codedyn.report.markup`.
 
 Figures are embedded as base64 PNG (reduced to 256 colours where that is smaller), sparklines as inline SVG.

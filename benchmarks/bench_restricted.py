@@ -51,11 +51,11 @@ def main() -> None:
     result = run_susceptibility(study)  # every unit cached: analysis and figures only
     cached, cached_cpu = time.perf_counter() - wall, time.process_time() - cpu
 
-    table = result["table"]
+    table = result.table
     components = table["component"].nunique()
     raw = table[(table["variant"] == "raw") & table["distribution"].isin(["correct", "incorrect"])]
     excludes = ((raw["low"] > 0) | (raw["high"] < 0)).mean()
-    opposite = result["responders"]["opposite"].sum()
+    opposite = result.responders["opposite"].sum()
     print(f"load average {os.getloadavg()[0]:.2f} (1 min), threads {args.threads}, run folder {run_dir}")
     for step, wall, cpu in timings:
         print(f"step {step}: {components} components + full: {wall:.1f} s wall, {cpu:.1f} s CPU "

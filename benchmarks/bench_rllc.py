@@ -83,7 +83,7 @@ def main() -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         result = run_rllc(study)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        table: pd.DataFrame = result["table"]
+        table: pd.DataFrame = result.table
         records = (run_dir / "units").glob(f"rllc-step{step}-*/unit.json")
         seconds = [json.loads(p.read_text())["seconds"] for p in records]
         n = len(table)
@@ -93,7 +93,7 @@ def main() -> None:
               f"records) {np.median(seconds):.2f} s")
         ok = table[table["llc"].notna()]
         print(f"  with an LLC: {len(ok)} of {n}; statuses: {table['status'].value_counts().to_dict()}")
-        print(result["sums"].to_string(index=False))
+        print(result.sums.to_string(index=False))
         print(ok.groupby("distribution")["llc"].describe().to_string())
 
 

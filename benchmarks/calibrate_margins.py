@@ -16,6 +16,7 @@ from pathlib import Path
 
 from codedyn.analysis.events import data_onset, planted_of, run_seeds, suite_record_of
 from codedyn.analysis.margins import MARGINS_FILE, calibrate, write_margins
+from codedyn.experiments.registry import signal_sources
 from codedyn.runs.layout import MANIFEST
 
 
@@ -39,7 +40,7 @@ def main() -> None:
         records.append((run, data_onset(record), {"run": run.name, "null": bool(planted.get("null")),
                                                    **run_seeds(record), "onset": data_onset(record),
                                                    "commit": _commit(run)}))
-    margins = calibrate(records)
+    margins = calibrate(records, signal_sources())
     path = write_margins(margins, args.out)
     print(f"{path}: {len(margins.margins)} margins from {len(records)} null twins ({margins.rule})")
     for key, value in margins.margins.items():

@@ -560,15 +560,15 @@ def influence(config: Any, out: OutOption = None) -> None:
     console = _console()
     with rich_progress(console) as progress:
         result = run_influence(_study(config, out, progress), progress)
-    for name, found in result["calls"].items():
+    for name, found in result.calls.items():
         console.print(f"[bold]{name}[/]: {found['verdict']}", soft_wrap=True)
         for event in found["events"]:
             a, b = event["between"]
             console.print(f"  {event['kind'].replace('_', ' ')} within ({a}, {b}]: {event['detail']}", soft_wrap=True)
-    if "LLC/llc" not in result["calls"]:
+    if "LLC/llc" not in result.calls:
         console.print("[bold]LLC/llc[/]: no curve (fewer than two checkpoints are local minima; see llc_status in "
                       "influence.parquet)", soft_wrap=True)
-    typer.echo(str(result["folder"]))
+    typer.echo(str(result.folder))
 
 
 @app.command("susceptibility")
@@ -584,14 +584,14 @@ def susceptibility(config: Any, out: OutOption = None) -> None:
     console = _console()
     with rich_progress(console) as progress:
         result = run_susceptibility(_study(config, out, progress), progress)
-    opposite = result["responders"][result["responders"]["opposite"]]
-    console.print(f"{result['estimator']} estimator: {len(opposite)} (component, checkpoint) pairs respond "
+    opposite = result.responders[result.responders["opposite"]]
+    console.print(f"{result.estimator} estimator: {len(opposite)} (component, checkpoint) pairs respond "
                   "oppositely to correct and incorrect code")
     for _, row in opposite.head(10).iterrows():
         console.print(f"  step {row['step']}: {row['component']} χ_correct {row['chi_a']:+.3g} "
                       f"[{row['low_a']:+.3g}, {row['high_a']:+.3g}], χ_incorrect {row['chi_b']:+.3g} "
                       f"[{row['low_b']:+.3g}, {row['high_b']:+.3g}]", soft_wrap=True)
-    typer.echo(str(result["folder"]))
+    typer.echo(str(result.folder))
 
 
 @app.command("rllc")
@@ -608,13 +608,13 @@ def rllc(config: Any, out: OutOption = None) -> None:
     console = _console()
     with rich_progress(console) as progress:
         result = run_rllc(_study(config, out, progress), progress)
-    sharp = {k: v["verdict"] for k, v in result["calls"].items() if v.get("kind") == "sharp"}
-    console.print(f"{len(result['table'])} refined LLCs; {len(sharp)} trajectories with a sharp transition",
+    sharp = {k: v["verdict"] for k, v in result.calls.items() if v.get("kind") == "sharp"}
+    console.print(f"{len(result.table)} refined LLCs; {len(sharp)} trajectories with a sharp transition",
                   soft_wrap=True)
     for name, verdict in sorted(sharp.items())[:10]:
         console.print(f"  {name}: {verdict}", soft_wrap=True)
-    console.print(sum_sentence(result["sums"]), soft_wrap=True)
-    typer.echo(str(result["folder"]))
+    console.print(sum_sentence(result.sums), soft_wrap=True)
+    typer.echo(str(result.folder))
 
 
 @app.command("emergence")
@@ -630,15 +630,15 @@ def emergence(config: Any, out: OutOption = None) -> None:
     console = _console()
     with rich_progress(console) as progress:
         result = run_emergence(_study(config, out, progress), progress)
-    table = result["table"]
+    table = result.table
     final = table[(table["split"] == "validation") & (table["metric"] == "auroc")
                   & (table["step"] == table["step"].max())]
     for _, row in final[final["predictor"].isin(["best_latent", "probe", "shuffled", "random_latent"])].iterrows():
         console.print(f"step {row['step']} layer {row['layer']} {row['predictor']}: validation AUROC "
                       f"{row['value']:.3f} [{row['low']:.3f}, {row['high']:.3f}]", soft_wrap=True)
-    for name, found in result["calls"].items():
+    for name, found in result.calls.items():
         console.print(f"[bold]{name}[/]: {found['verdict']}", soft_wrap=True)
-    typer.echo(str(result["folder"]))
+    typer.echo(str(result.folder))
 
 
 @app.command("embryology")
@@ -652,13 +652,13 @@ def embryology(config: Any, out: OutOption = None) -> None:
     console = _console()
     with rich_progress(console) as progress:
         result = run_embryology(_study(config, out, progress), progress)
-    timings = ", ".join(f"{name.removesuffix('_s')} {value:.1f} s" for name, value in result["timings"].items())
-    console.print(f"{result['embedding']['point'][result['embedding']['view'] == 'tokens'].nunique()} tokens and "
-                  f"{result['embedding']['point'][result['embedding']['view'] == 'components'].nunique()} components "
-                  f"embedded at {result['embedding']['step'].nunique()} checkpoints ({timings})", soft_wrap=True)
-    for path in result["files"]:
+    timings = ", ".join(f"{name.removesuffix('_s')} {value:.1f} s" for name, value in result.timings.items())
+    console.print(f"{result.embedding['point'][result.embedding['view'] == 'tokens'].nunique()} tokens and "
+                  f"{result.embedding['point'][result.embedding['view'] == 'components'].nunique()} components "
+                  f"embedded at {result.embedding['step'].nunique()} checkpoints ({timings})", soft_wrap=True)
+    for path in result.files:
         console.print(f"  {path.name}", highlight=False)
-    typer.echo(str(result["folder"]))
+    typer.echo(str(result.folder))
 
 
 @app.command("calibrate")

@@ -22,14 +22,10 @@ that differ from a stored unit of its kind and step (:func:`codedyn.runs.units.n
 itself when it runs here, by this driver before submitting it when it runs as a Ray task (whose progress is
 silent).
 
-Adding an experiment takes, in this module, a :class:`~codedyn.runs.units.UnitKind` registered in
-:data:`UNIT_KINDS` for its per-checkpoint work -- plain functions: ``run(study, step, progress) -> Path`` and
-``outputs(study, step) -> {folder: key record}``, its keys from records of its inputs
-(:mod:`codedyn.runs.units`), plus ``after`` / ``needs`` / ``enabled`` / ``parts`` as it needs them -- and an
-:class:`Analysis` in :data:`ANALYSES` for its study-level computation (``compute(study) -> dict``). The functions
-live with their experiment (``codedyn.experiments.*``); this module only wires them (``runs/`` knows no experiment).
-Every module imported here is cheap to import (numpy at most; torch and the rest load inside the functions), and a
-Ray worker that imports this module (to run :func:`run_unit`) finds every kind by name.
+The unit kinds and the analyses come from the one registry of experiments (:mod:`codedyn.experiments.registry`,
+where an experiment is added); this module only runs them (``runs/`` knows no experiment). Every module imported
+here is cheap to import (numpy at most; torch and the rest load inside the functions), and a Ray worker that imports
+this module (to run :func:`run_unit`) finds every kind by name.
 
 Every invocation writes ``<run>/timings.json`` (wall time, model forward/backward time and peak memory of every
 stage and unit) and ``<run>/run.json`` (status, units, outputs).
@@ -46,21 +42,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codedyn.config import CodedynConfig, updated
-from codedyn.experiments.behaviour import behaviour_analysis
-from codedyn.experiments.embryology import compute_embryology
-from codedyn.experiments.emergence import compute_emergence, emergence_outputs, emergence_unit, previous_sae
-from codedyn.experiments.influence import compute_influence
-from codedyn.experiments.posteriors import posterior_outputs, posterior_unit
-from codedyn.experiments.rllc import compute_rllc, rllc_enabled, rllc_outputs, rllc_parts, rllc_unit
-from codedyn.experiments.susceptibility import (
-    compute_susceptibility,
-    restricted_outputs,
-    restricted_unit,
-    uses_restricted,
-)
+from codedyn.experiments.registry import EXPERIMENTS, Experiment, analysis_order, unit_kinds
 from codedyn.progress import SILENT, Progress
 from codedyn.report.html import write_report
 from codedyn.runs.executor import make_executor
@@ -68,41 +53,32 @@ from codedyn.runs.layout import MANIFEST, RUN_FILE, TIMINGS_FILE, TRANSITIONS_FI
 from codedyn.runs.store import write_json
 from codedyn.runs.units import Registry, Unit, UnitKind, is_stored
 
+if TYPE_CHECKING:
+    from codedyn.experiments.study import Study
+
 
 @dataclass(frozen=True)
 class Analysis:
     """One study-level analysis over the stored units."""
 
     name: str
-    compute: Callable[[Any], dict]  # (study) -> dict with at least "folder"
+    compute: Callable[[Study], Any]  # (study) -> a frozen dataclass with at least a ``folder``
 
 
-UNIT_KINDS = Registry((
-    UnitKind("sae", emergence_unit, emergence_outputs, needs=previous_sae),  # Experiment 2
-    # The posterior records the checkpoint's SAE latents when susceptibility.sae_latents > 0, so it comes after
-    # the SAE of its checkpoint (its key includes the SAE unit's key, known before the SAE is trained).
-    UnitKind("posterior", posterior_unit, posterior_outputs, after=("sae",)),
-    # Experiment 3, --estimator weight_restricted: the full and every component's restricted posterior
-    UnitKind("restricted", restricted_unit, restricted_outputs, enabled=uses_restricted),
-    # refined LLCs: one unit per (checkpoint, component), one folder per distribution
-    UnitKind("rllc", rllc_unit, rllc_outputs, enabled=rllc_enabled, parts=rllc_parts),
-))
-ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read earlier ones' tables
-    # The ground truth first (loads checkpoints): every later figure draws the behavioural emergence it stores.
-    Analysis("behaviour", behaviour_analysis),
-    Analysis("influence", compute_influence),  # Experiment 1 and the LLC
-    Analysis("susceptibility", compute_susceptibility),  # Experiment 3
-    Analysis("emergence", compute_emergence),  # Experiment 2 (reads the LLC)
-    Analysis("embryology", compute_embryology),  # Experiment 4
-    Analysis("rllc", compute_rllc),  # refined LLCs (when enabled)
-)
-REPORT: Callable[[Any], Path] | None = write_report  # (study) -> Path of report.html
+def analyses_of(experiments: Sequence[Experiment]) -> tuple[Analysis, ...]:
+    """The experiments' analyses in the order they run (:func:`codedyn.experiments.registry.analysis_order`)."""
+    return tuple(Analysis(e.name, e.compute) for e in analysis_order(experiments))
+
+
+UNIT_KINDS = unit_kinds(EXPERIMENTS)
+ANALYSES: tuple[Analysis, ...] = analyses_of(EXPERIMENTS)  # later analyses may read earlier ones' tables
+REPORT: Callable[[Study], Path] | None = write_report  # (study) -> Path of report.html
 
 
 # --------------------------------------------------------------------------------------------------- the units
 
 
-def plan_units(study, kinds: Registry | Iterable[UnitKind] = UNIT_KINDS) -> list[Unit]:
+def plan_units(study: Study, kinds: Registry | Iterable[UnitKind] = UNIT_KINDS) -> list[Unit]:
     """Every unit of the study, checkpoint by checkpoint, each after the units it depends on, with the folders it
     will store (:meth:`codedyn.runs.units.Registry.plan`: from the study's configuration and inputs alone)."""
     return _registry(kinds).plan(study)
@@ -117,7 +93,7 @@ def _registry(kinds: Registry | Iterable[UnitKind]) -> Registry:
     return kinds if isinstance(kinds, Registry) else Registry(kinds)
 
 
-def run_unit(study, unit: Unit, progress: Progress = SILENT, kinds: Registry = UNIT_KINDS) -> dict:
+def run_unit(study: Study, unit: Unit, progress: Progress = SILENT, kinds: Registry = UNIT_KINDS) -> dict:
     """Compute and store one unit with the configured torch threads; its timing record.
 
     The unit's kind is found by name in ``kinds`` (in a Ray worker: the registry of its own import of this module).
@@ -155,9 +131,9 @@ class RunResult:
     """What ``codedyn run`` produced."""
 
     run_dir: Path
-    study: Any  # codedyn.experiments.study.Study
+    study: Study
     units: list[dict]  # one timing record per unit; "cached": True for units found stored
-    analyses: dict[str, dict] = field(default_factory=dict)  # name -> what its compute function returned
+    analyses: dict[str, Any] = field(default_factory=dict)  # name -> what its compute function returned
     report: Path | None = None
     timings: dict = field(default_factory=dict)
 
@@ -168,14 +144,14 @@ class RunResult:
 
     def outputs(self) -> dict[str, Path]:
         """Where each analysis (and the report) wrote its results."""
-        found = {name: Path(result["folder"]) for name, result in self.analyses.items() if "folder" in result}
+        found = {name: Path(result.folder) for name, result in self.analyses.items() if result.folder is not None}
         if self.report is not None:
             found["report"] = self.report
         return found
 
 
 def open_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
-               stages: list[dict] | None = None):
+               stages: list[dict] | None = None) -> Study:
     """Build (or find) the dataset and the suite, timing each, then prepare the study (which finds both cached)."""
     from codedyn.data.pairs import build_dataset
     from codedyn.experiments.study import check_inputs, prepare_study
@@ -199,16 +175,20 @@ def open_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT
 
 
 def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT, executor=None,
-              refinement: dict | None = None, kinds: Registry = UNIT_KINDS) -> RunResult:
+              refinement: dict | None = None, kinds: Registry | None = None,
+              experiments: Sequence[Experiment] | None = None) -> RunResult:
     """The whole study: dataset, suite, every unit (only the missing ones are computed), analyses, report.
 
     ``executor`` defaults to the one ``config.executor`` describes. ``refinement`` (from :func:`refine_run`) is
-    appended to the manifest's record of refinements. ``kinds``: the unit kinds (another registry travels to Ray
-    tasks with the work function; the default one is found by name in each worker).
+    appended to the manifest's record of refinements. ``experiments``: the registry to run (default: the package's,
+    :data:`UNIT_KINDS` and :data:`ANALYSES`). ``kinds``: the unit kinds, when not the experiments' (another
+    registry travels to Ray tasks with the work function; the default one is found by name in each worker).
     """
     from codedyn.runs.timings import load_average, stage, summary
 
     run_dir = Path(run_dir)
+    if kinds is None:
+        kinds = UNIT_KINDS if experiments is None else unit_kinds(experiments)
     started = time.perf_counter()
     history = _previous_refinements(run_dir) + ([refinement] if refinement else [])
     executor = executor or make_executor(config.executor)
@@ -241,14 +221,15 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
         entry["cpu_seconds"] += sum(r["cpu_seconds"] for r in fresh)
     entry["peak_rss_mb"] = max([entry["peak_rss_mb"], *(r["peak_rss_mb"] for r in fresh)])
 
-    analyses = {}
-    for analysis in ANALYSES:
+    results = {}
+    analyses = ANALYSES if experiments is None else analyses_of(experiments)
+    for analysis in analyses:
         with stage(f"analysis:{analysis.name}", stages):
-            analyses[analysis.name] = analysis.compute(study)
+            results[analysis.name] = analysis.compute(study)
     report = None
     if REPORT is not None:
         with stage("report", stages):
-            report = Path(REPORT(study))
+            report = Path(REPORT(study) if experiments is None else REPORT(study, experiments=experiments))
 
     timings = {
         "stages": stages,
@@ -263,11 +244,11 @@ def run_study(config: CodedynConfig, run_dir: Path, progress: Progress = SILENT,
     _update_manifest(run_dir, {"pipeline": {
         "units": [{"unit": r["unit"], "folder": Path(r["folder"]).name if "folder" in r else None}
                   for r in records],
-        "analyses": [a.name for a in ANALYSES],
+        "analyses": [a.name for a in analyses],
         "report": report.name if report else None,
         "executor": config.executor.model_dump(mode="json"),
     }, "refinements": history})
-    result = RunResult(run_dir, study, records, analyses, report, timings)
+    result = RunResult(run_dir, study, records, results, report, timings)
     write_json(run_dir / RUN_FILE, {
         "status": "finished", "finished": timings["finished"], "executor": executor.kind,
         "steps": list(study.steps), "computed": result.computed,
@@ -285,7 +266,7 @@ def _remove_leftovers(run_dir: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _cached_record(study, unit: Unit) -> dict:
+def _cached_record(study: Study, unit: Unit) -> dict:
     """A stored unit's record: what computing it cost when it was computed (if known), marked cached."""
     folder = unit.folder
     record: dict[str, Any] = {"unit": unit.id, "stage": unit.id, "kind": unit.name, "step": unit.step}

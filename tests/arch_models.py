@@ -47,3 +47,29 @@ def tiny_model(kind: str, seed: int = 0, layers: int = 2, context: int = 64):
 
 
 KINDS = ("gpt_neox", "gpt2", "llama", "qwen2", "olmo")
+
+
+def one_head_norm(model, ids, mask, layer: int, head: int) -> float:
+    """Zero every other head's attention output before the output projection; what the projection then adds
+    (minus its bias, which belongs to no head) is this head's write into the residual stream."""
+    from codedyn.models.hooks import _get, architecture, forward_hooks
+
+    arch = architecture(model)
+    projection = _get(_get(model, arch.blocks)[layer], arch.attention_out)
+    heads = model.config.num_attention_heads
+    out = {}
+
+    def keep_one(module, args):
+        z = args[0].clone()
+        b, t, w = z.shape
+        z = z.view(b, t, heads, w // heads)
+        z[:, :, [h for h in range(heads) if h != head]] = 0
+        return (z.view(b, t, w),)
+
+    def grab(module, args, output):
+        out["y"] = output - (module.bias if module.bias is not None else 0)
+
+    with forward_hooks([(projection, keep_one, True), (projection, grab, False)]), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    norms = out["y"].norm(dim=-1)
+    return float((norms * mask).sum() / mask.sum())

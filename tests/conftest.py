@@ -51,3 +51,23 @@ def tiny_study(shared_home, tiny_run):
 
     with home(shared_home):
         return prepare_study(load_config("default", TINY_STUDY), tiny_run)
+
+
+@pytest.fixture()
+def empty_home(tmp_path, monkeypatch):
+    """An empty codedyn cache and an empty, offline HF cache."""
+    from huggingface_hub import constants
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CODEDYN_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    return home
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A small byte-level tokenizer trained on code (tests.code_texts), one per test module."""
+    from tests.code_texts import code_tokenizer
+
+    return code_tokenizer()

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tests.experiments.test_emergence import TINY_EMERGENCE
-from tests.studies import TINY_STUDY, shared_home
+from tests.studies import TINY_EMERGENCE, TINY_STUDY, shared_home
 from tests.studies import home as use_home
 
 # The tiny study of the experiment tests (every experiment's tiny settings; ten problems so that every split has

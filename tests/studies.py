@@ -1,4 +1,6 @@
-"""The tiny studies the end-to-end tests share (imported by the tests and by conftest.py's session fixtures)."""
+"""The tiny configurations the tests share (imported by the tests and by conftest.py's session fixtures): one tiny
+study, the variants some experiments need derived from it with explicit updates, and the tiny toy suite of the model
+tests with its planted variant."""
 
 from __future__ import annotations
 
@@ -16,6 +18,39 @@ TINY_STUDY = {
                  "window_length": 33, "n_bootstrap": 50, "lr": 1e-4},
     "susceptibility": {"sae_latents": 0},  # heads and MLPs only: this study trains no SAEs
 }
+
+
+def derived(base: dict, **sections: dict) -> dict:
+    """A copy of the configuration ``base`` with each named section updated field by field (a section ``base``
+    lacks is added)."""
+    return {**base, **{name: {**base.get(name, {}), **fields} for name, fields in sections.items()}}
+
+
+# Experiment 2's tiny study: ten problems, so that every split has some, and tiny SAEs.
+TINY_EMERGENCE = {
+    **{name: TINY_STUDY[name] for name in ("toy", "suite")},
+    "dataset": {**TINY_STUDY["dataset"], "limit_problems": 10},
+    "emergence": {"width": 32, "k": 4, "train_tokens": 2048, "window_length": 32, "epochs": 2, "batch_size": 256,
+                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5,
+                  "shuffles": 2, "n_bootstrap": 50, "init_from_previous": True},
+}
+
+# The tiny model organism: planted programs instead of problems, a toy suite with the planted task (its verdicts
+# appear from step 4), windows long enough for a verdict line.
+TINY_ORGANISM = {
+    **derived(TINY_STUDY, toy={"vocab_size": 400, "context": 64, "warmup_steps": 2,
+                               "planted": {"enabled": True, "onset": 4, "eval_quads": 8}},
+              suite={"steps": [0, 6, 12]}, sampling={"window_length": 65, "n_bootstrap": 40}),
+    "dataset": {"planted_problems": 8, "candidates_per_operator": 1},
+}
+
+# The toy suite of the model tests: two layers, twelve steps, a checkpoint every five.
+TINY_TOY_FIELDS = {"vocab_size": 300, "d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "context": 32,
+                   "batch_size": 4, "steps": 12, "warmup_steps": 2, "span_min": 2, "span_max": 8,
+                   "checkpoint_every": 5, "eval_span": 8, "eval_sequences": 4}
+# ... and with the planted task from step 4 (a larger vocabulary and context for its programs).
+TINY_PLANTED_TOY_FIELDS = {**TINY_TOY_FIELDS, "vocab_size": 400, "context": 64,
+                           "planted": {"enabled": True, "onset": 4, "eval_quads": 8}}
 
 
 _SHARED: dict[str, Path] = {}

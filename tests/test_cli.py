@@ -36,13 +36,14 @@ def test_bad_config_value_is_one_clear_error(tmp_path):
 
 
 def test_suite_info_and_list_for_a_trained_toy_suite(tmp_path):
+    from codedyn.config import ToySuiteConfig
     from codedyn.data.corpus import CodeCorpus
     from codedyn.models.toy import train_toy_suite
-    from tests.models.test_toy import TINY
+    from tests.studies import TINY_TOY_FIELDS
 
     corpus = CodeCorpus.stdlib()
     small = CodeCorpus(corpus.root, corpus.split("train")[:10] + corpus.split("heldout")[:2])
-    trained = train_toy_suite(TINY, hub_cache=tmp_path / "hub", corpus=small)
+    trained = train_toy_suite(ToySuiteConfig(**TINY_TOY_FIELDS), hub_cache=tmp_path / "hub", corpus=small)
     info = runner.invoke(app, ["suite", "info", trained.suite.name, "--out", str(tmp_path)])
     assert info.exit_code == 0, info.output
     assert f"{len(trained.suite.schedule)} cached" in info.stdout

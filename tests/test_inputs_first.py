@@ -7,37 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from codedyn.cli import app
+from tests.user_errors import built_nothing, one_sentence
 
 runner = CliRunner()
-
-
-@pytest.fixture()
-def empty_home(tmp_path, monkeypatch):
-    """An empty codedyn cache and an empty, offline HF cache."""
-    from huggingface_hub import constants
-
-    home = tmp_path / "home"
-    monkeypatch.setenv("CODEDYN_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    return home
-
-
-def built_nothing(home):
-    """Neither a dataset, nor a mutant execution, nor a toy suite was started."""
-    for kind in ("datasets", "executions", "suites"):
-        folder = home / kind
-        assert not folder.exists() or not any(folder.rglob("*")), f"{kind} work started: {list(folder.rglob('*'))}"
-    return True
-
-
-def one_sentence(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    text = " ".join(result.output.split())
-    for fragment in fragments:
-        assert fragment in text, text
-    return True
 
 
 @pytest.mark.parametrize(("command", "nearest"), [("influence", "[6500, 7000]"), ("run", "[6750, 7000]")])

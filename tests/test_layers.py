@@ -58,16 +58,28 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    return imports_in(path.read_text(encoding="utf-8"), module_name(path), path.name == "__init__.py")
+def imports_of(path: Path, annotations: bool = True) -> set[str]:
+    return imports_in(path.read_text(encoding="utf-8"), module_name(path), path.name == "__init__.py", annotations)
 
 
-def imports_in(source: str, name: str, is_package: bool = False) -> set[str]:
+def _annotation_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside ``if TYPE_CHECKING:`` blocks (never executed: imports for annotations)."""
+    guarded = [node for node in ast.walk(tree) if isinstance(node, ast.If)
+               and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"]
+    return {id(inner) for node in guarded for stmt in node.body for inner in ast.walk(stmt)}
+
+
+def imports_in(source: str, name: str, is_package: bool = False, annotations: bool = True) -> set[str]:
     """Every codedyn module the module ``name`` with this source imports (``from codedyn.x import y`` counts as
-    codedyn.x.y when that is a module, else codedyn.x; relative imports resolved)."""
+    codedyn.x.y when that is a module, else codedyn.x; relative imports resolved); without ``annotations``, not the
+    ones under ``if TYPE_CHECKING:``, which never run."""
     package = name if is_package else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    skip = set() if annotations else _annotation_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "codedyn")
         elif isinstance(node, ast.ImportFrom):
@@ -98,8 +110,8 @@ def layer_of(module: str) -> int:
     return rank
 
 
-def graph() -> dict[str, set[str]]:
-    return {module_name(p): imports_of(p) for p in sorted(PACKAGE.rglob("*.py"))}
+def graph(annotations: bool = True) -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p, annotations) for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def test_every_import_points_downward_or_is_a_known_exception():
@@ -122,7 +134,9 @@ def test_sampling_imports_nothing_from_experiments_or_above():
 
 
 def test_no_import_circle_except_the_known_ones():
-    edges = graph()
+    # An import for annotations only (under TYPE_CHECKING) never runs, so it closes no circle; it still counts for
+    # the direction of the layers above.
+    edges = graph(annotations=False)
     pruned = {a: {b for b in targets if (a, b) not in KNOWN} for a, targets in edges.items()}
     # Tarjan's strongly connected components: any with more than one module is a circle.
     index: dict[str, int] = {}
@@ -166,6 +180,23 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones():
               "def g():\n    from ..runs import store\n    import codedyn.models.sae\n")
     found = imports_in(source, "codedyn.sampling.bad")
     assert found == {"codedyn.experiments.emergence", "codedyn.runs.store", "codedyn.models.sae"}
+    typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from codedyn.experiments.study import Study\n"
+    assert imports_in(typed, "codedyn.experiments.posteriors") == {"codedyn.experiments.study"}
+    assert imports_in(typed, "codedyn.experiments.posteriors", annotations=False) == set()
     assert layer_of("codedyn.experiments.emergence") > layer_of("codedyn.sampling.bad")
     assert layer_of("codedyn.figures.plots") < layer_of("codedyn.experiments.x") < layer_of("codedyn.report.html")
     assert layer_of("codedyn.runs.store") == 0 < layer_of("codedyn.data.pairs") < layer_of("codedyn.runs.load")
+
+
+def test_no_test_module_imports_another_test_module():
+    """Tests share fixtures through conftest.py and constants and helpers through plain modules (tests/studies.py,
+    tests/arch_models.py, ...): importing a test module would also collect its tests and tie the two together."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(tests.parent)} imports {name}" for name in names
+                      if name.split(".")[0] == "tests" and name.split(".")[-1].startswith("test_")]
+    assert not found, found

@@ -15,7 +15,8 @@ replicates ``[n_steps, n_boot]`` in ``bootstrap_replicates.npz`` beside them. Th
   intervals are stored, so replicates are rebuilt as normal draws from them
   (:func:`~codedyn.analysis.transitions.replicates_from_intervals`: the checkpoints' posteriors are independent).
 
-Nothing here computes a statistic; a curve the run did not store is simply absent.
+Each experiment declares its reader in the experiments registry (:mod:`codedyn.experiments.registry`), which hands
+them to :func:`stored_curves`. Nothing here computes a statistic; a curve the run did not store is simply absent.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from codedyn.analysis.onset import Curve
+from codedyn.analysis.signals import SignalSources
 from codedyn.runs.layout import REPLICATES_FILE, TRANSITIONS_FILE
 from codedyn.runs.store import read_json
 
@@ -136,8 +138,9 @@ def _finite(steps, values, reps) -> bool:
     return len(steps) >= 2 and np.all(np.isfinite(values)) and np.all(np.isfinite(reps))
 
 
-def behaviour_curves(run_dir: Path) -> list[StoredCurve]:
-    """The verdict contrast and the loss gap over all operators, when the behaviour analysis stored them."""
+def behaviour_curves(run_dir: Path, onset: int | None = None) -> list[StoredCurve]:
+    """The verdict contrast and the loss gap over all operators, when the behaviour analysis stored them (every
+    checkpoint: ``onset`` is not used, the curves before it are the baseline)."""
     folder = Path(run_dir) / "behaviour"
     table, reps = _table(folder / "behaviour.parquet"), _replicates(folder)
     found = []
@@ -155,8 +158,9 @@ def behaviour_curves(run_dir: Path) -> list[StoredCurve]:
     return found
 
 
-def emergence_curves(run_dir: Path) -> list[StoredCurve]:
-    """Experiment 2: the best latent's and the probe's validation AUROC per layer."""
+def emergence_curves(run_dir: Path, onset: int | None = None) -> list[StoredCurve]:
+    """Experiment 2: the best latent's and the probe's validation AUROC per layer (every checkpoint: ``onset`` is not
+    used, the curves before it are the baseline)."""
     folder = Path(run_dir) / "emergence"
     table, reps = _table(folder / "emergence.parquet"), _replicates(folder)
     if table is None:
@@ -279,10 +283,9 @@ def chi_group(name: str) -> str | None:
     return CHI_CONTRAST_PREFIX + rest[: rest.index(")") + 1] if rest.startswith("(") else CHI_CONTRAST_PREFIX.strip()
 
 
-def stored_curves(run_dir: Path, onset: int | None = None) -> list[StoredCurve]:
-    """Every curve of a run, in table order: behaviour, Experiment 2, Experiment 1, Experiment 3, the LLC last.
-    ``onset``: the planted data onset, where the verdict readouts' curves start (None: they start where stored)."""
-    influence = influence_curves(run_dir, onset)
-    llc = [c for c in influence if c.name == "LLC"]
-    return [*behaviour_curves(run_dir), *emergence_curves(run_dir), *[c for c in influence if c.name != "LLC"],
-            *susceptibility_curves(run_dir, onset), *llc]
+def stored_curves(run_dir: Path, sources: SignalSources, onset: int | None = None) -> list[StoredCurve]:
+    """Every curve of a run, in the order of ``sources`` (e.g. behaviour, Experiment 2, Experiment 1, Experiment 3),
+    the LLC last. ``onset``: the planted data onset, where the verdict readouts' curves start (None: they start
+    where stored)."""
+    found = [curve for signals in sources.values() for curve in signals.curves(Path(run_dir), onset)]
+    return [c for c in found if c.name != "LLC"] + [c for c in found if c.name == "LLC"]

@@ -31,6 +31,7 @@ import numpy as np
 
 from codedyn.analysis.curves import StoredCurve, stored_curves
 from codedyn.analysis.onset import changes
+from codedyn.analysis.signals import SignalSources
 
 FACTOR = 2.0  # the margin is this many times the calibration twins' largest movement
 MARGINS_FILE = Path(__file__).with_name("margins.json")
@@ -73,16 +74,18 @@ def movement(curve, onset: int | None) -> float:
     return float(np.max(np.abs(changes(replace(curve, margin=0.0), onset).change)))
 
 
-def calibrate(runs: Sequence[tuple[Path, int | None, dict]], factor: float = FACTOR) -> Margins:
+def calibrate(runs: Sequence[tuple[Path, int | None, dict]], sources: SignalSources,
+              factor: float = FACTOR) -> Margins:
     """Margins from calibration null twins: ``runs`` = (run folder, data onset, record of the twin: seeds, onset,
-    commit). Raises when a run is not a null twin's record (``record["null"]`` must be true)."""
+    commit), over the signals of ``sources`` (:func:`codedyn.experiments.registry.signal_sources`). Raises when a
+    run is not a null twin's record (``record["null"]`` must be true)."""
     if not runs:
         raise ValueError("calibrating margins needs at least one null twin")
     largest: dict[str, float] = {}
     for folder, onset, record in runs:
         if not record.get("null"):
             raise ValueError(f"{folder} is not a null twin: margins are calibrated on null twins only")
-        for stored in stored_curves(Path(folder), onset):
+        for stored in stored_curves(Path(folder), sources, onset):
             found = movement(stored.curve, onset)
             if np.isfinite(found):
                 largest[stored.margin_key] = max(largest.get(stored.margin_key, 0.0), found)

@@ -25,7 +25,7 @@ flat noisy curve with 20 checkpoints is called non-flat in at most about 1 - lev
 * ``monotonicity``: non-monotonic when some pair of steps (not necessarily adjacent) rises and another falls
   significantly (max-T over all pairs); p-value = the larger of the best rise's and the best fall's.
 * ``change_test``: is the curve flat? max-T over all pairs; the p-value of the most significant pair.
-* ``largest_jump``: sharp or gradual? The share of the curve's range taken by its largest adjacent change is compared
+* ``jump_scan``: sharp or gradual? The share of the curve's range taken by its largest adjacent change is compared
   with the same share on null curves: a straight line in x (weighted least squares fit to the values) plus the
   bootstrap noise. A gradual change spread over the checkpoints the way a linear-in-x trend would spread it gives a
   share like the null's; a transition packed into one checkpoint interval gives a larger one. "Sharp" is relative
@@ -110,12 +110,6 @@ def _alpha(level: float) -> float:
     return 1 - level
 
 
-def step_axis(steps: Sequence[int] | np.ndarray, log_steps: bool = True) -> np.ndarray:
-    """x coordinate of each checkpoint: ``log1p(step)`` (finite at step 0) or the step itself."""
-    s = _check_steps(steps, log_steps).astype(float)
-    return np.log1p(s) if log_steps else s
-
-
 def replicates_from_intervals(
     values: Sequence[float] | np.ndarray,
     lows: Sequence[float] | np.ndarray,
@@ -137,11 +131,6 @@ def replicates_from_intervals(
     sd = (hi - lo) / (2 * NormalDist().inv_cdf(1 - _alpha(level) / 2))
     rng = np.random.default_rng(seed)
     return v[:, None] + sd[:, None] * rng.standard_normal((v.size, n_boot))
-
-
-def intervals_of(estimates: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(values, lows, highs)`` from Estimate-like objects (attributes ``value``, ``low``, ``high``)."""
-    return tuple(np.array([getattr(e, name) for e in estimates], dtype=float) for name in ("value", "low", "high"))
 
 
 # ------------------------------------------------------------------------------------------------ max-T contrasts
@@ -555,18 +544,6 @@ def jump_scan(
                     float(p), share, testable)
 
 
-def largest_jump(
-    steps: Sequence[int] | np.ndarray,
-    replicates: np.ndarray,
-    level: float = 0.95,
-    values: Sequence[float] | np.ndarray | None = None,
-) -> Call | None:
-    """``jump_scan`` as a "jump" Call (``between`` = the bracket, ``statistic`` = the jump's share of the range),
-    or None when the schedule leaves no interval testable."""
-    s = _check_steps(steps, log_steps=True)
-    return _jump_call(s, jump_scan(s, replicates, level, values), level)
-
-
 def _jump_call(s: np.ndarray, scan: JumpScan, level: float) -> Call | None:
     if scan.index is None:
         return None
@@ -683,22 +660,6 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     out = np.empty(m)
     out[order] = np.minimum(stepped, 1.0)
     return out
-
-
-def within_band(lows: Sequence[float] | np.ndarray, highs: Sequence[float] | np.ndarray, band: float) -> bool:
-    """Every checkpoint's interval [low, high] lies inside (-band, band): whatever the curve does, it does by less
-    than the smallest effect that counts (an equivalence test: a precisely measured change of a few thousandths is
-    still no change worth calling). False for an empty curve or a non-finite bound."""
-    lows, highs = np.asarray(lows, dtype=float), np.asarray(highs, dtype=float)
-    return bool(lows.size and np.all(np.isfinite(lows)) and np.all(np.isfinite(highs)) and np.all(lows > -band)
-                and np.all(highs < band))
-
-
-def no_change_within(band: float, what: str) -> dict:
-    """The call for a curve :func:`within_band` holds for (``what`` names the band and where it comes from)."""
-    return {"kind": "no_change", "verdict": verdict_text("no_change"), "bracket": None, "step": None,
-            "effect": None, "effect_low": None, "effect_high": None, "p_value": None, "p_adjusted": None,
-            "evidence": [], "test": f"every checkpoint's interval within ±{band:g} ({what})"}
 
 
 def adjust_verdicts(calls: Mapping[str, dict], level: float = 0.95) -> dict[str, dict]:

@@ -1,9 +1,12 @@
 """The verdict table: for every signal, "sharp transition within (a, b]", "gradual", "non-monotonic", "no change"
 or a change the schedule does not resolve, with its bracket, effect size (interval), p-values and evidence.
 
-Sources, all read from a run folder (a missing experiment gives a "not run" row, never an error):
+Each experiment's calls and rows are read here from a run folder (a missing experiment gives a "not run" row, never
+an error); which of them a run's table shows, and in which order, is the experiments registry's
+(:mod:`codedyn.experiments.registry`, handed in as :class:`~codedyn.analysis.signals.Signals`):
 
-* SAE accuracy: ``<run>/emergence/transitions.json``, the curve(s) of the best latent's AUROC;
+* behaviour: the verdict contrast and the loss gap (:func:`behaviour_calls`, :func:`behaviour_rows`);
+* SAE accuracy: ``<run>/emergence/transitions.json``, the curve(s) of the best latent's AUROC, and the probe's;
 * influence CC / CI / II / paired (cov and corr variants) and the LLC: ``<run>/influence/transitions.json``; a
   stored call without the verdict fields (bracket, effect, p-values) gets them from the verdict test run again on
   ``bootstrap_replicates.npz`` when its verdict agrees;
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from codedyn.analysis.curves import CHI_CONTRAST_DISTRIBUTION as CONTRAST
+from codedyn.analysis.signals import SignalSources
 from codedyn.runs.layout import TRANSITIONS_FILE
 from codedyn.runs.store import read_json
 
@@ -314,17 +318,21 @@ def _emergence_points(table, curve: str):
 class StudyFamily:
     """Every curve of a run that gets a shape call, and the calls Holm-adjusted as one family.
 
-    ``adjusted`` is keyed ``"<source>:<curve>"`` (``behaviour:verdict_contrast``, ``emergence:L1/probe/auroc``,
+    ``adjusted`` is keyed ``"<experiment>:<curve>"`` (``behaviour:verdict_contrast``, ``emergence:L1/probe/auroc``,
     ``influence:delta/cov``, ``susceptibility:<estimator>:<component>/<distribution>``)."""
 
     adjusted: dict[str, dict]
-    sae_curves: list[str]
-    influence_curves: list[tuple[str, str]]
-    per_estimator: dict[str, tuple[dict, str]]
-    tables: dict[str, Path]
+
+    def of(self, source: str) -> dict[str, dict]:
+        """One experiment's adjusted calls, keyed by curve."""
+        prefix = f"{source}:"
+        return {k.removeprefix(prefix): v for k, v in self.adjusted.items() if k.startswith(prefix)}
 
 
 BEHAVIOUR_CURVES = ("verdict_contrast", "loss_gap/all")  # the behaviour's curves in the family
+BEHAVIOUR_SIGNALS = {"verdict_contrast": "Behaviour: verdict contrast",
+                     "loss_gap/all": "Behaviour: loss gap at the mutated tokens"}
+LLC_CURVE = "LLC/llc"  # the LLC's key among the influence calls
 
 
 def _probe_curves(calls: dict) -> list[str]:
@@ -339,100 +347,114 @@ def _influence_signal_curves(influence: dict | None) -> list[tuple[str, str]]:
     listed = [curve for curve, _ in INFLUENCE_CURVES]
     extra = sorted(k for k in (influence or {}) if k not in listed and k.split("/")[0] != "LLC"
                    and any(word in k.split("/")[0] for word in INFLUENCE_SIGNAL_WORDS))
-    return [*INFLUENCE_CURVES, *[(k, f"Influence {k}") for k in extra], ("LLC/llc", "LLC")]
+    return [*INFLUENCE_CURVES, *[(k, f"Influence {k}") for k in extra], (LLC_CURVE, "LLC")]
 
 
-def study_family(run_dir: Path, level: float = 0.95) -> StudyFamily:
-    """The one family of shape calls of a run: behaviour curves, Experiment 2's best-latent and probe AUROC per
-    layer, Experiment 1's curves and the LLC, every component's χ curves; Holm-adjusted together
-    (:func:`~codedyn.analysis.transitions.adjust_verdicts`). The report's verdict table and the validation table
-    both read it."""
+def _table(path: Path):
     import pandas as pd
 
-    from codedyn.analysis.transitions import adjust_verdicts
+    return pd.read_parquet(path) if path.is_file() else None
 
+
+# ------------------------------------------------------------------------------ each experiment's calls and rows
+
+
+def behaviour_calls(run_dir: Path) -> dict[str, dict]:
+    """The verdict contrast and the loss gap over all operators (the ground truth's shape, in the family too)."""
+    behaviour = read_json(Path(run_dir) / "behaviour" / TRANSITIONS_FILE) or {}
+    return {c: behaviour[c] for c in BEHAVIOUR_CURVES if isinstance(behaviour.get(c), dict)}
+
+
+def behaviour_rows(run_dir: Path, adjusted: dict[str, dict]) -> list[VerdictRow]:
+    table = _table(Path(run_dir) / "behaviour" / "behaviour.parquet")
+    return [_row(signal, curve, adjusted[curve], "behaviour/transitions.json", _behaviour_points(table, curve))
+            for curve, signal in BEHAVIOUR_SIGNALS.items() if curve in adjusted]
+
+
+def emergence_calls(run_dir: Path) -> dict[str, dict]:
+    """Experiment 2: the best latent's and the probe's AUROC per layer."""
+    emergence = read_json(Path(run_dir) / "emergence" / TRANSITIONS_FILE) or {}
+    return {c: emergence[c] for c in [*_sae_curves(emergence), *_probe_curves(emergence)]}
+
+
+def emergence_rows(run_dir: Path, adjusted: dict[str, dict]) -> list[VerdictRow]:
+    table = _table(Path(run_dir) / "emergence" / "emergence.parquet")
+    source = "emergence/transitions.json"
+    curves = _sae_curves(adjusted)
+    rows = [] if curves else [_row("SAE accuracy (best-latent AUROC)", "AUROC", None, source)]
+    rows += [_row(f"SAE accuracy ({curve})", curve, adjusted[curve], source, _emergence_points(table, curve))
+             for curve in curves]
+    rows += [_row(f"Probe accuracy ({curve})", curve, adjusted[curve], source, _emergence_points(table, curve))
+             for curve in _probe_curves(adjusted)]
+    return rows
+
+
+def influence_calls(run_dir: Path) -> dict[str, dict]:
+    """Experiment 1: the table's influence curves (:func:`_influence_signal_curves`) and the LLC, each completed
+    from the stored replicates where it lacks the verdict fields."""
     run_dir = Path(run_dir)
-    behaviour = read_json(run_dir / "behaviour" / TRANSITIONS_FILE) or {}
-    emergence = read_json(run_dir / "emergence" / TRANSITIONS_FILE) or {}
-    curves = _sae_curves(emergence)
     influence = read_json(run_dir / "influence" / TRANSITIONS_FILE)
-    influence_curves = _influence_signal_curves(influence)
     completed = {curve: _completed(run_dir, curve, None if influence is None else influence.get(curve))
-                 for curve, _ in influence_curves}
+                 for curve, _ in _influence_signal_curves(influence)}
+    return {c: found for c, found in completed.items() if found is not None}
 
-    folder = run_dir / "susceptibility"
+
+def influence_rows(run_dir: Path, adjusted: dict[str, dict]) -> list[VerdictRow]:
+    """One row per influence curve of the table (a "not run" row for one the run did not call), the LLC last."""
+    run_dir = Path(run_dir)
+    table = _table(run_dir / "influence" / "influence.parquet")
+    rows = []
+    for curve, signal in _influence_signal_curves(read_json(run_dir / "influence" / TRANSITIONS_FILE)):
+        found = adjusted.get(curve)
+        points = None if found is None or table is None else _influence_points(table, curve)
+        rows.append(_row(signal, curve, found, "influence/transitions.json", points))
+    return rows
+
+
+def _susceptibility_estimators(run_dir: Path) -> tuple[dict[str, Path], dict[str, str], dict | None]:
+    """The χ tables by estimator, where each estimator's calls come from, and the stored calls (None: computed from
+    the tables)."""
+    folder = Path(run_dir) / "susceptibility"
     stored = read_json(folder / TRANSITIONS_FILE)
     tables = {path.stem.removeprefix("susceptibility").lstrip("_") or "covariance": path
               for path in sorted(folder.glob("susceptibility*.parquet"))}
     if stored is not None:
-        per_estimator = {"covariance": (stored, "susceptibility/transitions.json")}
+        sources = {"covariance": "susceptibility/transitions.json"}
     else:
-        per_estimator = {
-            estimator: (transition_calls_for_susceptibility(pd.read_parquet(path)),
-                        f"susceptibility/{path.name} (intervals -> normal replicates)")
-            for estimator, path in tables.items()
-        }
-    if not per_estimator:
-        per_estimator = {"covariance": ({}, "susceptibility/")}
-
-    # One family over every curve, keyed by source so that curves of different files never collide.
-    family = {f"behaviour:{c}": behaviour[c] for c in BEHAVIOUR_CURVES if isinstance(behaviour.get(c), dict)}
-    family.update({f"emergence:{c}": emergence[c] for c in [*curves, *_probe_curves(emergence)]})
-    family.update({f"influence:{c}": found for c, found in completed.items() if found is not None})
-    for estimator, (calls, _) in per_estimator.items():
-        family.update({f"susceptibility:{estimator}:{k}": v for k, v in calls.items()})
-    return StudyFamily(adjust_verdicts(family, level), curves, influence_curves, per_estimator, tables)
+        sources = {estimator: f"susceptibility/{path.name} (intervals -> normal replicates)"
+                   for estimator, path in tables.items()}
+    return tables, sources or {"covariance": "susceptibility/"}, stored
 
 
-def verdict_rows(run_dir: Path, level: float = 0.95) -> tuple[list[VerdictRow], dict[str, dict]]:
-    """Every row of the summary table, and the susceptibility calls behind its susceptibility rows, from the run's
-    one family of shape calls (:func:`study_family`: rows and returned calls carry the Holm-adjusted verdicts; the
-    stored ``transitions.json`` files stay raw)."""
+def susceptibility_calls(run_dir: Path) -> dict[str, dict]:
+    """Experiment 3: every component's χ calls, keyed ``"<estimator>:<component>/<distribution>"``: the stored
+    ``transitions.json`` (estimator covariance) when the experiment wrote one, else one call per curve of each
+    stored χ table (:func:`transition_calls_for_susceptibility`)."""
     import pandas as pd
 
-    run_dir = Path(run_dir)
-    rows: list[VerdictRow] = []
-    found_family = study_family(run_dir, level)
-    adjusted, curves = found_family.adjusted, found_family.sae_curves
-    influence_curves, per_estimator, tables = (found_family.influence_curves, found_family.per_estimator,
-                                               found_family.tables)
+    tables, _, stored = _susceptibility_estimators(run_dir)
+    per_estimator = ({"covariance": stored} if stored is not None else
+                     {estimator: transition_calls_for_susceptibility(pd.read_parquet(path))
+                      for estimator, path in tables.items()})
+    return {f"{estimator}:{k}": v for estimator, calls in per_estimator.items() for k, v in calls.items()}
 
-    behaviour_path = run_dir / "behaviour" / "behaviour.parquet"
-    behaviour_table = pd.read_parquet(behaviour_path) if behaviour_path.is_file() else None
-    for curve, signal in (("verdict_contrast", "Behaviour: verdict contrast"),
-                          ("loss_gap/all", "Behaviour: loss gap at the mutated tokens")):
-        if f"behaviour:{curve}" in adjusted:
-            rows.append(_row(signal, curve, adjusted[f"behaviour:{curve}"], "behaviour/transitions.json",
-                             _behaviour_points(behaviour_table, curve)))
 
-    table_path = run_dir / "emergence" / "emergence.parquet"
-    emergence_table = pd.read_parquet(table_path) if table_path.is_file() else None
-    source = "emergence/transitions.json"
-    if not curves:
-        rows.append(_row("SAE accuracy (best-latent AUROC)", "AUROC", None, source))
-    for curve in curves:
-        rows.append(_row(f"SAE accuracy ({curve})", curve, adjusted[f"emergence:{curve}"], source,
-                         _emergence_points(emergence_table, curve)))
-    for key in sorted(k for k in adjusted if k.startswith("emergence:") and k.endswith("/probe/auroc")):
-        curve = key.removeprefix("emergence:")
-        rows.append(_row(f"Probe accuracy ({curve})", curve, adjusted[key], source,
-                         _emergence_points(emergence_table, curve)))
+def component_calls(adjusted: dict[str, dict]) -> dict[str, dict]:
+    """The susceptibility calls of a family, keyed as the report shows them: ``"<component>/<distribution>"`` for
+    the covariance estimator, ``"<estimator>:<component>/<distribution>"`` for another."""
+    calls = StudyFamily(adjusted).of("susceptibility")
+    return {k.removeprefix("covariance:"): v for k, v in calls.items()}
 
-    table_path = run_dir / "influence" / "influence.parquet"
-    influence_table = pd.read_parquet(table_path) if table_path.is_file() else None
-    source = "influence/transitions.json"
-    for curve, signal in influence_curves:
-        found = adjusted.get(f"influence:{curve}")
-        points = None if found is None or influence_table is None else _influence_points(influence_table, curve)
-        rows.append(_row(signal, curve, found, source, points))
-    llc_row = rows.pop()  # the LLC goes last, after the susceptibilities
 
-    suscept_calls: dict[str, dict] = {}
-    for estimator, (raw, source) in per_estimator.items():
-        calls = {k: adjusted[f"susceptibility:{estimator}:{k}"] for k in raw}
-        suscept_calls.update({f"{estimator}:{k}" if estimator != "covariance" else k: v for k, v in calls.items()})
+def susceptibility_rows(run_dir: Path, adjusted: dict[str, dict]) -> list[VerdictRow]:
+    """One row per estimator and distribution, summarising every component's call (:func:`susceptibility_summary`),
+    with the leading component's numbers and curve."""
+    tables, sources, _ = _susceptibility_estimators(run_dir)
+    rows = []
+    for estimator, source in sources.items():
+        calls = {k.removeprefix(f"{estimator}:"): v for k, v in adjusted.items() if k.startswith(f"{estimator}:")}
         label = "" if estimator == "covariance" else f", {estimator.replace('_', '-')}"
-        chi = pd.read_parquet(tables[estimator]) if estimator in tables else None
+        chi = _table(tables[estimator]) if estimator in tables else None
         present = {k.rsplit("/", 1)[1] for k in calls}
         for distribution in ("correct", "incorrect", CONTRAST):
             if distribution == CONTRAST and distribution not in present:
@@ -450,5 +472,30 @@ def verdict_rows(run_dir: Path, level: float = 0.95) -> tuple[list[VerdictRow], 
                         lead["bracket"], evidence=summary["evidence"] + [f"numbers and curve: {summary['leader']}"])
             rows.append(VerdictRow(f"{signal}; shown: {summary['leader']}", curve, source=source, **lead,
                                    **_points(points)))
-    rows.append(llc_row)
-    return rows, suscept_calls
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- the family
+
+
+def study_family(run_dir: Path, sources: SignalSources, level: float = 0.95) -> StudyFamily:
+    """The one family of shape calls of a run: every experiment's calls (``sources``, e.g. the behaviour curves,
+    Experiment 2's best-latent and probe AUROC per layer, Experiment 1's curves and the LLC, every component's χ
+    curves), Holm-adjusted together (:func:`~codedyn.analysis.transitions.adjust_verdicts`). The report's verdict
+    table and the validation table both read it."""
+    from codedyn.analysis.transitions import adjust_verdicts
+
+    family = {f"{name}:{curve}": call for name, signals in sources.items()
+              for curve, call in signals.calls(Path(run_dir)).items()}  # keyed by source: files never collide
+    return StudyFamily(adjust_verdicts(family, level))
+
+
+def verdict_rows(run_dir: Path, sources: SignalSources, level: float = 0.95) -> tuple[list[VerdictRow],
+                                                                                        dict[str, dict]]:
+    """Every row of the summary table, in the order of ``sources`` with the LLC last, and the run's family of
+    adjusted calls behind them (:func:`study_family`: the rows carry the Holm-adjusted verdicts; the stored
+    ``transitions.json`` files stay raw)."""
+    run_dir = Path(run_dir)
+    found = study_family(run_dir, sources, level)
+    rows = [row for name, signals in sources.items() for row in signals.rows(run_dir, found.of(name))]
+    return [r for r in rows if r.curve != LLC_CURVE] + [r for r in rows if r.curve == LLC_CURVE], found.adjusted

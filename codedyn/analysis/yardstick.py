@@ -35,6 +35,7 @@ from codedyn.analysis.events import (
 )
 from codedyn.analysis.margins import Margins, held_out, load_margins
 from codedyn.analysis.onset import Comovement, OnsetCall, comovement, onset_family, relation
+from codedyn.analysis.signals import SignalSources
 from codedyn.runs.layout import YARDSTICK_FILE
 
 VALIDATION_DIR = "validation"
@@ -131,19 +132,19 @@ def ground_truth_call(curve, onset: int) -> OnsetCall:
     return onset_family([curve], onset)[curve.name]
 
 
-def _shapes(run_dir: Path) -> dict[str, dict]:
+def _shapes(run_dir: Path, sources: SignalSources) -> dict[str, dict]:
     from codedyn.analysis.verdicts import study_family
 
     keep = ("kind", "verdict", "bracket", "p_adjusted", "fwer")
-    return {key: {k: call.get(k) for k in keep} for key, call in study_family(run_dir).adjusted.items()
+    return {key: {k: call.get(k) for k in keep} for key, call in study_family(run_dir, sources).adjusted.items()
             if isinstance(call, dict)}
 
 
-def _family(run_dir: Path, margins: Margins) -> tuple[list[StoredCurve], dict[str, OnsetCall], OnsetCall | None,
-                                                       StoredCurve | None, int | None, str]:
+def _family(run_dir: Path, sources: SignalSources, margins: Margins) -> tuple[
+        list[StoredCurve], dict[str, OnsetCall], OnsetCall | None, StoredCurve | None, int | None, str]:
     record = suite_record_of(run_dir)
     onset = int(planted_of(record)["onset"]) if planted_of(record) else None
-    curves = margins.apply(stored_curves(run_dir, onset))
+    curves = margins.apply(stored_curves(run_dir, sources, onset))
     emergence, truth = _ground_truth(curves, run_dir, onset)
     signals = [c for c in curves if c.name != VERDICT_CONTRAST or onset is None]
     calls = onset_family([c.curve for c in signals], onset) if signals else {}
@@ -151,22 +152,24 @@ def _family(run_dir: Path, margins: Margins) -> tuple[list[StoredCurve], dict[st
     return signals, calls, emergence, truth, onset, family
 
 
-def yardstick(run_dir: Path, null_dir: Path | None = None, margins: Margins | None = None) -> Yardstick:
-    """The validation of ``run_dir`` (and of its null twin: ``null_dir``, or ``<runs>/null`` beside it)."""
+def yardstick(run_dir: Path, sources: SignalSources, null_dir: Path | None = None,
+              margins: Margins | None = None) -> Yardstick:
+    """The validation of ``run_dir`` (and of its null twin: ``null_dir``, or ``<runs>/null`` beside it) over the
+    signals of ``sources`` (:func:`codedyn.experiments.registry.signal_sources`)."""
     run_dir = Path(run_dir)
     margins = margins if margins is not None else load_margins()
-    signals, calls, emergence, truth, onset, family = _family(run_dir, margins)
+    signals, calls, emergence, truth, onset, family = _family(run_dir, sources, margins)
     # the schedule the relations count checkpoints on: every checkpoint any curve has (a refined run's manifest
     # learns its new steps only after the analyses)
     steps = sorted({*run_steps(run_dir), *(s for c in signals for s in c.curve.steps),
                     *(truth.curve.steps if truth else ())})
-    shapes = _shapes(run_dir)
+    shapes = _shapes(run_dir, sources)
     null_dir = Path(null_dir) if null_dir is not None else (find_null_run(run_dir) if onset is not None else None)
     null_calls: dict[str, OnsetCall] = {}
     null_curves: dict[str, StoredCurve] = {}
     null_emergence, null_seeds = None, {}
     if null_dir is not None:
-        found, null_calls, null_emergence, _, _, _ = _family(null_dir, margins)
+        found, null_calls, null_emergence, _, _, _ = _family(null_dir, sources, margins)
         null_curves = {c.name: c for c in found}
         null_seeds = run_seeds(suite_record_of(null_dir))
     rows = []
@@ -211,11 +214,11 @@ def _flat(call: OnsetCall) -> dict[str, Any]:
             "reach": call.reach, "p_adjusted": call.p_adjusted}
 
 
-def write_yardstick(run_dir: Path, found: Yardstick | None = None) -> Yardstick:
-    """Compute (unless given) and store the yardstick under ``<run>/validation/``."""
+def write_yardstick(run_dir: Path, sources: SignalSources) -> Yardstick:
+    """Compute the yardstick over the signals of ``sources`` and store it under ``<run>/validation/``."""
     from codedyn.runs.store import write_json
 
-    found = found if found is not None else yardstick(run_dir)
+    found = yardstick(run_dir, sources)
     out = Path(run_dir) / VALIDATION_DIR
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / YARDSTICK_FILE, found.to_dict())

@@ -38,13 +38,19 @@ n), ``transitions.json`` and figures. In ``codedyn run`` it is the analysis :fun
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.layout import TRANSITIONS_FILE, UNIT_FILE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from codedyn.experiments.study import Study
 
 BEHAVIOUR_DIR = "behaviour"
 UNIT_FORMAT = 1  # bump when a change here changes what a stored measurement holds
@@ -57,7 +63,7 @@ EVAL_SEED = 2024  # the held-out verdict programs: the same at every checkpoint 
 # task's held-out pool holds about 400 distinct quadruples (planted.heldout_share, function_names).
 VERDICT_QUADS = 300
 
-def planted_config(study):
+def planted_config(study: Study):
     """The planted task the study's suite was trained with (a PlantedTaskConfig), or None."""
     from codedyn.config import PlantedTaskConfig
 
@@ -68,7 +74,7 @@ def planted_config(study):
     return None
 
 
-def behaviour_key(study, step: int) -> str:
+def behaviour_key(study: Study, step: int) -> str:
     from codedyn.runs.store import content_hash
 
     planted = planted_config(study)
@@ -80,7 +86,7 @@ def behaviour_key(study, step: int) -> str:
     }, length=10)
 
 
-def behaviour_unit_dir(study, step: int) -> Path:
+def behaviour_unit_dir(study: Study, step: int) -> Path:
     return Path(study.run_dir) / BEHAVIOUR_DIR / f"step{step}-{behaviour_key(study, step)}"
 
 
@@ -134,7 +140,7 @@ def measure_checkpoint(checkpoint, dataset, planted, max_length: int | None, n_q
     return out
 
 
-def behaviour_unit(study, step: int, progress: Progress = SILENT) -> Path:
+def behaviour_unit(study: Study, step: int, progress: Progress = SILENT) -> Path:
     """Measure and store one checkpoint (or find it stored)."""
     from codedyn.runs.store import is_completed, staging_dir, write_json
 
@@ -155,7 +161,7 @@ def behaviour_unit(study, step: int, progress: Progress = SILENT) -> Path:
     return folder
 
 
-def run_behaviour(study, progress: Progress | None = None) -> dict:
+def run_behaviour(study: Study, progress: Progress | None = None) -> BehaviourResult:
     """Measure every checkpoint not yet stored, then compute and store the results over training."""
     progress = progress or SILENT
     bar = progress.task("behaviour: checkpoints", total=len(study.steps))
@@ -165,7 +171,7 @@ def run_behaviour(study, progress: Progress | None = None) -> dict:
     return compute_behaviour(study)
 
 
-def behaviour_analysis(study) -> dict:
+def behaviour_analysis(study: Study) -> BehaviourResult:
     """The pipeline's analysis: the stored checkpoints' measurements (measuring the missing ones, which costs a
     checkpoint load and a forward pass each) and their analysis."""
     return run_behaviour(study)
@@ -209,7 +215,7 @@ def emergence_call(steps, values: np.ndarray, replicates: np.ndarray, onset: int
                          f"at family-wise level 0.05 over the checkpoints"}
 
 
-def _stored(study) -> list[tuple[int, Path]]:
+def _stored(study: Study) -> list[tuple[int, Path]]:
     from codedyn.runs.store import is_completed
 
     units = []
@@ -228,7 +234,16 @@ def _row(step: int, quantity: str, operator: str | None, value: float, reps: np.
             "high": float(high), "n": n}
 
 
-def compute_behaviour(study) -> dict:
+@dataclass(frozen=True)
+class BehaviourResult:
+    """What the behaviour analysis stored under ``<run>/behaviour/``."""
+
+    folder: Path
+    table: pd.DataFrame  # step, quantity, operator, value, low, high, n
+    calls: dict[str, dict]  # curve -> its shape call; "emergence" -> the behavioural emergence (planted runs)
+
+
+def compute_behaviour(study: Study) -> BehaviourResult:
     """Pure analysis of the stored measurements: table, transition calls, emergence bracket, figures."""
     import pandas as pd
 
@@ -297,10 +312,10 @@ def compute_behaviour(study) -> dict:
     for quantity in ("verdict_contrast", "verdict_accuracy", "loss_gap"):
         if (table["quantity"] == quantity).any():
             save_figure(behaviour_figure(table, quantity, steps, study, calls), out / quantity)
-    return {"table": table, "calls": calls, "folder": out}
+    return BehaviourResult(out, table, calls)
 
 
-def behaviour_events(study, calls: dict | None = None) -> list[dict]:
+def behaviour_events(study: Study, calls: dict | None = None) -> list[dict]:
     """The known events of the study's suite, as figure markers: planted onset, behavioural emergence, induction."""
     events = []
     planted = planted_config(study)
@@ -316,7 +331,7 @@ def behaviour_events(study, calls: dict | None = None) -> list[dict]:
     return events
 
 
-def behaviour_figure(table, quantity: str, steps, study, calls: dict):
+def behaviour_figure(table, quantity: str, steps, study: Study, calls: dict):
     from codedyn.figures.plots import training_curves
 
     part = table[table["quantity"] == quantity]
@@ -357,7 +372,7 @@ def probe_auroc(fit_x: np.ndarray, fit_y: np.ndarray, eval_x: np.ndarray, eval_y
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from codedyn.experiments.emergence import auroc
+    from codedyn.analysis.classifier import auroc
 
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
     model.fit(np.asarray(fit_x, dtype=np.float64), np.asarray(fit_y, dtype=bool))

@@ -35,11 +35,18 @@ import re
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from codedyn.config import EmbryologyConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from codedyn.experiments.study import Study
 
 EMBRYOLOGY_DIR = "embryology"
 VIEWS = ("tokens", "components")
@@ -331,7 +338,7 @@ def token_metadata_frame(susceptibility, samples, tokens: np.ndarray):
 # ---------------------------------------------------------------------------------------------------- run / compute
 
 
-def run_embryology(study, progress=None) -> dict:
+def run_embryology(study: Study, progress=None) -> EmbryologyResult:
     """Experiment 4 over the study's checkpoints, reusing (or creating) the shared posterior units."""
     from codedyn.experiments.posteriors import sample_checkpoints
     from codedyn.progress import SILENT
@@ -340,7 +347,7 @@ def run_embryology(study, progress=None) -> dict:
     return compute_embryology(study, progress)
 
 
-def aligned_components(study) -> list[str]:
+def aligned_components(study: Study) -> list[str]:
     """The components embedded at every checkpoint: those with one identity across checkpoints. Heads and MLPs
     always; SAE latents (``L<l>.SAE<i>``) only when each checkpoint's SAE starts from the previous one's
     (``emergence.init_from_previous``, which keeps latent identity) and the latent is recorded at every checkpoint:
@@ -357,7 +364,18 @@ def aligned_components(study) -> list[str]:
     return [n for n in per_step[0] if n in common and (keep_latents or ".SAE" not in n)]
 
 
-def compute_embryology(study, progress=None) -> dict:
+@dataclass(frozen=True)
+class EmbryologyResult:
+    """What Experiment 4 stored under ``<run>/embryology/``."""
+
+    folder: Path
+    embedding: pd.DataFrame  # every token's and component's coordinates per checkpoint
+    structure: pd.DataFrame  # kNN balanced accuracy of each labelling, per checkpoint and space
+    files: list[Path]  # the figures, animation and interactive views written
+    timings: dict[str, float]  # seconds per stage ("<stage>_s")
+
+
+def compute_embryology(study: Study, progress=None) -> EmbryologyResult:
     """Per-token susceptibilities, aligned embeddings, tables and figures from the stored posteriors.
 
     Returns ``{"folder", "embedding" (DataFrame), "structure" (DataFrame), "files" (list of paths),
@@ -449,7 +467,7 @@ def compute_embryology(study, progress=None) -> dict:
     clock = time.perf_counter()
     files = write_views(embedding, structure, steps, out, config, progress)
     timings["figures_s"] = time.perf_counter() - clock
-    return {"folder": out, "embedding": embedding, "structure": structure, "files": files, "timings": timings}
+    return EmbryologyResult(out, embedding, structure, files, timings)
 
 
 def write_views(embedding, structure, steps, out: Path, config: EmbryologyConfig, progress=None) -> list[Path]:

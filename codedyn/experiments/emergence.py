@@ -28,20 +28,38 @@ Autoencoders", applied at every checkpoint with the same SAE architecture and hy
 Split hygiene is enforced (:func:`check_split_hygiene`: no problem in two splits) and the selection functions only
 ever receive the analysis rows. Over training (:func:`compute_emergence`): AUROC / F1 curves with intervals, the LLC
 of Experiment 1 on a twin axis when it exists, the toy suite's induction formation, and the sharp-vs-gradual verdict
-of :func:`codedyn.analysis.transitions.classify_trajectory` on the validation bootstrap replicates.
+of :func:`codedyn.analysis.transitions.classify_trajectory` on the validation bootstrap replicates. The classifier
+statistics named here (scores, selection, AUROC and F1, thresholds, the probe, their bootstrap) are
+:mod:`codedyn.analysis.classifier`'s; this module applies them to every checkpoint's SAE latents.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from codedyn.analysis.classifier import (
+    METRICS,
+    Labels,
+    Predictor,
+    check_split_hygiene,
+    evaluate,
+    fit_probe,
+    make_latent_predictor,
+    problem_weights,
+    select_predictors,
+    selection_bootstrap,
+)
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.layout import SAE_ARRAYS, SAE_METRICS, SPLITS, TRANSITIONS_FILE, UNIT_FILE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from codedyn.experiments.study import Study
 
 EMERGENCE_DIR = "emergence"
 UNIT_FORMAT = 4  # bump when a change here changes what a unit stores (4: the SAEs, their quality and the latents
@@ -49,247 +67,8 @@ UNIT_FORMAT = 4  # bump when a change here changes what a unit stores (4: the SA
 # Settings only the analysis reads (scoring, selection, controls): they stay out of the SAE unit's key, so changing
 # one never retrains an SAE. (n_bootstrap stays in: the SAE quality intervals are computed with the unit.)
 ANALYSIS_ONLY = frozenset({"general_threshold", "probe_c", "shuffles"})
-METRICS = ("auroc", "f1", "precision", "recall")
 PREDICTORS = ("best_latent", "correct_latent", "incorrect_latent", "probe", "shuffled", "random_latent")
 CURVES = ("best_latent", "probe", "shuffled", "random_latent")  # drawn over training and tested for transitions
-
-
-class SplitLeak(ValueError):
-    """A problem appears in more than one split (or a split name is unknown)."""
-
-
-# -------------------------------------------------------------------------------------------------- splits
-
-
-def check_split_hygiene(samples) -> None:
-    """Raise :class:`SplitLeak` if any problem id has samples in two splits, or a split is not a known one."""
-    unknown = sorted(set(samples["split"]) - set(SPLITS))
-    if unknown:
-        raise SplitLeak(f"unknown split name(s) {unknown}; expected {list(SPLITS)}")
-    per_problem = samples.groupby("problem_id")["split"].nunique()
-    leaked = sorted(per_problem[per_problem > 1].index)
-    if leaked:
-        raise SplitLeak(f"{len(leaked)} problem(s) appear in more than one split, e.g. {leaked[:3]}")
-
-
-@dataclass(frozen=True)
-class Labels:
-    """What the analysis needs about the samples: correctness, split, resampling unit and operator per row."""
-
-    is_correct: np.ndarray  # [N] bool
-    split: np.ndarray  # [N] str
-    problem: np.ndarray  # [N] int code of the unit intervals resample: the sample's group (its problem, or for
-    # planted programs their operation pair, which the programs of one pair share: data.problems.Problem.group)
-    operator: np.ndarray  # [N] object (None for correct samples)
-
-    @classmethod
-    def from_samples(cls, samples) -> Labels:
-        check_split_hygiene(samples)
-        units = samples["group"] if "group" in samples else samples["problem_id"]  # (datasets before groups)
-        codes = {unit: k for k, unit in enumerate(sorted(set(units)))}
-        operator = samples["operator"] if "operator" in samples else [None] * len(samples)
-        return cls(samples["is_correct"].to_numpy(dtype=bool), samples["split"].to_numpy(dtype=object),
-                   np.asarray([codes[u] for u in units]),
-                   np.asarray([o if isinstance(o, str) else None for o in operator], dtype=object))
-
-    def rows(self, split: str) -> np.ndarray:
-        return np.flatnonzero(self.split == split)
-
-
-# -------------------------------------------------------------------------------------------------- scoring
-
-
-def welch_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Welch's t per column of a [n_a, m] vs b [n_b, m]: (mean_a - mean_b) / sqrt(var_a / n_a + var_b / n_b);
-    NaN where both groups are constant."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    se = np.sqrt(a.var(axis=0, ddof=1) / a.shape[0] + b.var(axis=0, ddof=1) / b.shape[0])
-    diff = a.mean(axis=0) - b.mean(axis=0)
-    return np.divide(diff, se, out=np.full(diff.shape, np.nan), where=se > 0)
-
-
-def latent_scores(latents: np.ndarray, is_correct: np.ndarray) -> dict[str, np.ndarray]:
-    """Per latent (columns of latents [n, m]): firing fractions among correct / incorrect samples, separation score
-    (their difference) and Welch's t of the activation (correct minus incorrect)."""
-    fires = latents > 0
-    correct, incorrect = latents[is_correct], latents[~is_correct]
-    if correct.shape[0] < 2 or incorrect.shape[0] < 2:
-        raise ValueError("scoring needs at least two correct and two incorrect samples")
-    frac_c, frac_i = fires[is_correct].mean(axis=0), fires[~is_correct].mean(axis=0)
-    return {"frac_correct": frac_c, "frac_incorrect": frac_i, "separation": frac_c - frac_i,
-            "welch_t": welch_t(correct, incorrect)}
-
-
-def select_latents(scores: dict[str, np.ndarray], eligible: np.ndarray) -> tuple[int, int]:
-    """(top correct-predicting, top incorrect-predicting) latent among ``eligible`` ones: largest / smallest
-    separation, ties broken by Welch's t (NaN t counts as 0)."""
-    idx = np.flatnonzero(eligible)
-    if idx.size == 0:
-        raise ValueError("no eligible latent to select from")
-    sep, t = scores["separation"][idx], np.nan_to_num(scores["welch_t"][idx])
-    best_correct = idx[np.lexsort((-t, -sep))[0]]
-    best_incorrect = idx[np.lexsort((t, sep))[0]]
-    return int(best_correct), int(best_incorrect)
-
-
-# -------------------------------------------------------------------------------------------------- metrics
-
-
-def auroc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | float:
-    """Mann-Whitney AUROC of ``score`` for the ``positive`` class (ties count 1/2); with ``weights`` [B, n]
-    (bootstrap multiplicities) one value per row."""
-    score, positive = np.asarray(score, dtype=np.float64), np.asarray(positive, dtype=bool)
-    s_pos, s_neg = score[positive], score[~positive]
-    wins = (s_pos[:, None] > s_neg[None, :]) + 0.5 * (s_pos[:, None] == s_neg[None, :])  # [P, Q]
-    if weights is None:
-        return float(wins.mean()) if wins.size else math.nan
-    w = np.atleast_2d(weights)
-    w_pos, w_neg = w[:, positive], w[:, ~positive]
-    denominator = w_pos.sum(axis=1) * w_neg.sum(axis=1)
-    numerator = np.einsum("bp,pq,bq->b", w_pos, wins, w_neg)
-    return np.divide(numerator, denominator, out=np.full(w.shape[0], np.nan), where=denominator > 0)
-
-
-def classification_metrics(predicted: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Precision, recall, F1 of boolean predictions [n] for the ``positive`` class, weighted by rows of [B, n]."""
-    w = np.atleast_2d(weights).astype(np.float64)
-    tp = w @ (predicted & positive)
-    fp = w @ (predicted & ~positive)
-    fn = w @ (~predicted & positive)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-    return {"precision": precision, "recall": recall, "f1": f1}
-
-
-def best_threshold(score: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """The threshold maximising F1 of "score > threshold" on these (tuning) samples, among the midpoints between
-    sorted distinct scores; ties go to the lowest threshold; ``weights`` [n] are bootstrap multiplicities. The
-    trivial rule "everything is positive" is not a candidate: it is no detector, yet wins max-F1 whenever the signal
-    is weak (F1 = 2p / (1 + p), 0.67 for balanced classes). With a single distinct score the threshold is that score
-    (a latent that never fires on the tuning split predicts its class when it fires)."""
-    score = np.asarray(score, dtype=np.float64)
-    w = np.ones(score.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    values = np.unique(score[w > 0])
-    if values.size < 2:
-        return float(values[0]) if values.size else 0.0
-    candidates = (values[:-1] + values[1:]) / 2
-    predicted = score[None, :] > candidates[:, None]  # [C, n]
-    tp = predicted.astype(np.float64) @ (w * positive)
-    f1 = 2 * tp / (predicted.astype(np.float64) @ w + (w * positive).sum())
-    return float(candidates[int(np.argmax(f1))])
-
-
-def problem_weights(problem: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap weights [n_boot, n] resampling the problems of these samples (each problem's samples share its
-    multiplicity). The same seed and problems give the same resamples at every checkpoint."""
-    from codedyn.resample import group_multiplicities
-
-    return group_multiplicities(problem, n_boot, seed)
-
-
-@dataclass(frozen=True)
-class Predictor:
-    """A scalar score per sample; "score > threshold" predicts class ``positive_correct`` (True = correct)."""
-
-    name: str
-    score: np.ndarray  # [N] over all samples
-    positive_correct: bool
-    threshold: float
-    latent: int = -1  # SAE latent index, -1 for the probe
-
-    def positive(self, labels: Labels) -> np.ndarray:
-        return labels.is_correct if self.positive_correct else ~labels.is_correct
-
-    def flags_incorrect(self) -> np.ndarray:
-        above = self.score > self.threshold
-        return ~above if self.positive_correct else above
-
-
-def evaluate(predictor: Predictor, labels: Labels, split: str, weights: np.ndarray) -> dict[str, tuple]:
-    """metric -> (value, replicates [B]) on one split; ``weights`` [B, n_split] from :func:`problem_weights`."""
-    rows = labels.rows(split)
-    score, positive = predictor.score[rows], predictor.positive(labels)[rows]
-    predicted = score > predictor.threshold
-    ones = np.ones((1, rows.size))
-    point = {"auroc": auroc(score, positive, ones), **classification_metrics(predicted, positive, ones)}
-    reps = {"auroc": auroc(score, positive, weights), **classification_metrics(predicted, positive, weights)}
-    return {m: (float(point[m][0]), reps[m]) for m in METRICS}
-
-
-def make_latent_predictor(name: str, latents: np.ndarray, latent: int, positive_correct: bool,
-                          labels: Labels) -> Predictor:
-    """A latent's activation as a predictor, thresholded on the tuning split."""
-    score = latents[:, latent].astype(np.float64)
-    tune = labels.rows("tuning")
-    positive = labels.is_correct if positive_correct else ~labels.is_correct
-    return Predictor(name, score, positive_correct, best_threshold(score[tune], positive[tune]), latent)
-
-
-def _select_predictors(latents: np.ndarray, is_correct_analysis: np.ndarray, eligible: np.ndarray,
-                       labels: Labels, prefix: str = "") -> tuple[list[Predictor], Predictor, dict]:
-    """Selection on the analysis rows (with the given analysis labels), thresholds on tuning."""
-    analysis = labels.rows("analysis")
-    scores = latent_scores(latents[analysis], is_correct_analysis)
-    top_correct, top_incorrect = select_latents(scores, eligible)
-    chosen = [make_latent_predictor(f"{prefix}correct_latent", latents, top_correct, True, labels),
-              make_latent_predictor(f"{prefix}incorrect_latent", latents, top_incorrect, False, labels)]
-    in_sample = [auroc(p.score[analysis], is_correct_analysis if p.positive_correct else ~is_correct_analysis)
-                 for p in chosen]
-    best = chosen[int(np.argmax(in_sample))]
-    return chosen, best, scores
-
-
-def selection_bootstrap(latents: np.ndarray, labels: Labels, eligible: np.ndarray,
-                        weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Validation replicates [B] of the best latent's metrics with the **selection redone in every replicate**:
-    replicate b resamples analysis, tuning and validation problems (``weights[split][b]``), picks the top correct-
-    and incorrect-predicting latents by weighted separation (ties by the weighted difference of mean activations,
-    a stand-in for Welch's t), keeps the one with the higher weighted analysis AUROC, thresholds it on the weighted
-    tuning split and evaluates it on the weighted validation split. Its spread holds the luck of the selection as
-    well as the validation sampling, which matters when the chosen latent changes between checkpoints."""
-    analysis, tune, valid = labels.rows("analysis"), labels.rows("tuning"), labels.rows("validation")
-    acts = latents[analysis].astype(np.float64)
-    fires = (acts > 0).astype(np.float64)
-    correct = labels.is_correct[analysis]
-    w_a = weights["analysis"]
-    w_c, w_i = w_a * correct, w_a * ~correct  # [B, n_a]
-    n_c, n_i = w_c.sum(axis=1, keepdims=True), w_i.sum(axis=1, keepdims=True)
-    sep = w_c @ fires / n_c - w_i @ fires / n_i  # [B, m]
-    diff = w_c @ acts / n_c - w_i @ acts / n_i
-    key = sep + 1e-6 * diff / (1 + np.abs(diff))  # the tie-breaker never outweighs one sample of separation
-    top_c = np.where(eligible, key, -np.inf).argmax(axis=1)
-    top_i = np.where(eligible, key, np.inf).argmin(axis=1)
-    out = {m: np.empty(w_a.shape[0]) for m in METRICS}
-    for b in range(w_a.shape[0]):
-        options = []
-        for latent, positive_correct in ((top_c[b], True), (top_i[b], False)):
-            positive = correct if positive_correct else ~correct
-            options.append((float(auroc(acts[:, latent], positive, w_a[b : b + 1])[0]), latent, positive_correct))
-        _, latent, positive_correct = max(options, key=lambda o: -np.inf if np.isnan(o[0]) else o[0])
-        score = latents[:, latent].astype(np.float64)
-        positive = labels.is_correct if positive_correct else ~labels.is_correct
-        threshold = best_threshold(score[tune], positive[tune], weights["tuning"][b])
-        w_v = weights["validation"][b : b + 1]
-        out["auroc"][b] = auroc(score[valid], positive[valid], w_v)[0]
-        for m, value in classification_metrics(score[valid] > threshold, positive[valid], w_v).items():
-            out[m][b] = value[0]
-    return out
-
-
-def fit_probe(resid: np.ndarray, labels: Labels, c: float, seed: int) -> Predictor:
-    """Logistic regression (standardised features, L2, inverse strength ``c``) fitted on the analysis split;
-    score = P(correct); threshold on tuning."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    analysis, tune = labels.rows("analysis"), labels.rows("tuning")
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
-    model.fit(resid[analysis].astype(np.float64), labels.is_correct[analysis])
-    score = model.predict_proba(resid.astype(np.float64))[:, list(model.classes_).index(True)]
-    return Predictor("probe", score, True, best_threshold(score[tune], labels.is_correct[tune]))
 
 
 @dataclass
@@ -319,7 +98,7 @@ def latent_choice(latents: np.ndarray, general_freq: np.ndarray, labels: Labels,
     scores a DataFrame per latent (separation, welch_t, general_freq, general), selection the chosen
     ``correct_latent`` / ``incorrect_latent`` / ``best_latent``. The same choice analyse_layer makes."""
     general, eligible, _ = eligible_latents(general_freq, general_threshold)
-    chosen, best, scores = _select_predictors(latents, labels.is_correct[labels.rows("analysis")], eligible, labels)
+    chosen, best, scores = select_predictors(latents, labels.is_correct[labels.rows("analysis")], eligible, labels)
     return _scores_table(scores, general_freq, general), {
         "correct_latent": chosen[0].latent, "incorrect_latent": chosen[1].latent, "best_latent": best.latent}
 
@@ -344,7 +123,7 @@ def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarr
 
     analysis = labels.rows("analysis")
     general, eligible, fallback = eligible_latents(general_freq, general_threshold)
-    chosen, best, scores = _select_predictors(latents, labels.is_correct[analysis], eligible, labels)
+    chosen, best, scores = select_predictors(latents, labels.is_correct[analysis], eligible, labels)
     predictors = [Predictor("best_latent", best.score, best.positive_correct, best.threshold, best.latent), *chosen,
                   fit_probe(resid, labels, probe_c, seed)]
     rng = np.random.default_rng(seed)
@@ -356,7 +135,7 @@ def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarr
     shuffled = []
     for s in range(shuffles):
         permuted = np.random.default_rng([seed, s]).permutation(labels.is_correct[analysis])
-        shuffled.append(_select_predictors(latents, permuted, eligible, labels, prefix="shuffled_")[1])
+        shuffled.append(select_predictors(latents, permuted, eligible, labels, prefix="shuffled_")[1])
 
     weights = {split: problem_weights(labels.problem[labels.rows(split)], n_boot, seed) for split in SPLITS}
     metrics, replicates = [], {}
@@ -429,20 +208,20 @@ def operator_breakdown(predictors: list[Predictor], labels: Labels, weights: np.
 # ---------------------------------------------------------------------------------------------------- units
 
 
-def previous_step(study, step: int) -> int | None:
+def previous_step(study: Study, step: int) -> int | None:
     """The study checkpoint before ``step`` (None for the first)."""
     earlier = [s for s in study.steps if s < step]
     return earlier[-1] if earlier else None
 
 
-def emergence_key(study, step: int) -> str:
+def emergence_key(study: Study, step: int) -> str:
     """Hash of everything that changes a unit (:func:`emergence_key_record`)."""
     from codedyn.runs.units import unit_key
 
     return unit_key(emergence_key_record(study, step))
 
 
-def emergence_key_record(study, step: int) -> dict:
+def emergence_key_record(study: Study, step: int) -> dict:
     """The inputs of an SAE unit's key: suite, step, dataset, EmergenceConfig, and (init from previous) the
     previous unit's key."""
     from codedyn.data.corpus import corpus_fingerprints
@@ -463,7 +242,7 @@ def emergence_key_record(study, step: int) -> dict:
     return record
 
 
-def sae_mix(study, step: int):
+def sae_mix(study: Study, step: int):
     """The toy config whose planted windows enter the SAE's training and evaluation windows at ``step``: the
     organism's after its onset, so each SAE learns (and is scored on) the model's own training mix, planted
     programs included (:func:`codedyn.sampling.posterior.planted_mix`); None for any other suite, before the
@@ -474,18 +253,18 @@ def sae_mix(study, step: int):
     return planted_mix(toy, step, study.config.emergence) if toy else None
 
 
-def emergence_unit_dir(study, step: int) -> Path:
+def emergence_unit_dir(study: Study, step: int) -> Path:
     from codedyn.runs.store import UNITS_DIR
 
     return Path(study.run_dir) / UNITS_DIR / f"sae-step{step}-{emergence_key(study, step)}"
 
 
-def emergence_outputs(study, step: int) -> dict[Path, dict]:
+def emergence_outputs(study: Study, step: int) -> dict[Path, dict]:
     """The pipeline unit of one checkpoint's SAEs: ``{folder: key record}``."""
     return {emergence_unit_dir(study, step): emergence_key_record(study, step)}
 
 
-def previous_sae(study, step: int) -> tuple[str, ...]:
+def previous_sae(study: Study, step: int) -> tuple[str, ...]:
     """An SAE initialised from the previous checkpoint's needs that one stored first (the pipeline's unit id)."""
     from codedyn.runs.units import unit_id
 
@@ -497,7 +276,7 @@ def _flat(x):
     return x.reshape(-1, x.shape[-1])
 
 
-def emergence_unit(study, step: int, progress: Progress = SILENT) -> Path:
+def emergence_unit(study: Study, step: int, progress: Progress = SILENT) -> Path:
     """Train (or find cached) the SAEs of one checkpoint and store what needs the model: the SAEs, their quality
     metrics, and per layer the samples' final-token latents and residuals and the general windows' firing rates.
     Returns the unit folder ``<run>/units/sae-step<N>-<key>/``. Depends only on (study, step); written atomically.
@@ -618,7 +397,7 @@ def load_sae(source, step: int | None = None, layer: int | None = None, device: 
 # ------------------------------------------------------------------------------------------------ the analysis
 
 
-def step_inputs(study, step: int) -> tuple[Labels, dict[int, dict[str, np.ndarray]]]:
+def step_inputs(study: Study, step: int) -> tuple[Labels, dict[int, dict[str, np.ndarray]]]:
     """What the analysis of one checkpoint reads from its SAE unit: the labels of the samples it captured (in its
     order) and per layer ``{"latents", "resid", "general_freq"}`` (FileNotFoundError when the unit is missing)."""
     import json
@@ -637,7 +416,7 @@ def step_inputs(study, step: int) -> tuple[Labels, dict[int, dict[str, np.ndarra
     return Labels.from_samples(samples), per_layer
 
 
-def latent_choices(study, step: int) -> dict[int, tuple[Any, dict]]:
+def latent_choices(study: Study, step: int) -> dict[int, tuple[Any, dict]]:
     """Per SAE layer of a checkpoint: :func:`latent_choice`'s ``(scores, selection)`` (cheap: no bootstrap), what the
     posterior's SAE-latent observables are chosen from."""
     labels, per_layer = step_inputs(study, step)
@@ -646,7 +425,7 @@ def latent_choices(study, step: int) -> dict[int, tuple[Any, dict]]:
             for layer, a in per_layer.items()}
 
 
-def step_analysis(study, step: int) -> dict[int, LayerAnalysis]:
+def step_analysis(study: Study, step: int) -> dict[int, LayerAnalysis]:
     """Scoring, selection, controls and bootstrap of one checkpoint's SAE latents (:func:`analyse_layer` per
     layer), from its stored unit."""
     config = study.config.emergence
@@ -659,7 +438,7 @@ def step_analysis(study, step: int) -> dict[int, LayerAnalysis]:
 # ---------------------------------------------------------------------------------------------------- run / compute
 
 
-def run_emergence(study, progress: Progress | None = None) -> dict:
+def run_emergence(study: Study, progress: Progress | None = None) -> EmergenceResult:
     """Train (or reuse) every checkpoint's SAE unit, then compute and store the results over training."""
     progress = progress or SILENT
     bar = progress.task("emergence: checkpoints", total=len(study.steps))
@@ -669,7 +448,7 @@ def run_emergence(study, progress: Progress | None = None) -> dict:
     return compute_emergence(study)
 
 
-def _stored_units(study) -> list[tuple[int, Path]]:
+def _stored_units(study: Study) -> list[tuple[int, Path]]:
     from codedyn.runs.store import is_completed
 
     units = []
@@ -681,7 +460,7 @@ def _stored_units(study) -> list[tuple[int, Path]]:
     return units
 
 
-def _llc_curve(study, steps):
+def _llc_curve(study: Study, steps):
     """(values, lows, highs, note) of the LLC at these steps from Experiment 1's table, when every step is there."""
     import pandas as pd
 
@@ -696,7 +475,16 @@ def _llc_curve(study, steps):
     return llc_from_table(table, list(steps))  # (values, lows, highs, note): non-minima left out, named
 
 
-def compute_emergence(study) -> dict:
+@dataclass(frozen=True)
+class EmergenceResult:
+    """What Experiment 2 stored under ``<run>/emergence/``."""
+
+    folder: Path
+    table: pd.DataFrame  # step, layer, predictor, split, metric, value, low, high
+    calls: dict[str, dict]  # curve ("L1/best_latent/auroc", ...) -> its shape call
+
+
+def compute_emergence(study: Study) -> EmergenceResult:
     """Analysis of the stored units (read only; deterministic given them), written as tables (parquet), transition
     calls (json) and figures (PNG + PDF).
 
@@ -763,21 +551,21 @@ def compute_emergence(study) -> dict:
                         out / f"emergence_{metric}_L{layer}")
         save_figure(operator_figure(operators, layer, steps), out / f"operator_detection_L{layer}")
     save_figure(sae_quality_figure(sae_table, steps), out / "sae_quality")
-    return {"table": table, "calls": calls, "folder": out}
+    return EmergenceResult(out, table, calls)
 
 
 LABELS = {"best_latent": "best latent", "probe": "probe (raw residual)", "shuffled": "shuffled labels",
           "random_latent": "random latent"}
 
 
-def _events(calls: dict, layer: int, metric: str, study) -> list[dict]:
+def _events(calls: dict, layer: int, metric: str, study: Study) -> list[dict]:
     from codedyn.analysis.events import known_events, sharp_call_events
 
     names = {f"L{layer}/{predictor}/{metric}": LABELS[predictor] for predictor in ("best_latent", "probe")}
     return sharp_call_events(calls, names) + known_events(study)  # a sharp call is a bracket, never a step
 
 
-def emergence_figure(validation, layer: int, metric: str, calls: dict, study, steps, llc=None):
+def emergence_figure(validation, layer: int, metric: str, calls: dict, study: Study, steps, llc=None):
     """Validation AUROC or F1 of the best latent, the probe and the controls over training (95% CIs)."""
     from codedyn.figures.plots import training_curves
 

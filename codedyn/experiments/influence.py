@@ -48,8 +48,15 @@ the interval of ``pc1_share`` sits above its point estimate (measured on the toy
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from codedyn.experiments.study import Study
 
 AGGREGATES = ("CC", "CI", "II", "paired")
 CONTRASTS = ("delta", "lean_free_contrast")
@@ -551,7 +558,7 @@ def chain_diagnostics(traces) -> list[dict]:
     ]
 
 
-def run_influence(study, progress=None) -> dict:
+def run_influence(study: Study, progress=None) -> InfluenceResult:
     """Sample every checkpoint's posterior (cached units), then compute and store the influence results."""
     from codedyn.experiments.posteriors import sample_checkpoints
     from codedyn.progress import SILENT
@@ -560,7 +567,16 @@ def run_influence(study, progress=None) -> dict:
     return compute_influence(study)
 
 
-def compute_influence(study) -> dict:
+@dataclass(frozen=True)
+class InfluenceResult:
+    """What Experiment 1 stored under ``<run>/influence/``."""
+
+    folder: Path
+    table: pd.DataFrame  # step, quantity, variant, value, low, high (and the LLC's rows)
+    calls: dict[str, dict]  # curve ("CI/cov", "LLC/llc", ...) -> its shape call
+
+
+def compute_influence(study: Study) -> InfluenceResult:
     """Pure analysis of the stored posteriors: tables (parquet), transition calls, figures (PNG + PDF)."""
     import pandas as pd
 
@@ -621,7 +637,7 @@ def compute_influence(study) -> dict:
         save_figure(contrast_figure(table, variant), out / f"influence_contrasts_{variant}")
     if verdict_curves(table):
         save_figure(verdict_contrast_figure(table), out / "influence_verdict_contrasts")
-    return {"table": table, "calls": calls, "folder": out}
+    return InfluenceResult(out, table, calls)
 
 
 def contrast_figure(table, variant: str):
@@ -705,7 +721,7 @@ def verdict_curves(table) -> list[tuple[str, str]]:
             if (q, readout_variant(v, readout)) in present]
 
 
-def influence_figure(table, variant: str, calls: dict, study):
+def influence_figure(table, variant: str, calls: dict, study: Study):
     from codedyn.figures.plots import training_curves
 
     steps, *_ = _curve(table, "CC", variant)

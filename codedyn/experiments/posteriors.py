@@ -9,11 +9,15 @@ posterior observes the SAE of Experiment 2 (:mod:`codedyn.experiments.emergence`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from codedyn.progress import SILENT, Progress
 
+if TYPE_CHECKING:
+    from codedyn.experiments.study import Study
 
-def sae_source(study, step: int):
+
+def sae_source(study: Study, step: int):
     """Which SAE latents the posterior of ``step`` observes (a ``SaeLatentSource``: known from the config alone), or
     None when SAE components are off."""
     from codedyn.experiments.emergence import emergence_unit_dir
@@ -26,7 +30,7 @@ def sae_source(study, step: int):
                            {"general_threshold": study.config.emergence.general_threshold})
 
 
-def study_sae_latents(study, step: int):
+def study_sae_latents(study: Study, step: int):
     """The SAE latents the posterior of ``step`` observes (a ``SaeLatentSet``), or None when SAE components are off.
     The SAE unit must exist (the pipeline trains it first; FileNotFoundError names the command otherwise)."""
     from codedyn.experiments.emergence import latent_choices
@@ -44,7 +48,7 @@ def study_sae_latents(study, step: int):
     return SaeLatentSet(source, choose_latents(latent_choices(study, step), source.per_layer))
 
 
-def training_mix(study, step: int):
+def training_mix(study: Study, step: int):
     """The toy config whose planted windows enter the sampling windows of ``step``'s posterior (the organism after
     its onset: :func:`codedyn.sampling.posterior.planted_mix`), or None (any other suite, or before the onset)."""
     from codedyn.sampling.posterior import planted_mix
@@ -53,7 +57,7 @@ def training_mix(study, step: int):
     return planted_mix(toy, step, study.config.sampling) if toy else None
 
 
-def posterior_folder(study, step: int) -> Path:
+def posterior_folder(study: Study, step: int) -> Path:
     """Where the posterior unit of ``step`` is (or will be) stored."""
     from codedyn.sampling.posterior import posterior_key, posterior_unit_dir
 
@@ -62,7 +66,7 @@ def posterior_folder(study, step: int) -> Path:
     return posterior_unit_dir(study.run_dir, step, key)
 
 
-def posterior_outputs(study, step: int) -> dict[Path, dict]:
+def posterior_outputs(study: Study, step: int) -> dict[Path, dict]:
     """The pipeline unit of one checkpoint's posterior: ``{folder: key record}``."""
     from codedyn.sampling.posterior import posterior_key_record
 
@@ -71,7 +75,7 @@ def posterior_outputs(study, step: int) -> dict[Path, dict]:
     return {posterior_folder(study, step): record}
 
 
-def posterior_unit(study, step: int, progress: Progress = SILENT) -> Path:
+def posterior_unit(study: Study, step: int, progress: Progress = SILENT) -> Path:
     """The posterior unit of one checkpoint of the study, sampled if missing; its folder. When the study observes SAE
     latents, the checkpoint's SAE unit must be stored already (the pipeline orders it first; so does
     :func:`sample_checkpoints`)."""
@@ -86,7 +90,7 @@ def posterior_unit(study, step: int, progress: Progress = SILENT) -> Path:
     return folder
 
 
-def sample_checkpoints(study, progress: Progress = SILENT) -> None:
+def sample_checkpoints(study: Study, progress: Progress = SILENT) -> None:
     """Make sure every checkpoint of the study has its posterior unit (sampling only the missing ones); when the
     posteriors observe SAE latents, each checkpoint's SAE unit (Experiment 2) is trained first if missing."""
     bar = progress.task("posteriors: checkpoints", total=len(study.steps))

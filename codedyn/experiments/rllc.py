@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,6 +40,11 @@ from codedyn.runs.layout import TRANSITIONS_FILE
 from codedyn.runs.store import is_completed, write_json
 from codedyn.sampling.refined import FULL
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from codedyn.experiments.study import Study
+
 RLLC_DIR = "rllc"
 LEVEL = 0.95
 # The tidy table (the sampler's wall seconds stay in each unit's unit.json and <run>/timings/).
@@ -45,11 +52,11 @@ COLUMNS = ["step", "component", "distribution", "llc", "low", "high", "status", 
            "moved_weights"]
 
 
-def rllc_enabled(study) -> bool:
+def rllc_enabled(study: Study) -> bool:
     return study.config.rllc.enabled
 
 
-def rllc_sampling_config(study):
+def rllc_sampling_config(study: Study):
     """The resolved sampling config of the study's refined posteriors."""
     from codedyn.sampling.refined import refined_sampling
 
@@ -60,7 +67,7 @@ def rllc_sampling_config(study):
 _COMPONENTS: dict[tuple[str, int], list[str]] = {}  # (suite, step) -> default components, read once per process
 
 
-def study_components(study, step: int | None = None) -> list[str]:
+def study_components(study: Study, step: int | None = None) -> list[str]:
     """``full``, then the configured components or every default one (:func:`codedyn.sampling.refined.
     default_components` of the study's first checkpoint: every checkpoint of a suite has the same architecture)."""
     from codedyn.sampling.refined import default_components
@@ -77,7 +84,7 @@ def study_components(study, step: int | None = None) -> list[str]:
 _CHECKED: set[tuple[str, str]] = set()  # (run folder, suite) whose rllc inputs were checked in this process
 
 
-def rllc_parts(study, step: int) -> list[str]:
+def rllc_parts(study: Study, step: int) -> list[str]:
     """The pipeline's parts of one checkpoint: its components (the inputs checked once, at planning, so that a bad
     component or user corpus is one sentence before any unit runs)."""
     if (str(study.run_dir), study.suite.name) not in _CHECKED:
@@ -86,7 +93,7 @@ def rllc_parts(study, step: int) -> list[str]:
     return study_components(study, step)
 
 
-def _records(study, step: int, component: str) -> dict[str, dict]:
+def _records(study: Study, step: int, component: str) -> dict[str, dict]:
     """The key record of each distribution's unit of (step, component)."""
     from codedyn.sampling.refined import refined_key_record
 
@@ -96,7 +103,7 @@ def _records(study, step: int, component: str) -> dict[str, dict]:
             for d in cfg.distributions}
 
 
-def _units(study, step: int, component: str) -> dict[str, Path]:
+def _units(study: Study, step: int, component: str) -> dict[str, Path]:
     from codedyn.runs.units import unit_key
     from codedyn.sampling.refined import refined_unit_dir
 
@@ -104,12 +111,12 @@ def _units(study, step: int, component: str) -> dict[str, Path]:
             for d, record in _records(study, step, component).items()}
 
 
-def rllc_folder(study, step: int, component: str) -> Path:
+def rllc_folder(study: Study, step: int, component: str) -> Path:
     """The folder of the first distribution's unit of (step, component) (the others lie beside it)."""
     return next(iter(_units(study, step, component).values()))
 
 
-def rllc_outputs(study, step: int, component: str) -> dict[Path, dict]:
+def rllc_outputs(study: Study, step: int, component: str) -> dict[Path, dict]:
     """The pipeline unit of one (checkpoint, component): ``{folder: key record}``, one per distribution."""
     from codedyn.runs.units import unit_key
     from codedyn.sampling.refined import refined_unit_dir
@@ -118,11 +125,11 @@ def rllc_outputs(study, step: int, component: str) -> dict[Path, dict]:
             for d, record in _records(study, step, component).items()}
 
 
-def rllc_stored(study, step: int, component: str) -> bool:
+def rllc_stored(study: Study, step: int, component: str) -> bool:
     return all(is_completed(u) for u in _units(study, step, component).values())
 
 
-def rllc_unit(study, step: int, progress: Progress = SILENT, component: str = FULL) -> Path:
+def rllc_unit(study: Study, step: int, progress: Progress = SILENT, component: str = FULL) -> Path:
     """Sample the refined posteriors of one (checkpoint, component), one per distribution (stored ones are kept)."""
     from codedyn.sampling.refined import run_refined
 
@@ -133,7 +140,7 @@ def rllc_unit(study, step: int, progress: Progress = SILENT, component: str = FU
     return rllc_folder(study, step, component)
 
 
-def check_rllc_inputs(study) -> None:
+def check_rllc_inputs(study: Study) -> None:
     """One sentence for a component the model cannot be restricted to, or a user corpus that cannot be read,
     before any sampling."""
     from codedyn.data.corpus import check_corpus
@@ -147,7 +154,7 @@ def check_rllc_inputs(study) -> None:
             refined_masks(model, component)
 
 
-def run_rllc(study, progress: Progress = SILENT) -> dict:
+def run_rllc(study: Study, progress: Progress = SILENT) -> RllcResult:
     """Every (checkpoint, component) unit in this process (only the missing ones are sampled), then the tables."""
     check_rllc_inputs(study)
     pairs = [(step, c) for step in study.steps for c in study_components(study)]
@@ -159,10 +166,23 @@ def run_rllc(study, progress: Progress = SILENT) -> dict:
     return rllc_tables(study)
 
 
-def compute_rllc(study) -> dict:
+@dataclass(frozen=True)
+class RllcResult:
+    """What the refined LLCs stored under ``<run>/rllc/`` (nothing, with ``folder`` None, when not enabled)."""
+
+    folder: Path | None
+    table: pd.DataFrame | None = None  # step, component, distribution, llc, low, high, status, ...
+    sums: pd.DataFrame | None = None  # the components' refined LLCs summed, against the full LLC
+    contrast: pd.DataFrame | None = None  # incorrect − correct per component and checkpoint
+    calls: dict[str, dict] = field(default_factory=dict)  # trajectory -> its shape call
+    clusters: pd.DataFrame | None = None  # components clustered by their trajectories
+    figures: list[Path] = field(default_factory=list)
+
+
+def compute_rllc(study: Study) -> RllcResult:
     """The pipeline's analysis: the tables of stored units when the stage is enabled (nothing otherwise)."""
     if not rllc_enabled(study):
-        return {"enabled": False}
+        return RllcResult(None)
     return rllc_tables(study)
 
 
@@ -195,7 +215,7 @@ def _estimate(unit: Path, n_boot: int, seed: int) -> tuple[dict, np.ndarray]:
             "healthy_chains": int(traces["healthy"].values.sum())}, reps
 
 
-def rllc_tables(study) -> dict:
+def rllc_tables(study: Study) -> RllcResult:
     """Read every stored unit of the study and write the tables, verdicts, clusters and figures of the module
     docstring under ``<run>/rllc/``. FileNotFoundError (naming the command) when a unit is missing."""
     import pandas as pd
@@ -222,8 +242,7 @@ def rllc_tables(study) -> dict:
     clusters = cluster_components(table, study.config.rllc.clusters)
     clusters.to_parquet(out / "clusters.parquet", index=False)
     figures = write_figures(out, table, sums, contrast, clusters, calls)
-    return {"folder": out, "table": table, "sums": sums, "contrast": contrast, "calls": calls,
-            "clusters": clusters, "figures": figures}
+    return RllcResult(out, table, sums, contrast, calls, clusters, figures)
 
 
 def _interval(reps: np.ndarray, value: float) -> tuple[float, float]:

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codedyn.config import CodedynConfig
 from codedyn.progress import SILENT, Progress
 from codedyn.runs.store import MANIFEST, manifest, write_json
 
+if TYPE_CHECKING:  # annotations only: the dataset module alone takes half a second to import (prepare_study loads it)
+    from codedyn.data.pairs import CodeDataset
+    from codedyn.models.suite import CheckpointSuite
+
 
 @dataclass(frozen=True)
 class Study:
+    """One study's inputs, checked and built: its configuration, run folder, dataset, suite and checkpoints."""
+
     config: CodedynConfig
     run_dir: Path
-    dataset: Any  # codedyn.data.pairs.CodeDataset
-    suite: Any  # codedyn.models.suite.CheckpointSuite
+    dataset: CodeDataset
+    suite: CheckpointSuite
     steps: tuple[int, ...]
     suite_record: dict[str, Any] | None  # the toy suite's training log (induction formation), None for Pythia
 

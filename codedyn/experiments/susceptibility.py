@@ -40,12 +40,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from codedyn.analysis.curves import CHI_CONTRAST_DISTRIBUTION, tracked_components
 from codedyn.progress import SILENT, Progress
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from codedyn.experiments.study import Study
 
 
 def distribution_losses(sample_loss: np.ndarray, groups: dict[str, np.ndarray]) -> np.ndarray:
@@ -262,7 +267,7 @@ def sample_groups(samples) -> dict[str, np.ndarray]:
     return groups
 
 
-def run_susceptibility(study, progress=None) -> dict:
+def run_susceptibility(study: Study, progress=None) -> SusceptibilityResult:
     """Experiment 3 over the study's checkpoints with the configured estimator: the covariance estimator reuses (or
     creates) the shared posterior units, the weight-restricted one its per-component units."""
     from codedyn.experiments.posteriors import sample_checkpoints
@@ -276,7 +281,7 @@ def run_susceptibility(study, progress=None) -> dict:
     return compute_susceptibility(study)
 
 
-def restricted_sampling_config(study):
+def restricted_sampling_config(study: Study):
     """The resolved sampling config of the study's weight-restricted posteriors."""
     from codedyn.sampling.restricted import restricted_sampling
 
@@ -322,19 +327,19 @@ class RestrictedInputs:
                                      self.observation_windows, components)
 
 
-def restricted_inputs(study, step: int) -> RestrictedInputs:
+def restricted_inputs(study: Study, step: int) -> RestrictedInputs:
     return RestrictedInputs(Path(study.run_dir), step, study.suite.name, study.dataset.card["hash"],
                             restricted_sampling_config(study), study.config.susceptibility.observation_windows)
 
 
-def uses_restricted(study) -> bool:
+def uses_restricted(study: Study) -> bool:
     return study.config.susceptibility.estimator == "weight_restricted"
 
 
 _COMPONENTS: dict[tuple[str, int], list[str]] = {}  # (suite, step) -> every head and MLP, read once per process
 
 
-def restricted_names(study) -> list[str]:
+def restricted_names(study: Study) -> list[str]:
     """``full``, then the configured components or every head and MLP of the study's first checkpoint (every
     checkpoint of a suite has the same architecture; the sampler restricts to those of each checkpoint it loads)."""
     from codedyn.sampling.restricted import FULL
@@ -350,13 +355,13 @@ def restricted_names(study) -> list[str]:
     return [FULL, *_COMPONENTS[where]]
 
 
-def restricted_outputs(study, step: int) -> dict[Path, dict]:
+def restricted_outputs(study: Study, step: int) -> dict[Path, dict]:
     """The pipeline unit of one checkpoint's restricted posteriors: ``{folder: key record}``, ``full`` first."""
     inputs = restricted_inputs(study, step)
     return {inputs.folder(name): inputs.record(name) for name in restricted_names(study)}
 
 
-def restricted_unit(study, step: int, progress: Progress = SILENT) -> Path:
+def restricted_unit(study: Study, step: int, progress: Progress = SILENT) -> Path:
     """The full and the per-component weight-restricted posteriors of one checkpoint (stored ones kept); the
     ``full`` unit's folder."""
     from codedyn.sampling.restricted import FULL, run_restricted
@@ -368,7 +373,7 @@ def restricted_unit(study, step: int, progress: Progress = SILENT) -> Path:
     return inputs.folder(FULL)
 
 
-def run_restricted_posteriors(study, progress) -> None:
+def run_restricted_posteriors(study: Study, progress) -> None:
     """Make sure every checkpoint has its ``full`` and per-component restricted units (sampling only missing ones)."""
     bar = progress.task("restricted posteriors: checkpoints", total=len(study.steps))
     for step in study.steps:
@@ -381,7 +386,7 @@ ALL_PROGRAMS = "all"  # the distribution of every read-out program (the verdict 
 VARIANTS = (("raw", False), ("standardised", True))
 
 
-def _covariance_estimates(study, samples, readout: str = "code", with_all: bool = False):
+def _covariance_estimates(study: Study, samples, readout: str = "code", with_all: bool = False):
     """``(step, names, groups, {variant: (χ [K, G], replicates [B, K, G])})`` per checkpoint from the shared
     posteriors (groups from the samples each posterior read out), L_j read on ``readout`` (the code tokens, or a
     verdict readout of planted data: :func:`codedyn.experiments.influence.readout_losses`). The intervals resample
@@ -416,7 +421,7 @@ def _corpus_and_deltas(traces, groups) -> tuple[np.ndarray, np.ndarray]:
     return corpus, distribution_losses(healthy_sample_losses(traces), groups) - corpus[..., None]
 
 
-def _restricted_estimates(study, samples):
+def _restricted_estimates(study: Study, samples):
     """``(step, names, groups, {variant: (χ [K, G], replicates [B, K, G])})`` per checkpoint from the
     weight-restricted units."""
     from codedyn.experiments.influence import samples_of
@@ -493,7 +498,18 @@ def contrast_tables(per_step: list[tuple[int, list[str], np.ndarray, np.ndarray]
     return table, responders.sort_values(["step", "gap"], ascending=[True, False]).reset_index(drop=True)
 
 
-def compute_susceptibility(study) -> dict:
+@dataclass(frozen=True)
+class SusceptibilityResult:
+    """What Experiment 3 stored under ``<run>/susceptibility/``."""
+
+    folder: Path
+    table: pd.DataFrame  # step, component, distribution, variant, chi, low, high
+    responders: pd.DataFrame  # per (component, checkpoint): both χ with intervals, their gap, opposite signs or not
+    contrast: pd.DataFrame  # χ_incorrect − χ_correct per component and checkpoint
+    estimator: str  # "covariance" or "weight_restricted"
+
+
+def compute_susceptibility(study: Study) -> SusceptibilityResult:
     """χ tables (raw and standardised, with CIs), the correctness contrast χ_incorrect - χ_correct with family-wise
     control across components and checkpoints, opposite responders under the same control, trajectory figure,
     for the configured estimator (column ``estimator``)."""
@@ -535,7 +551,7 @@ def compute_susceptibility(study) -> dict:
     save_figure(trajectory_figure(table, ranked), out / files["susceptibility_trajectories"])
     if estimator == "covariance":
         compute_verdict_susceptibility(study, out)
-    return {"table": table, "responders": ranked, "contrast": contrast, "folder": out, "estimator": estimator}
+    return SusceptibilityResult(out, table, ranked, contrast, estimator)
 
 
 def verdict_table(estimates) -> Any:
@@ -563,7 +579,7 @@ def verdict_table(estimates) -> Any:
     return pd.DataFrame(rows)
 
 
-def compute_verdict_susceptibility(study, out: Path) -> dict[str, Any]:
+def compute_verdict_susceptibility(study: Study, out: Path) -> dict[str, Any]:
     """Planted data: χ on each verdict readout of the shared posteriors (the loss of the right verdict, and minus
     its log-odds against the wrong one; :data:`codedyn.experiments.influence.READOUT_VARIABLES`), written as
     ``susceptibility_<readout>.parquet`` beside the code-token table (the report lists each such table as its own

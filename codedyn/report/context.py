@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codedyn.runs.layout import MANIFEST
 from codedyn.runs.store import read_json
+
+if TYPE_CHECKING:
+    from codedyn.experiments.study import Study
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class ReportContext:
     card: dict[str, Any] | None
     suite_record: dict[str, Any] | None
 
-def context_from_study(study) -> ReportContext:
+def context_from_study(study: Study) -> ReportContext:
     run_dir = Path(study.run_dir)
     manifest = read_json(run_dir / MANIFEST) or {}
     return ReportContext(run_dir, study.config.model_dump(mode="json"), manifest, study.dataset.card,

@@ -5,10 +5,10 @@ The page answers first. In order: **the answer for this run**: when (and whether
 signals find it, from the yardstick (:mod:`codedyn.report.validation`), then the shape of each curve and how far to
 trust it (:mod:`codedyn.report.answer`); the **validation table** (ground truth against every signal); **the verdict
 table** (one row per signal: a sparkline of its curve, the verdict, bracket, effect size with interval and adjusted
-p; the test described once under it); the dataset card; one section per experiment folder (Experiment 1 influence,
-2 emergence, 3 susceptibility, 4 embryology, then any other result folder), each with its captioned figures and
-folded per-checkpoint tables, or "not run"; the LLC; the SGLD calibration when ``codedyn calibrate`` ran; the
-hyperparameters (resolved config, manifest); the sampling diagnostics per checkpoint and chain; timings
+p; the test described once under it); the dataset card; one section per registered experiment with a title
+(:mod:`codedyn.experiments.registry`, in its order), then one per other result folder, each with its captioned
+figures and folded per-checkpoint tables, or "not run"; the LLC; the SGLD calibration when ``codedyn calibrate``
+ran; the hyperparameters (resolved config, manifest); the sampling diagnostics per checkpoint and chain; timings
 (:mod:`codedyn.report.sections`). HTML pieces: :mod:`codedyn.report.markup`.
 
 Figures are embedded as base64 PNG (reduced to 256 colours where that is smaller), sparklines as inline SVG.
@@ -19,14 +19,17 @@ piece of text is escaped. Figures the report draws itself (the LLC curve) are sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from codedyn.experiments.registry import EXPERIMENTS, Experiment, signal_sources
 from codedyn.report.answer import compose_answer, trust_notes
 from codedyn.report.context import ReportContext, context_from_run_dir, context_from_study
 from codedyn.report.markup import esc, section
 from codedyn.report.sections import (
-    EXPERIMENTS,
     NOT_EXPERIMENTS,
+    all_captions,
     calibration_section,
     config_section,
     dataset_section,
@@ -39,6 +42,9 @@ from codedyn.report.sections import (
     verdict_section,
 )
 from codedyn.runs.store import read_json
+
+if TYPE_CHECKING:
+    from codedyn.experiments.study import Study
 
 REPORT_FILE = "report.html"
 
@@ -67,17 +73,20 @@ white-space:pre-wrap}
 nav{font-size:.8em}nav a{margin-right:.7em}
 """
 
-def render_report(context: ReportContext) -> tuple[str, list[dict]]:
+def render_report(context: ReportContext, experiments: Sequence[Experiment] = EXPERIMENTS) -> tuple[str, list[dict]]:
     """The report page and the verdict rows it shows: the answer first, then the validation slot, the verdict
-    table (one row per signal) with the test described once, then the evidence section by section."""
+    table (one row per signal) with the test described once, then the evidence section by section (one per
+    registered experiment with a title, in registry order, then every other result folder)."""
     from codedyn.analysis.events import known_events
-    from codedyn.analysis.verdicts import verdict_rows
+    from codedyn.analysis.verdicts import component_calls, verdict_rows
     from codedyn.analysis.yardstick import write_yardstick
     from codedyn.report.validation import answer_sentences, render_validation
 
-    rows, susceptibility_calls = verdict_rows(context.run_dir)
+    sources = signal_sources(experiments)
+    rows, family = verdict_rows(context.run_dir, sources)
+    susceptibility_calls = component_calls(family)
     events = known_events(context)
-    found = write_yardstick(context.run_dir)  # onsets, relations, co-movement; stored in <run>/validation/
+    found = write_yardstick(context.run_dir, sources)  # onsets, relations, co-movement; stored in <run>/validation/
     shape = compose_answer(rows, events, trust_notes(context, rows))
     answer = (f"<p class=lead>{esc(' '.join(answer_sentences(found)))}</p>"
               + f"<p><b>Shape of each curve</b> (sharp or gradual, one family): {esc(shape[0])}</p>"
@@ -85,11 +94,13 @@ def render_report(context: ReportContext) -> tuple[str, list[dict]]:
     summary = verdict_section(context, rows) + events_line(events) + test_description(rows)
     sections = [("summary", "Verdict per signal: sharp or gradual?", summary),
                 ("dataset", "Dataset card", dataset_section(context))]
-    known = {name for name, _ in EXPERIMENTS}
-    experiments = [experiment_section(name, title, context, susceptibility_calls) for name, title in EXPERIMENTS]
+    titled = [(e.name, e.title) for e in experiments if e.title is not None]
+    captions = all_captions(experiments)
+    known = {name for name, _ in titled}
+    parts = [experiment_section(name, title, context, susceptibility_calls, captions) for name, title in titled]
     others = sorted(p.name for p in context.run_dir.iterdir()
                     if p.is_dir() and p.name not in known | NOT_EXPERIMENTS and not p.name.startswith("."))
-    experiments += [experiment_section(name, name, context, {}) for name in others]
+    parts += [experiment_section(name, name, context, {}, captions) for name in others]
     from codedyn.report.rllc import rllc_section
 
     tail = [("llc", "Local learning coefficient", llc_section(context)),
@@ -98,7 +109,7 @@ def render_report(context: ReportContext) -> tuple[str, list[dict]]:
             ("hyperparameters", "Hyperparameters and provenance", config_section(context)),
             ("diagnostics", "Sampling diagnostics", diagnostics_section(context)),
             ("timings", "Timings", timings_section(context))]
-    nav_items = [(a, t) for a, t, _ in sections] + [(n, t) for n, t in EXPERIMENTS] + [(o, o) for o in others] + [
+    nav_items = [(a, t) for a, t, _ in sections] + titled + [(o, o) for o in others] + [
         (a, t) for a, t, _ in tail]
     nav = "<nav>" + "".join(f'<a href="#{esc(a)}">{esc(t.split(":")[0])}</a>' for a, t in nav_items) + "</nav>"
     name = context.config.get("name", context.run_dir.name)
@@ -115,7 +126,7 @@ def render_report(context: ReportContext) -> tuple[str, list[dict]]:
         "<!-- validation table (codedyn.report.validation) -->",
         render_validation(found),
         *[section(a, t, b) for a, t, b in sections],
-        *experiments,
+        *parts,
         *[section(a, t, b) for a, t, b in tail],
         "</body></html>",
     ]
@@ -131,9 +142,11 @@ def _check_finished(run_dir: Path) -> None:
                 if status is None else f"holds a run that is not finished (status {status!r})")
         raise FileNotFoundError(f"{run_dir} {what}: run `codedyn run` to finish it before writing its report")
 
-def write_report(study, path: Path | None = None) -> Path:
+def write_report(study: Study | Path | str, path: Path | None = None,
+                 experiments: Sequence[Experiment] = EXPERIMENTS) -> Path:
     """Write ``<run>/report.html`` (or ``path``) for a :class:`~codedyn.experiments.study.Study` or a run folder,
-    plus ``<run>/verdicts.json`` (the verdict rows, machine-readable). Returns the report's path."""
+    plus ``<run>/verdicts.json`` (the verdict rows, machine-readable), over the registered ``experiments``. Returns
+    the report's path."""
     from codedyn.runs.store import write_json, write_text
 
     if isinstance(study, str | Path):
@@ -141,7 +154,7 @@ def write_report(study, path: Path | None = None) -> Path:
         context = context_from_run_dir(Path(study))
     else:
         context = context_from_study(study)
-    page, verdicts = render_report(context)
+    page, verdicts = render_report(context, experiments)
     out = Path(path) if path is not None else context.run_dir / REPORT_FILE
     write_text(out, page)
     write_json(context.run_dir / "verdicts.json", verdicts)

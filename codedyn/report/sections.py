@@ -5,84 +5,25 @@ hyperparameters, the sampling diagnostics and the timings."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from codedyn.experiments.registry import EXPERIMENTS, Experiment
+from codedyn.experiments.registry import captions as registered_captions
 from codedyn.report.answer import MAX_FRACTION_BELOW_INIT, MAX_RHAT, MIN_DRIFT_TO_NOISE, diagnostic_warnings
 from codedyn.report.context import ReportContext
 from codedyn.report.markup import esc, frame_table, html_table, img, interval, not_run, section
 from codedyn.runs.layout import TIMINGS_FILE, TRANSITIONS_FILE
 from codedyn.runs.store import read_json
 
-
-def captioned_figure(path: Path, caption: str = "") -> str:
-    """A figure of the run, captioned with what to look for in it (:data:`CAPTIONS`) unless a caption is given."""
-    return img(path, caption or caption_for(path))
-
-
 REPORT_FIGURES = "report"
-
-# Known experiment folders, in the order the seed document numbers them.
-EXPERIMENTS = (
-    ("influence", "Experiment 1: influence dynamics (Bayesian influence functions)"),
-    ("emergence", "Experiment 2: feature emergence (SAE correctness latents)"),
-    ("susceptibility", "Experiment 3: susceptibilities"),
-    ("embryology", "Experiment 4: developmental visualisation"),
-)
 
 NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces", "timings", "rllc", "validation"}  # own sections
 
-# What each figure shows and what to look for in it, by file-name prefix (the longest matching prefix wins).
-CAPTIONS = {
-    "influence_cov": "Block means of the Bayesian influence BIF = −Cov(ℓ_i, ℓ_j) between correct (C) and incorrect "
-                     "(I) samples, with 95% bootstrap bands; every checkpoint has the same width. Look for where CC, "
-                     "CI and II separate (the posterior treating correct and incorrect code differently), and "
-                     "whether a change happens inside one checkpoint interval (a vermillion band is a sharp call's "
-                     "bracket) or spreads over several; grey bands are known events. The lower panel is the LLC.",
-    "influence_corr": "As the covariance figure, for the normalised BIF (−Corr): scale-free, so a change here is a "
-                      "change in how samples co-vary, not only in how much the loss moves. Look for the same "
-                      "separation and brackets; the lower panel is the LLC.",
-    "influence_contrasts": "The correctness contrasts of the BIF, which cancel the shared mode that moves every loss "
-                           "together: Δ = (CC + II)/2 − CI, the bug influence BIF(δ_p, ℓ_j) of each pair's loss "
-                           "difference δ_p = ℓ_mutant − ℓ_reference on the other samples, and its gap (incorrect − "
-                           "correct j), with 95% bands from one joint bootstrap. Look for a band that leaves zero: "
-                           "the posterior treating correct and buggy code differently, not only all code alike.",
-    "bif_matrix_step": "Normalised BIF between every pair of read-out samples at one checkpoint, rows and columns "
-                       "grouped correct / incorrect (diagonal masked). Look for block structure: within-group blocks "
-                       "that differ from the off-diagonal block mean correctness shapes the posterior's covariance.",
-    "verdict_contrast": "The model's own verdicts on held-out planted programs: how many nats larger log p(ok) − "
-                        "log p(bug) after '#' is for a spec with its own body than with another's (crossed "
-                        "quadruples; leans towards ok cancel), 95% bands over operation pairs; dashed: the "
-                        "emergence threshold. Look for where the curve leaves the threshold: that is the "
-                        "behavioural emergence every other signal is compared with.",
-    "verdict_accuracy": "Share of crossed quadruples the model orders the right way round, 95% bands. It reads "
-                        "only the sign of the verdict contrast, so a model whose margins differ by thousandths of a "
-                        "nat can sit far from 0.5: read it beside the contrast, never alone.",
-    "loss_gap": "ℓ_mutant − ℓ_reference summed over the mutated tokens, per mutation operator, 95% bands over "
-                "problems (planted: operation pairs). Look for the gap rising above zero: the model finding the bug "
-                "more surprising than the correct code, which can come before its verdicts do.",
-    "emergence_auroc": "Validation AUROC for detecting incorrect code from one layer, for the best SAE latent, a "
-                       "linear probe on the raw residual stream and two controls (shuffled labels, a random latent), "
-                       "with 95% bands. Look for the best latent leaving the controls' 0.5 band, and when relative to "
-                       "the known events; the LLC is in the lower panel.",
-    "emergence_f1": "F1 at the threshold tuned on the training split, same predictors and controls as the AUROC "
-                    "figure. Look for the same rise; F1 also depends on the threshold carrying over to validation.",
-    "operator_detection": "Fraction of validation mutants of each operator (rows) that the best latent flags, per "
-                          "checkpoint (columns, equal width). Look for operators caught from the first checkpoints "
-                          "versus those learned late; intervals for every cell are in the operator table below.",
-    "sae_quality": "Explained variance and cross-entropy loss recovered of each layer's SAE per checkpoint (95% CIs "
-                   "over held-out windows). Look for values that stay high at every checkpoint: where an SAE is "
-                   "poor, that checkpoint's detection numbers say little.",
-    "susceptibility_trajectories": "Standardised susceptibility χ to correct and incorrect code for the components "
-                                   "with the largest gaps, 95% bands. Look for a pair of curves that split (a "
-                                   "component responding differently to incorrect code) and at which checkpoints.",
-    "embryology_grid": "Aligned UMAP of per-token susceptibility vectors, one column per checkpoint (the text under "
-                       "the grid says what the axes and colours mean). Look for clusters that form or separate "
-                       "across columns; the right-hand panels give the measured separation, so the eye is not the "
-                       "judge.",
-    "embryology_structure": "How well the layout and the full χ vectors separate token kind, sample label and "
-                            "mutated tokens (kNN balanced accuracy, 95% CIs; dotted lines: chance). Look for curves "
-                            "rising above chance, and whether the 2-d layout keeps what the χ vectors hold.",
+# What each figure the report draws, or shows outside an experiment's section, shows and what to look for in it, by
+# file-name prefix; an experiment's own figures are captioned in its registration (codedyn.experiments.registry).
+REPORT_CAPTIONS = {
     "llc": "Local learning coefficient per checkpoint with 95% CI; checkpoints that are not a local minimum (e.g. "
            "the random initialisation) are left out and named in the panel. Look for rises (the model using more "
            "effective parameters) and where they sit against the known events.",
@@ -93,21 +34,40 @@ CAPTIONS = {
                         "settings whose chains are stationary after burn-in and stay above the initial loss.",
 }
 
-def _caption_key(path: Path) -> str | None:
+
+def all_captions(experiments: Sequence[Experiment] = EXPERIMENTS) -> dict[str, str]:
+    """Every caption the report knows, by file-name prefix: the experiments' (in registry order), then its own."""
+    return {**registered_captions(experiments), **REPORT_CAPTIONS}
+
+
+CAPTIONS = all_captions()
+
+
+def captioned_figure(path: Path, caption: str = "", captions: Mapping[str, str] = CAPTIONS) -> str:
+    """A figure of the run, captioned with what to look for in it (from ``captions``) unless a caption is given."""
+    return img(path, caption or caption_for(path, captions))
+
+
+def _caption_key(path: Path, captions: Mapping[str, str]) -> str | None:
+    """The longest caption prefix the figure's file name starts with."""
     stem = Path(path).stem
-    return max((k for k in CAPTIONS if stem.startswith(k)), key=len, default=None)
+    return max((k for k in captions if stem.startswith(k)), key=len, default=None)
 
-def _figure_order(path: Path) -> tuple[int, str]:
-    """Figures in the order of :data:`CAPTIONS` (the curves over training before per-checkpoint detail)."""
-    key = _caption_key(path)
-    return (list(CAPTIONS).index(key) if key is not None else len(CAPTIONS), Path(path).name)
 
-def caption_for(path: Path) -> str:
+def _figure_order(path: Path, captions: Mapping[str, str] = CAPTIONS) -> tuple[int, str]:
+    """Figures in the order of their captions (each experiment lists its curves over training before per-checkpoint
+    detail)."""
+    key = _caption_key(path, captions)
+    return (list(captions).index(key) if key is not None else len(captions), Path(path).name)
+
+
+def caption_for(path: Path, captions: Mapping[str, str] = CAPTIONS) -> str:
     """The caption of a figure file: what it shows and what to look for (a generic line for unknown files)."""
-    match = _caption_key(path)
+    match = _caption_key(path, captions)
     if match is None:
         return f"{Path(path).stem.replace('_', ' ')}."
-    return CAPTIONS[match]
+    return captions[match]
+
 
 def sparkline(row, width: int = 120, height: int = 20) -> str:
     """An inline SVG of a row's curve on the checkpoint-index axis: the 95% band, the line, a sharp call's bracket
@@ -332,13 +292,17 @@ def _operator_table(folder: Path) -> str:
                    + html_table([str(c) for c in wide.columns], wide.fillna("").astype(object).values.tolist()))
     return "".join(out)
 
-def experiment_section(name: str, title: str, context: ReportContext, susceptibility_calls: dict) -> str:
+def experiment_section(name: str, title: str, context: ReportContext, susceptibility_calls: dict,
+                       captions: Mapping[str, str] = CAPTIONS) -> str:
+    """The section of one result folder: its captioned figures, links, folded tables and calls ("not run" when the
+    folder is absent)."""
     folder = context.run_dir / name
     if not folder.is_dir():
         return section(name, title, not_run(title))
     parts = [f"<p class=file>{esc(folder.relative_to(context.run_dir).as_posix())}/</p>"]
     transitions = read_json(folder / TRANSITIONS_FILE)
-    parts += [captioned_figure(p) for p in sorted(_figures(folder), key=_figure_order)]
+    parts += [captioned_figure(p, captions=captions)
+              for p in sorted(_figures(folder), key=lambda p: _figure_order(p, captions))]
     parts.append(_links(folder, context.run_dir))
     tables = _key_tables(name, folder)
     if tables:  # the per-step numbers behind the figures: folded, so the page reads as an argument

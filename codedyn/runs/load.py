@@ -147,8 +147,9 @@ class Run:
         """The yardstick recomputed from the stored tables (a :class:`~codedyn.analysis.yardstick.Yardstick`, with
         the null twin beside this run when there is one)."""
         from codedyn.analysis.yardstick import yardstick
+        from codedyn.experiments.registry import signal_sources
 
-        return yardstick(self.path)
+        return yardstick(self.path, signal_sources())
 
     # -- arrays
     def posterior(self, step: int):

@@ -20,8 +20,7 @@ from codedyn.data.corpus import (
 )
 from codedyn.data.problems import DataSourceError, SourceUnavailable
 from tests.arch_models import tiny_tokenizer
-from tests.test_inputs_first import built_nothing, one_sentence
-from tests.test_inputs_first import empty_home as empty_home  # a fixture
+from tests.user_errors import built_nothing, one_sentence
 
 runner = CliRunner()
 

@@ -8,22 +8,7 @@ from codedyn.data.tokenize import (
     length_buckets,
     padding_fraction,
 )
-
-PROMPT = 'def add(a, b):\n    """Return the sum."""\n'
-SOLUTION = "    return a + b\n"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = [PROMPT + SOLUTION, "def mul(x, y):\n    return x * y\n", "for i in range(10):\n    print(i)\n"] * 20
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>")
+from tests.code_texts import PROMPT, SOLUTION, pair_texts
 
 
 def test_code_mask_covers_exactly_the_solution(tokenizer):
@@ -116,18 +101,10 @@ def test_sample_loss_is_padding_invariant(tokenizer):
 
 # ------------------------------------------------------------------------------------------- in-context windows
 
-def _pair_texts(n_lines: int, mutated_line: int, replacement: str = "*"):
-    """A long reference and a mutant that changes one line (``+`` -> ``*``, both in the tokenizer's vocabulary)."""
-    lines = [f"    x{k} = a + {k}\n" for k in range(n_lines)]
-    mutant = list(lines)
-    mutant[mutated_line] = mutant[mutated_line].replace("+", replacement)
-    return "".join(lines), "".join(mutant)
-
-
 def test_windows_stay_inside_the_context_and_end_at_the_end_of_the_code(tokenizer):
     from codedyn.data.tokenize import encode_windows
 
-    reference, mutant = _pair_texts(30, 27)
+    reference, mutant = pair_texts(30, 27)
     prompts = [PROMPT] * 3
     solutions = [reference, mutant, SOLUTION]
     encoded, windows = encode_windows(tokenizer, prompts, solutions, [None, 0, None], context=24)
@@ -144,7 +121,7 @@ def test_a_pair_shares_its_window_and_differs_exactly_in_the_mutated_span(tokeni
     from codedyn.data.tokenize import encode_windows
 
     # The mutant is longer than its reference, so "the last 32 tokens of each" would misalign the pair.
-    reference, mutant = _pair_texts(30, 26, replacement="* b *")
+    reference, mutant = pair_texts(30, 26, replacement="* b *")
     encoded, windows = encode_windows(tokenizer, [PROMPT, PROMPT], [reference, mutant], [None, 0], context=32)
     assert len(encoded[1]) == 32 and len(encoded[0]) < 32
     ref, mut = encoded
@@ -165,8 +142,8 @@ def test_a_pair_shares_its_window_and_differs_exactly_in_the_mutated_span(tokeni
 def test_a_mutation_that_cannot_fit_is_counted_out(tokenizer):
     from codedyn.data.tokenize import encode_windows
 
-    reference, early = _pair_texts(30, 1)  # the change sits far before the last 24 tokens
-    _, late = _pair_texts(30, 28)
+    reference, early = pair_texts(30, 1)  # the change sits far before the last 24 tokens
+    _, late = pair_texts(30, 28)
     encoded, windows = encode_windows(tokenizer, [PROMPT] * 3, [reference, early, late], [None, 0, 0], context=24)
     assert windows.excluded.tolist() == [False, True, False] and windows.n_excluded == 1
     assert encoded[1] is None and windows.lengths[1] == 0

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from codedyn.config import CodedynConfig, DatasetConfig, PlantedTaskConfig, ToySuiteConfig
+from codedyn.config import CodedynConfig, DatasetConfig, ToySuiteConfig
 from codedyn.experiments.behaviour import (
     VERDICT_QUADS,
     bootstrap_mean,
@@ -16,12 +16,9 @@ from codedyn.experiments.behaviour import (
     mutation_loss_gaps,
     run_behaviour,
 )
+from tests.studies import TINY_PLANTED_TOY_FIELDS
 
-TINY = ToySuiteConfig(
-    vocab_size=400, d_model=16, n_layers=2, n_heads=2, d_ff=32, context=64, batch_size=4, steps=12, warmup_steps=2,
-    span_min=2, span_max=8, checkpoint_every=5, eval_span=8, eval_sequences=4,
-    planted=PlantedTaskConfig(enabled=True, onset=4, eval_quads=8),
-)
+TINY = ToySuiteConfig(**TINY_PLANTED_TOY_FIELDS)
 
 
 def test_bootstrap_mean_resamples_whole_groups():
@@ -147,18 +144,18 @@ def test_behaviour_of_a_planted_suite_end_to_end(tmp_path):
                             output_dir=lambda name: (tmp_path / "run" / name).mkdir(parents=True, exist_ok=True)
                             or tmp_path / "run" / name)
     result = run_behaviour(study)
-    table = result["table"]
+    table = result.table
     for quantity in ("verdict_contrast", "verdict_accuracy"):
         verdicts = table[table["quantity"] == quantity]
         assert list(verdicts["step"]) == [0, 5, 12] and set(verdicts["n"]) == {VERDICT_QUADS}
         assert ((verdicts["low"] <= verdicts["value"]) & (verdicts["value"] <= verdicts["high"])).all()
     gaps = table[(table["quantity"] == "loss_gap") & (table["operator"] == "all")]
     assert set(gaps["n"]) == {6}
-    assert "verdict_contrast" in result["calls"] and "emergence" in result["calls"]
-    assert "verdict_accuracy" not in result["calls"]  # its sign-only reading is drawn, never called
+    assert "verdict_contrast" in result.calls and "emergence" in result.calls
+    assert "verdict_accuracy" not in result.calls  # its sign-only reading is drawn, never called
     assert (tmp_path / "run" / "behaviour" / "transitions.json").is_file()
     # Recomputing from the stored measurements gives the same table (nothing is measured again).
-    again = compute_behaviour(study)["table"]
+    again = compute_behaviour(study).table
     pd.testing.assert_frame_equal(again, table)
 
 

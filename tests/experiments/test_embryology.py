@@ -179,9 +179,7 @@ def tiny_embryology(shared_home, tiny_run, tmp_path_factory):
     shutil.copytree(tiny_run / UNITS_DIR, run_dir / UNITS_DIR)
     with home(shared_home):
         study = prepare_study(load_config("default", overrides), run_dir)
-        result = run_embryology(study)
-        result["home"] = shared_home
-        yield study, result
+        yield study, run_embryology(study)
 
 
 def test_end_to_end_writes_every_output(tiny_embryology):
@@ -190,7 +188,7 @@ def test_end_to_end_writes_every_output(tiny_embryology):
     from codedyn.experiments.token_susceptibility import token_susceptibilities
 
     study, result = tiny_embryology
-    folder = result["folder"]
+    folder = result.folder
     for name in ("embryology_grid", "embryology_structure"):
         assert (folder / f"{name}.png").stat().st_size > 0 and (folder / f"{name}.pdf").stat().st_size > 0
     from PIL import Image
@@ -252,11 +250,11 @@ def test_compute_reruns_from_stored_posteriors_and_is_reproducible(tiny_embryolo
 
     study, result = tiny_embryology
     again = compute_embryology(study)
-    pd.testing.assert_frame_equal(again["embedding"], result["embedding"])  # identical coordinates
-    pd.testing.assert_frame_equal(run_embryology(study)["structure"], result["structure"])
+    pd.testing.assert_frame_equal(again.embedding, result.embedding)  # identical coordinates
+    pd.testing.assert_frame_equal(run_embryology(study).structure, result.structure)
 
 
-def test_cli_embryology(tiny_embryology, tmp_path, monkeypatch):
+def test_cli_embryology(tiny_embryology, shared_home, tmp_path, monkeypatch):
     import json
 
     import yaml
@@ -266,16 +264,16 @@ def test_cli_embryology(tiny_embryology, tmp_path, monkeypatch):
     from tests.studies import TINY_STUDY
 
     study, result = tiny_embryology
-    monkeypatch.setenv("CODEDYN_HOME", str(result["home"]))  # the study's dataset and suite, already built
+    monkeypatch.setenv("CODEDYN_HOME", str(shared_home))  # the study's dataset and suite, already built
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(json.loads(json.dumps({**TINY_STUDY, "embryology": {
         "n_epochs": 40, "anchored_epochs": 20, "n_bootstrap": 20, "frame_seconds": 0.5}}))))
     outcome = CliRunner().invoke(app, ["embryology", "--preset", str(preset), "--max-tokens", "150",
                                        "--out", str(study.run_dir)])
     assert outcome.exit_code == 0, outcome.output
-    assert outcome.stdout.strip().endswith(str(result["folder"]))
-    embedding = pd.read_parquet(result["folder"] / "embedding.parquet")
-    pd.testing.assert_frame_equal(embedding, result["embedding"])
+    assert outcome.stdout.strip().endswith(str(result.folder))
+    embedding = pd.read_parquet(result.folder / "embedding.parquet")
+    pd.testing.assert_frame_equal(embedding, result.embedding)
 
 
 def test_precomputed_distances_give_umaps_own_euclidean_layout():

@@ -7,22 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from codedyn.experiments.emergence import (
-    Labels,
-    Predictor,
-    SplitLeak,
-    analyse_layer,
-    auroc,
-    best_threshold,
-    check_split_hygiene,
-    classification_metrics,
-    latent_scores,
-    operator_breakdown,
-    problem_weights,
-    select_latents,
-    welch_t,
-)
+from codedyn.analysis.classifier import Labels, Predictor, problem_weights
+from codedyn.experiments.emergence import analyse_layer, operator_breakdown
 from codedyn.models.sae import train_sae
+from tests.studies import TINY_EMERGENCE
 
 D, FEATURES, PLANTED_P_GENERAL = 32, 24, 0.02
 
@@ -139,88 +127,6 @@ def test_selection_never_sees_tuning_or_validation_labels(trained):
                 assert again["thresholds"][name] == result.selection["thresholds"][name]
 
 
-def test_a_problem_in_two_splits_is_caught():
-    frame = _frame(20, 0)
-    check_split_hygiene(frame)
-    leaked = frame.copy()
-    leaked.loc[leaked.index[1], "split"] = "validation" if leaked.loc[leaked.index[0], "split"] != "validation" \
-        else "analysis"  # the mutant of problem P0 moves to another split than its reference
-    with pytest.raises(SplitLeak, match="more than one split"):
-        Labels.from_samples(leaked)
-    with pytest.raises(SplitLeak, match="unknown split"):
-        check_split_hygiene(frame.assign(split="train"))
-
-
-# ------------------------------------------------------------------------------------------ estimators
-
-
-def test_auroc_and_classification_metrics_match_sklearn():
-    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
-
-    rng = np.random.default_rng(0)
-    score = np.round(rng.normal(size=80), 1)  # rounded: ties happen
-    positive = rng.random(80) < 0.4
-    assert auroc(score, positive) == pytest.approx(roc_auc_score(positive, score))
-    predicted = score > 0.2
-    got = classification_metrics(predicted, positive, np.ones((1, 80)))
-    assert got["precision"][0] == pytest.approx(precision_score(positive, predicted))
-    assert got["recall"][0] == pytest.approx(recall_score(positive, predicted))
-    assert got["f1"][0] == pytest.approx(f1_score(positive, predicted))
-    # Integer weights are the same as duplicating samples.
-    weights = rng.integers(0, 3, 80)
-    dup = np.repeat(np.arange(80), weights)
-    assert auroc(score, positive, weights[None].astype(float))[0] == pytest.approx(
-        roc_auc_score(positive[dup], score[dup]))
-    assert classification_metrics(predicted, positive, weights[None].astype(float))["f1"][0] == pytest.approx(
-        f1_score(positive[dup], predicted[dup]))
-
-
-def test_best_threshold_maximises_f1_over_non_trivial_thresholds():
-    from sklearn.metrics import f1_score
-
-    rng = np.random.default_rng(1)
-    score, positive = rng.normal(size=60), rng.random(60) < 0.5
-    score[positive] += 0.8
-    threshold = best_threshold(score, positive)
-    best = max(f1_score(positive, score > t) for t in score)  # every rule that leaves some sample negative
-    assert f1_score(positive, score > threshold) == pytest.approx(best)
-    assert (score <= threshold).any()
-    # A useless score: max-F1 would call everything positive; the non-trivial rule flags only part of the samples.
-    noise = rng.normal(size=60)
-    assert (noise <= best_threshold(noise, positive)).any()
-    assert best_threshold(np.zeros(5), positive[:5]) == 0.0  # never fires: predicts its class when it fires
-
-
-def test_welch_t_matches_scipy_and_scores_are_separations():
-    from scipy.stats import ttest_ind
-
-    rng = np.random.default_rng(2)
-    a, b = rng.normal(size=(30, 5)), rng.normal(0.5, 2, size=(45, 5))
-    np.testing.assert_allclose(welch_t(a, b), ttest_ind(a, b, equal_var=False).statistic)
-    latents = np.maximum(rng.normal(size=(40, 6)), 0)
-    is_correct = np.arange(40) < 15
-    scores = latent_scores(latents, is_correct)
-    np.testing.assert_allclose(scores["separation"],
-                               (latents[:15] > 0).mean(0) - (latents[15:] > 0).mean(0))
-    eligible = np.ones(6, dtype=bool)
-    top_c, top_i = select_latents(scores, eligible)
-    assert top_c == int(np.argmax(scores["separation"])) and top_i == int(np.argmin(scores["separation"]))
-    eligible[top_c] = False  # a general latent is never chosen
-    assert select_latents(scores, eligible)[0] != top_c
-
-
-def test_problem_bootstrap_keeps_problems_together():
-    problem = np.array([0, 0, 1, 1, 2, 2, 2])
-    weights = problem_weights(problem, 300, seed=0)
-    for p in range(3):
-        members = weights[:, problem == p]
-        assert (members == members[:, :1]).all()
-    # One sample per problem: the multiplicities of the three problems always add up to three draws.
-    np.testing.assert_array_equal(weights[:, [0, 2, 4]].sum(axis=1), 3)
-    assert weights[:, 0].mean() == pytest.approx(1.0, abs=0.15)
-    np.testing.assert_array_equal(weights, problem_weights(problem, 300, seed=0))  # paired across checkpoints
-
-
 def test_operator_breakdown_counts_flagged_incorrect_samples():
     frame = _frame(30, 3)
     labels = Labels.from_samples(frame)
@@ -238,15 +144,6 @@ def test_operator_breakdown_counts_flagged_incorrect_samples():
 
 # ------------------------------------------------------------------------------------------ end to end
 
-TINY_EMERGENCE = {
-    "dataset": {"limit_problems": 10, "candidates_per_operator": 1},
-    "toy": {"vocab_size": 300, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 128, "batch_size": 4,
-            "steps": 12, "checkpoint_every": 6, "span_max": 8, "eval_span": 8, "eval_sequences": 4},
-    "suite": {"steps": [0, 4, 12]},
-    "emergence": {"width": 32, "k": 4, "train_tokens": 2048, "window_length": 32, "epochs": 2, "batch_size": 256,
-                  "eval_windows": 4, "general_windows": 40, "general_threshold": 0.5,
-                  "shuffles": 2, "n_bootstrap": 50, "init_from_previous": True},
-}
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +163,7 @@ def test_run_emergence_writes_units_tables_figures_and_calls(tiny):
     from codedyn.experiments.emergence import emergence_unit_dir
 
     study, result = tiny
-    folder = result["folder"]
+    folder = result.folder
     table = pd.read_parquet(folder / "emergence.parquet")
     assert sorted(set(table["step"])) == [0, 4, 12] and sorted(set(table["layer"])) == [0, 1]
     assert {"best_latent", "probe", "shuffled", "random_latent", "correct_latent", "incorrect_latent"} == set(
@@ -311,7 +208,7 @@ def test_compute_reruns_from_stored_units_without_training(tiny, monkeypatch):
         raise AssertionError("a stored SAE unit was trained again")
 
     monkeypatch.setattr(sae_module, "train_sae", forbidden)
-    pd.testing.assert_frame_equal(compute_emergence(study)["table"], result["table"])
+    pd.testing.assert_frame_equal(compute_emergence(study).table, result.table)
     for step in study.steps:  # what run_emergence does first: every unit is found, none is trained
         assert emergence_unit(study, step) == emergence_unit_dir(study, step)
 
@@ -328,11 +225,11 @@ def test_an_analysis_setting_never_retrains_an_sae(tiny, monkeypatch):
     other = type(study)(changed, study.run_dir, study.dataset, study.suite, study.steps, study.suite_record)
     for step in study.steps:
         assert emergence_unit(other, step) == emergence_unit_dir(study, step)
-    table = compute_emergence(other)["table"]
+    table = compute_emergence(other).table
     assert set(table["step"]) == set(study.steps)
     probe = ["step", "layer", "split", "metric"]
     a = table[table["predictor"] == "probe"].set_index(probe)["value"]
-    b = result["table"][result["table"]["predictor"] == "probe"].set_index(probe)["value"]
+    b = result.table[result.table["predictor"] == "probe"].set_index(probe)["value"]
     assert not np.allclose(a.sort_index().to_numpy(), b.sort_index().to_numpy(), equal_nan=True)  # probe_c used
     compute_emergence(study)  # the study's own outputs back in place for the tests after this one
 
@@ -387,7 +284,7 @@ def test_cli_prints_verdicts(tiny, tmp_path, monkeypatch, shared_home):
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(TINY_EMERGENCE))))
     outcome = CliRunner().invoke(app, ["emergence", "--preset", str(preset), "--out", str(study.run_dir)])
     assert outcome.exit_code == 0, outcome.output
-    assert outcome.stdout.strip().endswith(str(result["folder"]))
+    assert outcome.stdout.strip().endswith(str(result.folder))
     assert "L1/best_latent/auroc:" in outcome.output and "L0/probe/auroc:" in outcome.output
     bad = CliRunner().invoke(app, ["emergence", "--preset", str(preset), "--layers", "7", "--out",
                                    str(tmp_path / "x")])
@@ -410,8 +307,8 @@ def test_llc_of_experiment_one_is_read_when_every_step_has_it(tiny):
         np.testing.assert_array_equal(values, [1.0, 5.0, 13.0])
         np.testing.assert_array_equal(lows, [0.5, 4.5, 12.5])
         result = compute_emergence(study)
-        table = result["table"]
-        figure = emergence_figure(table[table["split"] == "validation"], 1, "auroc", result["calls"], study,
+        table = result.table
+        figure = emergence_figure(table[table["split"] == "validation"], 1, "auroc", result.calls, study,
                                   [0, 4, 12], (values, lows, highs))
         assert any(line.get_gid() == "llc" for ax in figure.axes for line in ax.get_lines())  # own LLC panel
     finally:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from codedyn.experiments.influence import compute_influence, run_influence
-from tests.studies import TINY_STUDY, home  # noqa: F401  (TINY_STUDY: other modules still import it from here)
+from tests.studies import TINY_STUDY, home
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def study_result(tiny_study, shared_home):
 
 def test_tables_cover_every_checkpoint_and_aggregate(study_result):
     study, result = study_result
-    table = pd.read_parquet(result["folder"] / "influence.parquet")
+    table = pd.read_parquet(result.folder / "influence.parquet")
     assert sorted(set(table["step"])) == [0, 4, 12]
     assert {"CC", "CI", "II", "paired", "delta", "bug_influence", "pc1_share", "LLC"} <= set(table["quantity"])
     finite = table.dropna(subset=["value"])
@@ -35,7 +35,7 @@ def test_tables_cover_every_checkpoint_and_aggregate(study_result):
 
 def test_figures_and_calls_are_written(study_result):
     _, result = study_result
-    folder = result["folder"]
+    folder = result.folder
     for name in ("influence_cov", "influence_corr", "influence_contrasts_cov", "bif_matrix_step0",
                  "bif_matrix_step12"):
         assert (folder / f"{name}.png").stat().st_size > 0 and (folder / f"{name}.pdf").stat().st_size > 0
@@ -70,25 +70,25 @@ def no_sampling(monkeypatch):
 def test_analysis_reruns_from_stored_traces_without_sampling(study_result, no_sampling):
     study, result = study_result
     again = compute_influence(study)
-    pd.testing.assert_frame_equal(again["table"], result["table"])
+    pd.testing.assert_frame_equal(again.table, result.table)
     # The run entry point also finds every posterior unit cached.
-    pd.testing.assert_frame_equal(run_influence(study)["table"], result["table"])
+    pd.testing.assert_frame_equal(run_influence(study).table, result.table)
 
 
 def test_diagnostics_and_loss_traces_per_checkpoint(study_result):
     _, result = study_result
-    diagnostics = pd.read_parquet(result["folder"] / "diagnostics.parquet")
+    diagnostics = pd.read_parquet(result.folder / "diagnostics.parquet")
     assert len(diagnostics) == 3 * 2  # checkpoints x chains
     assert diagnostics["healthy"].all()
     assert diagnostics["fraction_below_init"].between(0, 1).all()
     assert (diagnostics["drift_to_noise"] > 0).all()
-    mixing = pd.read_parquet(result["folder"] / "mixing.parquet")
+    mixing = pd.read_parquet(result.folder / "mixing.parquet")
     assert {"excess_loss", "mean_loss", "loss_pc1", "phi:L0.H0"} <= set(mixing["quantity"])
     assert sorted(set(mixing["step"])) == [0, 4, 12]
     # 2 chains x 8 draws are far too few effective draws: the table must say so rather than pass.
     assert not mixing["passed"].all() and mixing.loc[~mixing["passed"], "problem"].str.len().gt(0).all()
     for step in (0, 4, 12):
-        assert (result["folder"] / "traces" / f"loss_traces_step{step}.png").is_file()
+        assert (result.folder / "traces" / f"loss_traces_step{step}.png").is_file()
 
 
 def test_cli_runs_the_experiment_from_a_preset_file(study_result, tmp_path, monkeypatch, shared_home):
@@ -104,7 +104,7 @@ def test_cli_runs_the_experiment_from_a_preset_file(study_result, tmp_path, monk
     preset.write_text(yaml.safe_dump(json.loads(json.dumps(TINY_STUDY))))
     outcome = CliRunner().invoke(app, ["influence", "--preset", str(preset), "--out", str(study.run_dir)])
     assert outcome.exit_code == 0, outcome.output
-    assert outcome.stdout.strip().endswith(str(result["folder"]))
+    assert outcome.stdout.strip().endswith(str(result.folder))
     assert "CC/cov:" in outcome.output and "LLC/llc:" in outcome.output
 
 
@@ -113,16 +113,16 @@ def test_susceptibilities_come_from_the_same_posteriors(study_result, no_samplin
 
     study, _ = study_result
     result = run_susceptibility(study)
-    table = pd.read_parquet(result["folder"] / "susceptibility.parquet")
+    table = pd.read_parquet(result.folder / "susceptibility.parquet")
     components = set(table["component"])
     assert {"L0.H0", "L0.H1", "L0.MLP", "L1.H0", "L1.H1", "L1.MLP"} == components  # 2 layers x (2 heads + MLP)
     assert {"correct", "incorrect"} <= set(table["distribution"])
     assert sorted(set(table["step"])) == [0, 4, 12]
     assert (table["low"] <= table["chi"] + 1e-12).all() and (table["chi"] <= table["high"] + 1e-12).all()
-    responders = pd.read_parquet(result["folder"] / "opposite_responders.parquet")
+    responders = pd.read_parquet(result.folder / "opposite_responders.parquet")
     assert len(responders) == 3 * len(components)
-    assert (result["folder"] / "susceptibility_trajectories.png").is_file()
-    contrast = pd.read_parquet(result["folder"] / "correctness_contrast.parquet")
+    assert (result.folder / "susceptibility_trajectories.png").is_file()
+    contrast = pd.read_parquet(result.folder / "correctness_contrast.parquet")
     assert len(contrast) == 2 * 3 * len(components)  # raw and standardised, every component at every checkpoint
     assert (contrast["fw_high"] - contrast["fw_low"]).mean() > (contrast["high"] - contrast["low"]).mean()
     assert {"incorrect-correct"} <= set(table["distribution"])

@@ -20,7 +20,7 @@ from codedyn.sampling.refined import (
     sample_refined,
     without_output_projection,
 )
-from tests.sampling.test_llc import Vector, normal_crossing, potential_config
+from tests.potentials import Vector, normal_crossing, potential_config
 from tests.studies import sampled_descriptions
 
 # ------------------------------------------------------------------------------------------- known answers
@@ -303,7 +303,7 @@ def test_a_killed_sweep_resumes_at_the_missing_unit(rllc_run, monkeypatch):
     _, computed = _run_units(study)
     assert computed == ["rllc:L0.H0-step12"]
     assert calls == ["step 12 L0.H0 correct"]  # the other distribution of that unit stays stored
-    pd.testing.assert_frame_equal(rllc_tables(study)["table"], result["table"])  # same seeds, same draws
+    pd.testing.assert_frame_equal(rllc_tables(study).table, result.table)  # same seeds, same draws
 
 
 def test_cli_rllc_reads_the_stored_units(rllc_run, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from codedyn.data.token_kinds import TOKEN_KINDS, character_kinds, code_tokens, 
 from codedyn.experiments.token_susceptibility import bootstrap_token_intervals, token_susceptibilities
 from codedyn.sampling.losses import EvalSet, sample_losses, sample_token_losses
 from codedyn.sampling.sgld import evalset_readout, sample_posterior
-from tests.models.test_suite import tiny_model
+from tests.neox_models import tiny_model
 
 
 def byte_tokenizer():

@@ -7,16 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-TINY_ORGANISM = {
-    "dataset": {"planted_problems": 8, "candidates_per_operator": 1},
-    "toy": {"vocab_size": 400, "d_model": 16, "n_heads": 2, "d_ff": 32, "context": 64, "batch_size": 4,
-            "steps": 12, "warmup_steps": 2, "checkpoint_every": 6, "span_max": 8, "eval_span": 8,
-            "eval_sequences": 4, "planted": {"enabled": True, "onset": 4, "eval_quads": 8}},
-    "suite": {"steps": [0, 6, 12]},
-    "sampling": {"chains": 2, "draws": 8, "burn_in": 4, "batch_size": 8, "sampling_windows": 64,
-                 "window_length": 65, "n_bootstrap": 40, "lr": 1e-4},
-    "susceptibility": {"sae_latents": 0},
-}
+from tests.studies import TINY_ORGANISM
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +53,15 @@ def test_experiments_1_and_3_report_the_verdict_signals(organism_study):
 
     study = organism_study
     result = compute_influence(study)
-    table = result["table"]
+    table = result.table
     for variant in ("verdict_cov", "verdict_corr_no_pc1", "odds_corr", "odds_cov_no_pc1"):
         part = table[(table["quantity"] == "delta") & (table["variant"] == variant)]
         assert list(part["step"]) == [0, 6, 12] and (part["low"] <= part["high"]).all()
-    calls = json.loads((result["folder"] / "transitions.json").read_text())
+    calls = json.loads((result.folder / "transitions.json").read_text())
     for name in ("delta/verdict_corr_no_pc1", "delta/odds_corr_no_pc1", "lean_free_contrast/odds_corr",
                  "bug_influence/verdict_corr"):
         assert name in calls, sorted(calls)
-    replicates = np.load(result["folder"] / "bootstrap_replicates.npz")
+    replicates = np.load(result.folder / "bootstrap_replicates.npz")
     assert replicates["delta/verdict_corr_no_pc1"].shape == (3, 40)
     compute_susceptibility(study)
     folder = study.output_dir("susceptibility")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from codedyn.models.hooks import ARCHITECTURES, ComponentNorms, _get, architecture, component_names, forward_hooks
-from tests.arch_models import KINDS, VOCAB, tiny_model, tiny_tokenizer
+from tests.arch_models import KINDS, VOCAB, one_head_norm, tiny_model, tiny_tokenizer
 
 
 def probe():
@@ -16,30 +16,6 @@ def probe():
     mask = torch.ones_like(ids)
     mask[0, 7:] = 0  # a padded row: pads must not count
     return ids, mask
-
-
-def one_head_norm(model, ids, mask, layer: int, head: int) -> float:
-    """Zero every other head's attention output before the output projection; what the projection then adds
-    (minus its bias, which belongs to no head) is this head's write into the residual stream."""
-    arch = architecture(model)
-    projection = _get(_get(model, arch.blocks)[layer], arch.attention_out)
-    heads = model.config.num_attention_heads
-    out = {}
-
-    def keep_one(module, args):
-        z = args[0].clone()
-        b, t, w = z.shape
-        z = z.view(b, t, heads, w // heads)
-        z[:, :, [h for h in range(heads) if h != head]] = 0
-        return (z.view(b, t, w),)
-
-    def grab(module, args, output):
-        out["y"] = output - (module.bias if module.bias is not None else 0)
-
-    with forward_hooks([(projection, keep_one, True), (projection, grab, False)]), torch.no_grad():
-        model(input_ids=ids, attention_mask=mask)
-    norms = out["y"].norm(dim=-1)
-    return float((norms * mask).sum() / mask.sum())
 
 
 def mlp_norm(model, ids, mask, layer: int) -> float:

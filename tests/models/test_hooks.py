@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from codedyn.models.hooks import ComponentNorms, component_names, forward_hooks
-from tests.models.test_architectures import one_head_norm  # the brute-force per-head norm, for every architecture
+from tests.arch_models import one_head_norm  # the brute-force per-head norm, for every architecture
 
 
 @pytest.fixture(scope="module")

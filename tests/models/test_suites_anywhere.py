@@ -16,8 +16,7 @@ from codedyn.models.suite import (
     write_revision,
 )
 from tests.arch_models import tiny_model, tiny_tokenizer
-from tests.test_inputs_first import built_nothing, one_sentence
-from tests.test_inputs_first import empty_home as empty_home  # a fixture
+from tests.user_errors import built_nothing, one_sentence
 
 runner = CliRunner()
 OLMO_STEPS = {1000: "step1000-tokens4B", 2000: "step2000-tokens8B", 3000: "step3000-tokens12B"}

@@ -14,11 +14,9 @@ from codedyn.models.toy import (
     make_model,
     train_toy_suite,
 )
+from tests.studies import TINY_TOY_FIELDS
 
-TINY = ToySuiteConfig(
-    vocab_size=300, d_model=16, n_layers=2, n_heads=2, d_ff=32, context=32, batch_size=4, steps=12,
-    warmup_steps=2, span_min=2, span_max=8, checkpoint_every=5, eval_span=8, eval_sequences=4,
-)
+TINY = ToySuiteConfig(**TINY_TOY_FIELDS)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import subprocess
 import pytest
 
 from codedyn.report.html import write_report
-from tests.report.test_report import study  # noqa: F401  (the tiny study, built once for this module)
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 WIDTH, HEIGHT = 1400, 900

@@ -3,14 +3,18 @@ onset and relation, co-movement, the null twin, calibrated margins and their dec
 and answer built from it."""
 
 import json
+import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from codedyn.analysis.curves import chi_group
 from codedyn.analysis.margins import Margins, calibrate, held_out, load_margins, write_margins
 from codedyn.analysis.yardstick import table, yardstick
 from codedyn.experiments.behaviour import emergence_call
+from codedyn.experiments.registry import signal_sources
 from codedyn.paths import cache_dir
 from codedyn.report.validation import answer_sentences, render_validation
 
@@ -100,7 +104,7 @@ def runs(tmp_path, monkeypatch):
     calibration = [_run(tmp_path / "calibration", f"null-s{s}", s, null=True) for s in (1, 2)]
     records = [(path, ONSET, {"null": True, "toy_seed": s, "planted_seed": s, "onset": ONSET})
                for path, s in zip(calibration, (1, 2), strict=True)]
-    write_margins(calibrate(records))
+    write_margins(calibrate(records, signal_sources()))
     organism = _run(tmp_path / "runs", "organism", 0, null=False)
     null = _run(tmp_path / "runs", "null", 0, null=True)
     return organism, null
@@ -113,12 +117,12 @@ def test_margins_are_twice_the_calibration_twins_reach_and_declare_their_seeds(r
     assert margins.margin("never calibrated") == 0.0
     assert held_out(margins, [0, 0]) and not held_out(margins, [0, 2])
     with pytest.raises(ValueError, match="not a null twin"):
-        calibrate([(runs[0], ONSET, {"null": False})])
+        calibrate([(runs[0], ONSET, {"null": False})], signal_sources())
 
 
 def test_every_signal_is_related_to_the_emergence_by_the_same_onset_test(runs):
     organism, _ = runs
-    found = yardstick(organism)
+    found = yardstick(organism, signal_sources())
     assert found.is_organism and found.held_out and found.null_dir is not None
     assert found.emergence.kind == "onset" and found.emergence.bracket == [3000, 4000]
     rows = {r.name: r for r in found.signals}
@@ -144,32 +148,46 @@ def test_every_signal_is_related_to_the_emergence_by_the_same_onset_test(runs):
 
 def test_the_report_section_and_the_answer_come_from_the_yardstick(runs):
     organism, _ = runs
-    found = yardstick(organism)
+    found = yardstick(organism, signal_sources())
     page = render_validation(found)
     # head, ground truth, the five other signals, one χ summary; folded: head and both components
     assert page.count("<tr") == 1 + 1 + (len(found.signals) - 2) + 1 + (1 + 2)
-    assert "defines the emergence" in page and "held out" in page and "null twin: onset call" in page
-    answer = " ".join(answer_sentences(found))
-    assert "Correctness emerged" in answer and "(3000, 4000]" in answer
-    assert "probe AUROC, layer 1 (leads by 1 checkpoint" in answer
-    assert "Shown flat" in answer and "Not detected" in answer and "Null twin: its verdict contrast is" in answer
+    head = re.search(r"<thead><tr>(.*?)</tr></thead>", page, re.S).group(1)
+    assert head.count("<th>") == 9  # seven columns of the run, two of its null twin
+    assert re.search(r'<tr class="event"><td>verdict contrast', page)  # the ground truth's row first
+    sentences = answer_sentences(found)
+    emerged = [s for s in sentences if "(3000, 4000]" in s and str(found.onset) in s]
+    assert len(emerged) == 1 and sentences.index(emerged[0]) == 0  # the emergence and the data onset, first
+    assert any("probe AUROC, layer 1" in s and "1 checkpoint" in s for s in sentences)
+    flat = [r.name for r in found.signals if r.call.kind == "flat"]
+    undetected = [r.name for r in found.signals if r.call.kind == "not_detected"]
+    assert flat and undetected
+    # each named, or its χ table's group for a component
+    assert all(any((chi_group(name) or name) in s for s in sentences) for name in flat + undetected)
+    twin = found.null_emergence
+    assert twin is not None and any(("onset" if twin.kind == "onset" else twin.kind.replace("_", " ")) in s
+                                    for s in sentences[1:])
 
 
 def test_a_run_without_a_known_onset_gets_onsets_but_no_validation(tmp_path):
     run = _run(tmp_path / "runs", "organism", 0, null=False)
     _write(cache_dir("suites") / "toy-organism-0" / "suite.json", {"config": {"seed": 0}})  # no planted task
-    found = yardstick(run, margins=Margins())
+    found = yardstick(run, signal_sources(), margins=Margins())
     assert not found.is_organism and found.emergence is None and render_validation(found) == ""
     assert all(len(r.call.baseline) == 1 and r.relation == "" for r in found.signals)  # its first checkpoint
-    assert answer_sentences(found)[0].startswith("No known answer for this run")
+    (sentence,) = answer_sentences(found)  # one sentence: how many curves depart from their first checkpoint
+    departing = [r for r in found.signals if r.call.kind == "onset"]
+    assert f"{len(departing)} of {len(found.signals)}" in sentence
 
 
 def test_a_validated_seed_among_the_calibration_seeds_is_flagged(runs, tmp_path):
     organism, _ = runs
     twin = _run(tmp_path / "other", "organism", 2, null=False)
-    assert not yardstick(twin).held_out
-    assert "not a held-out validation" in " ".join(answer_sentences(yardstick(twin)))
-    assert yardstick(organism).held_out
+    found = yardstick(twin, signal_sources())
+    assert not found.held_out and yardstick(organism, signal_sources()).held_out
+    # the caveat closes the answer of a run whose seed calibrated the margins, and only of that run
+    caveat = answer_sentences(found)[-1]
+    assert caveat not in answer_sentences(replace(found, margins=Margins()))
 
 
 def test_a_report_of_an_unfinished_run_is_refused_in_one_sentence(tmp_path):
@@ -207,9 +225,9 @@ def test_the_verdict_table_and_the_validation_table_agree_call_for_call(runs):
     with np.load(organism / "emergence" / "bootstrap_replicates.npz") as stored:
         calls = {key: classify_trajectory(STEPS, stored[key]) for key in ("L1/probe/auroc", "L1/best_latent/auroc")}
     _write(organism / "emergence" / "transitions.json", calls)
-    rows, _ = verdict_rows(organism)
+    rows, _ = verdict_rows(organism, signal_sources())
     shown = {row.curve: row for row in rows}
-    found = {r.name: r for r in yardstick(organism).signals}
+    found = {r.name: r for r in yardstick(organism, signal_sources()).signals}
     for curve, name in (("L1/probe/auroc", "probe AUROC, layer 1"),
                         ("L1/best_latent/auroc", "SAE best latent AUROC, layer 1")):
         assert found[name].shape["verdict"] == shown[curve].verdict
@@ -221,7 +239,7 @@ def test_the_yardstick_is_stored_and_loads_in_a_notebook(runs):
     from codedyn.runs.load import load_run
 
     organism, _ = runs
-    found = write_yardstick(organism)
+    found = write_yardstick(organism, signal_sources())
     run = load_run(organism)
     frame = run.validation
     assert list(frame["name"])[0] == "verdict contrast" and len(frame) == len(found.signals) + 1

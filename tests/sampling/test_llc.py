@@ -12,22 +12,7 @@ from codedyn.config import SamplingConfig
 from codedyn.sampling.llc import FLAT, LOCAL_MINIMUM, NOT_A_LOCAL_MINIMUM, estimate_llc, is_flat, llc_of
 from codedyn.sampling.mcmc import effective_sample_size
 from codedyn.sampling.sgld import SamplingDiverged, sample_posterior
-
-
-class Vector(torch.nn.Module):
-    def __init__(self, weights):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.as_tensor(weights, dtype=torch.float32).clone())
-
-
-def normal_crossing(powers):
-    """K(w) = prod_i w_i^(2 k_i): learning coefficient min_i 1 / (2 k_i) (see UNTIED for when it is well posed)."""
-    exponents = 2 * torch.as_tensor(powers)
-
-    def potential(model):
-        return (model.w ** exponents).prod()
-
-    return potential
+from tests.potentials import Vector, normal_crossing, potential_config
 
 
 def sample_potential(potential, config: SamplingConfig, start, windows=None, loss_fn=None):
@@ -35,12 +20,6 @@ def sample_potential(potential, config: SamplingConfig, start, windows=None, los
     loss_fn = loss_fn or (lambda model, batch: potential(model).expand(batch.shape[0]))
     return sample_posterior(Vector(start), windows, lambda model: potential(model).reshape(1), config,
                             loss_fn=loss_fn)
-
-
-def potential_config(**update) -> SamplingConfig:
-    base = dict(n_beta=1e4, localization=1.0, chains=4, burn_in=100, draws=150, steps_between_draws=10,
-                batch_size=1, sampling_windows=1)
-    return SamplingConfig(**(base | update))
 
 
 def tempered_mean(powers, n_beta: float, localization: float, grid: int = 1200) -> float:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from codedyn.sampling.losses import EvalSet, sample_losses
-from tests.models.test_suite import tiny_model, tiny_tokenizer
+from tests.neox_models import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

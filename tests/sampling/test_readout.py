@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.data.test_tokenize import PROMPT, SOLUTION, _pair_texts, tokenizer  # noqa: F401 (fixture)
+from tests.code_texts import PROMPT, SOLUTION, pair_texts
 
 
 def test_readout_context_is_the_suite_context_or_a_lower_cap():
@@ -21,8 +21,8 @@ def test_readout_context_is_the_suite_context_or_a_lower_cap():
 
 
 def _frame():
-    reference, early = _pair_texts(30, 1)
-    _, late = _pair_texts(30, 28)
+    reference, early = pair_texts(30, 1)
+    _, late = pair_texts(30, 28)
     rows = [
         {"sample_id": "P0:reference", "problem_id": "P0", "is_correct": True, "paired_with": None,
          "prompt": PROMPT, "solution": reference},

@@ -150,17 +150,17 @@ def restricted_study(tmp_path_factory, shared_home):
 
 def test_restricted_table_and_units(restricted_study):
     study, result = restricted_study
-    assert result["estimator"] == "weight_restricted"
-    table = pd.read_parquet(result["folder"] / "susceptibility_weight_restricted.parquet")
+    assert result.estimator == "weight_restricted"
+    table = pd.read_parquet(result.folder / "susceptibility_weight_restricted.parquet")
     assert set(table["estimator"]) == {"weight_restricted"}
     assert set(table["component"]) == {"L0.H0", "L1.H1", "L1.MLP"}
     assert sorted(set(table["step"])) == [4, 12]
     assert {"correct", "incorrect"} <= set(table["distribution"]) and set(table["variant"]) == {"raw", "standardised"}
     assert np.isfinite(table[["chi", "low", "high"]]).all().all()
     assert (table["low"] <= table["chi"] + 1e-12).all() and (table["chi"] <= table["high"] + 1e-12).all()
-    responders = pd.read_parquet(result["folder"] / "opposite_responders_weight_restricted.parquet")
+    responders = pd.read_parquet(result.folder / "opposite_responders_weight_restricted.parquet")
     assert len(responders) == 2 * 3
-    assert (result["folder"] / "susceptibility_trajectories_weight_restricted.png").is_file()
+    assert (result.folder / "susceptibility_trajectories_weight_restricted.png").is_file()
     units = sorted(p.name for p in (study.run_dir / "units").glob("restricted-step*"))
     assert len(units) == 2 * 4  # (full + 3 components) per checkpoint
     assert {u.rsplit("-", 1)[0] for u in units} == {f"restricted-step{s}-{c}" for s in (4, 12)
@@ -179,7 +179,7 @@ def test_restricted_estimator_resumes_after_a_crash(restricted_study, monkeypatc
     calls = sampled_descriptions(monkeypatch)
     again = run_susceptibility(study)
     assert calls == ["step 12 L1.H1"]
-    pd.testing.assert_frame_equal(again["table"], result["table"])  # same seed, same draws
+    pd.testing.assert_frame_equal(again.table, result.table)  # same seed, same draws
 
 
 def test_analysis_without_units_says_what_to_run(restricted_study, tmp_path):
@@ -217,6 +217,6 @@ def test_cli_selects_the_estimator(restricted_study, tmp_path, monkeypatch, shar
     outcome = CliRunner().invoke(app, args)
     assert outcome.exit_code == 0, outcome.output
     assert "weight_restricted estimator:" in outcome.output
-    assert outcome.stdout.strip().endswith(str(result["folder"]))
+    assert outcome.stdout.strip().endswith(str(result.folder))
     bad = CliRunner().invoke(app, [*args[:5], "--estimator", "bayes"])
     assert bad.exit_code == 2 and "susceptibility.estimator" in bad.output

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.experiments.test_emergence import TINY_EMERGENCE
+from tests.studies import TINY_EMERGENCE
 
 SAE_STUDY = {
     **TINY_EMERGENCE,
@@ -107,7 +107,7 @@ def test_susceptibility_table_has_sae_components(sae_study):
     from codedyn.experiments.susceptibility import compute_susceptibility
 
     study, _ = sae_study
-    table = compute_susceptibility(study)["table"]
+    table = compute_susceptibility(study).table
     sae_rows = table[table["component"].str.contains(".SAE", regex=False)]
     assert set(sae_rows["step"]) == {4, 12}
     assert sae_rows["chi"].notna().all()

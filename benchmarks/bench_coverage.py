@@ -5,7 +5,8 @@ Usage:
       [--out coverage.json]
 
 Samples the posterior of checkpoint ``--step`` of a finished run's study ``--seeds`` times with independent sampler
-seeds (the run's sampling settings otherwise, its training mix included; SAE latents left out, heads and MLPs
+seeds and one readout seed (``sampling.readout_seed``: every seed reads out the same programs on the same probe
+batch; the run's sampling settings otherwise, its training mix included; SAE latents left out, heads and MLPs
 only), in a folder of its own (``<RUN_DIR>/coverage/``, so the run's units stay as they are). For every reported
 quantity — each influence block, contrast and variant on every readout (code tokens; on planted data the verdict
 readouts), the LLC, and per readout the standardised χ contrast and χ_all of every component — it reports the
@@ -51,7 +52,10 @@ def seed_estimates(study, step: int, seeds: int, out_dir: Path) -> dict[str, lis
     found: dict[str, list[tuple[float, float, float]]] = {}
     base = study.config.sampling
     for k in range(seeds):
-        sampling = base.model_copy(update={"seed": base.seed + SEED_STRIDE * (k + 1)})
+        # One readout seed for all: every seed reads out the same programs on the same probe batch, so the seeds
+        # estimate the same quantities and differ only in the draws (chain noise, minibatch orders, windows).
+        sampling = base.model_copy(update={"seed": base.seed + SEED_STRIDE * (k + 1),
+                                           "readout_seed": base.readout_rng_seed})
         started = time.perf_counter()
         traces = run_posterior(checkpoint, study.suite.name, study.dataset, sampling, out_dir,
                                mix=training_mix(study, step))

@@ -297,8 +297,8 @@ class CorpusConfig(Frozen):
 
 
 def _omit_when_none(data: dict[str, Any], model: BaseModel, fields: tuple[str, ...]) -> dict[str, Any]:
-    """Optional corpus fields left at None are not serialised: the default configuration dumps (and so hashes into
-    cache keys) exactly as it did before user corpora existed."""
+    """Optional fields left at None (user corpora, readout precision, readout seed) are not serialised: the default
+    configuration dumps (and so hashes into cache keys) exactly as it did before those fields existed."""
     for name in fields:
         if getattr(model, name) is None:
             data.pop(name, None)
@@ -342,11 +342,13 @@ class SamplingConfig(Frozen):
     window is one full toy context; a model with a longer context is sampled on windows of this length too
     unless its preset sets another."""
     max_problems: int | None = Field(50, ge=2)
-    """Problems whose samples (reference and mutants) are read out at every draw, chosen by seed; None = all.
+    """Problems whose samples (reference and mutants) are read out at every draw, chosen by ``readout_seed``;
+    None = all.
     Reading out every sample at every draw is the dominant cost; 50 problems give the ~100 samples the
     influence and susceptibility estimates need."""
     probe_samples: int = Field(16, ge=1)
-    """Read-out samples (seeded choice) forming the fixed probe batch on which component observables are measured."""
+    """Read-out samples (chosen by ``readout_seed``) forming the fixed probe batch on which component observables
+    are measured."""
     max_readout_tokens: int | None = Field(None, ge=8)
     """Longest readout window (losses, per-token losses, observables); None = the suite's training context (toy:
     ``toy.context``, Pythia: 2048), a larger value is refused. A longer sample is read in one window ending at the
@@ -354,7 +356,12 @@ class SamplingConfig(Frozen):
     n_bootstrap: int = Field(1000, ge=10)
     """Bootstrap replicates behind every confidence interval."""
     seed: int = 0
-    """Seed of chain noise (seed + chain) and of the minibatch orders (each chain's from (seed, chain))."""
+    """Seed of chain noise (seed + chain), of the minibatch orders (each chain's from (seed, chain)) and of the
+    sampling windows; also of the read-out problems and the probe batch unless ``readout_seed`` is set."""
+    readout_seed: int | None = None
+    """Seed of the read-out problems (``max_problems``) and the probe batch (``probe_samples``); None = ``seed``.
+    Setting it holds the readout set fixed while ``seed`` varies the draws, so posteriors sampled with different
+    seeds estimate the same quantities (the cross-seed coverage benchmark needs exactly that)."""
     shared_minibatch_order: bool = False
     """Every chain cycles one minibatch order seeded ``seed`` (devinterp's ``sample()``; draws then equal
     devinterp's bitwise). Off by default: shared batches make the chains' traces follow the same batch difficulties,
@@ -397,7 +404,12 @@ class SamplingConfig(Frozen):
 
     @model_serializer(mode="wrap")
     def _serialise(self, handler):
-        return _omit_when_none(handler(self), self, ("corpus", "readout_precision"))
+        return _omit_when_none(handler(self), self, ("corpus", "readout_precision", "readout_seed"))
+
+    @property
+    def readout_rng_seed(self) -> int:
+        """The seed that chooses the read-out problems and the probe batch (``readout_seed``, else ``seed``)."""
+        return self.seed if self.readout_seed is None else self.readout_seed
 
 
 class EmergenceConfig(Frozen):

@@ -143,12 +143,14 @@ def posterior_unit_dir(run_dir: Path, step: int, key: str) -> Path:
 
 
 def readout_samples(dataset, config: SamplingConfig):
-    """The samples read out at every draw: all samples of ``max_problems`` problems drawn with the sampling seed
-    (whole problems, so every correct reference keeps its mutants), in dataset order."""
+    """The samples read out at every draw: all samples of ``max_problems`` problems drawn with the readout seed
+    (``readout_seed``, else ``seed``; whole problems, so every correct reference keeps its mutants), in dataset
+    order."""
     samples = dataset.samples
     problems = sorted(set(samples["problem_id"]))
     if config.max_problems is not None and config.max_problems < len(problems):
-        chosen = set(np.random.default_rng(config.seed).choice(problems, config.max_problems, replace=False))
+        rng = np.random.default_rng(config.readout_rng_seed)
+        chosen = set(rng.choice(problems, config.max_problems, replace=False))
         samples = samples[samples["problem_id"].isin(chosen)]
     return samples.reset_index(drop=True)
 
@@ -163,7 +165,7 @@ def posterior_readout(checkpoint, dataset, config: SamplingConfig) -> Readout:
 
 def probe_observables(tokenizer, readout: Readout, config: SamplingConfig, device,
                       sae_latents=None) -> dict[str, Observable]:
-    """Component norms on a fixed probe batch (``probe_samples`` read-out samples chosen with the sampling seed, each
+    """Component norms on a fixed probe batch (``probe_samples`` read-out samples chosen with the readout seed, each
     in its readout window) and, with ``sae_latents``, those SAE latents' activations on the same batch."""
     import torch
 
@@ -171,7 +173,7 @@ def probe_observables(tokenizer, readout: Readout, config: SamplingConfig, devic
     from codedyn.models.hooks import ComponentNorms
 
     samples = readout.samples
-    rng = np.random.default_rng(config.seed + 1)
+    rng = np.random.default_rng(config.readout_rng_seed + 1)
     rows = sorted(rng.choice(len(samples), min(config.probe_samples, len(samples)), replace=False))
     encoded = [
         encode_sample(tokenizer, samples["prompt"][r], samples["solution"][r], max_length=int(readout.lengths[r]))

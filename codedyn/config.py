@@ -377,7 +377,10 @@ class SamplingConfig(Frozen):
     losses and the toy suite: BENCHMARKS.md, "LLC: matched reference, chain health, independent chains")."""
     max_spikiness: float = Field(10.0, gt=0)
     """A chain whose post-burn-in excess loss L_B(w_t) - L_B(w*) rises above its median by more than this many
-    robust standard deviations (1.4826 MAD) is unhealthy (an unstable step throws it away and back)."""
+    robust standard deviations (1.4826 MAD) is unhealthy (an unstable step throws it away and back). Stated for
+    chains of up to 100 post-burn-in steps; a longer chain may exceed it by the growth of a stable chain's largest
+    excursion with its length (:func:`codedyn.sampling.sgld.spike_allowance`), so long chains are not refused
+    more often than short ones."""
     min_loss_autocorrelation: float = Field(-0.5, ge=-1, le=1)
     """A chain whose excess loss has a lag-1 autocorrelation below this by more than two standard errors
     (2 / sqrt(post-burn-in steps)) oscillates (a step past the stability bound flips the stiff directions every
@@ -618,7 +621,8 @@ class CalibrationConfig(Frozen):
     max_spikiness: float = Field(6.0, gt=0)
     """Largest allowed excursion of a chain's post-burn-in loss above its median, in robust standard deviations
     (1.4826 x the median absolute deviation): Gaussian fluctuations over ~100 steps stay below ~4, a skewed but
-    healthy low-dimensional posterior below ~5; isolated spikes far beyond mean steps that throw the chain away."""
+    healthy low-dimensional posterior below ~5; isolated spikes far beyond mean steps that throw the chain away.
+    Longer chains get the sampler's length allowance (:func:`codedyn.sampling.sgld.spike_allowance`)."""
     max_llc_rel_sd: float = Field(0.25, gt=0)
     """Largest allowed standard deviation of the per-chain LLCs relative to their mean."""
     min_drift_to_noise: float = Field(0.01, ge=0)

@@ -18,7 +18,8 @@ Scoring rules, per checkpoint, on the post-burn-in minibatch loss of the healthy
 * ``nonstationarity`` (max over chains of |mean of the second half - mean of the first half| / sd of the chain's
   post-burn-in loss) must be <= ``max_nonstationarity``: a chain that still drifts has not reached its posterior;
 * ``spikiness`` (max over chains of (max - median) / (1.4826 MAD + 1/nβ) of the post-burn-in excess loss, the
-  largest excursion in robust standard deviations, :func:`codedyn.sampling.sgld.spikiness`) must be
+  largest excursion in robust standard deviations, :func:`codedyn.sampling.sgld.spikiness`, less the allowance a
+  chain longer than 100 steps gets for its length, :func:`codedyn.sampling.sgld.spike_allowance`) must be
   <= ``max_spikiness``: isolated spikes far above the chain's typical loss
   mean unstable steps, which the mean-based criteria average away;
 * ``llc_rel_sd`` (sd across chains of the per-chain LLCs / |their mean|) must be <= ``max_llc_rel_sd``;
@@ -140,7 +141,7 @@ def trace_metrics(
     """
     from codedyn.analysis.stats import effective_sample_size
     from codedyn.sampling.llc import excess_losses, fraction_below, llc_of
-    from codedyn.sampling.sgld import spikiness
+    from codedyn.sampling.sgld import spike_allowance, spikiness
 
     losses = np.asarray(sampling_loss, dtype=float)
     if losses.ndim != 2:
@@ -168,7 +169,7 @@ def trace_metrics(
     return out | {
         "fraction_below_init": fraction_below(good),
         "nonstationarity": float(nonstationarity.max()),
-        "spikiness": float(spikiness(good, 1 / n_beta).max()),
+        "spikiness": float(spikiness(good, 1 / n_beta).max()) - spike_allowance(good.shape[1]),
         "llc": llc,
         "llc_rel_sd": rel_sd,
         "llc_bound_ratio": llc / (n_params / 2),

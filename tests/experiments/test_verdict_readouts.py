@@ -149,6 +149,16 @@ def test_cross_seed_coverage_benchmark_runs_on_a_checkpoint(organism_study, tmp_
     for name in ("delta/verdict_corr_no_pc1", "lean_free_contrast/odds_corr", "delta/cov", "chi_contrast/verdict/*",
                  "chi_all/odds/*"):
         assert 0.0 <= table[name]["coverage"] <= 1.0, name
-    # Seeds are independent: their estimates differ.
+    # Seeds are independent: their estimates differ ...
     values = [v for v, _, _ in found["delta/verdict_cov"]]
     assert len(set(values)) == 3
+    # ... while every seed read out the same programs (one readout seed), so they estimate the same quantities.
+    from codedyn.sampling.traces import load_traces
+
+    units = sorted((tmp_path / "units").glob("posterior-step12-*"))
+    assert len(units) == 3
+    read = [load_traces(unit)["sample"].values.tolist() for unit in units]
+    assert read[0] == read[1] == read[2]
+    families = bench.family_table(table)
+    assert {"LLC", "BIF blocks/verdict", "BIF contrasts/odds/PC1 removed", "chi_contrast/code"} <= set(families)
+    assert families["BIF blocks/code"]["quantities"] == 8  # CC, CI, II, paired x cov, corr

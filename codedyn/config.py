@@ -634,6 +634,11 @@ class CalibrationConfig(Frozen):
     max_llc_bound_ratio: float = Field(1.0, gt=0)
     """Largest allowed LLC / (d/2), d the number of parameters: d/2 is the learning coefficient of a regular model,
     the largest any model can have, so an estimate above it is sampler bias (steps too large, not at equilibrium)."""
+    step_size_ratio: float | None = Field(3.0, gt=1)
+    """The chosen setting is sampled once more at ε / this ratio on every calibration checkpoint (same nβ, γ,
+    seeds and chain length), and its LLC and mean BIF are compared with the chosen ε's: a value that moves beyond
+    the two estimates' combined 95% interval is flagged (:mod:`codedyn.analysis.step_size`). One unit per
+    checkpoint on top of the grid; None skips the check."""
     write: Path | None = None
     """Where to write the calibrated preset (YAML); None = <run>/calibrated.yaml."""
 

@@ -30,23 +30,10 @@ SEED_STRIDE = 1000  # seeds this far apart: chain c of seed s uses noise seed s 
 
 def seed_estimates(study, step: int, seeds: int, out_dir: Path) -> dict[str, list[tuple[float, float, float]]]:
     """``{quantity: [(value, low, high) per seed]}`` for every reported quantity of the posterior of ``step``
-    sampled with ``seeds`` independent sampler seeds (stored under ``out_dir``)."""
-    from codedyn.analysis.stats import percentile_ci
-    from codedyn.experiments.influence import (
-        SampleStructure,
-        checkpoint_summary,
-        readout_losses,
-        readout_summary,
-        readouts_of,
-        samples_of,
-    )
+    sampled with ``seeds`` independent sampler seeds (stored under ``out_dir``;
+    :func:`codedyn.experiments.step_size.posterior_estimates` names the quantities)."""
     from codedyn.experiments.posteriors import training_mix
-    from codedyn.experiments.susceptibility import (
-        ALL_PROGRAMS,
-        sample_groups,
-        unit_susceptibility_replicates,
-    )
-    from codedyn.resample import resampling_units
+    from codedyn.experiments.step_size import posterior_estimates
     from codedyn.sampling.posterior import run_posterior
 
     checkpoint = study.suite.load(step, device=study.config.suite.device)
@@ -60,30 +47,8 @@ def seed_estimates(study, step: int, seeds: int, out_dir: Path) -> dict[str, lis
         started = time.perf_counter()
         traces = run_posterior(checkpoint, study.suite.name, study.dataset, sampling, out_dir,
                                mix=training_mix(study, step))
-        held = samples_of(study.readout_samples(), traces)
-        structure = SampleStructure.from_frame(held)
-        rows, _ = checkpoint_summary(traces, structure, base.n_bootstrap, sampling.seed)
-        for readout in readouts_of(traces)[1:]:
-            rows += readout_summary(traces, structure, base.n_bootstrap, sampling.seed, readout)[0]
-        for row in rows:
-            found.setdefault(f"{row['quantity']}/{row['variant']}", []).append((row["value"], row["low"],
-                                                                                row["high"]))
-        groups = {**sample_groups(held), ALL_PROGRAMS: np.ones(len(held), dtype=bool)}
-        order = list(groups)
-        observed = traces["observed"].values[traces["healthy"].values]
-        names = [str(n) for n in traces["observable"].values]
-        for readout in readouts_of(traces):
-            chi, reps = unit_susceptibility_replicates(observed, readout_losses(traces, readout), groups,
-                                                       resampling_units(held), base.n_bootstrap, sampling.seed,
-                                                       standardised=True)
-            correct, incorrect, every = order.index("correct"), order.index("incorrect"), order.index(ALL_PROGRAMS)
-            columns = {"contrast": (chi[:, incorrect] - chi[:, correct], reps[..., incorrect] - reps[..., correct]),
-                       "all": (chi[:, every], reps[..., every])}
-            for name, (point, replicates) in columns.items():
-                for c, component in enumerate(names):
-                    interval = percentile_ci(replicates[:, c], point[c])
-                    found.setdefault(f"chi_{name}/{readout}/{component}", []).append(
-                        (interval.value, interval.low, interval.high))
+        for name, estimate in posterior_estimates(study, traces, base.n_bootstrap, sampling.seed).items():
+            found.setdefault(name, []).append(estimate)
         print(f"seed {sampling.seed}: {time.perf_counter() - started:.0f} s", flush=True)
     return found
 

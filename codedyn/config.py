@@ -297,7 +297,7 @@ class CorpusConfig(Frozen):
 
 
 def _omit_when_none(data: dict[str, Any], model: BaseModel, fields: tuple[str, ...]) -> dict[str, Any]:
-    """Optional fields left at None (user corpora, readout precision, readout seed) are not serialised: the default
+    """Optional fields left at None (user corpora, readout precision, readout seed, ...) are not serialised: the default
     configuration dumps (and so hashes into cache keys) exactly as it did before those fields existed."""
     for name in fields:
         if getattr(model, name) is None:
@@ -400,6 +400,11 @@ class SamplingConfig(Frozen):
     overstate the information in the draws."""
     corpus: CorpusConfig | None = None
     """Corpus the SGLD sampling windows come from; None = the Python standard library."""
+    step_size_check: float | None = Field(None, gt=1)
+    """Sample the last checkpoint's posterior once more at ε / this ratio (same seeds and settings otherwise) and
+    flag every reported LLC, BIF and χ whose value moves beyond the two estimates' combined 95% interval
+    (:mod:`codedyn.experiments.step_size`; the report's diagnostics show the table). None (default) skips it: one
+    more posterior unit. Never an input of the study's posteriors' draws."""
     readout_precision: Literal["bfloat16", "tf32"] | None = None
     """Precision of the per-draw read-out forward passes (never of the SGLD steps): ``bfloat16`` autocasts them,
     ``tf32`` lets CUDA matmuls use TF32 (no effect on CPU); None = float32. Faster on GPUs; agreement with float32
@@ -407,7 +412,8 @@ class SamplingConfig(Frozen):
 
     @model_serializer(mode="wrap")
     def _serialise(self, handler):
-        return _omit_when_none(handler(self), self, ("corpus", "readout_precision", "readout_seed"))
+        return _omit_when_none(handler(self), self, ("corpus", "readout_precision", "readout_seed",
+                                                     "step_size_check"))
 
     @property
     def readout_rng_seed(self) -> int:

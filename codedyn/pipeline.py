@@ -55,6 +55,13 @@ from codedyn.experiments.emergence import compute_emergence, emergence_outputs, 
 from codedyn.experiments.influence import compute_influence
 from codedyn.experiments.posteriors import posterior_outputs, posterior_unit
 from codedyn.experiments.rllc import compute_rllc, rllc_enabled, rllc_outputs, rllc_parts, rllc_unit
+from codedyn.experiments.step_size import (
+    compute_step_size,
+    step_size_outputs,
+    step_size_parts,
+    step_size_unit,
+    uses_step_size_check,
+)
 from codedyn.experiments.susceptibility import (
     compute_susceptibility,
     restricted_outputs,
@@ -86,6 +93,9 @@ UNIT_KINDS = Registry((
     UnitKind("restricted", restricted_unit, restricted_outputs, enabled=uses_restricted),
     # refined LLCs: one unit per (checkpoint, component), one folder per distribution
     UnitKind("rllc", rllc_unit, rllc_outputs, enabled=rllc_enabled, parts=rllc_parts),
+    # sampling.step_size_check: the last checkpoint's posterior once more at a smaller step
+    UnitKind("step_size", step_size_unit, step_size_outputs, after=("sae",), enabled=uses_step_size_check,
+             parts=step_size_parts),
 ))
 ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read earlier ones' tables
     # The ground truth first (loads checkpoints): every later figure draws the behavioural emergence it stores.
@@ -95,6 +105,7 @@ ANALYSES: tuple[Analysis, ...] = (  # in this order: later analyses may read ear
     Analysis("emergence", compute_emergence),  # Experiment 2 (reads the LLC)
     Analysis("embryology", compute_embryology),  # Experiment 4
     Analysis("rllc", compute_rllc),  # refined LLCs (when enabled)
+    Analysis("step_size", compute_step_size),  # the step-size check (when enabled)
 )
 REPORT: Callable[[Any], Path] | None = write_report  # (study) -> Path of report.html
 

@@ -109,8 +109,9 @@ VERDICT_MARGIN = "verdict_margin"  # ... and of their right verdict's log-odds a
 
 
 # Sampling settings that only the analyses read (they never change a draw), so they stay out of the unit key.
+# step_size_check asks for a second posterior (codedyn.experiments.step_size) and changes none of this one's draws.
 ANALYSIS_ONLY = frozenset({"n_bootstrap", "max_fraction_below_reference", "max_rhat", "min_ess",
-                           "max_chain_correlation"})
+                           "max_chain_correlation", "step_size_check"})
 
 
 def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None,

@@ -197,3 +197,9 @@ def test_the_step_size_check_samples_the_last_posterior_again_and_flags_what_mov
     assert comparable["flagged"].tolist() == (comparable["difference"].abs() > comparable["margin"]).tolist()
     assert result["flagged"] == table.loc[table["flagged"], "quantity"].tolist()
     assert compute_step_size(study) == {"enabled": False}
+    # The report's diagnostics carry the table (read from the run folder).
+    from codedyn.report.context import context_from_study
+    from codedyn.report.sections import _step_size_table
+
+    page = _step_size_table(context_from_study(with_check))
+    assert "Step-size check" in page and f"{len(result['flagged'])} of {len(table)} reported quantities" in page

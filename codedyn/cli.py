@@ -665,7 +665,7 @@ def embryology(config: Any, out: OutOption = None) -> None:
 @user_errors
 @configured(SUITE, Flag("calibration.steps"), Flag("calibration.lr"), Flag("calibration.n_beta"),
             Flag("calibration.localization"), Flag("calibration.chains"), Flag("calibration.draws"),
-            Flag("calibration.burn_in"), Flag("calibration.write"))
+            Flag("calibration.burn_in"), Flag("calibration.step_size_ratio"), Flag("calibration.write"))
 def calibrate(config: Any, out: OutOption = None) -> None:
     """Sweep the SGLD hyperparameters on a few checkpoints, score them by the sampler diagnostics, write the best."""
     from codedyn.experiments.calibration import run_calibration

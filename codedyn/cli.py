@@ -665,7 +665,7 @@ def embryology(config: Any, out: OutOption = None) -> None:
 @user_errors
 @configured(SUITE, Flag("calibration.steps"), Flag("calibration.lr"), Flag("calibration.n_beta"),
             Flag("calibration.localization"), Flag("calibration.chains"), Flag("calibration.draws"),
-            Flag("calibration.burn_in"), Flag("calibration.write"))
+            Flag("calibration.burn_in"), Flag("calibration.step_size_ratio"), Flag("calibration.write"))
 def calibrate(config: Any, out: OutOption = None) -> None:
     """Sweep the SGLD hyperparameters on a few checkpoints, score them by the sampler diagnostics, write the best."""
     from codedyn.experiments.calibration import run_calibration
@@ -706,7 +706,29 @@ def _print_calibration(console, result: dict) -> None:
                   f"settings pass every criterion, {summary['n_rejected']} rejected)", soft_wrap=True)
     for reason in summary["reasons"]:
         console.print(f"  [yellow]fails[/] {reason}", soft_wrap=True)
+    _print_step_size(console, result)
     console.print(f"traces grids and scores: {result['folder']}", soft_wrap=True)
+
+
+def _print_step_size(console, result: dict) -> None:
+    """The step-size check of the chosen setting: per checkpoint and quantity, the value at ε and at the smaller
+    step, their difference against the combined 95% margin, and whether it moves with the step size."""
+    from rich.table import Table
+
+    check = result["summary"].get("step_size")
+    if not check:
+        return
+    table = Table("step", "quantity", f"at ε={check['lr']:g}", f"at ε={check['smaller_lr']:.3g}", "difference",
+                  "± margin", "moves with ε",
+                  title=f"Step-size check: the chosen setting at ε and ε/{check['ratio']:g}")
+    for row in result["step_size"]:
+        table.add_row(str(row["step"]), row["quantity"], f"{row['value']:.4g} [{row['low']:.4g}, {row['high']:.4g}]",
+                      f"{row['value_smaller']:.4g} [{row['low_smaller']:.4g}, {row['high_smaller']:.4g}]",
+                      f"{row['difference']:+.3g}", f"{row['margin']:.3g}",
+                      "[yellow]flagged[/]" if row["flagged"] else "no" if row["comparable"] else "no numbers")
+    console.print(table)
+    for step, why in check["refused"].items():
+        console.print(f"  [yellow]step-size check at step {step} refused[/] {why}", soft_wrap=True)
 
 
 @app.command("run")

@@ -297,8 +297,8 @@ class CorpusConfig(Frozen):
 
 
 def _omit_when_none(data: dict[str, Any], model: BaseModel, fields: tuple[str, ...]) -> dict[str, Any]:
-    """Optional corpus fields left at None are not serialised: the default configuration dumps (and so hashes into
-    cache keys) exactly as it did before user corpora existed."""
+    """Optional fields left at None (user corpora, readout precision, readout seed, ...) are not serialised: the default
+    configuration dumps (and so hashes into cache keys) exactly as it did before those fields existed."""
     for name in fields:
         if getattr(model, name) is None:
             data.pop(name, None)
@@ -342,11 +342,13 @@ class SamplingConfig(Frozen):
     window is one full toy context; a model with a longer context is sampled on windows of this length too
     unless its preset sets another."""
     max_problems: int | None = Field(50, ge=2)
-    """Problems whose samples (reference and mutants) are read out at every draw, chosen by seed; None = all.
+    """Problems whose samples (reference and mutants) are read out at every draw, chosen by ``readout_seed``;
+    None = all.
     Reading out every sample at every draw is the dominant cost; 50 problems give the ~100 samples the
     influence and susceptibility estimates need."""
     probe_samples: int = Field(16, ge=1)
-    """Read-out samples (seeded choice) forming the fixed probe batch on which component observables are measured."""
+    """Read-out samples (chosen by ``readout_seed``) forming the fixed probe batch on which component observables
+    are measured."""
     max_readout_tokens: int | None = Field(None, ge=8)
     """Longest readout window (losses, per-token losses, observables); None = the suite's training context (toy:
     ``toy.context``, Pythia: 2048), a larger value is refused. A longer sample is read in one window ending at the
@@ -354,7 +356,12 @@ class SamplingConfig(Frozen):
     n_bootstrap: int = Field(1000, ge=10)
     """Bootstrap replicates behind every confidence interval."""
     seed: int = 0
-    """Seed of chain noise (seed + chain) and of the minibatch orders (each chain's from (seed, chain))."""
+    """Seed of chain noise (seed + chain), of the minibatch orders (each chain's from (seed, chain)) and of the
+    sampling windows; also of the read-out problems and the probe batch unless ``readout_seed`` is set."""
+    readout_seed: int | None = None
+    """Seed of the read-out problems (``max_problems``) and the probe batch (``probe_samples``); None = ``seed``.
+    Setting it holds the readout set fixed while ``seed`` varies the draws, so posteriors sampled with different
+    seeds estimate the same quantities (the cross-seed coverage benchmark needs exactly that)."""
     shared_minibatch_order: bool = False
     """Every chain cycles one minibatch order seeded ``seed`` (devinterp's ``sample()``; draws then equal
     devinterp's bitwise). Off by default: shared batches make the chains' traces follow the same batch difficulties,
@@ -370,7 +377,10 @@ class SamplingConfig(Frozen):
     losses and the toy suite: BENCHMARKS.md, "LLC: matched reference, chain health, independent chains")."""
     max_spikiness: float = Field(10.0, gt=0)
     """A chain whose post-burn-in excess loss L_B(w_t) - L_B(w*) rises above its median by more than this many
-    robust standard deviations (1.4826 MAD) is unhealthy (an unstable step throws it away and back)."""
+    robust standard deviations (1.4826 MAD) is unhealthy (an unstable step throws it away and back). Stated for
+    chains of up to 100 post-burn-in steps; a longer chain may exceed it by the growth of a stable chain's largest
+    excursion with its length (:func:`codedyn.sampling.sgld.spike_allowance`), so long chains are not refused
+    more often than short ones."""
     min_loss_autocorrelation: float = Field(-0.5, ge=-1, le=1)
     """A chain whose excess loss has a lag-1 autocorrelation below this by more than two standard errors
     (2 / sqrt(post-burn-in steps)) oscillates (a step past the stability bound flips the stiff directions every
@@ -390,6 +400,11 @@ class SamplingConfig(Frozen):
     overstate the information in the draws."""
     corpus: CorpusConfig | None = None
     """Corpus the SGLD sampling windows come from; None = the Python standard library."""
+    step_size_check: float | None = Field(None, gt=1)
+    """Sample the last checkpoint's posterior once more at ε / this ratio (same seeds and settings otherwise) and
+    flag every reported LLC, BIF and χ whose value moves beyond the two estimates' combined 95% interval
+    (:mod:`codedyn.experiments.step_size`; the report's diagnostics show the table). None (default) skips it: one
+    more posterior unit. Never an input of the study's posteriors' draws."""
     readout_precision: Literal["bfloat16", "tf32"] | None = None
     """Precision of the per-draw read-out forward passes (never of the SGLD steps): ``bfloat16`` autocasts them,
     ``tf32`` lets CUDA matmuls use TF32 (no effect on CPU); None = float32. Faster on GPUs; agreement with float32
@@ -397,7 +412,13 @@ class SamplingConfig(Frozen):
 
     @model_serializer(mode="wrap")
     def _serialise(self, handler):
-        return _omit_when_none(handler(self), self, ("corpus", "readout_precision"))
+        return _omit_when_none(handler(self), self, ("corpus", "readout_precision", "readout_seed",
+                                                     "step_size_check"))
+
+    @property
+    def readout_rng_seed(self) -> int:
+        """The seed that chooses the read-out problems and the probe batch (``readout_seed``, else ``seed``)."""
+        return self.seed if self.readout_seed is None else self.readout_seed
 
 
 class EmergenceConfig(Frozen):
@@ -606,7 +627,8 @@ class CalibrationConfig(Frozen):
     max_spikiness: float = Field(6.0, gt=0)
     """Largest allowed excursion of a chain's post-burn-in loss above its median, in robust standard deviations
     (1.4826 x the median absolute deviation): Gaussian fluctuations over ~100 steps stay below ~4, a skewed but
-    healthy low-dimensional posterior below ~5; isolated spikes far beyond mean steps that throw the chain away."""
+    healthy low-dimensional posterior below ~5; isolated spikes far beyond mean steps that throw the chain away.
+    Longer chains get the sampler's length allowance (:func:`codedyn.sampling.sgld.spike_allowance`)."""
     max_llc_rel_sd: float = Field(0.25, gt=0)
     """Largest allowed standard deviation of the per-chain LLCs relative to their mean."""
     min_drift_to_noise: float = Field(0.01, ge=0)
@@ -618,6 +640,11 @@ class CalibrationConfig(Frozen):
     max_llc_bound_ratio: float = Field(1.0, gt=0)
     """Largest allowed LLC / (d/2), d the number of parameters: d/2 is the learning coefficient of a regular model,
     the largest any model can have, so an estimate above it is sampler bias (steps too large, not at equilibrium)."""
+    step_size_ratio: float | None = Field(3.0, gt=1)
+    """The chosen setting is sampled once more at ε / this ratio on every calibration checkpoint (same nβ, γ,
+    seeds and chain length), and its LLC and mean BIF are compared with the chosen ε's: a value that moves beyond
+    the two estimates' combined 95% interval is flagged (:mod:`codedyn.analysis.step_size`). One unit per
+    checkpoint on top of the grid; None skips the check."""
     write: Path | None = None
     """Where to write the calibrated preset (YAML); None = <run>/calibrated.yaml."""
 

@@ -26,3 +26,19 @@ def tiny_model(seed: int, vocab: int):
         max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False,
     )
     return GPTNeoXForCausalLM(config)
+
+
+def tiny_lm(seed: int = 0, vocab: int = 50):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=32)
+    return GPTNeoXForCausalLM(config).eval()
+
+
+def row_losses(probe):
+    """Each probe row's mean next-token loss, as a readout (the sampler's own loss formula)."""
+    from codedyn.sampling.sgld import lm_token_loss
+
+    return lambda model: lm_token_loss(model, probe).mean(dim=1)

@@ -18,7 +18,8 @@ Scoring rules, per checkpoint, on the post-burn-in minibatch loss of the healthy
 * ``nonstationarity`` (max over chains of |mean of the second half - mean of the first half| / sd of the chain's
   post-burn-in loss) must be <= ``max_nonstationarity``: a chain that still drifts has not reached its posterior;
 * ``spikiness`` (max over chains of (max - median) / (1.4826 MAD + 1/nβ) of the post-burn-in excess loss, the
-  largest excursion in robust standard deviations, :func:`codedyn.sampling.sgld.spikiness`) must be
+  largest excursion in robust standard deviations, :func:`codedyn.sampling.sgld.spikiness`, less the allowance a
+  chain longer than 100 steps gets for its length, :func:`codedyn.sampling.sgld.spike_allowance`) must be
   <= ``max_spikiness``: isolated spikes far above the chain's typical loss
   mean unstable steps, which the mean-based criteria average away;
 * ``llc_rel_sd`` (sd across chains of the per-chain LLCs / |their mean|) must be <= ``max_llc_rel_sd``;
@@ -35,6 +36,13 @@ Ranking (best first), a total order: not rejected; smallest total excess (rounde
 passes everything); then the largest worst-case effective sample size of the sampling loss (among equally good
 settings, the one whose draws carry the most information per draw: the study's draws are its budget); then grid
 order (lr, n_beta, localization as given). The first is chosen.
+
+Step-size check (``calibration.step_size_ratio``, on by default): the chosen setting is sampled once more at
+ε / ratio on every calibration checkpoint, same nβ, γ, seeds and chain length (one cached unit each, sampled after
+the choice), and its LLC and mean BIF over the read-out samples are compared with the chosen ε's
+(:func:`step_size_table`, :mod:`codedyn.analysis.step_size`): a quantity whose two values differ by more than their
+combined 95% interval moves with the step size, and is flagged in ``step_size.parquet``, ``calibration.json`` and
+the command's output. It does not change the choice.
 
 Cached units: ``<run>/units/calibration-step<N>-<key>/`` hold each (checkpoint, setting)'s small traces (minibatch
 losses, ``readout_samples`` read-out losses), so an interrupted sweep resumes and re-scoring never resamples. Like
@@ -140,7 +148,7 @@ def trace_metrics(
     """
     from codedyn.analysis.stats import effective_sample_size
     from codedyn.sampling.llc import excess_losses, fraction_below, llc_of
-    from codedyn.sampling.sgld import spikiness
+    from codedyn.sampling.sgld import spike_allowance, spikiness
 
     losses = np.asarray(sampling_loss, dtype=float)
     if losses.ndim != 2:
@@ -168,7 +176,7 @@ def trace_metrics(
     return out | {
         "fraction_below_init": fraction_below(good),
         "nonstationarity": float(nonstationarity.max()),
-        "spikiness": float(spikiness(good, 1 / n_beta).max()),
+        "spikiness": float(spikiness(good, 1 / n_beta).max()) - spike_allowance(good.shape[1]),
         "llc": llc,
         "llc_rel_sd": rel_sd,
         "llc_bound_ratio": llc / (n_params / 2),
@@ -304,20 +312,35 @@ class CalibrationUnit:
     inputs: dict[str, Any]  # the key record (stored in unit.json under key_inputs)
 
 
-def calibration_units(study, step: int) -> list[CalibrationUnit]:
-    """The sweep's units at one calibration checkpoint, in grid order (from the study's configuration and inputs
-    alone, never from what is stored)."""
+def calibration_unit(study, step: int, setting: Setting) -> CalibrationUnit:
+    """The unit of one setting at one calibration checkpoint (from the study's configuration and inputs alone)."""
     from codedyn.runs.units import unit_key
 
     config, calibration = study.config, study.config.calibration
     n_readout = min(calibration.readout_samples, len(study.readout_samples()))
-    units = []
-    for setting in settings_grid(calibration):
-        sweep = sweep_sampling_config(config.sampling, calibration, setting)
-        inputs = calibration_key_record(study.suite.name, step, study.dataset.card["hash"], sweep, n_readout)
-        units.append(CalibrationUnit(step, setting, sweep, calibration_unit_dir(study.run_dir, step, unit_key(inputs)),
-                                     inputs))
-    return units
+    sweep = sweep_sampling_config(config.sampling, calibration, setting)
+    inputs = calibration_key_record(study.suite.name, step, study.dataset.card["hash"], sweep, n_readout)
+    return CalibrationUnit(step, setting, sweep, calibration_unit_dir(study.run_dir, step, unit_key(inputs)), inputs)
+
+
+def calibration_units(study, step: int) -> list[CalibrationUnit]:
+    """The sweep's units at one calibration checkpoint, in grid order (from the study's configuration and inputs
+    alone, never from what is stored)."""
+    return [calibration_unit(study, step, setting) for setting in settings_grid(study.config.calibration)]
+
+
+def smaller_step(chosen: Setting, ratio: float) -> Setting:
+    """The chosen setting at ε / ``ratio`` (the step-size check's second posterior)."""
+    return Setting(chosen.lr / ratio, chosen.n_beta, chosen.localization)
+
+
+def step_size_units(study, chosen: Setting) -> list[CalibrationUnit]:
+    """The step-size check's units: the chosen setting at ε / ``calibration.step_size_ratio`` on every calibration
+    checkpoint (none when the check is off)."""
+    ratio = study.config.calibration.step_size_ratio
+    if ratio is None:
+        return []
+    return [calibration_unit(study, step, smaller_step(chosen, ratio)) for step in calibration_steps(study)]
 
 
 def calibration_notes(units: list[CalibrationUnit]) -> list[str]:
@@ -384,8 +407,34 @@ def _unit_metrics(result: dict[str, Any], config: SamplingConfig) -> tuple[dict[
 def run_calibration(study, progress: Progress = SILENT) -> dict[str, Any]:
     """Sweep the calibration grid on the calibration checkpoints (cached units), then score, choose, plot, write.
 
-    Returns ``{"scores", "checkpoint_scores", "chosen" (Setting), "preset" (Path), "folder"}``.
+    With ``calibration.step_size_ratio``, the chosen setting is then sampled at the smaller step too (the step-size
+    check, :func:`step_size_table`).
+
+    Returns ``{"scores", "checkpoint_scores", "chosen" (Setting), "preset" (Path), "folder", "summary",
+    "step_size" (the check's rows)}``.
     """
+    from codedyn.runs.store import is_completed
+
+    plan = {step: calibration_units(study, step) for step in calibration_steps(study)}
+    for units in plan.values():  # why each new unit is new, before anything is sampled
+        for note in calibration_notes(units):
+            progress.log(note)
+    bar = progress.task("calibration: settings x checkpoints", total=sum(len(units) for units in plan.values()))
+    for units in plan.values():
+        _sample_pending(study, units, bar, progress)
+    result = compute_calibration(study)
+    check = [unit for unit in step_size_units(study, result["chosen"]) if not is_completed(unit.folder)]
+    if not check:
+        return result
+    bar = progress.task(f"calibration: the chosen setting at ε/{study.config.calibration.step_size_ratio:g}",
+                        total=len(check))
+    for unit in check:
+        _sample_pending(study, [unit], bar, progress)
+    return compute_calibration(study)
+
+
+def _sample_pending(study, units: list[CalibrationUnit], bar, progress: Progress) -> None:
+    """Sample and store the units of one checkpoint that are not completed yet (advancing ``bar`` by every unit)."""
     import torch
 
     from codedyn.runs.store import is_completed
@@ -393,31 +442,24 @@ def run_calibration(study, progress: Progress = SILENT) -> dict[str, Any]:
     from codedyn.sampling.posterior import sampling_windows
     from codedyn.sampling.sgld import evalset_readout
 
-    config, calibration = study.config, study.config.calibration
-    samples = study.readout_samples().head(calibration.readout_samples)
-    plan = {step: calibration_units(study, step) for step in calibration_steps(study)}
-    for units in plan.values():  # why each new unit is new, before anything is sampled
-        for note in calibration_notes(units):
-            progress.log(note)
-    bar = progress.task("calibration: settings x checkpoints", total=sum(len(units) for units in plan.values()))
-    for step, units in plan.items():
-        pending = [unit for unit in units if not is_completed(unit.folder)]
-        bar.advance(len(units) - len(pending))
-        if not pending:
-            continue
-        checkpoint = study.suite.load(step, device=config.suite.device)
-        device = next(checkpoint.model.parameters()).device
-        context = readout_context(checkpoint.context, config.sampling.max_readout_tokens,
-                                  "sampling.max_readout_tokens")
-        evalset = readout_evalset(checkpoint.tokenizer, select_readout(checkpoint.tokenizer, samples, context),
-                                  device=str(device))
-        windows = sampling_windows(checkpoint.tokenizer, config.sampling).to(device)
-        for unit in pending:
-            with torch.random.fork_rng():  # the sweep must not change the caller's global RNG stream
-                _sample_unit(checkpoint.model, windows, evalset_readout(evalset), unit,
-                             f"calibration step {step}: {unit.setting.label}", progress)
-            bar.advance()
-    return compute_calibration(study)
+    config = study.config
+    pending = [unit for unit in units if not is_completed(unit.folder)]
+    bar.advance(len(units) - len(pending))
+    if not pending:
+        return
+    step = pending[0].step
+    checkpoint = study.suite.load(step, device=config.suite.device)
+    device = next(checkpoint.model.parameters()).device
+    context = readout_context(checkpoint.context, config.sampling.max_readout_tokens, "sampling.max_readout_tokens")
+    samples = study.readout_samples().head(config.calibration.readout_samples)
+    evalset = readout_evalset(checkpoint.tokenizer, select_readout(checkpoint.tokenizer, samples, context),
+                              device=str(device))
+    windows = sampling_windows(checkpoint.tokenizer, config.sampling).to(device)
+    for unit in pending:
+        with torch.random.fork_rng():  # the sweep must not change the caller's global RNG stream
+            _sample_unit(checkpoint.model, windows, evalset_readout(evalset), unit,
+                         f"calibration step {step}: {unit.setting.label}", progress)
+        bar.advance()
 
 
 def compute_calibration(study) -> dict[str, Any]:
@@ -472,13 +514,88 @@ def compute_calibration(study) -> dict[str, Any]:
         "n_rejected": int(scores["rejected"].sum()),
         "n_passing": int(((~scores["rejected"]) & (scores["n_failed"] == 0)).sum()),
         "preset": str(preset),
-        "rules": __doc__.split("Scoring rules", 1)[1].split("Cached units")[0].strip(),
+        "rules": __doc__.split("Scoring rules", 1)[1].split("Step-size check")[0].strip(),
     }
+    checked = step_size_table(study, chosen, units)
+    if checked is not None:
+        pd.DataFrame(checked["rows"]).to_parquet(out / "step_size.parquet", index=False)
+    summary["step_size"] = None if checked is None else {k: v for k, v in checked.items() if k != "rows"}
     write_json(out / "calibration.json", summary)
     write_calibrated_preset(config, chosen, preset, summary)
     record_in_manifest(study.run_dir, summary)
     return {"scores": scores, "checkpoint_scores": per_step, "chosen": chosen, "preset": preset,
-            "folder": out, "summary": summary}
+            "folder": out, "summary": summary, "step_size": [] if checked is None else checked["rows"]}
+
+
+def step_size_estimates(traces, n_boot: int, seed: int) -> dict[str, tuple[float, float, float]]:
+    """``{quantity: (value, low, high)}`` of what a calibration unit can estimate, with 95% intervals from one
+    bootstrap of chains and blocks of draws: the LLC (:func:`codedyn.experiments.influence.llc_replicates`), and
+    the mean off-diagonal BIF of its read-out samples, raw (``BIF mean (cov)``, −Cov) and normalised
+    (``BIF mean (corr)``, −correlation); the calibration readout is a few samples without pair structure, so the
+    block means need the run's posteriors."""
+    from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws, percentile_ci
+    from codedyn.experiments.influence import llc_replicates
+    from codedyn.sampling.sgld import healthy_sample_losses
+
+    llc, llc_boot = llc_replicates(traces, n_boot, seed)
+    found = {"LLC": (llc.value, *_bounds(percentile_ci(llc_boot, llc.value)))}
+    losses = healthy_sample_losses(traces)  # [chains, draws, N]
+    if losses.shape[0] == 0 or losses.shape[2] < 2:
+        return found
+    chain_idx, draw_idx = bootstrap_draws(losses.shape[0], losses.shape[1], n_boot, np.random.default_rng(seed + 1),
+                                          block=autocorrelation_block(losses))
+    replicates = np.array([_mean_bifs(losses[c[:, None], d]) for c, d in zip(chain_idx, draw_idx, strict=True)])
+    point = _mean_bifs(losses)
+    for k, name in enumerate(("BIF mean (cov)", "BIF mean (corr)")):
+        found[name] = (point[k], *_bounds(percentile_ci(replicates[:, k], point[k])))
+    return found
+
+
+def _bounds(estimate) -> tuple[float, float]:
+    return float(estimate.low), float(estimate.high)
+
+
+def _mean_bifs(losses: np.ndarray) -> tuple[float, float]:
+    """Mean off-diagonal −Cov and −correlation of the samples' losses over the pooled draws [chains, draws, N]."""
+    pooled = np.asarray(losses, dtype=np.float64).reshape(-1, losses.shape[-1])
+    cov = np.cov(pooled, rowvar=False)
+    sd = np.sqrt(np.diag(cov))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.outer(sd, sd)
+    off = ~np.eye(cov.shape[0], dtype=bool)
+    return float(-cov[off].mean()), float(-np.nanmean(corr[off])) if np.isfinite(corr[off]).any() else math.nan
+
+
+def step_size_table(study, chosen: Setting, units: dict[int, dict[Setting, CalibrationUnit]]) -> dict | None:
+    """The step-size check of the chosen setting (None when ``calibration.step_size_ratio`` is off): per
+    calibration checkpoint, :func:`step_size_estimates` of the chosen unit and of the same setting at the smaller
+    step, compared by :func:`codedyn.analysis.step_size.compare_step_sizes`. Returns ``{"ratio", "lr",
+    "smaller_lr", "flagged" ([(step, quantity)]), "missing" (steps whose smaller-step unit is not sampled yet),
+    "refused" ({step: why} where either posterior was refused), "rows"}``."""
+    from codedyn.analysis.step_size import compare_step_sizes
+    from codedyn.runs.store import is_completed
+
+    ratio = study.config.calibration.step_size_ratio
+    if ratio is None:
+        return None
+    smaller = smaller_step(chosen, ratio)
+    n_boot, seed = study.config.sampling.n_bootstrap, study.config.sampling.seed
+    rows, missing, refused = [], [], {}
+    for unit in step_size_units(study, chosen):
+        if not is_completed(unit.folder):
+            missing.append(unit.step)
+            continue
+        pair = [_load_unit(units[unit.step][chosen].folder), _load_unit(unit.folder)]
+        errors = [f"at ε={s.lr:g}: {r['error']}" for s, r in zip((chosen, smaller), pair, strict=True)
+                  if r["traces"] is None]
+        if errors:
+            refused[unit.step] = "; ".join(errors)
+            continue
+        estimates = [step_size_estimates(r["traces"], n_boot, seed) for r in pair]
+        rows += [{"step": unit.step, **row} for row in compare_step_sizes(*estimates, chosen.lr, smaller.lr)]
+    return {"ratio": ratio, "lr": chosen.lr, "smaller_lr": smaller.lr,
+            "flagged": [[row["step"], row["quantity"]] for row in rows if row["flagged"]],
+            "missing": missing, "refused": refused, "rows": rows}
 
 
 def calibration_traces_figure(traces: dict[Setting, tuple[np.ndarray, float]], chosen: Setting, burn_in: int,

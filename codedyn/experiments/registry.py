@@ -42,6 +42,13 @@ from codedyn.experiments.emergence import compute_emergence, emergence_outputs, 
 from codedyn.experiments.influence import compute_influence
 from codedyn.experiments.posteriors import posterior_outputs, posterior_unit
 from codedyn.experiments.rllc import compute_rllc, rllc_enabled, rllc_outputs, rllc_parts, rllc_unit
+from codedyn.experiments.step_size import (
+    compute_step_size,
+    step_size_outputs,
+    step_size_parts,
+    step_size_unit,
+    uses_step_size_check,
+)
 from codedyn.experiments.susceptibility import (
     compute_susceptibility,
     restricted_outputs,
@@ -180,6 +187,11 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("rllc", compute_rllc, units=(UnitKind("rllc", rllc_unit, rllc_outputs, enabled=rllc_enabled,
                                                       parts=rllc_parts),),
                reads=("behaviour",)),
+    # The step-size check (sampling.step_size_check, off by default): the last checkpoint's posterior once more at
+    # a smaller step, compared quantity by quantity; the report shows it among the diagnostics.
+    Experiment("step_size", compute_step_size,
+               units=(UnitKind("step_size", step_size_unit, step_size_outputs, after=("sae",),
+                               enabled=uses_step_size_check, parts=step_size_parts),)),
 )
 
 

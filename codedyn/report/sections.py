@@ -430,9 +430,28 @@ def diagnostics_section(context: ReportContext) -> str:
     trace_html = "".join(captioned_figure(p) for p in traces)
     columns = ["step", "chain", "healthy", "init loss", "mean loss after burn-in", "fraction below init",
                "drift/noise", "split R-hat", "ESS", "warnings"]
-    return (head + html_table(columns, rows, classes)
+    return (head + html_table(columns, rows, classes) + _step_size_table(context)
             + (f"<details><summary>Loss traces per checkpoint ({len(traces)})</summary>{trace_html}</details>"
                if traces else ""))
+
+
+def _step_size_table(context: ReportContext) -> str:
+    """The step-size check (``sampling.step_size_check``) when the run made it: how many reported quantities move
+    with ε beyond their combined interval, and those rows first."""
+    import pandas as pd
+
+    path = context.run_dir / "step_size" / "step_size.parquet"
+    if not path.is_file():
+        return ""
+    table = pd.read_parquet(path).sort_values("flagged", ascending=False, kind="mergesort")
+    flagged = int(table["flagged"].sum())
+    head = (f"<h3>Step-size check</h3><p>The posterior of step {int(table['step'].iloc[0])} sampled again at "
+            f"ε = {table['smaller_lr'].iloc[0]:.3g} (the study's ε = {table['lr'].iloc[0]:.3g}): {flagged} of "
+            f"{len(table)} reported quantities move with the step size beyond their combined 95% interval "
+            "(flagged: their value at the study's ε carries a discretisation bias larger than its interval).</p>")
+    columns = ["quantity", "value", "low", "high", "value_smaller", "low_smaller", "high_smaller", "difference",
+               "margin", "flagged"]
+    return head + frame_table(table[columns], "step_size/step_size.parquet", limit=40)
 
 def timings_section(context: ReportContext) -> str:
     timings = read_json(context.run_dir / TIMINGS_FILE)

@@ -109,8 +109,9 @@ VERDICT_MARGIN = "verdict_margin"  # ... and of their right verdict's log-odds a
 
 
 # Sampling settings that only the analyses read (they never change a draw), so they stay out of the unit key.
+# step_size_check asks for a second posterior (codedyn.experiments.step_size) and changes none of this one's draws.
 ANALYSIS_ONLY = frozenset({"n_bootstrap", "max_fraction_below_reference", "max_rhat", "min_ess",
-                           "max_chain_correlation"})
+                           "max_chain_correlation", "step_size_check"})
 
 
 def posterior_key(suite: str, step: int, dataset_hash: str, config: SamplingConfig, sae_latents=None,
@@ -143,12 +144,14 @@ def posterior_unit_dir(run_dir: Path, step: int, key: str) -> Path:
 
 
 def readout_samples(dataset, config: SamplingConfig):
-    """The samples read out at every draw: all samples of ``max_problems`` problems drawn with the sampling seed
-    (whole problems, so every correct reference keeps its mutants), in dataset order."""
+    """The samples read out at every draw: all samples of ``max_problems`` problems drawn with the readout seed
+    (``readout_seed``, else ``seed``; whole problems, so every correct reference keeps its mutants), in dataset
+    order."""
     samples = dataset.samples
     problems = sorted(set(samples["problem_id"]))
     if config.max_problems is not None and config.max_problems < len(problems):
-        chosen = set(np.random.default_rng(config.seed).choice(problems, config.max_problems, replace=False))
+        rng = np.random.default_rng(config.readout_rng_seed)
+        chosen = set(rng.choice(problems, config.max_problems, replace=False))
         samples = samples[samples["problem_id"].isin(chosen)]
     return samples.reset_index(drop=True)
 
@@ -163,7 +166,7 @@ def posterior_readout(checkpoint, dataset, config: SamplingConfig) -> Readout:
 
 def probe_observables(tokenizer, readout: Readout, config: SamplingConfig, device,
                       sae_latents=None) -> dict[str, Observable]:
-    """Component norms on a fixed probe batch (``probe_samples`` read-out samples chosen with the sampling seed, each
+    """Component norms on a fixed probe batch (``probe_samples`` read-out samples chosen with the readout seed, each
     in its readout window) and, with ``sae_latents``, those SAE latents' activations on the same batch."""
     import torch
 
@@ -171,7 +174,7 @@ def probe_observables(tokenizer, readout: Readout, config: SamplingConfig, devic
     from codedyn.models.hooks import ComponentNorms
 
     samples = readout.samples
-    rng = np.random.default_rng(config.seed + 1)
+    rng = np.random.default_rng(config.readout_rng_seed + 1)
     rows = sorted(rng.choice(len(samples), min(config.probe_samples, len(samples)), replace=False))
     encoded = [
         encode_sample(tokenizer, samples["prompt"][r], samples["solution"][r], max_length=int(readout.lengths[r]))

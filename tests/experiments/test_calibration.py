@@ -224,6 +224,17 @@ def test_calibrate_command_writes_scores_grid_preset_and_manifest(calibrated):
     summary = json.loads((folder / "calibration.json").read_text())
     assert summary["chain_length"] == {"chains": 2, "burn_in": 8, "draws": 16}
     assert "chosen" in outcome.output
+    # The step-size check: the chosen setting once more at ε/3, its LLC and mean BIF compared with the chosen ε's.
+    check = summary["step_size"]
+    assert check["ratio"] == 3.0 and check["lr"] == chosen["lr"] and check["smaller_lr"] == pytest.approx(
+        chosen["lr"] / 3)
+    assert check["missing"] == [] and check["refused"] == {}
+    rows = pd.read_parquet(folder / "step_size.parquet")
+    assert rows["quantity"].tolist() == ["LLC", "BIF mean (cov)", "BIF mean (corr)"] and set(rows["step"]) == {12}
+    assert (rows["margin"] > 0).all() and rows["comparable"].all()
+    assert rows["flagged"].tolist() == [abs(d) > m for d, m in zip(rows["difference"], rows["margin"], strict=True)]
+    assert [[12, q] for q in rows.loc[rows["flagged"], "quantity"]] == check["flagged"]
+    assert "Step-size check" in outcome.output
 
 
 def test_rescoring_reuses_the_stored_sweep(calibrated, monkeypatch):

@@ -140,6 +140,57 @@ def test_cross_seed_coverage_benchmark_runs_on_a_checkpoint(organism_study, tmp_
     for name in ("delta/verdict_corr_no_pc1", "lean_free_contrast/odds_corr", "delta/cov", "chi_contrast/verdict/*",
                  "chi_all/odds/*"):
         assert 0.0 <= table[name]["coverage"] <= 1.0, name
-    # Seeds are independent: their estimates differ.
+    # Seeds are independent: their estimates differ ...
     values = [v for v, _, _ in found["delta/verdict_cov"]]
     assert len(set(values)) == 3
+    # ... while every seed read out the same programs (one readout seed), so they estimate the same quantities.
+    from codedyn.sampling.traces import load_traces
+
+    units = sorted((tmp_path / "units").glob("posterior-step12-*"))
+    assert len(units) == 3
+    read = [load_traces(unit)["sample"].values.tolist() for unit in units]
+    assert read[0] == read[1] == read[2]
+    families = bench.family_table(table)
+    assert {"LLC", "BIF blocks/verdict", "BIF contrasts/odds/PC1 removed", "chi_contrast/code"} <= set(families)
+    assert families["BIF blocks/code"]["quantities"] == 8  # CC, CI, II, paired x cov, corr
+
+
+def test_the_step_size_check_samples_the_last_posterior_again_and_flags_what_moves(organism_study):
+    """sampling.step_size_check: 3 adds one posterior unit (the last checkpoint at ε/3, the study's posteriors and
+    their keys untouched) and a table comparing every reported quantity of the two, flagged beyond the combined
+    interval; off (the default) the pipeline plans no such unit."""
+    import json
+
+    import pandas as pd
+
+    from codedyn.experiments.posteriors import posterior_folder
+    from codedyn.experiments.step_size import compute_step_size, step_size_unit
+    from codedyn.pipeline import plan_units
+
+    study = organism_study
+    assert not [u for u in plan_units(study) if u.kind == "step_size"]
+    checked = study.config.model_copy(update={"sampling": study.config.sampling.model_copy(
+        update={"step_size_check": 3.0})})
+    with_check = type(study)(checked, study.run_dir, study.dataset, study.suite, study.steps, study.suite_record)
+    assert [(u.step, u.part) for u in plan_units(with_check) if u.kind == "step_size"] == [(12, "smaller_step")]
+    assert posterior_folder(with_check, 12) == posterior_folder(study, 12)  # the study's posterior is the same unit
+    folder = step_size_unit(with_check, 12)
+    assert folder != posterior_folder(study, 12)
+    assert json.loads((folder / "unit.json").read_text())["sampling"]["lr"] == pytest.approx(
+        study.config.sampling.lr / 3)
+    result = compute_step_size(with_check)
+    table = pd.read_parquet(result.folder / "step_size.parquet")
+    quantities = set(table["quantity"])
+    assert {"LLC/llc", "delta/verdict_corr_no_pc1", "lean_free_contrast/odds_corr"} <= quantities
+    assert any(q.startswith("chi_contrast/verdict/") for q in quantities)
+    comparable = table[table["comparable"]]
+    assert len(comparable) > 0.5 * len(table)
+    assert comparable["flagged"].tolist() == (comparable["difference"].abs() > comparable["margin"]).tolist()
+    assert result.flagged == table.loc[table["flagged"], "quantity"].tolist()
+    assert compute_step_size(study).folder is None
+    # The report's diagnostics carry the table (read from the run folder).
+    from codedyn.report.context import context_from_study
+    from codedyn.report.sections import _step_size_table
+
+    page = _step_size_table(context_from_study(with_check))
+    assert "Step-size check" in page and f"{len(result.flagged)} of {len(table)} reported quantities" in page

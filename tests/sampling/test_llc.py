@@ -1,37 +1,16 @@
 """The LLC against known answers: normal-crossing potentials with known learning coefficients, a reference on the
 very minibatches the chains saw, a checkpoint that is not a local minimum, and a step past the stability bound."""
 
-import functools
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from codedyn.config import SamplingConfig
 from codedyn.sampling.llc import FLAT, LOCAL_MINIMUM, NOT_A_LOCAL_MINIMUM, estimate_llc, is_flat, llc_of
 from codedyn.sampling.mcmc import effective_sample_size
-from codedyn.sampling.sgld import SamplingDiverged, sample_posterior
-from tests.potentials import Vector, normal_crossing, potential_config
-
-
-def sample_potential(potential, config: SamplingConfig, start, windows=None, loss_fn=None):
-    windows = torch.zeros(1, 1) if windows is None else windows
-    loss_fn = loss_fn or (lambda model, batch: potential(model).expand(batch.shape[0]))
-    return sample_posterior(Vector(start), windows, lambda model: potential(model).reshape(1), config,
-                            loss_fn=loss_fn)
-
-
-def tempered_mean(powers, n_beta: float, localization: float, grid: int = 1200) -> float:
-    """E[nβ K(w)] under exp(-nβ K(w) - γ/2 |w|²) by quadrature (what the sampler's excess loss averages to
-    without discretisation error): on a log-spaced grid per coordinate, K being even in every w_i."""
-    x = np.logspace(-12, np.log10(8 / math.sqrt(localization)), grid)
-    mesh = np.meshgrid(*[x] * len(powers), indexing="ij")
-    k = n_beta * np.prod([m ** (2 * p) for m, p in zip(mesh, powers, strict=True)], axis=0)
-    weight = np.exp(-k - 0.5 * localization * sum(m ** 2 for m in mesh))
-    integrate = lambda f: functools.reduce(lambda acc, _: np.trapezoid(acc, x, axis=-1), powers, f)  # noqa: E731
-    return float(integrate(k * weight) / integrate(weight))
-
+from codedyn.sampling.sgld import SamplingDiverged
+from tests.potentials import normal_crossing, potential_config, sample_potential, tempered_mean
 
 # Why these exponents. For K = prod_i w_i^(2 k_i) near w* = 0 the learning coefficient is λ = min_i 1/(2 k_i) and
 # its multiplicity m is the number of i attaining the minimum; the tempered mean E[nβ K] approaches λ as

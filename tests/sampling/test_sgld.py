@@ -18,19 +18,7 @@ from codedyn.sampling.sgld import (
     minibatch_order,
     sample_posterior,
 )
-
-
-def tiny_lm(seed: int = 0, vocab: int = 50):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    torch.manual_seed(seed)
-    config = GPTNeoXConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=32, max_position_embeddings=32)
-    return GPTNeoXForCausalLM(config).eval()
-
-
-def _row_losses(probe):
-    return lambda model: lm_token_loss(model, probe).mean(dim=1)
+from tests.neox_models import row_losses, tiny_lm
 
 
 def test_draws_reproduce_devinterp_sample(tmp_path):
@@ -57,7 +45,7 @@ def test_draws_reproduce_devinterp_sample(tmp_path):
         num_init_loss_batches=1, output_path=str(tmp_path / "devinterp.zarr"),
     ).dataset
     probe_order = random.Random(1337).sample(range(8), 8)  # devinterp's fixed observable rows
-    ours = sample_posterior(model, ids, _row_losses(probe[probe_order]), config)
+    ours = sample_posterior(model, ids, row_losses(probe[probe_order]), config)
     # The chains really move (the comparison would be vacuous otherwise) ...
     assert np.ptp(ours["sampling_loss"].values) > 0.05
     # ... and agree with devinterp's to float32 rounding of the means (the per-token arrays are averaged by numpy
@@ -125,7 +113,7 @@ def test_noise_free_unlocalised_sampling_is_rmsprop_descent():
     ids = torch.randint(0, 50, (16, 9), generator=torch.Generator().manual_seed(2))
     config = SamplingConfig(lr=1e-3, n_beta=10.0, localization=0.0, noise_level=0.0, chains=1, draws=5, burn_in=0,
                             batch_size=8, rmsprop_alpha=0.95, rmsprop_eps=1e-2, seed=0)
-    traces = sample_posterior(model, ids, _row_losses(ids[:4]), config)
+    traces = sample_posterior(model, ids, row_losses(ids[:4]), config)
 
     reference = tiny_lm(seed=2)
     optimizer = torch.optim.RMSprop(reference.parameters(), lr=config.lr * config.n_beta / 2,
@@ -146,7 +134,7 @@ def test_model_is_not_modified_and_llc_is_positive_near_a_minimum():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ids = torch.randint(0, 50, (32, 9), generator=torch.Generator().manual_seed(3))
     config = SamplingConfig(lr=1e-4, n_beta=30.0, localization=100.0, chains=2, draws=20, burn_in=10, batch_size=8)
-    traces = sample_posterior(model, ids, _row_losses(ids[:4]), config)
+    traces = sample_posterior(model, ids, row_losses(ids[:4]), config)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert traces["sample_loss"].dims == ("chain", "draw", "sample")
@@ -177,7 +165,7 @@ def test_divergence_is_reported_not_averaged():
     ids = torch.randint(0, 50, (16, 9), generator=torch.Generator().manual_seed(4))
     config = SamplingConfig(lr=1e6, n_beta=1e4, localization=0.0, chains=2, draws=5, burn_in=0, batch_size=8)
     with pytest.raises(SamplingDiverged, match=r"2 of 2 chains diverged.*lower the step size"):
-        sample_posterior(model, ids, _row_losses(ids[:4]), config)
+        sample_posterior(model, ids, row_losses(ids[:4]), config)
 
 
 def test_the_default_preset_runs_the_sampler_defaults_with_at_least_four_chains():
@@ -206,10 +194,10 @@ def test_named_per_sample_readouts_are_recorded_beside_the_losses():
     draws as ℓ (here a fixed function of ℓ, so any misalignment of chains or draws shows)."""
     model = tiny_lm(seed=4)
     ids = torch.randint(0, 50, (16, 9), generator=torch.Generator().manual_seed(4))
-    row_losses = _row_losses(ids[:4])
+    probe_losses = row_losses(ids[:4])
 
     def readout(m):
-        losses = row_losses(m)
+        losses = probe_losses(m)
         return losses, losses[:, None].repeat(1, 2), {"verdict_loss": 2 * losses + 1}
 
     config = SamplingConfig(lr=1e-4, n_beta=30.0, localization=100.0, chains=2, draws=6, burn_in=3, batch_size=8)

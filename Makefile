@@ -58,9 +58,11 @@ null: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/codedyn run --preset smoke
 
+# Two pytest workers, one per core of the 2-core machines CI runs on; a test module's tests stay in one worker, so
+# its module fixtures are built once (session fixtures once per worker: the tiny suite, seconds).
 test: $(STAMP)
 	$(BIN)/ruff check codedyn tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check codedyn tests benchmarks

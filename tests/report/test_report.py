@@ -168,6 +168,10 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     pd.DataFrame({"step": [0, 4, 12], "layer": 1, "predictor": "best_latent", "split": "validation",
                   "metric": "auroc", "value": [0.5, 0.55, 0.9], "low": [0.4, 0.45, 0.85],
                   "high": [0.6, 0.65, 0.95]}).to_parquet(emergence / "emergence.parquet")
+    pd.DataFrame({"step": [0, 12, 0, 12], "layer": 1, "quantity": ["auroc_reconstruction"] * 2
+                  + ["max_decoder_cosine"] * 2, "value": [0.52, 0.96, 0.3, 0.32],
+                  "low": [0.4, 0.92, None, None], "high": [0.63, 1.0, None, None]}).to_parquet(
+        emergence / "probe_direction.parquet")
     embryology = run / "embryology"
     embryology.mkdir()
     shutil.copy(run / "influence" / "influence_cov.png", embryology / "umap_grid.png")
@@ -197,6 +201,11 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     assert "0.35 [0.25, 0.45]" in sharp and "0.003" in sharp
     assert re.search(r"\b14\b", answer)  # the family's size: every curve of the verdict table
     assert "0.9 [0.85, 0.95]" in _section(page, "emergence")
+    # how much of the probe's direction the SAE keeps: quantity x checkpoint, intervals where there are any
+    direction = _section(page, "emergence")
+    assert "how much of the probe's correctness direction the SAE reconstructs" in direction
+    assert "0.96 [0.92, 1.00]" in direction and "<td>0.32</td>" in direction
+    assert "<h3>probe_direction.parquet</h3>" not in direction
     assert 'href="embryology/umap_interactive.html"' in page
     embryology_html = _section(page, "embryology")
     assert "umap grid" in embryology_html

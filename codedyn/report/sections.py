@@ -294,6 +294,9 @@ def _probe_direction_table(folder: Path) -> str:
     out = []
     for layer in sorted(table["layer"].unique()):
         part = table[table["layer"] == layer]
+        reading = probe_direction_reading(part)
+        if reading:
+            out.append(f"<p>Layer {esc(layer)}: {esc(reading)}</p>")
         part = part.assign(cell=[f"{v:.2f}" if pd.isna(lo) else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
                                  for v, lo, hi in zip(part["value"], part["low"], part["high"], strict=True)])
         wide = part.pivot_table(index="quantity", columns="step", values="cell", aggfunc="first",
@@ -302,6 +305,39 @@ def _probe_direction_table(folder: Path) -> str:
                    "(validation samples, value [95% CI])</h3>"
                    + html_table([str(c) for c in wide.columns], wide.fillna("").astype(object).values.tolist()))
     return "".join(out) + f"<p class=note>{esc(PROBE_DIRECTION_NOTE)}</p>"
+
+
+def probe_direction_reading(part) -> str:
+    """One layer's rows of probe_direction.parquet read at its last checkpoint at which the probe's direction
+    separates the classes (u·x's AUROC interval excludes 0.5): whether the SAE's reconstruction loses it (u·x̂'s
+    interval covers 0.5) or keeps it, and then how much of its gap one latent holds. Empty when u·x never
+    separates."""
+    def row(step, quantity):
+        found = part[(part["step"] == step) & (part["quantity"] == quantity)]
+        return found.iloc[0] if len(found) else None
+
+    separating = [step for step in sorted(part["step"].unique())
+                  if (r := row(step, "auroc_resid")) is not None and (r["low"] > 0.5 or r["high"] < 0.5)]
+    if not separating:
+        return ""
+    step = separating[-1]
+    resid, hat = row(step, "auroc_resid"), row(step, "auroc_reconstruction")
+    if hat is None:
+        return ""
+    head = (f"at step {step} the probe's direction u separates the validation samples (AUROC of u·x "
+            f"{resid['value']:.2f} [{resid['low']:.2f}, {resid['high']:.2f}]); ")
+    if hat["low"] <= 0.5 <= hat["high"]:
+        return head + (f"the SAE's reconstruction loses it (u·x̂ {hat['value']:.2f} [{hat['low']:.2f}, "
+                       f"{hat['high']:.2f}]), so no latent can carry it.")
+    share, count, cosine = (row(step, q) for q in ("top_latent_gap_share", "latents_for_half_gap",
+                                                    "max_decoder_cosine"))
+    spread = ""
+    if share is not None and count is not None and cosine is not None:
+        spread = (f"; the latent contributing most holds {share['value']:.0%} of the reconstruction's gap along u, "
+                  f"half of it takes {count['value']:.0f} latent(s), and the best-aligned latent's |cos| with u is "
+                  f"{cosine['value']:.2f}")
+    return head + (f"the SAE's reconstruction keeps it (u·x̂ {hat['value']:.2f} [{hat['low']:.2f}, "
+                   f"{hat['high']:.2f}]){spread}.")
 
 
 def _operator_table(folder: Path) -> str:

@@ -166,6 +166,8 @@ class Predictor:
     positive_correct: bool
     threshold: float
     latent: int = -1  # SAE latent index, -1 for the probe
+    direction: np.ndarray | None = None  # the probe's unit direction [d] in the raw residual's coordinates (None
+    # for a latent): the score rises along it (:func:`raw_direction`)
 
     def positive(self, labels: Labels) -> np.ndarray:
         return labels.is_correct if self.positive_correct else ~labels.is_correct
@@ -246,9 +248,20 @@ def selection_bootstrap(latents: np.ndarray, labels: Labels, eligible: np.ndarra
     return out
 
 
+def raw_direction(coef: np.ndarray, feature_scale: np.ndarray) -> np.ndarray:
+    """The unit direction [d] in the residual's raw coordinates of a linear score fitted on standardised features:
+    coef·(x - mean) / scale = (coef / scale)·x + const, so the raw direction is coef / scale, normalised."""
+    direction = np.asarray(coef, dtype=np.float64).ravel() / np.asarray(feature_scale, dtype=np.float64).ravel()
+    norm = np.linalg.norm(direction)
+    if not np.isfinite(norm) or norm == 0:
+        raise ValueError("the probe has no direction (all coefficients zero or not finite)")
+    return direction / norm
+
+
 def fit_probe(resid: np.ndarray, labels: Labels, c: float, seed: int) -> Predictor:
     """Logistic regression (standardised features, L2, inverse strength ``c``) fitted on the analysis split;
-    score = P(correct); threshold on tuning."""
+    score = P(correct); threshold on tuning; ``direction`` the unit vector in raw residual coordinates along which
+    P(correct) rises."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -257,4 +270,7 @@ def fit_probe(resid: np.ndarray, labels: Labels, c: float, seed: int) -> Predict
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
     model.fit(resid[analysis].astype(np.float64), labels.is_correct[analysis])
     score = model.predict_proba(resid.astype(np.float64))[:, list(model.classes_).index(True)]
-    return Predictor("probe", score, True, best_threshold(score[tune], labels.is_correct[tune]))
+    scaler, logistic = model[0], model[-1]
+    sign = 1.0 if list(logistic.classes_).index(True) == 1 else -1.0  # sklearn's coef_ points to classes_[1]
+    direction = raw_direction(sign * logistic.coef_[0], scaler.scale_)
+    return Predictor("probe", score, True, best_threshold(score[tune], labels.is_correct[tune]), direction=direction)

@@ -24,6 +24,10 @@ Autoencoders", applied at every checkpoint with the same SAE architecture and hy
    good does a latent look that was selected on noise?), and a seeded random live, non-general latent;
 7. per mutation operator: the fraction of validation incorrect samples each predictor flags as incorrect at its
    threshold (and the false-alarm rate on correct samples).
+8. where the probe's direction goes in the SAE (:func:`probe_direction_rows`): on the validation samples, how much
+   of the spread and of the correctness gap along the probe's raw-coordinate direction the SAE's reconstruction
+   keeps, and over how many latents it is spread (:mod:`codedyn.analysis.direction`). When the probe detects
+   correctness and the best latent does not, this says whether the SAE lost the direction or split it.
 
 Split hygiene is enforced (:func:`check_split_hygiene`: no problem in two splits) and the selection functions only
 ever receive the analysis rows. Over training (:func:`compute_emergence`): AUROC / F1 curves with intervals, the LLC
@@ -35,7 +39,7 @@ statistics named here (scores, selection, AUROC and F1, thresholds, the probe, t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +72,7 @@ UNIT_FORMAT = 4  # bump when a change here changes what a unit stores (4: the SA
 # one never retrains an SAE. (n_bootstrap stays in: the SAE quality intervals are computed with the unit.)
 ANALYSIS_ONLY = frozenset({"general_threshold", "probe_c", "shuffles"})
 PREDICTORS = ("best_latent", "correct_latent", "incorrect_latent", "probe", "shuffled", "random_latent")
+DIRECTION_TABLE = "probe_direction.parquet"  # how much of the probe's direction each SAE keeps (step, layer, quantity)
 CURVES = ("best_latent", "probe", "shuffled", "random_latent")  # drawn over training and tested for transitions
 
 
@@ -80,6 +85,8 @@ class LayerAnalysis:
     metrics: list[dict]  # rows: predictor, latent, split, metric, value, low, high
     replicates: dict[str, np.ndarray]  # "<predictor>/<metric>" -> validation replicates [B]
     operators: list[dict]  # rows: predictor, operator, n, value, low, high
+    probe_direction: np.ndarray | None = None  # [d] the probe's unit direction in raw residual coordinates
+    direction: list[dict] = field(default_factory=list)  # rows: quantity, value, low, high (probe_direction_rows)
 
 
 def eligible_latents(general_freq: np.ndarray, general_threshold: float) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -178,7 +185,31 @@ def analyse_layer(latents: np.ndarray, resid: np.ndarray, general_freq: np.ndarr
         "welch_t": {name: float(scores["welch_t"][p.latent]) for name, p in
                     (("correct_latent", chosen[0]), ("incorrect_latent", chosen[1]))},
     }
-    return LayerAnalysis(table, selection, metrics, replicates, operators)
+    return LayerAnalysis(table, selection, metrics, replicates, operators, predictors[3].direction)
+
+
+def probe_direction_rows(resid: np.ndarray, latents: np.ndarray, sae, direction: np.ndarray, labels: Labels,
+                         n_boot: int, seed: int) -> list[dict]:
+    """How much of the probe's direction the SAE's reconstruction keeps on the **validation** samples (held out
+    from the probe's fit), :func:`codedyn.analysis.direction.direction_kept` with problem-bootstrap intervals:
+    rows ``quantity, value, low, high``. The reconstruction is the SAE's decoding of the stored latents."""
+    import torch
+
+    from codedyn.analysis.direction import direction_kept
+    from codedyn.analysis.stats import percentile_ci
+
+    rows = labels.rows("validation")
+    with torch.no_grad():
+        x_hat = sae.decode(torch.as_tensor(latents[rows], dtype=sae.W_dec.dtype)).double().numpy()
+    weights = problem_weights(labels.problem[rows], n_boot, seed)
+    decoder = sae.W_dec.detach().double().numpy() * sae.scale  # rows in the residual's units
+    found = direction_kept(resid[rows], x_hat, direction, labels.is_correct[rows], latents[rows], decoder, weights)
+    out = []
+    for quantity, (value, reps) in found.items():
+        estimate = percentile_ci(reps, value).to_dict() if reps.size else {"value": value, "low": np.nan,
+                                                                             "high": np.nan}
+        out.append({"quantity": quantity, **estimate})
+    return out
 
 
 def operator_breakdown(predictors: list[Predictor], labels: Labels, weights: np.ndarray) -> list[dict]:
@@ -427,12 +458,21 @@ def latent_choices(study: Study, step: int) -> dict[int, tuple[Any, dict]]:
 
 def step_analysis(study: Study, step: int) -> dict[int, LayerAnalysis]:
     """Scoring, selection, controls and bootstrap of one checkpoint's SAE latents (:func:`analyse_layer` per
-    layer), from its stored unit."""
+    layer), and how much of the probe's direction each layer's SAE keeps (:func:`probe_direction_rows`), from its
+    stored unit."""
+    from codedyn.models.sae import TopKSAE
+
     config = study.config.emergence
     labels, per_layer = step_inputs(study, step)
-    return {layer: analyse_layer(a["latents"], a["resid"], a["general_freq"], labels, config.general_threshold,
-                                 config.probe_c, config.shuffles, config.n_bootstrap, config.seed)
-            for layer, a in per_layer.items()}
+    unit = emergence_unit_dir(study, step)
+    out = {}
+    for layer, a in per_layer.items():
+        found = analyse_layer(a["latents"], a["resid"], a["general_freq"], labels, config.general_threshold,
+                              config.probe_c, config.shuffles, config.n_bootstrap, config.seed)
+        direction = probe_direction_rows(a["resid"], a["latents"], TopKSAE.load(unit, layer), found.probe_direction,
+                                         labels, config.n_bootstrap, config.seed)
+        out[layer] = replace(found, direction=direction)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- run / compute
@@ -503,12 +543,14 @@ def compute_emergence(study: Study) -> EmergenceResult:
     units = _stored_units(study)
     steps = [s for s, _ in units]
     rows, operator_rows, scores, sae_rows, selections, replicates = [], [], [], [], [], {}
+    direction_rows = []
     for step, unit in units:
         for layer, metrics in json.loads((unit / SAE_METRICS).read_text()).items():
             sae_rows.append({"step": step, **metrics, "layer": int(layer)})
         for layer, found in step_analysis(study, step).items():
             rows.extend({"step": step, "layer": layer, **row} for row in found.metrics)
             operator_rows.extend({"step": step, "layer": layer, **row} for row in found.operators)
+            direction_rows.extend({"step": step, "layer": layer, **row} for row in found.direction)
             scores.append(found.scores.assign(step=step, layer=layer))
             selections.append({"step": step, "layer": layer, **{k: v for k, v in found.selection.items()
                                                                  if not isinstance(v, dict | list)}})
@@ -519,6 +561,8 @@ def compute_emergence(study: Study) -> EmergenceResult:
     pd.concat(scores, ignore_index=True).to_parquet(out / "scores.parquet", index=False)
     table.to_parquet(out / "emergence.parquet", index=False)
     operators.to_parquet(out / "operators.parquet", index=False)
+    direction = pd.DataFrame(direction_rows)
+    direction.to_parquet(out / DIRECTION_TABLE, index=False)
     sae_table.to_parquet(out / "sae_metrics.parquet", index=False)
     pd.DataFrame(selections).to_parquet(out / "selection.parquet", index=False)
     stacked = {name: np.stack(reps) for name, reps in replicates.items()}  # [n_steps, B]
@@ -551,6 +595,8 @@ def compute_emergence(study: Study) -> EmergenceResult:
                         out / f"emergence_{metric}_L{layer}")
         save_figure(operator_figure(operators, layer, steps), out / f"operator_detection_L{layer}")
     save_figure(sae_quality_figure(sae_table, steps), out / "sae_quality")
+    for layer in layers:
+        save_figure(probe_direction_figure(direction, validation, layer, steps), out / f"probe_direction_L{layer}")
     return EmergenceResult(out, table, calls)
 
 
@@ -589,6 +635,31 @@ def operator_figure(operators, layer: int, steps):
             for operator in sorted(part["operator"].unique())}  # intervals: the report's operator table
     return step_heatmap(steps, rows, title=f"Best layer-{layer} latent: fraction of validation mutants flagged, "
                         "by mutation operator", cbar_label="flagged incorrect")
+
+
+def probe_direction_figure(direction, validation, layer: int, steps):
+    """One layer: validation AUROC along the probe's direction u in the residual (u·x, the probe's own AUROC) and in
+    the SAE's reconstruction (u·x̂), the best latent's AUROC, and the share of the correctness gap along u that the
+    reconstruction keeps, drawn only where u·x has a gap (its AUROC interval excludes 0.5); 95% CIs."""
+    from codedyn.figures.plots import training_curves
+
+    part = direction[direction["layer"] == layer]
+
+    def rows(quantity):
+        return part[part["quantity"] == quantity].set_index("step").reindex(steps)
+
+    resid = rows("auroc_resid")
+    has_gap = ((resid["low"] > 0.5) | (resid["high"] < 0.5)).to_numpy()
+    best = validation[(validation["layer"] == layer) & (validation["predictor"] == "best_latent")
+                      & (validation["metric"] == "auroc")].set_index("step").reindex(steps)
+    curves = {"AUROC u·x (probe)": resid, "AUROC u·x̂ (SAE)": rows("auroc_reconstruction"),
+              "AUROC best latent": best}
+    curves = {name: (r["value"].to_numpy(), r["low"].to_numpy(), r["high"].to_numpy()) for name, r in curves.items()}
+    kept = rows("separation_kept")
+    curves["gap kept by x̂"] = tuple(np.where(has_gap, kept[c].to_numpy(), np.nan)
+                                             for c in ("value", "low", "high"))
+    return training_curves(steps, curves, ylabel="AUROC / fraction", zero_line=True,
+                           title=f"Layer {layer}: the probe's direction u in the SAE's reconstruction")
 
 
 def sae_quality_figure(sae_table, steps):

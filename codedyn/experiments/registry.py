@@ -99,6 +99,13 @@ EMERGENCE_CAPTIONS = {
     "operator_detection": "Fraction of validation mutants of each operator (rows) that the best latent flags, per "
                           "checkpoint (columns, equal width). Look for operators caught from the first checkpoints "
                           "versus those learned late; intervals for every cell are in the operator table below.",
+    "probe_direction": "Where the probe's correctness direction u (raw residual coordinates) goes in the SAE: "
+                       "validation AUROC of u·x (the probe itself) and of u·x̂ (the SAE's reconstruction), the best "
+                       "latent's AUROC, and the share of the correct-minus-incorrect gap along u that x̂ keeps "
+                       "(drawn where u·x has a gap), 95% bands. Look for u·x̂ following u·x while the best latent "
+                       "stays low: the SAE keeps the direction but spreads it over several latents (the table's "
+                       "top-latent share and latent count); u·x̂ falling to 0.5 means the reconstruction loses it "
+                       "and no latent can carry it.",
     "sae_quality": "Explained variance and cross-entropy loss recovered of each layer's SAE per checkpoint (95% CIs "
                    "over held-out windows). Look for values that stay high at every checkpoint: where an SAE is "
                    "poor, that checkpoint's detection numbers say little.",

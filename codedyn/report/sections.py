@@ -229,8 +229,9 @@ def _key_tables(name: str, folder: Path) -> str:
             out.append("<h3>Validation-split detection of incorrect code (best SAE latent vs linear probe)</h3>"
                        + frame_table(key[["layer", "metric", "predictor", "step", "value", "low", "high"]],
                                       "emergence/emergence.parquet", limit=80))
+            out.append(_probe_direction_table(folder))
             out.append(_operator_table(folder))
-            skip = {"emergence.parquet", "bootstrap_replicates.npz", "operators.parquet"}
+            skip = {"emergence.parquet", "bootstrap_replicates.npz", "operators.parquet", "probe_direction.parquet"}
             return "".join(out) + "".join(
                 f"<h3>{esc(p.name)}</h3>" + frame_table(pd.read_parquet(p), p.name)
                 for p in sorted(folder.glob("*.parquet")) if p.name not in skip)
@@ -268,6 +269,76 @@ def _key_tables(name: str, folder: Path) -> str:
             continue
         out.append(f"<h3>{esc(path.name)}</h3>" + frame_table(pd.read_parquet(path), path.name))
     return "".join(out)
+
+PROBE_DIRECTION_NOTE = (
+    "u is the probe's unit direction in the raw residual, x a validation sample's final-token residual, x̂ its SAE "
+    "reconstruction. variance_kept = 1 − Var(u·(x − x̂)) / Var(u·x); auroc_resid is the probe's own AUROC, "
+    "auroc_reconstruction what the reconstruction keeps of it; separation_kept is the reconstruction's gap of class "
+    "means along u over the residual's; max_decoder_cosine is the best-aligned latent's |cos| with u; "
+    "top_latent_gap_share and latents_for_half_gap say how the reconstruction's gap spreads over latents; "
+    "explained_variance is the SAE's on these samples. An AUROC of u·x̂ near 0.5 while u·x separates: the SAE loses "
+    "the direction and no latent can carry it. u·x̂ separating while the top share is small: the SAE keeps the "
+    "direction but no single latent holds it.")
+
+
+def _probe_direction_table(folder: Path) -> str:
+    """How much of the probe's direction each layer's SAE keeps, quantity x checkpoint, 'value [95% CI]'."""
+    import pandas as pd
+
+    path = folder / "probe_direction.parquet"
+    if not path.is_file():
+        return ""
+    table = pd.read_parquet(path)
+    if not {"layer", "quantity", "step", "value", "low", "high"} <= set(table.columns):
+        return ""
+    out = []
+    for layer in sorted(table["layer"].unique()):
+        part = table[table["layer"] == layer]
+        reading = probe_direction_reading(part)
+        if reading:
+            out.append(f"<p>Layer {esc(layer)}: {esc(reading)}</p>")
+        part = part.assign(cell=[f"{v:.2f}" if pd.isna(lo) else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+                                 for v, lo, hi in zip(part["value"], part["low"], part["high"], strict=True)])
+        wide = part.pivot_table(index="quantity", columns="step", values="cell", aggfunc="first",
+                                sort=False).reset_index()
+        out.append(f"<h3>Layer {esc(layer)}: how much of the probe's correctness direction the SAE reconstructs "
+                   "(validation samples, value [95% CI])</h3>"
+                   + html_table([str(c) for c in wide.columns], wide.fillna("").astype(object).values.tolist()))
+    return "".join(out) + f"<p class=note>{esc(PROBE_DIRECTION_NOTE)}</p>"
+
+
+def probe_direction_reading(part) -> str:
+    """One layer's rows of probe_direction.parquet read at its last checkpoint at which the probe's direction
+    separates the classes (u·x's AUROC interval excludes 0.5): whether the SAE's reconstruction loses it (u·x̂'s
+    interval covers 0.5) or keeps it, and then how much of its gap one latent holds. Empty when u·x never
+    separates."""
+    def row(step, quantity):
+        found = part[(part["step"] == step) & (part["quantity"] == quantity)]
+        return found.iloc[0] if len(found) else None
+
+    separating = [step for step in sorted(part["step"].unique())
+                  if (r := row(step, "auroc_resid")) is not None and (r["low"] > 0.5 or r["high"] < 0.5)]
+    if not separating:
+        return ""
+    step = separating[-1]
+    resid, hat = row(step, "auroc_resid"), row(step, "auroc_reconstruction")
+    if hat is None:
+        return ""
+    head = (f"at step {step} the probe's direction u separates the validation samples (AUROC of u·x "
+            f"{resid['value']:.2f} [{resid['low']:.2f}, {resid['high']:.2f}]); ")
+    if hat["low"] <= 0.5 <= hat["high"]:
+        return head + (f"the SAE's reconstruction loses it (u·x̂ {hat['value']:.2f} [{hat['low']:.2f}, "
+                       f"{hat['high']:.2f}]), so no latent can carry it.")
+    share, count, cosine = (row(step, q) for q in ("top_latent_gap_share", "latents_for_half_gap",
+                                                    "max_decoder_cosine"))
+    spread = ""
+    if share is not None and count is not None and cosine is not None:
+        spread = (f"; the latent contributing most holds {share['value']:.0%} of the reconstruction's gap along u, "
+                  f"half of it takes {count['value']:.0f} latent(s), and the best-aligned latent's |cos| with u is "
+                  f"{cosine['value']:.2f}")
+    return head + (f"the SAE's reconstruction keeps it (u·x̂ {hat['value']:.2f} [{hat['low']:.2f}, "
+                   f"{hat['high']:.2f}]){spread}.")
+
 
 def _operator_table(folder: Path) -> str:
     """Detection by mutation operator, operator x checkpoint, 'value [95% CI]' per cell (the heatmap's numbers)."""

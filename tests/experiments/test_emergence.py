@@ -196,6 +196,18 @@ def test_run_emergence_writes_units_tables_figures_and_calls(tiny):
         assert not {"scores.parquet", "selection.json", "metrics.parquet", "replicates.npz"} & {
             p.name for p in unit.iterdir()}
     assert {"scores.parquet", "selection.parquet", "emergence.parquet"} <= {p.name for p in folder.iterdir()}
+    # How much of the probe's direction each SAE keeps: every quantity at every step and layer; u·x ranks the
+    # validation samples as the probe does, so its AUROC is the probe's validation AUROC.
+    from codedyn.analysis.direction import QUANTITIES
+
+    direction = pd.read_parquet(folder / "probe_direction.parquet")
+    assert len(direction) == 3 * 2 * len(QUANTITIES) and set(direction["quantity"]) == set(QUANTITIES)
+    probe = table[(table["predictor"] == "probe") & (table["split"] == "validation") & (table["metric"] == "auroc")]
+    resid = direction[direction["quantity"] == "auroc_resid"]
+    merged = probe.merge(resid, on=["step", "layer"], suffixes=("_probe", "_direction"))
+    assert len(merged) == 6 and np.allclose(merged["value_probe"], merged["value_direction"], atol=1e-9)
+    assert direction[direction["quantity"] == "max_decoder_cosine"]["value"].between(0, 1 + 1e-9).all()
+    assert (folder / "probe_direction_L1.png").stat().st_size > 0
 
 
 def test_compute_reruns_from_stored_units_without_training(tiny, monkeypatch):

@@ -168,6 +168,10 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     pd.DataFrame({"step": [0, 4, 12], "layer": 1, "predictor": "best_latent", "split": "validation",
                   "metric": "auroc", "value": [0.5, 0.55, 0.9], "low": [0.4, 0.45, 0.85],
                   "high": [0.6, 0.65, 0.95]}).to_parquet(emergence / "emergence.parquet")
+    pd.DataFrame({"step": [0, 12, 0, 12, 0, 12], "layer": 1,
+                  "quantity": ["auroc_reconstruction"] * 2 + ["max_decoder_cosine"] * 2 + ["auroc_resid"] * 2,
+                  "value": [0.52, 0.96, 0.3, 0.32, 0.5, 1.0], "low": [0.4, 0.92, None, None, 0.4, 0.98],
+                  "high": [0.63, 1.0, None, None, 0.6, 1.0]}).to_parquet(emergence / "probe_direction.parquet")
     embryology = run / "embryology"
     embryology.mkdir()
     shutil.copy(run / "influence" / "influence_cov.png", embryology / "umap_grid.png")
@@ -197,6 +201,12 @@ def test_planted_experiments_timings_and_escaping(study, tmp_path):
     assert "0.35 [0.25, 0.45]" in sharp and "0.003" in sharp
     assert re.search(r"\b14\b", answer)  # the family's size: every curve of the verdict table
     assert "0.9 [0.85, 0.95]" in _section(page, "emergence")
+    # how much of the probe's direction the SAE keeps: quantity x checkpoint, intervals where there are any
+    direction = _section(page, "emergence")
+    assert "how much of the probe's correctness direction the SAE reconstructs" in direction
+    assert "0.96 [0.92, 1.00]" in direction and "<td>0.32</td>" in direction
+    assert "<h3>probe_direction.parquet</h3>" not in direction
+    assert "at step 12 the probe" in direction and "reconstruction keeps it (u·x̂ 0.96 [0.92, 1.00])" in direction
     assert 'href="embryology/umap_interactive.html"' in page
     embryology_html = _section(page, "embryology")
     assert "umap grid" in embryology_html
@@ -338,3 +348,24 @@ def test_sharp_calls_become_one_band_per_bracket():
         {"name": "II sharp", "bracket": [0, 1000], "kind": "sharp"},
         {"name": "CC, CI sharp", "bracket": [5500, 6000], "kind": "sharp"}]
     assert sharp_call_events({"CC/cov": {"verdict": "phase transition at step 12"}}, names) == []
+
+
+def test_the_probe_direction_reading_says_whether_the_sae_loses_or_splits_the_direction():
+    from codedyn.report.sections import probe_direction_reading
+
+    def rows(hat_low):
+        return pd.DataFrame([
+            {"step": 4, "quantity": "auroc_resid", "value": 0.8, "low": 0.7, "high": 0.9},
+            {"step": 8, "quantity": "auroc_resid", "value": 0.55, "low": 0.45, "high": 0.65},  # no gap: not read
+            {"step": 4, "quantity": "auroc_reconstruction", "value": 0.6, "low": hat_low, "high": 0.7},
+            {"step": 4, "quantity": "top_latent_gap_share", "value": 0.2, "low": 0.1, "high": 0.3},
+            {"step": 4, "quantity": "latents_for_half_gap", "value": 3.0, "low": 2.0, "high": 4.0},
+            {"step": 4, "quantity": "max_decoder_cosine", "value": 0.31, "low": None, "high": None}])
+
+    lost = probe_direction_reading(rows(0.45))
+    assert lost.startswith("at step 4 ") and "loses it" in lost and "no latent can carry it" in lost
+    kept = probe_direction_reading(rows(0.52))
+    assert "keeps it" in kept and "holds 20%" in kept and "takes 3 latent(s)" in kept and "0.31" in kept
+    flat = rows(0.45)
+    flat.loc[flat["quantity"] == "auroc_resid", ["low", "high"]] = [0.4, 0.6]
+    assert probe_direction_reading(flat) == ""

@@ -104,6 +104,16 @@ class OnsetCall:
     reach: float | None = None  # largest one-sided 1 - alpha bound of |change| (the equivalence test's number)
     baseline: list[int] = field(default_factory=list)
     family: str = ""  # the family, in words
+    noise: float | None = None  # smallest one-sided bound width z·SE over the post-baseline checkpoints
+
+    @property
+    def resolves(self) -> bool | None:
+        """Whether the curve's noise is below its margin at its quietest checkpoint: when it is not, no checkpoint
+        can be shown inside the margin nor a change just past it told from noise (None without a margin or a noise
+        figure). The smallest, not a typical, width: a capability's own curve is noisier where it has grown."""
+        if self.noise is None or not self.margin:
+            return None
+        return self.noise < self.margin
 
     def to_dict(self) -> dict:
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self.__dict__.items()}
@@ -171,8 +181,10 @@ def _interval(change: float, se: float, z: float) -> tuple[float, float]:
 
 
 def _call(curve: Curve, ch: Changes, adjusted: np.ndarray, alpha: float, family: str) -> OnsetCall:
+    finite_se = ch.se[np.isfinite(ch.se)]
     common = {"name": curve.name, "margin": float(curve.margin), "baseline": list(ch.baseline), "family": family,
-              "p_adjusted": float(adjusted.min()) if adjusted.size else None}
+              "p_adjusted": float(adjusted.min()) if adjusted.size else None,
+              "noise": float(_NORMAL.inv_cdf(1 - alpha) * finite_se.min()) if finite_se.size else None}
     if not np.all(np.isfinite(ch.change)) or not np.all(np.isfinite(ch.se)):
         return OnsetCall(kind="untestable", verdict="not tested: a checkpoint has no finite value or interval",
                          **common)

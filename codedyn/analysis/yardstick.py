@@ -211,7 +211,7 @@ def _flat(call: OnsetCall) -> dict[str, Any]:
             "bracket_low": call.bracket[0] if call.bracket else None,
             "bracket_high": call.bracket[1] if call.bracket else None, "change": call.change,
             "change_low": call.change_low, "change_high": call.change_high, "margin": call.margin,
-            "reach": call.reach, "p_adjusted": call.p_adjusted}
+            "reach": call.reach, "p_adjusted": call.p_adjusted, "noise": call.noise, "resolves": call.resolves}
 
 
 def write_yardstick(run_dir: Path, sources: SignalSources) -> Yardstick:

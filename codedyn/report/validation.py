@@ -44,6 +44,16 @@ def change_text(call: OnsetCall) -> str:
     return text + (f" (margin ±{_number(call.margin)})" if call.margin else " (no margin)")
 
 
+def noise_text(call: OnsetCall | None) -> str:
+    """The curve's noise (smallest z·SE of its changes) against its margin: can the test resolve the margin?"""
+    if call is None or call.noise is None:
+        return ""
+    if call.resolves is None:
+        return f"±{_number(call.noise)}"
+    verdict = "resolves it" if call.resolves else "too noisy to resolve it"
+    return f"±{_number(call.noise)} vs ±{_number(call.margin)}: {verdict}"
+
+
 def _co(row: SignalRow, null: bool = False) -> str:
     found = row.null_comovement if null else row.comovement
     return "" if found is None else found.text()
@@ -68,7 +78,7 @@ def _relation_text(row: SignalRow) -> str:
 
 def _row_cells(row: SignalRow, has_null: bool) -> list[str]:
     cells = [row.name, SOURCE_NAMES.get(row.source, row.source), _call_text(row.call), change_text(row.call),
-             _relation_text(row), _co(row), (row.shape or {}).get("verdict", "")]
+             noise_text(row.call), _relation_text(row), _co(row), (row.shape or {}).get("verdict", "")]
     if has_null:
         cells += [_call_text(row.null_call), _co(row, null=True)]
     return cells
@@ -82,8 +92,10 @@ def _chi_summary(rows: list[SignalRow], has_null: bool) -> list[str]:
     what = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     tracks = sum(1 for r in rows if r.comovement is not None and r.comovement.tracks)
     group = chi_group(shown.name)
+    resolving = sum(1 for r in rows if r.call.resolves)
     cells = [f"{group}, {len(rows)} components (shown: {shown.name.removeprefix(group).strip()})",
-             "Experiment 3", what, change_text(shown.call), _relation_text(shown),
+             "Experiment 3", what, change_text(shown.call),
+             f"{noise_text(shown.call)}; {resolving} of {len(rows)} resolve their margin", _relation_text(shown),
              f"{_co(shown)}; {tracks} of {len(rows)} track", (shown.shape or {}).get("verdict", "")]
     if has_null:
         null_counts = Counter(_KIND_WORDS.get(r.null_call.kind, r.null_call.kind) for r in rows
@@ -102,14 +114,14 @@ def render_validation(found: Yardstick) -> str:
     if not found.is_organism:
         return ""
     has_null = found.null_dir is not None
-    head = ["signal", "experiment", "onset call", "change [95% CI] (margin)", "relation to the emergence",
-            "co-movement with the verdicts", "shape (one family)"]
+    head = ["signal", "experiment", "onset call", "change [95% CI] (margin)", "noise vs margin",
+            "relation to the emergence", "co-movement with the verdicts", "shape (one family)"]
     head += ["null twin: onset call", "null twin: ρ with the organism's verdicts"] if has_null else []
     body = []
     emergence = found.emergence
     if emergence is not None:
         cells = ["verdict contrast (ground truth)", "behaviour", _call_text(emergence), change_text(emergence),
-                 "defines the emergence (coincides with itself by construction)", "", ""]
+                 noise_text(emergence), "defines the emergence (coincides with itself by construction)", "", ""]
         if has_null:
             cells += [_call_text(found.null_emergence), ""]
         body.append(_tr(cells, "event"))
@@ -148,7 +160,10 @@ def render_validation(found: Yardstick) -> str:
         f"({_esc(found.family)}); the ground truth is the verdict contrast's onset. The verdict readouts of "
         "Experiments 1 and 3 read nothing before the onset (the model has never seen a verdict line), so their "
         "baseline is the first checkpoint after it. 'Flat': an equivalence test "
-        "shows every change inside the margin; 'not detected': the intervals are too wide to tell. Co-movement: "
+        "shows every change inside the margin; 'not detected': the intervals are too wide to tell. Noise: the "
+        "width z·SE of a curve's one-sided bound at its quietest checkpoint after the baseline; a curve whose noise "
+        "exceeds its margin can never be shown flat, and only changes well past the margin can be called. "
+        "Co-movement: "
         "Spearman ρ with the verdict contrast from the onset on (95% interval); on the null twin, against the "
         "organism's verdicts, where it should cover 0.</p>"
         f"<p class=note>{_esc(provenance)}</p>"

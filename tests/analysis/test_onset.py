@@ -103,3 +103,19 @@ def test_fast_calibration_on_planted_curves():
     assert at_margin.onsets / at_margin.n <= 0.08
     step = onset_rates("step", 5.0, 200, seed=13)
     assert step.found / step.n >= 0.80
+
+
+def test_the_noise_is_the_one_sided_bound_of_a_change_and_says_whether_the_margin_can_be_resolved():
+    """Replicates of a change from a two-checkpoint baseline have sd·√(1 + 1/2); the noise is z_0.95 times that
+    (at the quietest of the six checkpoints after the baseline, each SE from 400 replicates).
+    A curve noisier than its margin is never shown flat, whatever it does; a precise one resolves its margin."""
+    from statistics import NormalDist
+
+    expected = NormalDist().inv_cdf(0.95) * 0.2 * np.sqrt(1.5)
+    precise = onset_family([_curve("c", np.zeros(8), sd=0.2, margin=1.0)], ORGANISM_ONSET)["c"]
+    assert precise.noise == pytest.approx(expected, rel=0.1)
+    assert precise.resolves and precise.kind == "flat"
+    for seed in range(20):
+        noisy = onset_family([_curve("c", np.zeros(8), sd=0.2, margin=0.3, seed=seed)], ORGANISM_ONSET)["c"]
+        assert noisy.resolves is False and noisy.kind != "flat"
+    assert onset_family([_curve("c", np.zeros(8), sd=0.2)], ORGANISM_ONSET)["c"].resolves is None  # no margin

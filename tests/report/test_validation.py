@@ -153,8 +153,13 @@ def test_the_report_section_and_the_answer_come_from_the_yardstick(runs):
     # head, ground truth, the five other signals, one χ summary; folded: head and both components
     assert page.count("<tr") == 1 + 1 + (len(found.signals) - 2) + 1 + (1 + 2)
     head = re.search(r"<thead><tr>(.*?)</tr></thead>", page, re.S).group(1)
-    assert head.count("<th>") == 9  # seven columns of the run, two of its null twin
+    assert head.count("<th>") == 10  # eight columns of the run, two of its null twin
     assert re.search(r'<tr class="event"><td>verdict contrast', page)  # the ground truth's row first
+    # every signal's noise against its margin, in its own column, as the call computed it
+    for row in found.signals:
+        if row.call.noise is not None and row.call.margin and not chi_group(row.name):
+            verdict = "resolves it" if row.call.noise < row.call.margin else "too noisy to resolve it"
+            assert f"±{row.call.noise:.3g} vs ±{row.call.margin:.3g}: {verdict}" in page
     sentences = answer_sentences(found)
     emerged = [s for s in sentences if "(3000, 4000]" in s and str(found.onset) in s]
     assert len(emerged) == 1 and sentences.index(emerged[0]) == 0  # the emergence and the data onset, first

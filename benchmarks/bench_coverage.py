@@ -112,8 +112,9 @@ def family_table(table: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
 
 
 def main() -> None:
-    from codedyn.config import CodedynConfig
+    from codedyn.config import updated
     from codedyn.experiments.study import prepare_study
+    from codedyn.pipeline import stored_config
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", type=Path, default=None)
@@ -129,9 +130,7 @@ def main() -> None:
         return
     if args.run is None or args.step is None:
         parser.error("--run and --step are needed to sample (or give --summarise)")
-    manifest = json.loads((args.run / "manifest.json").read_text())
-    config = CodedynConfig.model_validate(manifest["config"])
-    config = config.model_copy(update={"susceptibility": config.susceptibility.model_copy(update={"sae_latents": 0})})
+    config = updated(stored_config(args.run), {"susceptibility": {"sae_latents": 0}})  # heads and MLPs only
     out_dir = args.run / "coverage"
     study = prepare_study(config, out_dir)
     table = coverage_table(seed_estimates(study, args.step, args.seeds, out_dir))

@@ -127,8 +127,9 @@ def measure(study, step: int, seeds: int, out_dir: Path) -> dict:
 
 
 def main() -> None:
-    from codedyn.config import CodedynConfig
+    from codedyn.config import updated
     from codedyn.experiments.study import prepare_study
+    from codedyn.pipeline import stored_config
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", type=Path, required=True)
@@ -136,9 +137,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    manifest = json.loads((args.run / "manifest.json").read_text())
-    config = CodedynConfig.model_validate(manifest["config"])
-    config = config.model_copy(update={"susceptibility": config.susceptibility.model_copy(update={"sae_latents": 0})})
+    config = updated(stored_config(args.run), {"susceptibility": {"sae_latents": 0}})  # heads and MLPs only
     out_dir = args.run / "precision"
     table = measure(prepare_study(config, out_dir), args.step, args.seeds, out_dir)
     for name, row in table.items():

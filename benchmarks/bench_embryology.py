@@ -56,17 +56,18 @@ def readout(args) -> None:
 def sampling(args) -> None:
     from codedyn.models.hooks import component_names
     from codedyn.sampling.losses import readout_evalset
-    from codedyn.sampling.posterior import probe_observables, sampling_windows
+    from codedyn.sampling.observables import ReadoutObservables
+    from codedyn.sampling.posterior import posterior_evalset_readout, sampling_windows
     from codedyn.sampling.sgld import evalset_readout, sample_posterior
 
     checkpoint, config, readout = _toy(args.step)
     evalset = readout_evalset(checkpoint.tokenizer, readout)
     windows = sampling_windows(checkpoint.tokenizer, config)
-    observables = probe_observables(checkpoint.tokenizer, readout, config, "cpu")
     for tokens in (False, True, False, True):
+        # "on" is the posterior units' readout (per-token losses and per-program observables), "off" the losses alone
+        read = posterior_evalset_readout(evalset, None, ReadoutObservables()) if tokens else evalset_readout(evalset)
         start = time.perf_counter()
-        traces = sample_posterior(checkpoint.model, windows, evalset_readout(evalset, tokens=tokens), config,
-                                  observables=observables)
+        traces = sample_posterior(checkpoint.model, windows, read, config)
         wall = time.perf_counter() - start
         stored = sum(v.nbytes for v in traces.data_vars.values())
         print(f"per-token losses {'on ' if tokens else 'off'}: {wall:.1f} s, {stored / 2**20:.1f} MiB in memory "

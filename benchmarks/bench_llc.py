@@ -101,8 +101,9 @@ def time_posterior(args) -> None:
     import torch
 
     from codedyn.sampling.losses import readout_evalset
-    from codedyn.sampling.posterior import posterior_readout, probe_observables, sampling_windows
-    from codedyn.sampling.sgld import evalset_readout, sample_posterior
+    from codedyn.sampling.observables import ReadoutObservables
+    from codedyn.sampling.posterior import posterior_evalset_readout, posterior_readout, sampling_windows
+    from codedyn.sampling.sgld import sample_posterior
 
     torch.set_num_threads(1)
     study = _study({"sampling": _setting_overrides(args.set)})
@@ -112,9 +113,8 @@ def time_posterior(args) -> None:
     readout = posterior_readout(checkpoint, study.dataset, config)
     evalset = readout_evalset(checkpoint.tokenizer, readout, device="cpu")
     windows = sampling_windows(checkpoint.tokenizer, config)
-    observables = probe_observables(checkpoint.tokenizer, readout, config, "cpu")
-    traces = sample_posterior(checkpoint.model, windows, evalset_readout(evalset, tokens=True), config,
-                              observables=observables)
+    traces = sample_posterior(checkpoint.model, windows,
+                              posterior_evalset_readout(evalset, None, ReadoutObservables()), config)
     print(json.dumps({"step": args.step, "chains": config.chains, "burn_in": config.burn_in, "draws": config.draws,
                       "readout_context": readout.context, "samples": traces.sizes["sample"],
                       "wall_s": round(time.time() - start, 1), "cpu_s": round(time.process_time() - cpu, 1)}))

@@ -30,32 +30,38 @@ import time
 import numpy as np
 
 
+PROBE_SAMPLES = 16  # the former readout measured observables on a separate probe batch of this many samples
+
+
 def _before_readout(tokenizer, samples, config, tokens: int = 256):
-    """The former readout: every sample's last ``tokens`` tokens, probe batch likewise."""
+    """The former readout: every sample's last ``tokens`` tokens, observables on a probe batch likewise."""
     import torch
 
     from codedyn.data.tokenize import collate, encode_sample
     from codedyn.models.hooks import ComponentNorms
     from codedyn.sampling.losses import EvalSet
+    from codedyn.sampling.sgld import evalset_readout
 
     evalset = EvalSet.build(tokenizer, samples["prompt"].tolist(), samples["solution"].tolist(), max_length=tokens)
     rng = np.random.default_rng(config.seed + 1)
-    rows = sorted(rng.choice(len(samples), min(config.probe_samples, len(samples)), replace=False))
+    rows = sorted(rng.choice(len(samples), min(PROBE_SAMPLES, len(samples)), replace=False))
     encoded = [encode_sample(tokenizer, samples["prompt"][r], samples["solution"][r], max_length=tokens)
                for r in rows]
     batch = collate(encoded, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else
                     tokenizer.eos_token_id)
     probe = ComponentNorms(torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["attention_mask"]))
-    return evalset, {"components": probe}, samples
+    return evalset, evalset_readout(evalset, tokens=True), {"components": probe}, samples
 
 
 def _after_readout(checkpoint, dataset, config):
+    """Today's readout: in-context windows, observables per program from the same forward passes."""
     from codedyn.sampling.losses import readout_evalset
-    from codedyn.sampling.posterior import posterior_readout, probe_observables
+    from codedyn.sampling.observables import ReadoutObservables
+    from codedyn.sampling.posterior import posterior_evalset_readout, posterior_readout
 
     readout = posterior_readout(checkpoint, dataset, config)
     evalset = readout_evalset(checkpoint.tokenizer, readout)
-    return evalset, probe_observables(checkpoint.tokenizer, readout, config, "cpu"), readout
+    return evalset, posterior_evalset_readout(evalset, None, ReadoutObservables()), None, readout
 
 
 def _off_diagonal(matrix: np.ndarray) -> np.ndarray:
@@ -105,7 +111,7 @@ def main() -> None:
     from codedyn.models.toy import train_toy_suite
     from codedyn.sampling.losses import sample_token_losses
     from codedyn.sampling.posterior import readout_samples, sampling_windows
-    from codedyn.sampling.sgld import evalset_readout, healthy_sample_losses, sample_posterior
+    from codedyn.sampling.sgld import healthy_sample_losses, sample_posterior
 
     preset = load_config("default")
     overrides = {k: v for k, v in (("chains", args.chains), ("draws", args.draws)) if v is not None}
@@ -116,11 +122,11 @@ def main() -> None:
     results: dict = {"step": args.step, "sampling": config.model_dump(mode="json"), "modes": {}}
     for mode in args.modes.split(","):
         if mode == "before":
-            evalset, observables, samples = _before_readout(checkpoint.tokenizer, readout_samples(dataset, config),
+            evalset, read, observables, samples = _before_readout(checkpoint.tokenizer, readout_samples(dataset, config),
                                                             config)
             excluded = 0
         else:
-            evalset, observables, readout = _after_readout(checkpoint, dataset, config)
+            evalset, read, observables, readout = _after_readout(checkpoint, dataset, config)
             samples, excluded = readout.samples, len(readout.excluded)
         structure = SampleStructure.from_frame(samples)
         sample_token_losses(checkpoint.model, evalset)  # warm-up
@@ -138,8 +144,7 @@ def main() -> None:
         for seed in range(args.seeds):
             seeded = config.model_copy(update={"seed": seed * args.seed_stride})
             start, start_cpu = time.perf_counter(), time.process_time()
-            traces = sample_posterior(checkpoint.model, windows, evalset_readout(evalset, tokens=True), seeded,
-                                      observables=observables)
+            traces = sample_posterior(checkpoint.model, windows, read, seeded, observables=observables)
             wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
             for d in prefixes:
                 losses = healthy_sample_losses(traces)[:, :d]

@@ -21,8 +21,9 @@ FLOPs per token (PaLM appendix B convention, a multiply-add = 2 FLOPs, T the seq
 
 Per checkpoint: chains x (burn_in + draws x steps_between_draws) SGLD steps of batch_size x window_length tokens;
 per kept draw a read-out of every read-out sample (max_problems x (1 + mutants_per_problem) samples, counted at
-max_readout_tokens each, default the model's 2048-token context: an upper bound) and the observables' probe batch
-(probe_samples samples at the same length); once per checkpoint the reference losses (reference_batches x
+max_readout_tokens each, default the model's 2048-token context: an upper bound), whose forward passes also give
+the per-program observables (head norms as quadratic forms with each head's d_head x d_head Gram matrix, 2·d·d_head
+per token and layer with d_head = 64, an upper bound for these sizes; MLP norms 2·d); once per checkpoint the reference losses (reference_batches x
 batch_size windows) and the initial read-out.
 SAE (Experiment 2): harvest train_tokens activations (a forward pass) and train epochs passes, per read layer.
 """
@@ -39,6 +40,7 @@ PYTHIA = {
     "pythia-160m": (12, 768, 162_322_944),
 }
 VOCAB = 50304
+D_HEAD = 64  # pythia-70m and -160m (14m: 32), for the observables' quadratic forms
 
 # Peak dense throughput, FLOP/s (vendor data sheets: NVIDIA H100 SXM5, A100 SXM4 80GB).
 PEAK = {
@@ -109,10 +111,10 @@ def project(preset: str) -> dict:
 
     sgld_step = s.batch_size * s.window_length * arch.train_flops_per_token(s.window_length)
     readout = readout_samples * t_read * arch.forward_flops_per_token(t_read)
-    probe = s.probe_samples * t_read * arch.forward_flops_per_token(t_read)
+    observables = readout_samples * t_read * arch.n_layer * (2 * arch.d * D_HEAD + 2 * arch.d)
     reference = s.sampling_windows * s.window_length * arch.forward_flops_per_token(s.window_length)
-    per_chain = steps_per_chain * sgld_step + s.draws * (readout + probe)
-    per_checkpoint_sampling = s.chains * per_chain + reference + readout + probe
+    per_chain = steps_per_chain * sgld_step + s.draws * (readout + observables)
+    per_checkpoint_sampling = s.chains * per_chain + reference + readout + observables
 
     sae = _sae_settings(config, arch.d)
     width = sae["width"]
@@ -130,7 +132,7 @@ def project(preset: str) -> dict:
     return {
         "preset": preset, "arch": arch, "sampling": s, "checkpoints": checkpoints, "steps_per_chain": steps_per_chain,
         "readout_samples": readout_samples, "t_read": t_read, "sgld_step": sgld_step, "readout": readout,
-        "probe": probe, "reference": reference, "per_chain": per_chain,
+        "observables": observables, "reference": reference, "per_chain": per_chain,
         "per_checkpoint_sampling": per_checkpoint_sampling, "sae": sae, "sae_width": width, "harvest": harvest,
         "sae_train": sae_train, "per_checkpoint": per_checkpoint, "total": checkpoints * per_checkpoint,
         "n_settings": n_settings, "cal_steps": cal_steps, "cal_chains": cal_chains, "calibration": calibration,
@@ -152,9 +154,9 @@ def report(p: dict, mfu: float) -> str:
         f"- SGLD step: {s.batch_size} x {s.window_length} tokens x (6·N_c + 12·{a.n_layer}·{a.d}·{s.window_length})"
         f" = {_e(p['sgld_step'])} FLOP",
         f"- read-out per draw: {p['readout_samples']} samples x {p['t_read']} tokens (upper bound) x "
-        f"(2·N_c + 4·{a.n_layer}·{a.d}·{p['t_read']}) = {_e(p['readout'])} FLOP; probe batch "
-        f"{s.probe_samples} samples: {_e(p['probe'])} FLOP",
-        f"- per chain: {p['steps_per_chain']} steps x SGLD step + {s.draws} draws x (read-out + probe) = "
+        f"(2·N_c + 4·{a.n_layer}·{a.d}·{p['t_read']}) = {_e(p['readout'])} FLOP; per-program "
+        f"observables in the same passes: {_e(p['observables'])} FLOP",
+        f"- per chain: {p['steps_per_chain']} steps x SGLD step + {s.draws} draws x (read-out + observables) = "
         f"{_e(p['per_chain'])} FLOP",
         f"- per checkpoint, sampling: {s.chains} chains + reference losses {_e(p['reference'])} + initial read-out "
         f"= {_e(p['per_checkpoint_sampling'])} FLOP",

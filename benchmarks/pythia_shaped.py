@@ -59,7 +59,7 @@ def reduced_overrides(device: str, problems: int) -> dict:
         "name": "pythia-shaped",
         "dataset": {"limit_problems": problems, "candidates_per_operator": 1},
         "suite": {"steps": list(STEPS), "device": device},
-        "sampling": {"chains": 2, "draws": 4, "burn_in": 4, "batch_size": 8, "max_problems": 8, "probe_samples": 4,
+        "sampling": {"chains": 2, "draws": 4, "burn_in": 4, "batch_size": 8, "max_problems": 8,
                      "reference_batches": 2, "sampling_windows": 256, "n_bootstrap": 100},
         "emergence": {"train_tokens": 4096, "epochs": 1, "eval_windows": 8, "general_windows": 32,
                       "batch_size": 1024, "dead_tokens": 4096, "n_bootstrap": 100},

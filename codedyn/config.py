@@ -346,20 +346,17 @@ class SamplingConfig(Frozen):
     None = all.
     Reading out every sample at every draw is the dominant cost; 50 problems give the ~100 samples the
     influence and susceptibility estimates need."""
-    probe_samples: int = Field(16, ge=1)
-    """Read-out samples (chosen by ``readout_seed``) forming the fixed probe batch on which component observables
-    are measured."""
     max_readout_tokens: int | None = Field(None, ge=8)
-    """Longest readout window (losses, per-token losses, observables); None = the suite's training context (toy:
+    """Longest readout window (losses, per-token losses, per-program observables); None = the suite's training context (toy:
     ``toy.context``, Pythia: 2048), a larger value is refused. A longer sample is read in one window ending at the
     end of its code, shared with its pair; a mutant whose change does not fit is left out and counted."""
     n_bootstrap: int = Field(1000, ge=10)
     """Bootstrap replicates behind every confidence interval."""
     seed: int = 0
     """Seed of chain noise (seed + chain), of the minibatch orders (each chain's from (seed, chain)) and of the
-    sampling windows; also of the read-out problems and the probe batch unless ``readout_seed`` is set."""
+    sampling windows; also of the read-out problems unless ``readout_seed`` is set."""
     readout_seed: int | None = None
-    """Seed of the read-out problems (``max_problems``) and the probe batch (``probe_samples``); None = ``seed``.
+    """Seed of the read-out problems (``max_problems``); None = ``seed``.
     Setting it holds the readout set fixed while ``seed`` varies the draws, so posteriors sampled with different
     seeds estimate the same quantities (the cross-seed coverage benchmark needs exactly that)."""
     shared_minibatch_order: bool = False
@@ -417,7 +414,7 @@ class SamplingConfig(Frozen):
 
     @property
     def readout_rng_seed(self) -> int:
-        """The seed that chooses the read-out problems and the probe batch (``readout_seed``, else ``seed``)."""
+        """The seed that chooses the read-out problems (``readout_seed``, else ``seed``)."""
         return self.seed if self.readout_seed is None else self.readout_seed
 
 

@@ -51,7 +51,8 @@ KINDS = ("gpt_neox", "gpt2", "llama", "qwen2", "olmo")
 
 def one_head_norm(model, ids, mask, layer: int, head: int) -> float:
     """Zero every other head's attention output before the output projection; what the projection then adds
-    (minus its bias, which belongs to no head) is this head's write into the residual stream."""
+    (minus its bias, which belongs to no head) is this head's write into the residual stream. Its norm is averaged
+    over each row's real tokens, then over the rows (:class:`codedyn.models.hooks.ComponentNorms`)."""
     from codedyn.models.hooks import _get, architecture, forward_hooks
 
     arch = architecture(model)
@@ -72,4 +73,4 @@ def one_head_norm(model, ids, mask, layer: int, head: int) -> float:
     with forward_hooks([(projection, keep_one, True), (projection, grab, False)]), torch.no_grad():
         model(input_ids=ids, attention_mask=mask)
     norms = out["y"].norm(dim=-1)
-    return float((norms * mask).sum() / mask.sum())
+    return float(((norms * mask).sum(dim=1) / mask.sum(dim=1)).mean())  # each row's token mean, rows alike

@@ -115,26 +115,46 @@ def unit_susceptibility_replicates(
     seed: int, standardised: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(χ [K, G], replicates [n_boot, K, G]) as :func:`susceptibility_replicates`, with the read-out programs
-    resampled too: every replicate resamples chains and blocks of draws of ``observed`` [chains, draws, K] and
-    ``sample_loss`` [chains, draws, N] together, and the resampling units (``units`` [N]: the dataset's groups,
-    problems or, for planted programs, operation pairs) with replacement, so L_j is the mean over a resample of the
-    programs and the interval holds the readout set's sampling error beside the posterior's Monte Carlo error."""
+    resampled too: every replicate resamples chains and blocks of draws of ``observed`` and ``sample_loss`` [chains,
+    draws, N] together, and the resampling units (``units`` [N]: the dataset's groups, problems or, for planted
+    programs, operation pairs) with replacement, so L_j is the mean over a resample of the programs and the interval
+    holds the readout set's sampling error beside the posterior's Monte Carlo error.
+
+    ``observed``: [chains, draws, N, K] per-program readings (:mod:`codedyn.sampling.observables`), whose mean over
+    the programs is φ; a replicate's φ is their mean over the same resample of the programs as its L_j. A
+    [chains, draws, K] ``observed`` (observables read on a fixed batch, e.g. a restricted posterior's) is held as
+    it is."""
     from codedyn.analysis.stats import autocorrelation_block, bootstrap_draws
     from codedyn.resample import multiplicities
 
     units = np.unique(np.asarray(units), return_inverse=True)[1]
     rng = np.random.default_rng(seed)
     chains, draws = observed.shape[:2]
-    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, rng, block=autocorrelation_block(observed))
+    per_program = observed.ndim == 4
+    phi = observed.mean(axis=2) if per_program else observed
+    chain_idx, draw_idx = bootstrap_draws(chains, draws, n_boot, rng, block=autocorrelation_block(phi))
     unit_weights = multiplicities(rng, int(units.max()) + 1, n_boot)
-    point = susceptibilities(observed, distribution_losses(sample_loss, groups), standardised)
+    point = susceptibilities(phi, distribution_losses(sample_loss, groups), standardised)
     replicates = np.stack([
-        susceptibilities(observed[chain_idx[b][:, None], draw_idx[b]],
+        susceptibilities(phi_b[chain_idx[b][:, None], draw_idx[b]],
                          unit_weighted_losses(sample_loss[chain_idx[b][:, None], draw_idx[b]], groups,
                                               unit_weights[b], units), standardised)
-        for b in range(n_boot)
+        for b, phi_b in enumerate(_resampled_observables(observed, unit_weights, units) if per_program
+                                  else (phi for _ in range(n_boot)))
     ])
     return point, replicates
+
+
+def _resampled_observables(observed: np.ndarray, unit_weights: np.ndarray, units: np.ndarray, chunk: int = 128):
+    """φ [chains, draws, K] of each replicate's resample of the programs, one replicate at a time: the mean of the
+    per-program readings ``observed`` [chains, draws, N, K] weighted by their units' multiplicities, computed
+    ``chunk`` replicates per matrix product (memory stays at chunk x chains x draws x K)."""
+    chains, draws, n, k = observed.shape
+    by_program = np.moveaxis(np.asarray(observed, dtype=np.float64), 2, 0).reshape(n, -1)  # [N, chains*draws*K]
+    for start in range(0, unit_weights.shape[0], chunk):
+        weights = unit_weights[start:start + chunk, units]
+        weights = weights / weights.sum(axis=1, keepdims=True)
+        yield from (weights @ by_program).reshape(-1, chains, draws, k)
 
 
 def _percentile(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -394,6 +414,7 @@ def _covariance_estimates(study: Study, samples, readout: str = "code", with_all
     ``with_all`` adds the distribution of every read-out program (:data:`ALL_PROGRAMS`)."""
     from codedyn.experiments.influence import readout_losses, samples_of
     from codedyn.resample import resampling_units
+    from codedyn.sampling.observables import OBSERVED_BY_SAMPLE
 
     sampling = study.config.sampling
     for step, traces in study.posteriors():
@@ -402,7 +423,7 @@ def _covariance_estimates(study: Study, samples, readout: str = "code", with_all
         if with_all:
             groups[ALL_PROGRAMS] = np.ones(len(held), dtype=bool)
         names = [str(n) for n in traces["observable"].values]
-        observed = traces["observed"].values[traces["healthy"].values]
+        observed = traces[OBSERVED_BY_SAMPLE].values[traces["healthy"].values]  # [chains, draws, N, K]
         losses = readout_losses(traces, readout)
         # Each checkpoint gets its own resamples (seed + step): their replicates are stacked for max-T control.
         yield step, names, groups, {

@@ -3,7 +3,8 @@ of :data:`ARCHITECTURES` (keyed by the checkpoint config's ``model_type``; anyth
 sentence, never hooked by guesswork).
 
 Component observables for susceptibilities: for every attention head and every MLP, the norm of what the component
-writes into the residual stream, averaged over the real tokens of a fixed probe batch:
+writes into the residual stream, averaged over each sample's real tokens (per sample at every posterior draw,
+:mod:`codedyn.sampling.observables`):
 
 * head h of layer l: ‖z_h W_O[:, h]ᵀ‖ per token, z_h the head's attention output (the input of the attention output
   projection -- ``attention.dense`` (GPT-NeoX), ``attn.c_proj`` (GPT-2), ``self_attn.o_proj`` (Llama family) --
@@ -115,9 +116,69 @@ def component_names(model) -> list[str]:
     return names
 
 
+def component_hooks(model, captured: dict) -> list[tuple[object, Callable, bool]]:
+    """Hooks (for :func:`forward_hooks`) that store, at every forward pass, each layer's merged head outputs (the
+    attention output projection's input) under ``(layer, "heads")`` and its MLP output under ``(layer, "mlp")``."""
+    arch = architecture(model)
+
+    def head_hook(layer: int):
+        def hook(module, args):
+            captured[(layer, "heads")] = args[0]  # [B, T, H * d_head], the merged head outputs
+
+        return hook
+
+    def mlp_hook(layer: int):
+        def hook(module, args, output):
+            captured[(layer, "mlp")] = output[0] if isinstance(output, tuple) else output  # [B, T, D]
+
+        return hook
+
+    hooks = []
+    for index, layer in enumerate(_get(model, arch.blocks)):
+        hooks.append((_get(layer, arch.attention_out), head_hook(index), True))
+        hooks.append((_get(layer, arch.mlp), mlp_hook(index), False))
+    return hooks
+
+
+def sample_component_norms(model, captured: dict, attention_mask):
+    """[B, n_components] per sample (row) of the last forward pass :func:`component_hooks` captured: every head's
+    and MLP's output norm averaged over the row's real tokens, in :func:`component_names` order.
+
+    A head's norm ‖z_h W_Oᵀ[:, h]‖ is computed as √(z_h G_h z_hᵀ) with G_h = W_O,hᵀ W_O,h (d_head x d_head), so no
+    [B, T, H, D] tensor is built; the two agree to float32 round-off (tested against one head at a time)."""
+    import torch
+
+    arch = architecture(model)
+    layers = _get(model, arch.blocks)
+    heads, d_head = model.config.num_attention_heads, head_dim(model.config)
+    mask = attention_mask.to(torch.float32)
+    counts = mask.sum(dim=1)  # [B] real tokens per row
+
+    def row_mean(norms):  # [B, T] or [B, T, H] -> [B] or [B, H], mean over each row's real tokens
+        weights = mask if norms.dim() == 2 else mask[..., None]
+        total = (norms * weights).sum(dim=1)
+        return total / (counts if norms.dim() == 2 else counts[:, None])
+
+    values = []
+    for index, layer in enumerate(layers):
+        merged = captured[(index, "heads")].float()
+        batch, length, _ = merged.shape
+        z = merged.view(batch, length, heads, d_head)
+        weight = _get(layer, arch.attention_out).weight.float()
+        weight = weight.T if arch.conv1d else weight  # [D, H * d_head]
+        w_o = weight.reshape(-1, heads, d_head)  # [D, H, d_head]
+        gram = torch.einsum("ehd,ehf->hdf", w_o, w_o)  # [H, d_head, d_head]
+        squared = torch.einsum("bthd,hdf,bthf->bth", z, gram, z)
+        values.append(row_mean(squared.clamp_min(0).sqrt()))
+        values.append(row_mean(captured[(index, "mlp")].float().norm(dim=-1))[:, None])
+    return torch.cat(values, dim=1)
+
+
 @dataclass(frozen=True)
 class ComponentNorms:
-    """Observable φ(model): [n_components] mean output norms on a fixed probe batch."""
+    """Observable φ(model): [n_components] output norms on a fixed batch, each row's mean over its real tokens
+    averaged over the rows (every sample weighs the same, as in a posterior's per-sample readings,
+    :mod:`codedyn.sampling.observables`)."""
 
     input_ids: object  # LongTensor [B, T]
     attention_mask: object  # LongTensor [B, T], 1 on real tokens
@@ -125,50 +186,7 @@ class ComponentNorms:
     def __call__(self, model):
         import torch
 
-        with torch.no_grad():
-            return self._norms(model)
-
-    def _norms(self, model):
-        import torch
-
-        arch = architecture(model)
-        layers = _get(model, arch.blocks)
-        heads, d_head = model.config.num_attention_heads, head_dim(model.config)
-        mask = self.attention_mask.to(torch.float32)
-        captured: dict[tuple[int, str], object] = {}
-
-        def head_hook(layer: int):
-            def hook(module, args):
-                captured[(layer, "heads")] = args[0]  # [B, T, H * d_head], the merged head outputs
-
-            return hook
-
-        def mlp_hook(layer: int):
-            def hook(module, args, output):
-                captured[(layer, "mlp")] = output[0] if isinstance(output, tuple) else output  # [B, T, D]
-
-            return hook
-
-        hooks = []
-        for index, layer in enumerate(layers):
-            hooks.append((_get(layer, arch.attention_out), head_hook(index), True))
-            hooks.append((_get(layer, arch.mlp), mlp_hook(index), False))
-        with forward_hooks(hooks):
+        captured: dict = {}
+        with torch.no_grad(), forward_hooks(component_hooks(model, captured)):
             model(input_ids=self.input_ids, attention_mask=self.attention_mask)
-
-        def token_mean(norms):  # [B, T] or [B, T, H] -> mean over real tokens
-            weights = mask if norms.dim() == 2 else mask[..., None]
-            return (norms * weights).sum(dim=(0, 1)) / mask.sum()
-
-        values = []
-        for index, layer in enumerate(layers):
-            merged = captured[(index, "heads")].float()
-            batch, length, _ = merged.shape
-            z = merged.view(batch, length, heads, d_head)
-            weight = _get(layer, arch.attention_out).weight.float()
-            weight = weight.T if arch.conv1d else weight  # [D, H * d_head]
-            w_o = weight.reshape(-1, heads, d_head)  # [D, H, d_head]
-            per_head = torch.einsum("bthd,ehd->bthe", z, w_o).norm(dim=-1)  # [B, T, H]
-            values.append(token_mean(per_head))
-            values.append(token_mean(captured[(index, "mlp")].float().norm(dim=-1)).reshape(1))
-        return torch.cat(values)
+            return sample_component_norms(model, captured, self.attention_mask).mean(dim=0)

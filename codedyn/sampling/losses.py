@@ -158,11 +158,13 @@ def sample_losses(model, evalset: EvalSet):
     return out
 
 
-def sample_token_losses(model, evalset: EvalSet):
+def sample_token_losses(model, evalset: EvalSet, after_batch=None):
     """ℓ_i(w) [N] and the per-token losses behind them [N, max_scored] from one forward pass per batch.
 
     Row i of the token matrix holds sample i's scored tokens in order (entry t: the t-th code token), NaN after
     its last one; the mean of a row's real entries is ℓ_i up to float32 summation order (tested).
+    ``after_batch(batch)``, if given, runs after each batch's forward pass (hooks read what it captured:
+    :class:`codedyn.sampling.observables.Recording`).
     """
     import torch
 
@@ -178,6 +180,8 @@ def sample_token_losses(model, evalset: EvalSet):
             out[index] = losses.float()
             tokens[index[batch.scored_rows], batch.scored_slots] = per_token[batch.scored_rows,
                                                                              batch.scored_cols].float()
+            if after_batch is not None:
+                after_batch(batch)
     return out, tokens
 
 
@@ -210,7 +214,7 @@ def last_positions(attention_mask):
     return attention_mask.sum(dim=1) - 1
 
 
-def sample_token_verdict_losses(model, evalset: EvalSet, verdicts, wrong):
+def sample_token_verdict_losses(model, evalset: EvalSet, verdicts, wrong, after_batch=None):
     """ℓ_i(w) [N], the per-token losses [N, max_scored] (as :func:`sample_token_losses`), each sample's verdict
     loss [N] and its verdict margin [N], all from one forward pass per batch.
 
@@ -220,7 +224,8 @@ def sample_token_verdict_losses(model, evalset: EvalSet, verdicts, wrong):
     window already fits the training context, so the position read is one the model was trained at.
     The margin is log p(``verdicts[i]``) - log p(``wrong[i]``) at the same position: the right verdict's log-odds
     against the wrong one, blind to how much probability the two verdicts share.
-    ``verdicts``, ``wrong``: [N] token ids (sequences or arrays), in evalset order.
+    ``verdicts``, ``wrong``: [N] token ids (sequences or arrays), in evalset order; ``after_batch`` as in
+    :func:`sample_token_losses`.
     """
     import torch
 
@@ -247,4 +252,6 @@ def sample_token_verdict_losses(model, evalset: EvalSet, verdicts, wrong):
             right = logp.gather(1, targets[index][:, None])[:, 0]
             verdict[index] = -right
             margin[index] = right - logp.gather(1, others[index][:, None])[:, 0]
+            if after_batch is not None:
+                after_batch(batch)
     return out, tokens, verdict, margin

@@ -21,7 +21,8 @@ from codedyn.progress import SILENT, Progress
 from codedyn.runs.layout import UNIT_FILE, UNITS_DIR  # noqa: F401
 from codedyn.runs.store import is_completed, staging_dir, write_json
 from codedyn.sampling.losses import Readout, readout_context, readout_evalset, select_readout, with_precision
-from codedyn.sampling.sgld import Observable, evalset_readout, sample_posterior
+from codedyn.sampling.observables import OBSERVED_BY_SAMPLE, ReadoutObservables
+from codedyn.sampling.sgld import sample_posterior
 from codedyn.sampling.traces import load_traces, save_traces
 
 
@@ -100,10 +101,11 @@ def mix_planted_windows(windows: np.ndarray, tokenizer, toy, seed: int) -> np.nd
 
 
 # Every posterior unit records these observables, so influence, LLC and susceptibilities share one posterior.
-OBSERVABLES = ("components",)  # per-head and MLP output norms on the probe batch (codedyn.models.hooks)
-UNITS_FORMAT = 5  # bump when a change here changes what a unit stores (2: per-token losses and token metadata;
+OBSERVABLES = ("components",)  # per-head and MLP output norms of every read-out program (codedyn.sampling.observables)
+UNITS_FORMAT = 6  # bump when a change here changes what a unit stores (2: per-token losses and token metadata;
 # 3: readouts inside the training context, pairs in one shared window; 4: matched reference losses, own minibatch
-# order per chain, chain-health variables; 5: planted programs' verdict losses)
+# order per chain, chain-health variables; 5: planted programs' verdict losses; 6: observables per read-out program
+# from the readout's own forward passes, no probe batch)
 VERDICT_LOSS = "verdict_loss"  # the traces variable (chain, draw, sample) of the planted programs' verdict losses
 VERDICT_MARGIN = "verdict_margin"  # ... and of their right verdict's log-odds against the wrong one
 
@@ -164,32 +166,6 @@ def posterior_readout(checkpoint, dataset, config: SamplingConfig) -> Readout:
     return select_readout(checkpoint.tokenizer, readout_samples(dataset, config), context)
 
 
-def probe_observables(tokenizer, readout: Readout, config: SamplingConfig, device,
-                      sae_latents=None) -> dict[str, Observable]:
-    """Component norms on a fixed probe batch (``probe_samples`` read-out samples chosen with the readout seed, each
-    in its readout window) and, with ``sae_latents``, those SAE latents' activations on the same batch."""
-    import torch
-
-    from codedyn.data.tokenize import collate, encode_sample
-    from codedyn.models.hooks import ComponentNorms
-
-    samples = readout.samples
-    rng = np.random.default_rng(config.readout_rng_seed + 1)
-    rows = sorted(rng.choice(len(samples), min(config.probe_samples, len(samples)), replace=False))
-    encoded = [
-        encode_sample(tokenizer, samples["prompt"][r], samples["solution"][r], max_length=int(readout.lengths[r]))
-        for r in rows
-    ]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batch = collate(encoded, pad)
-    input_ids = torch.as_tensor(batch["input_ids"], device=device)
-    attention_mask = torch.as_tensor(batch["attention_mask"], device=device)
-    observables = {"components": ComponentNorms(input_ids, attention_mask)}
-    if sae_latents is not None:
-        observables.update(sae_latents.observables(input_ids, attention_mask, device=str(device)))
-    return observables
-
-
 def verdict_targets(tokenizer, samples) -> np.ndarray | None:
     """[N, 2] token ids of each read-out sample's right and wrong verdict (`` ok`` and `` bug`` for a correct
     program, the other way round for a buggy one) when every sample is a planted program (source ``planted``: its
@@ -204,18 +180,31 @@ def verdict_targets(tokenizer, samples) -> np.ndarray | None:
     return np.column_stack([np.where(correct, ok, bug), np.where(correct, bug, ok)]).astype(np.int64)
 
 
-def posterior_evalset_readout(evalset, verdicts: np.ndarray | None):
-    """The readout every posterior unit records: ℓ_i and the per-token losses, and with ``verdicts`` (planted
-    programs, :func:`verdict_targets`) each sample's verdict loss and verdict margin from the same forward pass,
-    recorded as :data:`VERDICT_LOSS` and :data:`VERDICT_MARGIN`."""
-    from codedyn.sampling.losses import sample_token_verdict_losses
+def posterior_evalset_readout(evalset, verdicts: np.ndarray | None, observables=None):
+    """The readout every posterior unit records: ℓ_i and the per-token losses, with ``verdicts`` (planted programs,
+    :func:`verdict_targets`) each sample's verdict loss and verdict margin, and with ``observables``
+    (:class:`codedyn.sampling.observables.ReadoutObservables`) each sample's component (and SAE latent) readings
+    [N, K], all from the same forward passes; recorded as :data:`VERDICT_LOSS`, :data:`VERDICT_MARGIN` and
+    :data:`codedyn.sampling.observables.OBSERVED_BY_SAMPLE`."""
+    from contextlib import nullcontext
 
-    if verdicts is None:
-        return evalset_readout(evalset, tokens=True)
+    from codedyn.sampling.losses import sample_token_losses, sample_token_verdict_losses
+    from codedyn.sampling.observables import OBSERVED_BY_SAMPLE
 
     def readout(model):
-        losses, tokens, verdict, margin = sample_token_verdict_losses(model, evalset, verdicts[:, 0], verdicts[:, 1])
-        return losses, tokens, {VERDICT_LOSS: verdict, VERDICT_MARGIN: margin}
+        with (observables.recording(model, evalset.n_samples) if observables is not None
+              else nullcontext()) as recording:
+            collect = recording.collect if recording is not None else None
+            if verdicts is None:
+                losses, tokens = sample_token_losses(model, evalset, after_batch=collect)
+                extras = {}
+            else:
+                losses, tokens, verdict, margin = sample_token_verdict_losses(model, evalset, verdicts[:, 0],
+                                                                              verdicts[:, 1], after_batch=collect)
+                extras = {VERDICT_LOSS: verdict, VERDICT_MARGIN: margin}
+        if recording is not None:
+            extras[OBSERVED_BY_SAMPLE] = recording.values
+        return losses, tokens, extras
 
     return readout
 
@@ -245,6 +234,15 @@ def token_metadata(tokenizer, readout: Readout, width: int) -> dict:
     return {"token_id": (dims, token_id), "token_start": (dims, start), "token_end": (dims, end),
             "token_text": (dims, text.astype(str)), "token_kind": (dims, kind.astype(str)),
             "token_in_mutation": (dims, in_mutation)}
+
+
+def with_sample_means(traces):
+    """``traces`` with ``observed`` (chain, draw, observable) and ``init_observed`` (observable): each observable of
+    the whole read-out set, the mean of its per-sample readings (:data:`OBSERVED_BY_SAMPLE`), as every analysis
+    that does not resample programs reads it."""
+    by_sample = traces[OBSERVED_BY_SAMPLE]
+    return traces.assign(observed=by_sample.mean("sample"),
+                         init_observed=traces[f"init_{OBSERVED_BY_SAMPLE}"].mean("sample"))
 
 
 def load_posterior(run_dir: Path, suite_name: str, step: int, dataset_hash: str, config: SamplingConfig,
@@ -285,18 +283,17 @@ def run_posterior(
     samples = readout.samples
     evalset = readout_evalset(tokenizer, readout, device=str(device))
     windows = sampling_windows(tokenizer, config, mix=mix).to(device)
-    observables = probe_observables(tokenizer, readout, config, device, sae_latents)
+    observables = ReadoutObservables.of(sae_latents, str(device))
     traces = sample_posterior(
         checkpoint.model, windows,
-        with_precision(posterior_evalset_readout(evalset, verdict_targets(tokenizer, samples)),
+        with_precision(posterior_evalset_readout(evalset, verdict_targets(tokenizer, samples), observables),
                        config.readout_precision),
-        config, observables=observables,
-        progress=progress, description=f"sampling step {checkpoint.step}",
+        config, progress=progress, description=f"sampling step {checkpoint.step}",
     )
     from codedyn.models.hooks import component_names
 
     names = component_names(checkpoint.model) + (sae_latents.names() if sae_latents is not None else [])
-    traces = traces.assign_coords(sample=samples["sample_id"].tolist(), observable=names)
+    traces = with_sample_means(traces.assign_coords(sample=samples["sample_id"].tolist(), observable=names))
     traces = traces.assign(token_metadata(tokenizer, readout, traces.sizes["token"]))
     traces.attrs.update({"suite": suite_name, "step": checkpoint.step, "dataset": dataset.card["hash"],
                          **{k: v for k, v in readout.record().items() if k != "readout_excluded_ids"},

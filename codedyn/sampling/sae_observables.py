@@ -1,13 +1,15 @@
 """SAE-latent components for Experiment 3: which latents of a checkpoint's Experiment-2 SAEs the posterior records.
 
-Every posterior draw already measures the head and MLP output norms on the probe batch; with SAE latents switched on
-(``susceptibility.sae_latents`` > 0) it also records, per SAE layer and chosen latent, two observables from one
-forward pass (:class:`SaeLatentReadings`):
+Every posterior draw already measures the head and MLP output norms of every read-out program; with SAE latents
+switched on (``susceptibility.sae_latents`` > 0) it also records, per SAE layer and chosen latent and per program,
+two readings from the same forward pass (:func:`codedyn.sampling.observables.sample_latent_readings`):
 
-* ``L<layer>.SAE<latent>``: the latent's activation at the **final token** of each probe sample (the position
-  Experiment 2 scores and selects latents on), averaged over the probe samples;
-* ``L<layer>.SAE<latent>.all_tokens``: its mean activation over all real tokens of the probe batch, a second,
-  differently defined observable kept for comparison. Recording every latent of every layer
+* ``L<layer>.SAE<latent>``: the latent's activation at the program's **final token** (the position Experiment 2
+  scores and selects latents on);
+* ``L<layer>.SAE<latent>.all_tokens``: its mean activation over the program's real tokens, a second, differently
+  defined observable kept for comparison.
+
+An observable of a set of programs is the mean of its programs' readings. Recording every latent of every layer
 would multiply the analysis cost by the SAE width for latents that mostly never fire on code, so the set is: the
 latents Experiment 2 chose (best / correct / incorrect predictor), then the eligible (non-general) latents with the
 largest |Welch t| between correct and incorrect samples on the *analysis* split, up to ``sae_latents`` per layer.
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-OBSERVABLE_PREFIX = "sae_L"  # observable keys "sae_L<layer>" sort after "components", as the stored names do
+OBSERVABLE_PREFIX = "sae_L"  # layers ordered by "sae_L<layer>" (the order the stored names have always had)
 
 
 READINGS = ("final_token", "all_tokens")
@@ -72,58 +74,26 @@ class SaeLatentSet:
         """Observable names in the order the sampler concatenates them (sorted keys; per layer the final-token
         readings ``L<layer>.SAE<latent>``, then the all-token means ``L<layer>.SAE<latent>.all_tokens``)."""
         return [name for key, layer in self._ordered()
-                for name in SaeLatentReadings.names_for(layer, self.latents[layer])]
+                for name in reading_names(layer, self.latents[layer])]
 
-    def observables(self, input_ids, attention_mask, device: str = "cpu") -> dict:
-        """Sampler observables ``{"sae_L<layer>": callable(model) -> [2 x n latents]}`` on the given probe batch
-        (right-padded: ``attention_mask`` marks each row's real tokens, the last of them its final token)."""
+    def readers(self, device: str = "cpu") -> list[tuple[int, object, tuple[int, ...]]]:
+        """``(layer, TopKSAE, latent indices)`` per SAE layer in the order of :meth:`names`, for
+        :class:`codedyn.sampling.observables.ReadoutObservables`."""
         from codedyn.models.sae import TopKSAE
 
-        return {key: SaeLatentReadings(TopKSAE.load(self.unit, layer, device), layer, input_ids, attention_mask,
-                                       tuple(self.latents[layer]))
-                for key, layer in self._ordered()}
+        return [(layer, TopKSAE.load(self.unit, layer, device), tuple(self.latents[layer]))
+                for _, layer in self._ordered()]
 
     def _ordered(self) -> list[tuple[str, int]]:
         return sorted((f"{OBSERVABLE_PREFIX}{layer}", layer) for layer in self.latents)
 
 
-@dataclass(frozen=True)
-class SaeLatentReadings:
-    """Observable φ(model) of the chosen latents of one SAE: [final-token means (n), all-token means (n)].
+def reading_names(layer: int, indices) -> list[str]:
+    """The names of one SAE layer's readings, in the order the readout records them: the final-token readings,
+    then the all-token means."""
+    from codedyn.models.sae import latent_name
 
-    One forward pass to ``layer``'s resid_post (hooks removed, no gradients); the final-token reading is the mean
-    over probe samples of each latent at the sample's last real token, the all-token one the mean over every real
-    token of the batch."""
-
-    sae: object  # codedyn.models.sae.TopKSAE
-    layer: int
-    input_ids: object  # LongTensor [B, T]
-    attention_mask: object  # LongTensor [B, T], 1 on real tokens (right padding)
-    indices: tuple[int, ...]
-
-    @staticmethod
-    def names_for(layer: int, indices) -> list[str]:
-        from codedyn.models.sae import latent_name
-
-        return [latent_name(layer, i) for i in indices] + [f"{latent_name(layer, i)}.all_tokens" for i in indices]
-
-    def __call__(self, model):
-        import torch
-
-        from codedyn.models.activations import resid_post
-
-        with torch.no_grad():
-            resid = resid_post(model, [self.layer], self.input_ids, self.attention_mask)[self.layer]  # [B, T, D]
-            sae = self.sae if self.sae.W_enc.device == resid.device else self.sae.to(resid.device)
-            chosen = torch.as_tensor(list(self.indices), device=resid.device)
-            z = sae.encode(resid.reshape(-1, resid.shape[-1]).float())[:, chosen]  # [B * T, n]
-            mask = self.attention_mask.to(resid.device)
-            final = mask.sum(dim=1) - 1  # the last real position of each row
-            rows = torch.arange(mask.shape[0], device=resid.device)
-            at_final = z.view(*mask.shape, -1)[rows, final].mean(dim=0)
-            weights = mask.reshape(-1).to(z.dtype)
-            all_tokens = (z * weights[:, None]).sum(dim=0) / weights.sum()
-            return torch.cat([at_final, all_tokens])
+    return [latent_name(layer, i) for i in indices] + [f"{latent_name(layer, i)}.all_tokens" for i in indices]
 
 
 def choose_latents(choices: dict, per_layer: int) -> dict[int, tuple[int, ...]]:

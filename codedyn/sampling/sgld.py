@@ -336,8 +336,9 @@ def sample_posterior(
     ``loss_fn(model, batch)`` gives per-token (or per-example) losses whose mean is the sampling loss;
     ``readout(model)`` gives the per-sample losses ℓ_i recorded at every draw (:func:`evalset_readout`), or the pair
     (ℓ_i, per-token losses [N, T], NaN-padded), recorded as ``token_loss`` (chain, draw, sample, token), or the
-    triple (ℓ_i, per-token losses, {name: [N]}) whose named per-sample readouts are recorded as ``name`` (chain,
-    draw, sample) beside ``sample_loss`` (and ``init_<name>`` at w*).
+    triple (ℓ_i, per-token losses, {name: [N] or [N, K]}) whose named per-sample readouts are recorded as ``name``
+    (chain, draw, sample), or (chain, draw, sample, observable) for per-sample observables
+    (:mod:`codedyn.sampling.observables`), beside ``sample_loss`` (and ``init_<name>`` at w*).
     ``param_masks``: sample only these parameters (devinterp's ``ParamMasks``: parameter name -> boolean mask of
     the entries that move, or None for the whole tensor); every other weight stays at w* (weight-restricted
     posteriors, :mod:`codedyn.sampling.restricted`). None samples every parameter.
@@ -377,7 +378,8 @@ def sample_posterior(
     token_loss = None if init_token_loss is None else torch.full(
         (chains, draws, *init_token_loss.shape), float("nan"), device=device
     )
-    extra = {name: torch.full((chains, draws, n), float("nan"), device=device) for name in init_extra}
+    extra = {name: torch.full((chains, draws, *values.shape), float("nan"), device=device)
+             for name, values in init_extra.items()}
     observed = torch.full((chains, draws, sum(obs_sizes)), float("nan"), device=device)
     health: list[ChainHealth] = []
     bar = progress.task(description, total=chains * n_steps)
@@ -482,8 +484,9 @@ def sample_posterior(
         dataset["init_token_loss"] = (("sample", "token"), init_token_loss.float().cpu().numpy())
         dataset = dataset.assign_coords(token=np.arange(init_token_loss.shape[1]))
     for name, values in extra.items():
-        dataset[name] = (("chain", "draw", "sample"), values.cpu().numpy())
-        dataset[f"init_{name}"] = (("sample",), init_extra[name].float().cpu().numpy())
+        dims = ("sample", "observable")[: init_extra[name].dim()]  # [N] per sample, [N, K] per-sample observables
+        dataset[name] = (("chain", "draw", *dims), values.cpu().numpy())
+        dataset[f"init_{name}"] = (dims, init_extra[name].float().cpu().numpy())
     if obs_names:
         labels = [f"{name}[{k}]" for name, size in zip(obs_names, obs_sizes, strict=True) for k in range(size)]
         dataset["observed"] = (("chain", "draw", "observable"), observed.cpu().numpy())

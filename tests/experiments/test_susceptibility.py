@@ -248,3 +248,52 @@ def test_intervals_that_resample_the_readout_units_cover_the_population_value():
         covered["draws"] += low <= 1.0 <= high
     assert covered["units"] / trials >= 0.8, covered
     assert covered["draws"] / trials <= 0.4, covered
+
+
+def _per_program_slopes(rng, n_units=12, per_unit=2, chains=4, draws=200):
+    """Per-program readings φ_i = b_u(i) s + noise and losses ℓ_i = -s + noise of one shared posterior direction
+    s ~ N(0, 1), with b_u ~ N(1, 1) per unit: the population χ = -Cov(mean φ, mean ℓ) is E[b] = 1, and a read-out
+    set of 12 units carries its own b̄ (sd 0.29), all of it in the observable."""
+    b = rng.normal(1.0, 1.0, size=n_units)
+    units = np.repeat(np.arange(n_units), per_unit)
+    shared = rng.normal(size=(chains, draws, 1))
+    phi = (b[units] * shared + 0.3 * rng.normal(size=(chains, draws, units.size)))[..., None]  # [c, d, N, 1]
+    losses = -shared + 0.3 * rng.normal(size=(chains, draws, units.size))
+    return phi, losses, units
+
+
+def test_per_program_observables_are_resampled_with_the_programs():
+    """With the observable read per program, a replicate's φ is the mean over the same resample of programs as its
+    L_j: the interval then covers the population χ at about its level, where holding φ at the read-out set's own
+    mean (only L_j resampled) leaves out the observable's share of the readout set's sampling error."""
+    from codedyn.experiments.susceptibility import unit_susceptibility_replicates
+
+    rng = np.random.default_rng(3)
+    covered = {"with": 0, "fixed": 0}
+    trials = 30
+    for trial in range(trials):
+        phi, losses, units = _per_program_slopes(rng)
+        groups = {"all": np.ones(units.size, dtype=bool)}
+        point, reps = unit_susceptibility_replicates(phi, losses, groups, units, 200, trial)
+        fixed_point, fixed_reps = unit_susceptibility_replicates(phi.mean(axis=2), losses, groups, units, 200, trial)
+        assert point[0, 0] == pytest.approx(fixed_point[0, 0])  # the same estimate, only the interval differs
+        for key, replicates in (("with", reps), ("fixed", fixed_reps)):
+            low, high = np.quantile(replicates[:, 0, 0], [0.025, 0.975])
+            covered[key] += low <= 1.0 <= high
+    assert covered["with"] / trials >= 0.8, covered
+    assert covered["fixed"] / trials <= 0.4, covered
+
+
+def test_resampled_observables_are_the_weighted_program_means_across_chunks():
+    from codedyn.experiments.susceptibility import _resampled_observables
+    from codedyn.resample import multiplicities
+
+    rng = np.random.default_rng(4)
+    observed = rng.normal(size=(3, 5, 8, 2))
+    units = np.array([0, 0, 1, 2, 2, 3, 4, 4])
+    weights = multiplicities(rng, 5, 7)
+    got = list(_resampled_observables(observed, weights, units, chunk=3))  # chunks of 3, 3 and 1 replicates
+    assert len(got) == 7
+    for b, phi in enumerate(got):
+        w = weights[b, units]
+        np.testing.assert_allclose(phi, np.einsum("n,cdnk->cdk", w, observed) / w.sum(), rtol=1e-12)

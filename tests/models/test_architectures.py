@@ -24,7 +24,7 @@ def mlp_norm(model, ids, mask, layer: int) -> float:
     captured = {}
     with forward_hooks([(mlp, lambda m, a, o: captured.setdefault("o", o), False)]), torch.no_grad():
         model(input_ids=ids, attention_mask=mask)
-    return float((captured["o"].norm(dim=-1) * mask).sum() / mask.sum())
+    return float(((captured["o"].norm(dim=-1) * mask).sum(dim=1) / mask.sum(dim=1)).mean())
 
 
 @pytest.mark.parametrize("kind", KINDS)

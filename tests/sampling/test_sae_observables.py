@@ -14,7 +14,7 @@ SAE_STUDY = {
     "suite": {"steps": [4, 12]},
     "emergence": {**TINY_EMERGENCE["emergence"], "init_from_previous": False},
     "sampling": {"chains": 2, "draws": 6, "burn_in": 2, "batch_size": 8, "sampling_windows": 64, "window_length": 33,
-                 "n_bootstrap": 50, "max_problems": None, "probe_samples": 6},
+                 "n_bootstrap": 50, "max_problems": None},
     "susceptibility": {"sae_latents": 5},
 }
 
@@ -60,10 +60,13 @@ def test_chosen_latents_start_with_experiment_2s_choice_and_follow_welch_t(sae_s
 def test_posterior_records_the_sae_latents_beside_heads_and_mlps(sae_study):
     import torch
 
+    from codedyn.data.tokenize import encode_sample
     from codedyn.experiments.posteriors import posterior_folder, study_sae_latents
     from codedyn.models.activations import final_token_residuals
+    from codedyn.models.hooks import ComponentNorms
     from codedyn.models.sae import SaeLatentMeans, TopKSAE
-    from codedyn.sampling.posterior import posterior_readout, probe_observables
+    from codedyn.sampling.observables import OBSERVED_BY_SAMPLE
+    from codedyn.sampling.posterior import posterior_readout
     from codedyn.sampling.traces import load_traces
 
     study, _ = sae_study
@@ -74,30 +77,41 @@ def test_posterior_records_the_sae_latents_beside_heads_and_mlps(sae_study):
     assert names[6:] == [name for layer in (0, 1) for name in
                          [f"L{layer}.SAE{i}" for i in latents.latents[layer]]
                          + [f"L{layer}.SAE{i}.all_tokens" for i in latents.latents[layer]]]
-    # The stored values at w* equal direct computations on the probe batch: the final-token reading from the
-    # residual Experiment 2 reads (its final token, same windows), the all-token one from SaeLatentMeans.
+    # The readings stored per read-out program at w* (taken by hooks in the readout's batched, padded forward
+    # passes) equal direct computations on each program alone: the final-token reading from the residual
+    # Experiment 2 reads (its final token, same windows), the all-token one and the component norms from a
+    # forward pass of that one program.
     checkpoint = study.suite.load(12)
-    config = study.config.sampling
-    readout = posterior_readout(checkpoint, study.dataset, config)
-    probe = probe_observables(checkpoint.tokenizer, readout, config, "cpu")["components"]
-    rows = sorted(np.random.default_rng(config.seed + 1).choice(len(readout.samples), config.probe_samples,
-                                                                replace=False))
-    probe_samples = readout.samples.iloc[rows]
-    resid = final_token_residuals(checkpoint.model, checkpoint.tokenizer, probe_samples["prompt"].tolist(),
-                                  probe_samples["solution"].tolist(), list(latents.latents),
-                                  readout.lengths[rows])
-    init = dict(zip(names, traces["init_observed"].values, strict=True))
+    readout = posterior_readout(checkpoint, study.dataset, study.config.sampling)
+    samples = readout.samples
+    assert traces["sample"].values.tolist() == samples["sample_id"].tolist()
+    init = traces[f"init_{OBSERVED_BY_SAMPLE}"].values  # [N, K]
+    column = {name: k for k, name in enumerate(names)}
+    resid = final_token_residuals(checkpoint.model, checkpoint.tokenizer, samples["prompt"].tolist(),
+                                  samples["solution"].tolist(), list(latents.latents), readout.lengths)
+    saes = {layer: TopKSAE.load(latents.unit, layer) for layer in latents.latents}
     for layer, indices in latents.latents.items():
-        sae = TopKSAE.load(latents.unit, layer)
         with torch.no_grad():
-            final = sae.encode(torch.as_tensor(resid[layer])).numpy()[:, list(indices)].mean(axis=0)
-        direct = SaeLatentMeans(sae, layer, probe.input_ids, probe.attention_mask)
-        all_tokens = direct(checkpoint.model).numpy()[list(indices)]
-        np.testing.assert_allclose([init[f"L{layer}.SAE{i}"] for i in indices], final, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose([init[f"L{layer}.SAE{i}.all_tokens"] for i in indices], all_tokens,
-                                   rtol=1e-5, atol=1e-7)
-    observed = traces["observed"].values[traces["healthy"].values]
-    assert np.isfinite(observed).all()
+            final = saes[layer].encode(torch.as_tensor(resid[layer])).numpy()[:, list(indices)]
+        np.testing.assert_allclose(init[:, [column[f"L{layer}.SAE{i}"] for i in indices]], final,
+                                   rtol=1e-5, atol=1e-6)
+    for row in (0, len(samples) // 2, len(samples) - 1):
+        one = encode_sample(checkpoint.tokenizer, samples["prompt"][row], samples["solution"][row],
+                            max_length=int(readout.lengths[row]))
+        ids = torch.as_tensor(one.input_ids)[None]
+        mask = torch.ones_like(ids)
+        np.testing.assert_allclose(init[row, :6], ComponentNorms(ids, mask)(checkpoint.model).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        for layer, indices in latents.latents.items():
+            all_tokens = SaeLatentMeans(saes[layer], layer, ids, mask)(checkpoint.model).numpy()[list(indices)]
+            np.testing.assert_allclose(init[row, [column[f"L{layer}.SAE{i}.all_tokens"] for i in indices]],
+                                       all_tokens, rtol=1e-5, atol=1e-7)
+    # φ of the read-out set is the mean of its programs' readings, at w* and at every draw.
+    np.testing.assert_allclose(traces["init_observed"].values, init.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(traces["observed"].values, traces[OBSERVED_BY_SAMPLE].mean("sample").values,
+                               rtol=1e-6)
+    observed = traces[OBSERVED_BY_SAMPLE].values[traces["healthy"].values]
+    assert observed.shape[2:] == (len(samples), len(names)) and np.isfinite(observed).all()
     # Readouts stay inside the toy suite's training context, and the posterior says how many mutants did not fit.
     assert readout.lengths.max() <= study.suite.context == traces.attrs["readout_context"]
     assert traces.attrs["readout_excluded"] == len(readout.excluded)

@@ -29,7 +29,6 @@ import time
 
 import numpy as np
 
-
 PROBE_SAMPLES = 16  # the former readout measured observables on a separate probe batch of this many samples
 
 
@@ -122,8 +121,8 @@ def main() -> None:
     results: dict = {"step": args.step, "sampling": config.model_dump(mode="json"), "modes": {}}
     for mode in args.modes.split(","):
         if mode == "before":
-            evalset, read, observables, samples = _before_readout(checkpoint.tokenizer, readout_samples(dataset, config),
-                                                            config)
+            evalset, read, observables, samples = _before_readout(
+                checkpoint.tokenizer, readout_samples(dataset, config), config)
             excluded = 0
         else:
             evalset, read, observables, readout = _after_readout(checkpoint, dataset, config)

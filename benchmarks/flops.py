@@ -23,8 +23,8 @@ Per checkpoint: chains x (burn_in + draws x steps_between_draws) SGLD steps of b
 per kept draw a read-out of every read-out sample (max_problems x (1 + mutants_per_problem) samples, counted at
 max_readout_tokens each, default the model's 2048-token context: an upper bound), whose forward passes also give
 the per-program observables (head norms as quadratic forms with each head's d_head x d_head Gram matrix, 2·d·d_head
-per token and layer with d_head = 64, an upper bound for these sizes; MLP norms 2·d); once per checkpoint the reference losses (reference_batches x
-batch_size windows) and the initial read-out.
+per token and layer with d_head = 64, an upper bound for these sizes; MLP norms 2·d); once per checkpoint the
+reference losses (reference_batches x batch_size windows) and the initial read-out.
 SAE (Experiment 2): harvest train_tokens activations (a forward pass) and train epochs passes, per read layer.
 """
 

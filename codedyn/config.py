@@ -347,9 +347,10 @@ class SamplingConfig(Frozen):
     Reading out every sample at every draw is the dominant cost; 50 problems give the ~100 samples the
     influence and susceptibility estimates need."""
     max_readout_tokens: int | None = Field(None, ge=8)
-    """Longest readout window (losses, per-token losses, per-program observables); None = the suite's training context (toy:
-    ``toy.context``, Pythia: 2048), a larger value is refused. A longer sample is read in one window ending at the
-    end of its code, shared with its pair; a mutant whose change does not fit is left out and counted."""
+    """Longest readout window (losses, per-token losses, per-program observables); None = the suite's training
+    context (toy: ``toy.context``, Pythia: 2048), a larger value is refused. A longer sample is read in one window
+    ending at the end of its code, shared with its pair; a mutant whose change does not fit is left out and
+    counted."""
     n_bootstrap: int = Field(1000, ge=10)
     """Bootstrap replicates behind every confidence interval."""
     seed: int = 0

@@ -12,7 +12,10 @@ equivalence margin calibrated on declared null twins (:mod:`codedyn.analysis.mar
 * **co-movement**: Spearman ρ with the verdict contrast after the data onset, with its interval; on the null twin
   the same number against the organism's verdict contrast, which must cover zero;
 * **shape**: the curve's sharp / gradual / non-monotonic / no change call from the run's one family of shape calls
-  (:func:`codedyn.analysis.verdicts.study_family`), the same call the report's verdict table shows.
+  (:func:`codedyn.analysis.verdicts.study_family`), the same call the report's verdict table shows;
+* **why a method misses it** (:func:`method_readings`): for every method none of whose curves finds the emergence,
+  its largest correctness-specific change (the organism's change less the null twin's, in margins) against its noise
+  floor at ten times the draws, so a thesis can say whether the method is blind or the estimate too noisy.
 
 A run without a known onset (Pythia, HumanEval) gets the onset calls against its first checkpoint and no relation.
 Computed from stored tables in well under a second per run; :func:`write_yardstick` stores it as
@@ -21,6 +24,7 @@ Computed from stored tables in well under a second per run; :func:`write_yardsti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from codedyn.analysis.signals import SignalSources
 from codedyn.runs.layout import YARDSTICK_FILE
 
 VALIDATION_DIR = "validation"
+DRAWS_MULTIPLE = 10  # the multiple of the draws at which a method that misses the emergence gets its noise floor
 
 
 @dataclass
@@ -105,7 +110,8 @@ class Yardstick:
                 "null": None if self.null_dir is None else {
                     "run": str(self.null_dir), "seeds": self.null_seeds,
                     "emergence": None if self.null_emergence is None else self.null_emergence.to_dict()},
-                "signals": [s.to_dict() for s in self.signals]}
+                "signals": [s.to_dict() for s in self.signals],
+                "methods_that_miss": [m.to_dict() for m in method_readings(self)]}
 
 
 def _call_from_dict(found: dict | None) -> OnsetCall | None:
@@ -184,6 +190,78 @@ def yardstick(run_dir: Path, sources: SignalSources, null_dir: Path | None = Non
             comovement(twin.curve, truth.curve, onset) if twin is not None and truth is not None else None))
     return Yardstick(run_dir, steps, onset, emergence, rows, family, margins, run_seeds(suite_record_of(run_dir)),
                      null_dir, null_emergence, null_seeds)
+
+
+def method_of(row: SignalRow) -> str:
+    """The method a curve belongs to, as a thesis would name it: Experiment 2's probe and SAE best latent are two
+    methods on the same activations, the LLC is not Experiment 1's BIF."""
+    if row.name.startswith("SAE best latent"):
+        return "Experiment 2, SAE best latent"
+    if row.name.startswith("probe"):
+        return "Experiment 2, probe"
+    if row.name == "LLC":
+        return "LLC"
+    return {"influence": "Experiment 1, BIF", "susceptibility": "Experiment 3, χ"}.get(row.source, row.name)
+
+
+@dataclass(frozen=True)
+class MethodReading:
+    """Why a method whose curves all miss the emergence misses it, read from its most telling curve: the one whose
+    change after the baseline exceeds its null twin's by the most. Every number is in units of that curve's margin,
+    so curves of different scales compare."""
+
+    method: str
+    curve: str
+    curves: int  # the method's curves in the table
+    organism: float  # the curve's largest |change| after the baseline on the organism
+    null: float  # ... on the null twin
+    noise: float  # its noise: the z·SE of its change at its quietest checkpoint (OnsetCall.noise)
+
+    @property
+    def effect(self) -> float:
+        """The correctness-specific change: what the organism's change has beyond the null twin's."""
+        return self.organism - self.null
+
+    @property
+    def noise_floor(self) -> float:
+        """The noise at :data:`DRAWS_MULTIPLE` times the draws if all of it were Monte Carlo error (which shrinks
+        as 1/√draws); the read-out programs' sampling error does not shrink, so this is a lower bound."""
+        return self.noise / math.sqrt(DRAWS_MULTIPLE)
+
+    @property
+    def blind(self) -> bool:
+        """Its correctness-specific change is within even the floor: more draws cannot show it."""
+        return self.effect <= self.noise_floor
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "effect": self.effect, "noise_floor": self.noise_floor, "blind": self.blind,
+                "draws_multiple": DRAWS_MULTIPLE}
+
+
+def method_readings(found: Yardstick) -> list[MethodReading]:
+    """A :class:`MethodReading` for every method none of whose curves finds the emergence (an onset where the null
+    twin has none), on an organism run whose emergence was detected and whose null twin was found; [] otherwise.
+    Curves without a margin, a noise figure or a null twin's change cannot be read and are left out."""
+    if found.emergence is None or found.emergence.kind != "onset" or found.null_dir is None:
+        return []
+    by_method: dict[str, list[SignalRow]] = {}
+    for row in found.signals:
+        by_method.setdefault(method_of(row), []).append(row)
+    readings = []
+    for method, rows in by_method.items():
+        if any(r.call.kind == "onset" and not r.null_departs for r in rows):
+            continue
+        candidates = []
+        for r in rows:
+            margin, twin = r.call.margin, r.null_call
+            numbers = (r.call.change, r.call.noise, None if twin is None else twin.change)
+            if not margin or any(x is None or not math.isfinite(x) for x in numbers):
+                continue
+            candidates.append(MethodReading(method, r.name, len(rows), abs(r.call.change) / margin,
+                                            abs(twin.change) / margin, r.call.noise / margin))
+        if candidates:
+            readings.append(max(candidates, key=lambda m: m.effect))
+    return readings
 
 
 def table(found: Yardstick):

@@ -252,3 +252,37 @@ def test_the_yardstick_is_stored_and_loads_in_a_notebook(runs):
     stored = json.loads((organism / "validation" / "yardstick.json").read_text())
     assert stored["emergence"]["bracket"] == [3000, 4000] and stored["held_out"] is True
     assert run.yardstick().emergence.bracket == [3000, 4000]
+
+
+def test_methods_that_miss_the_emergence_are_read_as_blind_or_too_noisy(runs):
+    """Every method none of whose curves finds the emergence gets its correctness-specific change (organism less
+    null twin, in margins) against its noise floor at 10x the draws; methods that find it get none."""
+    from codedyn.analysis.yardstick import DRAWS_MULTIPLE, MethodReading, method_readings
+
+    organism, _ = runs
+    found = yardstick(organism, signal_sources())
+    readings = {m.method: m for m in method_readings(found)}
+    # the probe and Experiment 3 (L0.H0) find it; the best latent, the BIF, the LLC and the loss gap do not
+    assert set(readings) == {"Experiment 2, SAE best latent", "Experiment 1, BIF", "LLC",
+                             "loss gap at the mutated tokens"}
+    latent = readings["Experiment 2, SAE best latent"]  # the same data-onset drift on both runs
+    assert latent.curve == "SAE best latent AUROC, layer 1" and latent.curves == 1
+    assert latent.organism == pytest.approx(latent.null, abs=0.25) and latent.blind
+    llc = readings["LLC"]  # the same jump at the data onset on both runs, inside the margin that absorbed it
+    assert llc.organism > 0.4 and llc.effect == pytest.approx(0.0, abs=1e-9) and llc.blind
+    # the numbers are the calls' own: |change| / margin and noise / margin
+    row = next(r for r in found.signals if r.name == latent.curve)
+    assert latent.organism == pytest.approx(abs(row.call.change) / row.call.margin)
+    assert latent.null == pytest.approx(abs(row.null_call.change) / row.call.margin)
+    assert latent.noise_floor == pytest.approx(row.call.noise / row.call.margin / DRAWS_MULTIPLE ** 0.5)
+    sentences = " ".join(answer_sentences(found))
+    assert "Experiment 2, SAE best latent does not find it" in sentences and "blind at these settings" in sentences
+    stored = json.loads(json.dumps(found.to_dict()))["methods_that_miss"]  # what yardstick.json holds
+    assert {m["method"] for m in stored} == set(readings) and all("noise_floor" in m for m in stored)
+    # a change beyond the null twin's that exceeds the floor is called possibly too noisy, not blind
+    noisy = MethodReading("m", "c", 1, organism=0.9, null=0.1, noise=1.5)
+    assert noisy.effect == pytest.approx(0.8) and noisy.noise_floor == pytest.approx(1.5 / 10 ** 0.5)
+    assert not noisy.blind
+    assert MethodReading("m", "c", 1, organism=0.4, null=0.5, noise=0.1).blind  # less than the twin: blind
+    # without a null twin there is nothing to read a correctness-specific change against
+    assert method_readings(replace(found, null_dir=None)) == []

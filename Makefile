@@ -11,10 +11,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
-	@# umap-learn's numba code, compiled once into the cache home (as pip byte-compiles Python): ~25 CPU s here,
-	@# instead of in the embryology of every first study (and of the null twin's beside it).
-	$(BIN)/python -W ignore -c "from codedyn.experiments.embryology import compile_umap; compile_umap()"
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e '.[dev]'
+	@# Byte-compile what a study imports (not all ~20,000 installed modules, half of pip's time) and umap-learn's
+	@# numba code into the cache home, once, instead of in every study's processes (codedyn/warmup.py).
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -W ignore -m codedyn.warmup
 	touch $(STAMP)
 
 install: $(STAMP)

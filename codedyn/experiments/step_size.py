@@ -92,7 +92,12 @@ def posterior_estimates(study: Study, traces, n_boot: int, seed: int) -> dict[st
         readouts_of,
         samples_of,
     )
-    from codedyn.experiments.susceptibility import ALL_PROGRAMS, sample_groups, unit_susceptibility_replicates
+    from codedyn.experiments.susceptibility import (
+        ALL_PROGRAMS,
+        program_readings,
+        sample_groups,
+        unit_susceptibility_replicates,
+    )
     from codedyn.resample import resampling_units
 
     held = samples_of(study.readout_samples(), traces)
@@ -104,7 +109,7 @@ def posterior_estimates(study: Study, traces, n_boot: int, seed: int) -> dict[st
     groups = {**sample_groups(held), ALL_PROGRAMS: np.ones(len(held), dtype=bool)}
     order = list(groups)
     correct, incorrect, every = order.index("correct"), order.index("incorrect"), order.index(ALL_PROGRAMS)
-    observed = traces["observed"].values[traces["healthy"].values]
+    observed = program_readings(traces)
     names = [str(n) for n in traces["observable"].values]
     for readout in readouts_of(traces):
         chi, reps = unit_susceptibility_replicates(observed, readout_losses(traces, readout), groups,

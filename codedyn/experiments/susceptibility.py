@@ -157,6 +157,14 @@ def _resampled_observables(observed: np.ndarray, unit_weights: np.ndarray, units
         yield from (weights @ by_program).reshape(-1, chains, draws, k)
 
 
+def program_readings(traces) -> np.ndarray:
+    """[healthy chains, draws, N, K] every read-out program's observable readings (the input of
+    :func:`unit_susceptibility_replicates`)."""
+    from codedyn.sampling.observables import OBSERVED_BY_SAMPLE
+
+    return traces[OBSERVED_BY_SAMPLE].values[traces["healthy"].values]
+
+
 def _percentile(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     alpha = (1 - level) / 2
     low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
@@ -414,7 +422,6 @@ def _covariance_estimates(study: Study, samples, readout: str = "code", with_all
     ``with_all`` adds the distribution of every read-out program (:data:`ALL_PROGRAMS`)."""
     from codedyn.experiments.influence import readout_losses, samples_of
     from codedyn.resample import resampling_units
-    from codedyn.sampling.observables import OBSERVED_BY_SAMPLE
 
     sampling = study.config.sampling
     for step, traces in study.posteriors():
@@ -423,7 +430,7 @@ def _covariance_estimates(study: Study, samples, readout: str = "code", with_all
         if with_all:
             groups[ALL_PROGRAMS] = np.ones(len(held), dtype=bool)
         names = [str(n) for n in traces["observable"].values]
-        observed = traces[OBSERVED_BY_SAMPLE].values[traces["healthy"].values]  # [chains, draws, N, K]
+        observed = program_readings(traces)
         losses = readout_losses(traces, readout)
         # Each checkpoint gets its own resamples (seed + step): their replicates are stacked for max-T control.
         yield step, names, groups, {

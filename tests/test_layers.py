@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # lowest first; a module be
     ("report", ("codedyn.report",)),
     ("runs", ("codedyn.runs",)),
     ("pipeline", ("codedyn.pipeline",)),
-    ("cli", ("codedyn.cli",)),
+    ("cli", ("codedyn.cli", "codedyn.warmup")),  # the entry points: the command line and the install's warm-up
 )
 
 # (importer, imported): why it is still there. Remove an entry when the import goes.

@@ -2,16 +2,19 @@
 
 Usage:
   CODEDYN_HOME=<cache> .venv/bin/python benchmarks/bench_more_draws.py --run ORGANISM_RUN --null NULL_RUN
-      --baseline 2000 --final 7000 [--multiple 10] [--out more_draws.json]
-  .venv/bin/python benchmarks/bench_more_draws.py --summarise more_draws.json
+      --baseline 2000 --finals 4000,7000 [--multiple 10] [--seed-offset 1000] [--which organism|null]
+      [--out more_draws.json]
+  .venv/bin/python benchmarks/bench_more_draws.py --summarise more_draws.json [more.json ...]
 
-For the organism and its null twin, samples the posteriors of two checkpoints (the last before the planted data
-onset and the final one) with ``--multiple`` times the run's draws per chain (the run's sampling settings otherwise,
-its training mix included; heads and MLPs only, no SAE latents) in a folder of their own (``<RUN>/more_draws/``), and
-reads every reported quantity of both (:func:`codedyn.experiments.step_size.posterior_estimates`) at the run's
-draws (the same settings, sampled into the same folder) and at the multiple. Per quantity it reports the change
-from the baseline to the final checkpoint with its standard error (from the 95% intervals), on the organism and
-on the twin, at both draw counts; per family (every component's standardised χ contrast on a readout, the BIF
+For the organism and its null twin, samples the posteriors of a baseline checkpoint (the verdict readouts' baseline:
+the first after the planted data onset) and later ones with ``--multiple`` times the run's draws per chain and a
+sampler seed ``--seed-offset`` away from the run's (chains independent of the run's own; the readout seed held, so
+the same programs are read out), the run's sampling settings otherwise (its training mix included; heads and MLPs
+only, no SAE latents), in a folder of their own (``<RUN>/more_draws/``). It reads every reported quantity of each
+(:func:`codedyn.experiments.step_size.posterior_estimates`) at the run's draws (the same settings and seed, sampled
+into the same folder) and at the multiple. Per quantity it reports the change from the baseline to each later
+checkpoint with its standard error (from the 95% intervals), on the organism and on the twin, at both draw counts;
+per family (every component's standardised χ contrast on a readout, the BIF
 contrasts on a readout) how many changes exclude zero at 95% on each run, the largest organism change against the
 twin's, and the median ratio of the standard errors (√multiple when all of it is Monte Carlo error; less when the
 read-out programs' sampling error, which more draws do not shrink, is a share of it).
@@ -30,9 +33,10 @@ import numpy as np
 Z = 1.959963984540054
 
 
-def estimates(run: Path, steps: list[int], multiple: int) -> dict[str, dict[str, dict[int, list[float]]]]:
+def estimates(run: Path, steps: list[int], multiple: int, seed_offset: int
+              ) -> dict[str, dict[str, dict[int, list[float]]]]:
     """``{"base" | "more": {quantity: {step: [value, low, high]}}}`` of one run's posteriors at its draws and at
-    ``multiple`` times them."""
+    ``multiple`` times them (with the sampler seed ``seed_offset`` away)."""
     from codedyn.config import updated
     from codedyn.experiments.posteriors import training_mix
     from codedyn.experiments.step_size import posterior_estimates
@@ -45,7 +49,9 @@ def estimates(run: Path, steps: list[int], multiple: int) -> dict[str, dict[str,
     study = prepare_study(config, out_dir)
     base = study.config.sampling
     found: dict[str, dict[str, dict[int, list[float]]]] = {"base": {}, "more": {}}
-    for label, sampling in (("base", base), ("more", base.model_copy(update={"draws": base.draws * multiple}))):
+    more = base.model_copy(update={"draws": base.draws * multiple, "seed": base.seed + seed_offset,
+                                   "readout_seed": base.readout_rng_seed})
+    for label, sampling in (("base", base), ("more", more)):
         for step in steps:
             checkpoint = study.suite.load(step, device=study.config.suite.device)
             started = time.perf_counter()
@@ -58,10 +64,11 @@ def estimates(run: Path, steps: list[int], multiple: int) -> dict[str, dict[str,
     return found
 
 
-def changes(found: dict[str, dict[int, list[float]]], baseline: int, final: int) -> dict[str, tuple[float, float]]:
+def changes(found: dict[str, dict], baseline: int, final: int) -> dict[str, tuple[float, float]]:
     """``{quantity: (change, se)}`` from ``baseline`` to ``final``, the se from the two 95% intervals' widths."""
     out = {}
     for name, by_step in found.items():
+        by_step = {int(k): v for k, v in by_step.items()}  # steps are strings once stored as JSON
         (v0, l0, h0), (v1, l1, h1) = by_step[baseline], by_step[final]
         se = math.hypot((h0 - l0) / (2 * Z), (h1 - l1) / (2 * Z))
         if math.isfinite(v0) and math.isfinite(v1) and math.isfinite(se):
@@ -80,33 +87,35 @@ def family_of(name: str) -> str | None:
 
 
 def summarise(result: dict) -> list[dict]:
-    """One row per family: the count of changes excluding zero on each run and at each draw count, the largest
-    |change| / se on the organism and the twin, and the median se ratio (base / more)."""
+    """One row per (family, later checkpoint): the count of changes excluding zero on each run and at each draw
+    count, the largest |change| / se on the organism and the twin, and the median se ratio (base / more)."""
     rows = []
-    per_run = {run: {label: changes(result[run][label], result["baseline"], result["final"])
-                     for label in ("base", "more")} for run in ("organism", "null")}
-    families = sorted({f for name in per_run["organism"]["more"] if (f := family_of(name))})
-    for family in families:
-        row: dict = {"family": family}
-        for run in ("organism", "null"):
-            for label in ("base", "more"):
-                found = {k: v for k, v in per_run[run][label].items() if family_of(k) == family}
-                z = [abs(c) / se for c, se in found.values() if se > 0]
-                row[f"{run}_{label}_n"] = len(found)
-                row[f"{run}_{label}_excluding_zero"] = int(sum(x > Z for x in z))
-                row[f"{run}_{label}_largest_z"] = max(z) if z else float("nan")
-            ratios = [per_run[run]["base"][k][1] / se for k, (_, se) in per_run[run]["more"].items()
-                      if family_of(k) == family and k in per_run[run]["base"] and se > 0]
-            row[f"{run}_se_ratio"] = float(np.median(ratios)) if ratios else float("nan")
-        rows.append(row)
+    for final in result["finals"]:
+        per_run = {run: {label: changes(result[run][label], result["baseline"], final) for label in ("base", "more")}
+                   for run in ("organism", "null")}
+        families = sorted({f for name in per_run["organism"]["more"] if (f := family_of(name))})
+        for family in families:
+            row: dict = {"family": family, "final": final}
+            for run in ("organism", "null"):
+                for label in ("base", "more"):
+                    found = {k: v for k, v in per_run[run][label].items() if family_of(k) == family}
+                    z = [abs(c) / se for c, se in found.values() if se > 0]
+                    row[f"{run}_{label}_n"] = len(found)
+                    row[f"{run}_{label}_excluding_zero"] = int(sum(x > Z for x in z))
+                    row[f"{run}_{label}_largest_z"] = max(z) if z else float("nan")
+                ratios = [per_run[run]["base"][k][1] / se for k, (_, se) in per_run[run]["more"].items()
+                          if family_of(k) == family and k in per_run[run]["base"] and se > 0]
+                row[f"{run}_se_ratio"] = float(np.median(ratios)) if ratios else float("nan")
+            rows.append(row)
     return rows
 
 
 def print_summary(rows: list[dict], multiple: int) -> None:
-    print(f"{'family':34s} | organism: excl. 0 (base / {multiple}x), largest |z| (base / {multiple}x) | "
-          f"null twin: the same | se ratio (organism, twin)")
+    print(f"{'family, baseline -> step':42s} | organism: excl. 0 (base / {multiple}x), largest |z| "
+          f"(base / {multiple}x) | null twin: the same | se ratio (organism, twin)")
     for r in rows:
-        print(f"{r['family']:34s} | {r['organism_base_excluding_zero']}/{r['organism_base_n']} / "
+        label = f"{r['family']} -> {r['final']}"
+        print(f"{label:42s} | {r['organism_base_excluding_zero']}/{r['organism_base_n']} / "
               f"{r['organism_more_excluding_zero']}/{r['organism_more_n']}, {r['organism_base_largest_z']:.1f} / "
               f"{r['organism_more_largest_z']:.1f} | {r['null_base_excluding_zero']}/{r['null_base_n']} / "
               f"{r['null_more_excluding_zero']}/{r['null_more_n']}, {r['null_base_largest_z']:.1f} / "
@@ -118,8 +127,9 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None)
     parser.add_argument("--null", type=Path, default=None)
     parser.add_argument("--baseline", type=int, default=None)
-    parser.add_argument("--final", type=int, default=None)
+    parser.add_argument("--finals", default=None, help="later checkpoints, comma-separated")
     parser.add_argument("--multiple", type=int, default=10)
+    parser.add_argument("--seed-offset", type=int, default=1000)
     parser.add_argument("--which", choices=("both", "organism", "null"), default="both",
                         help="sample one run only (two processes can then share the work); --out gets its half")
     parser.add_argument("--out", type=Path, default=None)
@@ -133,14 +143,14 @@ def main() -> None:
         rows = summarise(result)
         print_summary(rows, result["multiple"])
         return
-    if None in (args.run, args.null, args.baseline, args.final):
-        parser.error("--run, --null, --baseline and --final are needed to sample (or give --summarise)")
-    steps = [args.baseline, args.final]
-    result = {"baseline": args.baseline, "final": args.final, "multiple": args.multiple,
+    if None in (args.run, args.null, args.baseline, args.finals):
+        parser.error("--run, --null, --baseline and --finals are needed to sample (or give --summarise)")
+    finals = [int(s) for s in args.finals.split(",") if s]
+    result = {"baseline": args.baseline, "finals": finals, "multiple": args.multiple, "seed_offset": args.seed_offset,
               "runs": {"organism": str(args.run), "null": str(args.null)}}
     for label, run in (("organism", args.run), ("null", args.null)):
         if args.which in ("both", label):
-            result[label] = estimates(run, steps, args.multiple)
+            result[label] = estimates(run, [args.baseline, *finals], args.multiple, args.seed_offset)
     if args.which == "both":
         print_summary(summarise(result), args.multiple)
     if args.out:

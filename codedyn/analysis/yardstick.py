@@ -15,7 +15,8 @@ equivalence margin calibrated on declared null twins (:mod:`codedyn.analysis.mar
   (:func:`codedyn.analysis.verdicts.study_family`), the same call the report's verdict table shows;
 * **why a method misses it** (:func:`method_readings`): for every method none of whose curves finds the emergence,
   its largest correctness-specific change (the organism's change less the null twin's, in margins) against its noise
-  floor at ten times the draws, so a thesis can say whether the method is blind or the estimate too noisy.
+  floor at ten times the draws (posterior estimates) or the programs (classifier and behaviour read-outs), so a
+  thesis can say whether the method is blind or the estimate too noisy.
 
 A run without a known onset (Pythia, HumanEval) gets the onset calls against its first checkpoint and no relation.
 Computed from stored tables in well under a second per run; :func:`write_yardstick` stores it as
@@ -43,7 +44,8 @@ from codedyn.analysis.signals import SignalSources
 from codedyn.runs.layout import YARDSTICK_FILE
 
 VALIDATION_DIR = "validation"
-DRAWS_MULTIPLE = 10  # the multiple of the draws at which a method that misses the emergence gets its noise floor
+MORE = 10  # the multiple of the draws (or programs) at which a method that misses the emergence gets its noise floor
+POSTERIOR_SOURCES = ("influence", "susceptibility")  # estimates whose noise is the posterior draws' Monte Carlo error
 
 
 @dataclass
@@ -216,6 +218,7 @@ class MethodReading:
     organism: float  # the curve's largest |change| after the baseline on the organism
     null: float  # ... on the null twin
     noise: float  # its noise: the z·SE of its change at its quietest checkpoint (OnsetCall.noise)
+    resampled: str = "draws"  # what its noise is the sampling error of: posterior "draws", or read-out "programs"
 
     @property
     def effect(self) -> float:
@@ -224,9 +227,10 @@ class MethodReading:
 
     @property
     def noise_floor(self) -> float:
-        """The noise at :data:`DRAWS_MULTIPLE` times the draws if all of it were Monte Carlo error (which shrinks
-        as 1/√draws); the read-out programs' sampling error does not shrink, so this is a lower bound."""
-        return self.noise / math.sqrt(DRAWS_MULTIPLE)
+        """The noise at :data:`MORE` times the draws (or programs) if all of it were their sampling error, which
+        shrinks as 1/√n; the rest of it (the read-out programs' for a posterior estimate, training's for a
+        classifier) does not shrink, so this is a lower bound."""
+        return self.noise / math.sqrt(MORE)
 
     @property
     def blind(self) -> bool:
@@ -235,7 +239,7 @@ class MethodReading:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "effect": self.effect, "noise_floor": self.noise_floor, "blind": self.blind,
-                "draws_multiple": DRAWS_MULTIPLE}
+                "multiple": MORE}
 
 
 def method_readings(found: Yardstick) -> list[MethodReading]:
@@ -258,7 +262,8 @@ def method_readings(found: Yardstick) -> list[MethodReading]:
             if not margin or any(x is None or not math.isfinite(x) for x in numbers):
                 continue
             candidates.append(MethodReading(method, r.name, len(rows), abs(r.call.change) / margin,
-                                            abs(twin.change) / margin, r.call.noise / margin))
+                                            abs(twin.change) / margin, r.call.noise / margin,
+                                            "draws" if r.source in POSTERIOR_SOURCES else "programs"))
         if candidates:
             readings.append(max(candidates, key=lambda m: m.effect))
     return readings

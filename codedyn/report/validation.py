@@ -17,7 +17,7 @@ from typing import Any
 
 from codedyn.analysis.curves import chi_group
 from codedyn.analysis.onset import OnsetCall
-from codedyn.analysis.yardstick import DRAWS_MULTIPLE, MethodReading, SignalRow, Yardstick, method_readings
+from codedyn.analysis.yardstick import MORE, MethodReading, SignalRow, Yardstick, method_readings
 
 _KIND_WORDS = {"onset": "onset", "flat": "flat", "not_detected": "not detected", "untestable": "not tested"}
 SOURCE_NAMES = {"behaviour": "behaviour", "emergence": "Experiment 2", "influence": "Experiment 1",
@@ -280,16 +280,18 @@ def answer_sentences(found: Yardstick) -> list[str]:
 
 
 def reading_sentence(m: MethodReading) -> str:
-    """Why a method misses the emergence, in one sentence: blind, or too noisy at these draws."""
+    """Why a method misses the emergence, in one sentence: blind, or too noisy at these draws (or programs)."""
+    why = ("Monte Carlo error shrinks as 1/√draws, the read-out programs' sampling error does not" if
+           m.resampled == "draws" else "the programs' sampling error shrinks as 1/√programs, training noise does not")
     text = (f"{m.method} does not find it: its most telling curve ({m.curve}, of {m.curves}) changes by "
             f"{m.organism:.2f} margins on the organism and {m.null:.2f} on the null twin, a correctness-specific "
             f"change of {m.effect:+.2f} against a noise of {m.noise:.2f} now and at least {m.noise_floor:.2f} at "
-            f"{DRAWS_MULTIPLE}x the draws (Monte Carlo error shrinks as 1/√draws, the read-out programs' does not): ")
+            f"{MORE}x the {m.resampled} ({why}): ")
     if m.blind:
-        text += "blind at these settings, not too noisy: more draws cannot show a change inside that floor"
+        text += f"blind at these settings, not too noisy: more {m.resampled} cannot show a change inside that floor"
     else:
-        text += ("possibly too noisy rather than blind: the change exceeds that floor, so more draws (with margins "
-                 "calibrated at them) could resolve it")
+        text += (f"possibly too noisy rather than blind: the change exceeds that floor, so more {m.resampled} (with "
+                 "margins calibrated at them) could resolve it")
     if m.method.endswith("SAE best latent"):
         text += "; Experiment 2's section measures how much of the probe's direction the SAE keeps"
     return text + "."

@@ -256,8 +256,8 @@ def test_the_yardstick_is_stored_and_loads_in_a_notebook(runs):
 
 def test_methods_that_miss_the_emergence_are_read_as_blind_or_too_noisy(runs):
     """Every method none of whose curves finds the emergence gets its correctness-specific change (organism less
-    null twin, in margins) against its noise floor at 10x the draws; methods that find it get none."""
-    from codedyn.analysis.yardstick import DRAWS_MULTIPLE, MethodReading, method_readings
+    null twin, in margins) against its noise floor at 10x the draws (or programs); methods that find it get none."""
+    from codedyn.analysis.yardstick import MORE, MethodReading, method_readings
 
     organism, _ = runs
     found = yardstick(organism, signal_sources())
@@ -267,6 +267,7 @@ def test_methods_that_miss_the_emergence_are_read_as_blind_or_too_noisy(runs):
                              "loss gap at the mutated tokens"}
     latent = readings["Experiment 2, SAE best latent"]  # the same data-onset drift on both runs
     assert latent.curve == "SAE best latent AUROC, layer 1" and latent.curves == 1
+    assert latent.resampled == "programs" and readings["Experiment 1, BIF"].resampled == "draws"
     assert latent.organism == pytest.approx(latent.null, abs=0.25) and latent.blind
     llc = readings["LLC"]  # the same jump at the data onset on both runs, inside the margin that absorbed it
     assert llc.organism > 0.4 and llc.effect == pytest.approx(0.0, abs=1e-9) and llc.blind
@@ -274,7 +275,7 @@ def test_methods_that_miss_the_emergence_are_read_as_blind_or_too_noisy(runs):
     row = next(r for r in found.signals if r.name == latent.curve)
     assert latent.organism == pytest.approx(abs(row.call.change) / row.call.margin)
     assert latent.null == pytest.approx(abs(row.null_call.change) / row.call.margin)
-    assert latent.noise_floor == pytest.approx(row.call.noise / row.call.margin / DRAWS_MULTIPLE ** 0.5)
+    assert latent.noise_floor == pytest.approx(row.call.noise / row.call.margin / MORE ** 0.5)
     sentences = " ".join(answer_sentences(found))
     assert "Experiment 2, SAE best latent does not find it" in sentences and "blind at these settings" in sentences
     stored = json.loads(json.dumps(found.to_dict()))["methods_that_miss"]  # what yardstick.json holds

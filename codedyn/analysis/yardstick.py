@@ -208,16 +208,17 @@ def method_of(row: SignalRow) -> str:
 
 @dataclass(frozen=True)
 class MethodReading:
-    """Why a method whose curves all miss the emergence misses it, read from its most telling curve: the one whose
-    change after the baseline exceeds its null twin's by the most. Every number is in units of that curve's margin,
-    so curves of different scales compare."""
+    """Why a method whose curves all miss the emergence misses them: its largest change after the baseline over all
+    its curves on the organism against the same on the null twin (both maxima over the same curves, so a method with
+    many noisy curves gains nothing from having many), and the noise of its largest organism curve. Every number is
+    in units of the curve's own margin, so curves of different scales compare."""
 
     method: str
-    curve: str
+    curve: str  # the curve of the organism's largest change
     curves: int  # the method's curves in the table
-    organism: float  # the curve's largest |change| after the baseline on the organism
+    organism: float  # the largest |change| after the baseline over the method's curves, on the organism
     null: float  # ... on the null twin
-    noise: float  # its noise: the z·SE of its change at its quietest checkpoint (OnsetCall.noise)
+    noise: float  # the organism curve's noise: the z·SE of its change at its quietest checkpoint (OnsetCall.noise)
     resampled: str = "draws"  # what its noise is the sampling error of: posterior "draws", or read-out "programs"
 
     @property
@@ -255,17 +256,16 @@ def method_readings(found: Yardstick) -> list[MethodReading]:
     for method, rows in by_method.items():
         if any(r.call.kind == "onset" and not r.null_departs for r in rows):
             continue
-        candidates = []
-        for r in rows:
-            margin, twin = r.call.margin, r.null_call
-            numbers = (r.call.change, r.call.noise, None if twin is None else twin.change)
-            if not margin or any(x is None or not math.isfinite(x) for x in numbers):
-                continue
-            candidates.append(MethodReading(method, r.name, len(rows), abs(r.call.change) / margin,
-                                            abs(twin.change) / margin, r.call.noise / margin,
-                                            "draws" if r.source in POSTERIOR_SOURCES else "programs"))
-        if candidates:
-            readings.append(max(candidates, key=lambda m: m.effect))
+        readable = [r for r in rows if r.call.margin and r.null_call is not None
+                    and all(x is not None and math.isfinite(x) for x in (r.call.change, r.call.noise,
+                                                                          r.null_call.change))]
+        if not readable:
+            continue
+        top = max(readable, key=lambda r: abs(r.call.change) / r.call.margin)
+        readings.append(MethodReading(
+            method, top.name, len(rows), abs(top.call.change) / top.call.margin,
+            max(abs(r.null_call.change) / r.call.margin for r in readable), top.call.noise / top.call.margin,
+            "draws" if top.source in POSTERIOR_SOURCES else "programs"))
     return readings
 
 

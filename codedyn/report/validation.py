@@ -281,17 +281,15 @@ def answer_sentences(found: Yardstick) -> list[str]:
 
 def reading_sentence(m: MethodReading) -> str:
     """Why a method misses the emergence, in one sentence: blind, or too noisy at these draws (or programs)."""
-    why = ("Monte Carlo error shrinks as 1/√draws, the read-out programs' sampling error does not" if
-           m.resampled == "draws" else "the programs' sampling error shrinks as 1/√programs, training noise does not")
-    text = (f"{m.method} does not find it: its most telling curve ({m.curve}, of {m.curves}) changes by "
-            f"{m.organism:.2f} margins on the organism and {m.null:.2f} on the null twin, a correctness-specific "
-            f"change of {m.effect:+.2f} against a noise of {m.noise:.2f} now and at least {m.noise_floor:.2f} at "
-            f"{MORE}x the {m.resampled} ({why}): ")
+    text = (f"{m.method} does not find it. Its largest change after the baseline, in margins: {m.organism:.2f} on "
+            f"the organism ({m.curve}, of {m.curves} curves), {m.null:.2f} on the null twin, so {m.effect:+.2f} "
+            f"beyond the twin, against a noise of {m.noise:.2f} now and at least {m.noise_floor:.2f} at {MORE}x "
+            f"the {m.resampled} (only their sampling error shrinks): ")
     if m.blind:
         text += f"blind at these settings, not too noisy: more {m.resampled} cannot show a change inside that floor"
     else:
-        text += (f"possibly too noisy rather than blind: the change exceeds that floor, so more {m.resampled} (with "
-                 "margins calibrated at them) could resolve it")
+        text += (f"possibly too noisy rather than blind: more {m.resampled} (with margins calibrated at them) could "
+                 "resolve it")
     if m.method.endswith("SAE best latent"):
-        text += "; Experiment 2's section measures how much of the probe's direction the SAE keeps"
+        text += " (Experiment 2's section measures how much of the probe's direction the SAE keeps)"
     return text + "."

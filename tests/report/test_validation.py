@@ -276,6 +276,12 @@ def test_methods_that_miss_the_emergence_are_read_as_blind_or_too_noisy(runs):
     assert latent.organism == pytest.approx(abs(row.call.change) / row.call.margin)
     assert latent.null == pytest.approx(abs(row.null_call.change) / row.call.margin)
     assert latent.noise_floor == pytest.approx(row.call.noise / row.call.margin / MORE ** 0.5)
+    # both runs' numbers are maxima over the method's curves: the BIF's on the null twin is its largest over both
+    bif = readings["Experiment 1, BIF"]
+    bif_rows = [r for r in found.signals if r.source == "influence" and r.name != "LLC"]
+    assert bif.curves == len(bif_rows) == 2
+    assert bif.null == pytest.approx(max(abs(r.null_call.change) / r.call.margin for r in bif_rows))
+    assert bif.organism == pytest.approx(max(abs(r.call.change) / r.call.margin for r in bif_rows))
     sentences = " ".join(answer_sentences(found))
     assert "Experiment 2, SAE best latent does not find it" in sentences and "blind at these settings" in sentences
     stored = json.loads(json.dumps(found.to_dict()))["methods_that_miss"]  # what yardstick.json holds

@@ -189,7 +189,6 @@ def posterior_evalset_readout(evalset, verdicts: np.ndarray | None, observables=
     from contextlib import nullcontext
 
     from codedyn.sampling.losses import sample_token_losses, sample_token_verdict_losses
-    from codedyn.sampling.observables import OBSERVED_BY_SAMPLE
 
     def readout(model):
         with (observables.recording(model, evalset.n_samples) if observables is not None

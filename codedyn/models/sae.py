@@ -24,6 +24,7 @@ Torch is imported inside functions so importing this module stays cheap.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -75,6 +76,12 @@ class TopKSAE:
         pre = self.pre_activations(x)
         values, indices = pre.topk(self.k, dim=-1)
         return torch.zeros_like(pre).scatter_(-1, indices, values)
+
+    def encoder(self):
+        """:meth:`encode` as a torch module: whatever times module forward passes (the run's model clock,
+        :class:`codedyn.runs.timings.ModelClock`) then counts encoding as model compute, like the language model's
+        own forward passes."""
+        return _encoder_type()(self)
 
     def decode(self, z):
         return (z @ self.W_dec + self.b_dec) * self.scale
@@ -288,6 +295,24 @@ def latent_name(layer: int, latent: int) -> str:
 def sae_latent_names(layer: int, width: int) -> list[str]:
     """``L<layer>.SAE<j>`` for every latent j of the SAE at that layer."""
     return [latent_name(layer, j) for j in range(width)]
+
+
+@functools.cache
+def _encoder_type():
+    import torch
+
+    class SaeEncoder(torch.nn.Module):
+        """A :class:`TopKSAE`'s encoder as a module (no parameters of its own: the SAE's tensors stay where they
+        are)."""
+
+        def __init__(self, sae: TopKSAE) -> None:
+            super().__init__()
+            self.sae = sae
+
+        def forward(self, x):
+            return self.sae.encode(x)
+
+    return SaeEncoder
 
 
 @dataclass(frozen=True)

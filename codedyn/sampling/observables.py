@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 OBSERVED_BY_SAMPLE = "observed_by_sample"  # the traces variable (chain, draw, sample, observable)
 
 
-def sample_latent_readings(sae, resid, attention_mask, indices) -> object:
+def sample_latent_readings(encode, resid, attention_mask, indices) -> object:
     """[B, 2n]: for each row of ``resid`` [B, T, D] (right-padded, ``attention_mask`` [B, T]) the chosen latents'
-    activations at the row's last real token, then their means over the row's real tokens (the order of
+    activations (``encode``: activations [N, D] -> latents [N, m], an SAE's encoder on ``resid``'s device) at the
+    row's last real token, then their means over the row's real tokens (the order of
     :func:`codedyn.sampling.sae_observables.reading_names`)."""
     import torch
 
-    sae = sae if sae.W_enc.device == resid.device else sae.to(resid.device)
     chosen = torch.as_tensor(list(indices), device=resid.device)
-    z = sae.encode(resid.reshape(-1, resid.shape[-1]).float())[:, chosen].view(*attention_mask.shape, -1)
+    z = encode(resid.reshape(-1, resid.shape[-1]).float())[:, chosen].view(*attention_mask.shape, -1)
     mask = attention_mask.to(device=resid.device, dtype=z.dtype)
     rows = torch.arange(mask.shape[0], device=resid.device)
     at_final = z[rows, attention_mask.sum(dim=1).to(resid.device) - 1]  # [B, n]
@@ -54,9 +54,9 @@ class Recording:
         from codedyn.models.hooks import sample_component_norms
 
         parts = [sample_component_norms(self.model, self.captured, batch.attention_mask)]
-        for layer, sae, indices in self.saes:
-            parts.append(sample_latent_readings(sae, self.captured[(layer, "resid")].float(), batch.attention_mask,
-                                                indices))
+        for layer, encoder, indices in self.saes:
+            parts.append(sample_latent_readings(encoder, self.captured[(layer, "resid")].float(),
+                                                batch.attention_mask, indices))
         readings = torch.cat(parts, dim=1).float()
         if self.values is None:
             self.values = torch.full((self.n_samples, readings.shape[1]), float("nan"), device=readings.device)
@@ -66,14 +66,15 @@ class Recording:
 @dataclass(frozen=True)
 class ReadoutObservables:
     """What the readout observes per program: every component of the model and, optionally, SAE latents
-    (``saes``: ``(layer, TopKSAE, latent indices)`` in the order of their names)."""
+    (``saes``: ``(layer, SAE encoder module, latent indices)`` in the order of their names)."""
 
     saes: tuple = ()
 
     @classmethod
     def of(cls, sae_latents=None, device: str = "cpu") -> ReadoutObservables:
         """Components only, or with the latents of a :class:`codedyn.sampling.sae_observables.SaeLatentSet`."""
-        return cls(() if sae_latents is None else tuple(sae_latents.readers(device)))
+        readers = [] if sae_latents is None else sae_latents.readers(device)
+        return cls(tuple((layer, sae.encoder(), indices) for layer, sae, indices in readers))
 
     @contextmanager
     def recording(self, model, n_samples: int) -> Iterator[Recording]:

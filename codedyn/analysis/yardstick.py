@@ -220,6 +220,7 @@ class MethodReading:
     null: float  # ... on the null twin
     noise: float  # the organism curve's noise: the z·SE of its change at its quietest checkpoint (OnsetCall.noise)
     resampled: str = "draws"  # what its noise is the sampling error of: posterior "draws", or read-out "programs"
+    flat: bool = False  # the organism curve's call is flat: every change shown inside its margin
 
     @property
     def effect(self) -> float:
@@ -235,8 +236,10 @@ class MethodReading:
 
     @property
     def blind(self) -> bool:
-        """Its correctness-specific change is within even the floor: more draws cannot show it."""
-        return self.effect <= self.noise_floor
+        """Blind at these settings, not too noisy: its largest change is shown inside the margin (more draws only
+        narrow the interval around a value already inside it), or what it has beyond the twin's is within even the
+        noise floor (more draws cannot show it). Otherwise a change the noise hides may be there."""
+        return self.flat or self.effect <= self.noise_floor
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "effect": self.effect, "noise_floor": self.noise_floor, "blind": self.blind,
@@ -265,7 +268,7 @@ def method_readings(found: Yardstick) -> list[MethodReading]:
         readings.append(MethodReading(
             method, top.name, len(rows), abs(top.call.change) / top.call.margin,
             max(abs(r.null_call.change) / r.call.margin for r in readable), top.call.noise / top.call.margin,
-            "draws" if top.source in POSTERIOR_SOURCES else "programs"))
+            "draws" if top.source in POSTERIOR_SOURCES else "programs", top.call.kind == "flat"))
     return readings
 
 

@@ -286,7 +286,10 @@ def reading_sentence(m: MethodReading) -> str:
             f"the organism ({m.curve}, of {curves}), {m.null:.2f} on the null twin, so {m.effect:+.2f} "
             f"beyond the twin, against a noise of {m.noise:.2f} now and at least {m.noise_floor:.2f} at {MORE}x "
             f"the {m.resampled} (only their sampling error shrinks): ")
-    if m.blind:
+    if m.flat:
+        text += (f"blind at these settings, not too noisy: that change is shown inside its margin, and more "
+                 f"{m.resampled} only narrow the interval around it")
+    elif m.blind:
         text += f"blind at these settings, not too noisy: more {m.resampled} cannot show a change inside that floor"
     else:
         text += (f"possibly too noisy rather than blind: more {m.resampled} (with margins calibrated at them) could "

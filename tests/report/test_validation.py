@@ -291,5 +291,9 @@ def test_methods_that_miss_the_emergence_are_read_as_blind_or_too_noisy(runs):
     assert noisy.effect == pytest.approx(0.8) and noisy.noise_floor == pytest.approx(1.5 / 10 ** 0.5)
     assert not noisy.blind
     assert MethodReading("m", "c", 1, organism=0.4, null=0.5, noise=0.1).blind  # less than the twin: blind
+    # a curve shown flat is blind whatever its difference from the twin (the run-to-run variation of two suites
+    # is not a change of correctness, and the interval is already inside the margin)
+    assert MethodReading("m", "c", 1, organism=0.6, null=0.5, noise=0.03, flat=True).blind
+    assert latent.flat and "shown inside its margin" in sentences
     # without a null twin there is nothing to read a correctness-specific change against
     assert method_readings(replace(found, null_dir=None)) == []

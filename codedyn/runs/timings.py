@@ -22,7 +22,12 @@ from typing import Any
 
 
 class ModelClock:
-    """Accumulates seconds spent in model forward passes and in backward passes while entered."""
+    """Accumulates seconds spent in model forward passes and in backward passes while entered.
+
+    A forward pass is any torch module's outermost forward call: the language model (with its loss head,
+    :func:`codedyn.models.token_loss.loss_head`) and the SAE encoders whose latents a posterior observes
+    (:meth:`codedyn.models.sae.TopKSAE.encoder`); everything else (the sampler's bookkeeping, the component norms
+    computed from captured activations) is not model time."""
 
     def __init__(self) -> None:
         self.forward = 0.0

@@ -218,6 +218,21 @@ def test_max_t_with_a_constant_observable_flags_nothing_for_it():
     assert found["p"][1] == 1.0 and found["critical"] > 1.96  # three comparisons: above the pointwise quantile
 
 
+def _trials(make, seed: int, trials: int):
+    """``trials`` planted read-out sets from ``make(rng)`` -> (φ, losses, units), each with the one distribution
+    of all its programs: ``(trial, (φ, losses, units, groups))``."""
+    rng = np.random.default_rng(seed)
+    for trial in range(trials):
+        phi, losses, units = make(rng)
+        yield trial, (phi, losses, units, {"all": np.ones(units.size, dtype=bool)})
+
+
+def _covers_one(replicates: np.ndarray) -> bool:
+    """Whether the 95% percentile interval of the first χ's replicates [B, K, G] covers the population χ, 1."""
+    low, high = np.quantile(replicates[:, 0, 0], [0.025, 0.975])
+    return bool(low <= 1.0 <= high)
+
+
 def _unit_slopes(rng, n_units=12, per_unit=2, chains=4, draws=200):
     """φ per draw and sample losses ℓ_i = -a_u(i) φ + noise, a_u ~ N(1, 1) per unit: the population χ is 1, a
     read-out set of 12 units carries its own mean slope (sd 0.29), far more than the Monte Carlo error."""
@@ -233,19 +248,14 @@ def test_intervals_that_resample_the_readout_units_cover_the_population_value():
     where chains and draws alone give an interval around the fixed read-out set's own value that rarely covers it."""
     from codedyn.experiments.susceptibility import unit_susceptibility_replicates
 
-    rng = np.random.default_rng(0)
     covered = {"units": 0, "draws": 0}
     trials = 30
-    for trial in range(trials):
-        phi, losses, units = _unit_slopes(rng)
-        groups = {"all": np.ones(units.size, dtype=bool)}
+    for trial, (phi, losses, units, groups) in _trials(_unit_slopes, seed=0, trials=trials):
         point, reps = unit_susceptibility_replicates(phi, losses, groups, units, 200, trial)
-        low, high = np.quantile(reps[:, 0, 0], [0.025, 0.975])
-        covered["units"] += low <= 1.0 <= high
+        covered["units"] += _covers_one(reps)
         chi, draw_reps = susceptibility_replicates(phi, distribution_losses(losses, groups), 200, trial)
         assert chi[0, 0] == pytest.approx(point[0, 0])
-        low, high = np.quantile(draw_reps[:, 0, 0], [0.025, 0.975])
-        covered["draws"] += low <= 1.0 <= high
+        covered["draws"] += _covers_one(draw_reps)
     assert covered["units"] / trials >= 0.8, covered
     assert covered["draws"] / trials <= 0.4, covered
 
@@ -268,18 +278,14 @@ def test_per_program_observables_are_resampled_with_the_programs():
     mean (only L_j resampled) leaves out the observable's share of the readout set's sampling error."""
     from codedyn.experiments.susceptibility import unit_susceptibility_replicates
 
-    rng = np.random.default_rng(3)
     covered = {"with": 0, "fixed": 0}
     trials = 30
-    for trial in range(trials):
-        phi, losses, units = _per_program_slopes(rng)
-        groups = {"all": np.ones(units.size, dtype=bool)}
+    for trial, (phi, losses, units, groups) in _trials(_per_program_slopes, seed=3, trials=trials):
         point, reps = unit_susceptibility_replicates(phi, losses, groups, units, 200, trial)
         fixed_point, fixed_reps = unit_susceptibility_replicates(phi.mean(axis=2), losses, groups, units, 200, trial)
         assert point[0, 0] == pytest.approx(fixed_point[0, 0])  # the same estimate, only the interval differs
-        for key, replicates in (("with", reps), ("fixed", fixed_reps)):
-            low, high = np.quantile(replicates[:, 0, 0], [0.025, 0.975])
-            covered[key] += low <= 1.0 <= high
+        covered["with"] += _covers_one(reps)
+        covered["fixed"] += _covers_one(fixed_reps)
     assert covered["with"] / trials >= 0.8, covered
     assert covered["fixed"] / trials <= 0.4, covered
 

@@ -80,7 +80,7 @@ def render_report(context: ReportContext, experiments: Sequence[Experiment] = EX
     from codedyn.analysis.events import known_events
     from codedyn.analysis.verdicts import component_calls, verdict_rows
     from codedyn.analysis.yardstick import write_yardstick
-    from codedyn.report.validation import answer_sentences, render_validation
+    from codedyn.report.validation import answer_sentences, render_method_reasons, render_validation
 
     sources = signal_sources(experiments)
     rows, family = verdict_rows(context.run_dir, sources)
@@ -88,7 +88,7 @@ def render_report(context: ReportContext, experiments: Sequence[Experiment] = EX
     events = known_events(context)
     found = write_yardstick(context.run_dir, sources)  # onsets, relations, co-movement; stored in <run>/validation/
     shape = compose_answer(rows, events, trust_notes(context, rows))
-    answer = (f"<p class=lead>{esc(' '.join(answer_sentences(found)))}</p>"
+    answer = (f"<p class=lead>{esc(' '.join(answer_sentences(found)))}</p>" + render_method_reasons(found)
               + f"<p><b>Shape of each curve</b> (sharp or gradual, one family): {esc(shape[0])}</p>"
               + "".join(f"<p>{esc(s)}</p>" for s in shape[1:]))
     summary = verdict_section(context, rows) + events_line(events) + test_description(rows)

@@ -19,7 +19,8 @@ from codedyn.runs.store import read_json
 
 REPORT_FIGURES = "report"
 
-NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces", "timings", "rllc", "validation"}  # own sections
+NOT_EXPERIMENTS = {"units", "calibration", REPORT_FIGURES, "traces", "timings", "rllc", "validation",  # own sections
+                   "coverage", "more_draws"}  # and what benchmarks sample beside a run (benchmarks/bench_*.py)
 
 # What each figure the report draws, or shows outside an experiment's section, shows and what to look for in it, by
 # file-name prefix; an experiment's own figures are captioned in its registration (codedyn.experiments.registry).

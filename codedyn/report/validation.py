@@ -264,7 +264,6 @@ def answer_sentences(found: Yardstick) -> list[str]:
                    + (f"{len(also_null)} signals depart there too ({_names(also_null)}), so their change is "
                       "one of data or training, not of correctness." if also_null else
                       "no signal that departs on the organism departs there."))
-    out.extend(reading_sentence(m) for m in method_readings(found))
     if not found.held_out:
         out.append("Caveat: a seed of this run is among the margins' calibration seeds, so these calls are not a "
                    "held-out validation.")
@@ -279,10 +278,26 @@ def answer_sentences(found: Yardstick) -> list[str]:
     return out
 
 
+def method_reasons(found: Yardstick) -> list[str]:
+    """One sentence per method that misses the emergence: why (:func:`reading_sentence`); [] when there is no
+    emergence or no null twin to read them against."""
+    return [reading_sentence(m) for m in method_readings(found)]
+
+
+def render_method_reasons(found: Yardstick) -> str:
+    """The answer's list of why each method that misses the emergence misses it ('' when none does)."""
+    reasons = method_reasons(found)
+    if not reasons:
+        return ""
+    return ("<p><b>Why each method that misses it misses it</b> (changes after the baseline in units of each curve's "
+            "margin; noise = z·SE at the curve's quietest checkpoint):</p><ul>"
+            + "".join(f"<li>{_esc(r)}</li>" for r in reasons) + "</ul>")
+
+
 def reading_sentence(m: MethodReading) -> str:
     """Why a method misses the emergence, in one sentence: blind, or too noisy at these draws (or programs)."""
     curves = f"{m.curves} curve{'s' * (m.curves != 1)}"
-    text = (f"{m.method} does not find it. Its largest change after the baseline, in margins: {m.organism:.2f} on "
+    text = (f"{m.method[:1].upper()}{m.method[1:]} does not find it. Its largest change after the baseline, in margins: {m.organism:.2f} on "
             f"the organism ({m.curve}, of {curves}), {m.null:.2f} on the null twin, so {m.effect:+.2f} "
             f"beyond the twin, against a noise of {m.noise:.2f} now and at least {m.noise_floor:.2f} at {MORE}x "
             f"the {m.resampled} (only their sampling error shrinks): ")

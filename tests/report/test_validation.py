@@ -16,7 +16,7 @@ from codedyn.analysis.yardstick import table, yardstick
 from codedyn.experiments.behaviour import emergence_call
 from codedyn.experiments.registry import signal_sources
 from codedyn.paths import cache_dir
-from codedyn.report.validation import answer_sentences, render_validation
+from codedyn.report.validation import answer_sentences, method_reasons, render_method_reasons, render_validation
 
 STEPS = [0, 1000, 2000, 3000, 4000, 5000, 5500, 7000]
 ONSET = 1000
@@ -282,8 +282,11 @@ def test_methods_that_miss_the_emergence_are_read_as_blind_or_too_noisy(runs):
     assert bif.curves == len(bif_rows) == 2
     assert bif.null == pytest.approx(max(abs(r.null_call.change) / r.call.margin for r in bif_rows))
     assert bif.organism == pytest.approx(max(abs(r.call.change) / r.call.margin for r in bif_rows))
-    sentences = " ".join(answer_sentences(found))
+    sentences = " ".join(method_reasons(found))
     assert "Experiment 2, SAE best latent does not find it" in sentences and "blind at these settings" in sentences
+    rendered = render_method_reasons(found)
+    assert rendered.count("<li>") == len(readings) and "Why each method that misses it" in rendered
+    assert not any("does not find it." in s for s in answer_sentences(found))  # the reasons are their own list
     stored = json.loads(json.dumps(found.to_dict()))["methods_that_miss"]  # what yardstick.json holds
     assert {m["method"] for m in stored} == set(readings) and all("noise_floor" in m for m in stored)
     # a change beyond the null twin's that exceeds the floor is called possibly too noisy, not blind

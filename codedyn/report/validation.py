@@ -297,7 +297,8 @@ def render_method_reasons(found: Yardstick) -> str:
 def reading_sentence(m: MethodReading) -> str:
     """Why a method misses the emergence, in one sentence: blind, or too noisy at these draws (or programs)."""
     curves = f"{m.curves} curve{'s' * (m.curves != 1)}"
-    text = (f"{m.method[:1].upper()}{m.method[1:]} does not find it. Its largest change after the baseline, in margins: {m.organism:.2f} on "
+    method = m.method[:1].upper() + m.method[1:]
+    text = (f"{method} does not find it. Its largest change after the baseline, in margins: {m.organism:.2f} on "
             f"the organism ({m.curve}, of {curves}), {m.null:.2f} on the null twin, so {m.effect:+.2f} "
             f"beyond the twin, against a noise of {m.noise:.2f} now and at least {m.noise_floor:.2f} at {MORE}x "
             f"the {m.resampled} (only their sampling error shrinks): ")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 OBSERVED_BY_SAMPLE = "observed_by_sample"  # the traces variable (chain, draw, sample, observable)
 
@@ -42,9 +42,8 @@ class Recording:
     model: object
     captured: dict
     saes: tuple
-    values: object = None
-    n_samples: int = 0
-    filled: object = field(default=None, repr=False)
+    n_samples: int
+    values: object = None  # [N, K] once the first batch is collected
 
     def collect(self, batch) -> None:
         """Store the per-sample readings of the forward pass just run on ``batch`` (an
@@ -88,7 +87,7 @@ class ReadoutObservables:
         for layer, _, _ in self.saes:
             hooks.append((layers[layer], _store_resid(captured, layer), False))
         with forward_hooks(hooks):
-            yield Recording(model, captured, self.saes, n_samples=n_samples)
+            yield Recording(model, captured, self.saes, n_samples)
 
 
 def _store_resid(captured: dict, layer: int):
